@@ -1,0 +1,317 @@
+"""pyinfra facts: distro, kernels, initrds and declared virtio drivers of a host.
+
+Everything is gathered by ONE remote command (``gather.sh``); the facts below differ only
+in which part of the result they return. Use ``KvmDrivers`` when you need several parts:
+each fact call is one SSH round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pyinfra.api import FactBase, QuoteString, ShortFactBase, StringCommand
+
+from facts import parsers as p
+
+HERE = Path(__file__).parent
+GATHER_SCRIPT = (HERE / "lib.sh").read_text() + (HERE / "gather.sh").read_text()
+LISTER = (HERE / "initrd_ls.py").read_text()
+
+VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
+SUSE_FIRST = ["ata_piix", "ata_generic"]
+OLDEST_KERNEL = (2, 6, 24)  # virtio needs a newer kernel than this
+CONFIG_PATHS = {
+    "initramfs-tools": "/etc/initramfs-tools/modules",
+    "dracut": "/etc/dracut.conf.d/90-kvm-drivers.conf",
+    "suse-mkinitrd": "/etc/sysconfig/kernel",
+}
+# The tool each initrd generator needs on the host.
+GENERATOR_TOOL = {"initramfs-tools": "mkinitramfs", "dracut": "dracut", "suse-mkinitrd": "mkinitrd"}
+
+
+def default_drivers(family: str | None) -> list[str]:
+    """The procedure's driver list for a family (SUSE families list ata_piix ata_generic first)."""
+    return SUSE_FIRST + VIRTIO if family and family.startswith("suse") else list(VIRTIO)
+
+
+def wanted_drivers(family: str | None, drivers: list[str] | None, extra: list[str] | None) -> list[str]:
+    """The drivers to guarantee: the given list (or the family default) plus extras, normalised."""
+    out: list[str] = []
+    for d in (drivers or default_drivers(family)) + (extra or []):
+        if p.norm(d) not in out:
+            out.append(p.norm(d))
+    return out
+
+
+def choose_generator(family: str | None, tools: dict[str, str]) -> tuple[str | None, str]:
+    """(generator, error): which initrd tool this host uses, or why none can be used."""
+    if family == "debian":
+        # dracut replaces initramfs-tools (update-initramfs) but may leave mkinitramfs behind.
+        if "update-initramfs" in tools and "mkinitramfs" in tools:
+            return "initramfs-tools", ""
+        if "dracut" in tools:
+            return "dracut", ""
+        return None, "no initrd generator found (neither mkinitramfs nor dracut is installed)"
+    if family == "suse-legacy":
+        if "mkinitrd" in tools:
+            return "suse-mkinitrd", ""
+        return None, "mkinitrd is not installed (needed to rebuild the initrd on this SUSE release)"
+    if family in ("rhel", "suse", "suse-12sp1"):
+        if "dracut" in tools:
+            return "dracut", ""
+        return None, "dracut is not installed (needed to rebuild the initrd on this distribution)"
+    return None, ""
+
+
+def closure(kernel: p.RawKernel, driver: str) -> list[str]:
+    """The loadable modules driver needs in an initrd: itself and its dependencies (not built-ins)."""
+    out: list[str] = []
+    queue = [driver]
+    while queue:
+        name = queue.pop(0)
+        if name in out or name not in kernel.modules:
+            continue
+        out.append(name)
+        queue.extend(kernel.modules[name])
+    return out
+
+
+def driver_kind(kernel: p.RawKernel, driver: str) -> str:
+    """'builtin', 'module' or 'absent' for one driver in one kernel."""
+    if driver in kernel.builtin:
+        return "builtin"
+    if driver in kernel.modules:
+        return "module"
+    option = p.CONFIG_OPTION.get(driver)
+    if not kernel.has_builtin and option and kernel.config.get(option) == "y":
+        return "builtin"
+    return "absent"
+
+
+def declared_drivers(generator: str | None, files: dict[str, str | None]) -> dict[str, Any]:
+    """What the generator's configuration declares, and where kvm-drivers writes its declaration."""
+    out: dict[str, Any] = {"path": CONFIG_PATHS.get(generator or ""), "drivers": [], "omitted": [],
+                           "by_others": [], "setting": ""}
+    if generator == "initramfs-tools":
+        out["drivers"] = p.parse_modules_file(files.get("/etc/initramfs-tools/modules"))
+        out["by_others"] = out["drivers"]
+        out["setting"] = "MODULES=" + p.initramfs_tools_setting(files.get("/etc/initramfs-tools/initramfs.conf"))
+    elif generator == "dracut":
+        conf = p.parse_dracut(files)
+        out["drivers"] = sorted(conf.add_drivers)
+        out["by_others"] = sorted(d for d, src in conf.add_drivers.items() if src != out["path"])
+        out["omitted"] = sorted(conf.omit_drivers)
+        out["setting"] = f"hostonly={conf.hostonly or 'default'}"
+    elif generator == "suse-mkinitrd":
+        out["drivers"], raw = p.parse_initrd_modules(files.get("/etc/sysconfig/kernel"))
+        out["by_others"] = out["drivers"]
+        out["setting"] = f"INITRD_MODULES={raw!r}" if raw is not None else "INITRD_MODULES unset"
+    return out
+
+
+def analyse(snap: p.Snapshot, drivers: list[str] | None = None, extra: list[str] | None = None,
+            kernels: str | list[str] = "all") -> dict[str, Any]:
+    """Turn a gathered Snapshot into the host's KVM-driver state and the work it needs."""
+    distro = p.parse_distro(snap.files)
+    generator, generator_error = choose_generator(distro.family, snap.tools)
+    wanted = wanted_drivers(distro.family, drivers, extra)
+    errors: list[str] = []
+    warnings: list[str] = []
+    if not snap.complete:
+        errors.append("the state gathering script did not finish (output cut short)")
+    if distro.family is None:
+        errors.append(distro.reason)
+    elif generator_error:
+        errors.append(generator_error)
+
+    boot = p.parse_boot(snap.files)
+    if boot is None:
+        warnings.append("no bootloader configuration found; using the distribution's initrd names")
+    else:
+        warnings += [f"bootloader: {w}" for w in boot.warnings]
+    default_entry = boot.entries[boot.default] if boot and boot.default is not None else None
+
+    running = snap.meta.get("uname", "")
+    installed = [k for k in snap.kernels.values() if k.has_dep and k.images]
+    for k in snap.kernels.values():
+        if k not in installed:
+            why = "no modules.dep" if not k.has_dep else "no kernel image in /boot"
+            warnings.append(f"/lib/modules/{k.version} skipped: not an installed kernel ({why})")
+    if running and running not in snap.kernels:
+        warnings.append(f"running kernel {running} is not installed; handling the installed kernels")
+    if not installed and distro.family:
+        errors.append("no installed kernel found (/lib/modules/* with an image in /boot)")
+
+    chosen = installed
+    if kernels == "default":
+        chosen = [k for k in installed if default_entry and k.version == default_entry.kernel] or installed[:1]
+    elif isinstance(kernels, list):
+        chosen = [k for k in installed if k.version in kernels]
+
+    result_kernels = []
+    for k in sorted(chosen, key=lambda k: p.kernel_version_tuple(k.version), reverse=True):
+        result_kernels.append(_kernel_state(snap, k, wanted, boot, default_entry, distro.family))
+    usable = [k for k in result_kernels if not k["too_old"]]
+    if result_kernels and not usable:
+        versions = ", ".join(k["version"] for k in result_kernels)
+        errors.append(f"kernel {versions} is 2.6.24 or older: virtio drivers do not exist for it")
+    for k in result_kernels:
+        if k["too_old"] and usable:
+            warnings.append(f"kernel {k['version']} is 2.6.24 or older: skipped")
+        if k["initrd_error"]:
+            warnings.append(f"initrd {k['initrd']} of kernel {k['version']}: {k['initrd_error']}")
+
+    declared = declared_drivers(generator, snap.files)
+    as_module = [d for d in wanted if any(d in k["modules"] for k in usable)]
+    to_declare = [d for d in as_module if d not in declared["drivers"]]
+    omitted = [d for d in as_module if d in declared["omitted"]]
+    if omitted:
+        warnings.append(f"dracut omit_drivers removes {' '.join(omitted)}: remove it from the dracut configuration")
+    to_rebuild = [k["version"] for k in usable if k["missing"]]
+
+    if errors:
+        status = "unsupported" if distro.family is None or (result_kernels and not usable) else "error"
+    elif to_rebuild or to_declare:
+        status = "drifted"
+    else:
+        status = "compliant"
+    return {
+        "status": status,
+        "errors": [e for e in errors if e],
+        "warnings": warnings,
+        "distro": asdict(distro),
+        "generator": generator,
+        "tools": snap.tools,
+        "running_kernel": running,
+        "boot_free_kib": int(snap.meta.get("bootfree") or 0) if (snap.meta.get("bootfree") or "").isdigit() else None,
+        "boot": {
+            "source": boot.source if boot else None,
+            "default_kernel": default_entry.kernel if default_entry else None,
+            "default_title": default_entry.title if default_entry else None,
+            "entries": [asdict(e) for e in boot.entries] if boot else [],
+        },
+        "wanted": wanted,
+        "kernels": result_kernels,
+        "declared": declared,
+        "to_declare": to_declare,
+        "to_rebuild": to_rebuild,
+    }
+
+
+def _kernel_state(snap: p.Snapshot, k: p.RawKernel, wanted: list[str], boot: p.BootConfig | None,
+                  default_entry: p.BootEntry | None, family: str | None) -> dict[str, Any]:
+    """Per-kernel state: its initrd, and each wanted driver built in, a module, or absent."""
+    entries = [e for e in (boot.entries if boot else []) if e.kernel == k.version]
+    if default_entry is not None and default_entry in entries:
+        entries.insert(0, default_entry)
+    initrd, source = "", ""
+    for entry in entries:
+        if entry.initrd:
+            initrd = snap.refs.get(entry.initrd) or (entry.initrd if entry.initrd.startswith("/boot/")
+                                                     else "/boot" + entry.initrd)
+            source = f"bootloader entry '{entry.title}'"
+            break
+    if not initrd:
+        names = [f"/boot/initrd.img-{k.version}", f"/boot/initramfs-{k.version}.img",
+                 f"/boot/initrd-{k.version}", f"/boot/initrd-{k.version}.img"]
+        found = [snap.refs[n] for n in names if snap.refs.get(n)]
+        initrd = found[0] if found else names[0 if family == "debian" else 1 if family == "rhel" else 2]
+        source = "distribution naming convention"
+    raw = snap.initrds.get(initrd)
+    kinds = {d: driver_kind(k, d) for d in wanted}
+    needed: list[str] = []
+    for d in wanted:
+        for m in closure(k, d) if kinds[d] == "module" else []:
+            if m not in needed:
+                needed.append(m)
+    if raw is None:
+        error = "initrd file does not exist"
+        missing = needed
+    elif raw.error:
+        error = raw.error
+        missing = needed
+    else:
+        error = ""
+        missing = [m for m in needed if m not in raw.modules]
+    return {
+        "version": k.version,
+        "default": default_entry is not None and default_entry.kernel == k.version,
+        "too_old": p.kernel_version_tuple(k.version) <= OLDEST_KERNEL,
+        "initrd": initrd,
+        "initrd_source": source,
+        "initrd_size": raw.size if raw else None,
+        "initrd_error": error,
+        "lister": raw.lister if raw else None,
+        "builtin": [d for d in wanted if kinds[d] == "builtin"],
+        "modules": [d for d in wanted if kinds[d] == "module"],
+        "absent": [d for d in wanted if kinds[d] == "absent"],
+        "needed": needed,
+        "missing": missing,
+    }
+
+
+def gather_command(drivers: list[str]) -> StringCommand:
+    """The one remote command that gathers everything (drivers: the superset to look up)."""
+    return StringCommand(
+        "sh", "-c", QuoteString(GATHER_SCRIPT), "kvm-gather", QuoteString(LISTER),
+        *[QuoteString(d) for d in drivers],
+    )
+
+
+class KvmDrivers(FactBase[dict]):
+    """
+    The whole KVM-driver state of a host, in one remote command. Returns a dict:
+
+    - ``status``: ``compliant``, ``drifted``, ``unsupported`` or ``error``
+    - ``errors`` / ``warnings``: messages (errors mean: do not change this host)
+    - ``distro``: ``id``, ``name``, ``version``, ``family`` (rhel, debian, suse-legacy,
+      suse-12sp1, suse or None) and ``reason`` when unsupported
+    - ``generator``: initramfs-tools, dracut or suse-mkinitrd; ``tools``: name -> path
+    - ``running_kernel``; ``boot``: ``source``, ``default_kernel``, ``entries``
+    - ``kernels``: per installed kernel, newest first: ``version``, ``default``,
+      ``initrd`` (the file the bootloader boots), ``builtin``/``modules``/``absent``
+      (wanted drivers by kind), ``needed`` (module closure), ``missing`` (not in the initrd)
+    - ``declared``: config ``path``, ``drivers`` declared, ``omitted``, ``setting``
+    - ``wanted``, ``to_declare``, ``to_rebuild`` (kernel versions)
+
+    Arguments: ``drivers`` replaces the family's default list, ``extra`` adds to it,
+    ``kernels`` is ``"all"`` (default), ``"default"`` or a list of versions.
+    """
+
+    def command(self, drivers: list[str] | None = None, extra: list[str] | None = None,
+                kernels: str | list[str] = "all") -> StringCommand:
+        self._args = (drivers, extra, kernels)
+        lookup = wanted_drivers("suse", drivers, extra) if drivers is None else wanted_drivers(None, drivers, extra)
+        return gather_command(lookup)
+
+    def process(self, output: list[str]) -> dict:
+        drivers, extra, kernels = getattr(self, "_args", (None, None, "all"))
+        return analyse(p.parse_snapshot(output), drivers, extra, kernels)
+
+
+class _Part(ShortFactBase[Any]):
+    fact = KvmDrivers
+    key = ""
+
+    def process_data(self, data: dict) -> Any:
+        return data.get(self.key)
+
+
+class Distro(_Part):
+    """The host's distribution: ``id``, ``name``, ``version``, ``family``, ``reason``."""
+
+    key = "distro"
+
+
+class Kernels(_Part):
+    """Installed kernels with each wanted driver's kind and the initrd state (see KvmDrivers)."""
+
+    key = "kernels"
+
+
+class DeclaredDrivers(_Part):
+    """What the family's configuration declares (see KvmDrivers ``declared``)."""
+
+    key = "declared"
