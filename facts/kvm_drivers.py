@@ -108,6 +108,7 @@ def declared_drivers(generator: str | None, files: dict[str, str | None]) -> dic
         out["drivers"], raw = p.parse_initrd_modules(files.get("/etc/sysconfig/kernel"))
         out["by_others"] = out["drivers"]
         out["setting"] = f"INITRD_MODULES={raw!r}" if raw is not None else "INITRD_MODULES unset"
+    out["current"] = files.get(out["path"]) if out["path"] else None
     return out
 
 

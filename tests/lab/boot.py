@@ -1,0 +1,100 @@
+"""Boot a lab host in QEMU (software emulation) as a KVM cloud would: root disk on
+virtio-blk, a virtio NIC, the default kernel and the initrd its bootloader names.
+
+The NIC is attached to an empty hub: the guest has a virtio-net device but no network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facts import parsers
+from tests.lab.bases import log, run
+from tests.lab.hosts import STATE, HostSpec, root
+
+TIMEOUT = int(os.environ.get("KVM_LAB_BOOT_TIMEOUT", "300"))
+BOOT_FILES = ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg", "/boot/grub/grubenv", "/boot/grub2/grubenv",
+              "/boot/grub/menu.lst", "/boot/grub/grub.conf", "/boot/grub/default"]
+
+
+@dataclass
+class BootResult:
+    """What a QEMU boot showed."""
+
+    host: str
+    kernel: str
+    initrd: str
+    seconds: float
+    root: str = ""  # root device and fs type as the probe saw them ('' if never reached)
+    bound: dict[str, str] = field(default_factory=dict)  # virtio device -> driver
+    log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Root mounted from the virtio disk and virtio_blk bound to it."""
+        return self.root.startswith("/dev/vda") and "virtio_blk" in self.bound.values()
+
+    def summary(self) -> str:
+        """One line for people."""
+        if self.ok:
+            return (f"{self.host}: BOOTED {self.kernel} with {self.initrd} in {self.seconds:.0f}s; root {self.root};"
+                    f" bound: {' '.join(sorted(set(self.bound.values())))}")
+        tail = [ln for ln in self.log.splitlines() if re.search(r"ALERT|Timed out|not exist|Gave up|panic", ln)]
+        why = tail[-1].strip() if tail else "no probe output"
+        return f"{self.host}: FAILED to boot {self.kernel} with {self.initrd} in {self.seconds:.0f}s: {why}"
+
+
+def default_boot(tree: Path) -> tuple[str, str]:
+    """(kernel image, initrd) paths inside tree that the bootloader's default entry boots."""
+    files = {}
+    for f in BOOT_FILES + [str(p)[len(str(tree)):] for p in (tree / "boot/loader/entries").glob("*.conf")]:
+        path = tree / f.lstrip("/")
+        if path.exists():
+            files[f] = path.read_text(errors="replace")
+    cfg = parsers.parse_boot(files)
+    if cfg is None or cfg.default is None:
+        raise RuntimeError(f"{tree}: no bootloader configuration with entries")
+    entry = cfg.entries[cfg.default]
+    initrd = entry.initrd if entry.initrd.startswith("/boot/") else "/boot" + entry.initrd
+    return f"/boot/vmlinuz-{entry.kernel}", initrd
+
+
+def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
+    """Boot host h's current root file system (its overlay must be mounted) and probe it."""
+    tree = root(h.name)
+    kernel, initrd = default_boot(tree)
+    work = STATE / "hosts" / h.name
+    disk = work / "disk.img"
+    log(f"{h.name}: boot {kernel} + {initrd} in QEMU (tcg), root on virtio-blk")
+    disk.unlink(missing_ok=True)
+    run(["truncate", "-s", "3G", str(disk)])
+    run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(disk)])
+    append = ("root=/dev/vda rw console=ttyS0 init=/sbin/kvm-probe panic=-1 rootdelay=10"
+              " rd.shell=0 rd.emergency=reboot rd.timeout=30 rd.retry=10")
+    cmd = ["qemu-system-x86_64", "-machine", "accel=tcg", "-m", "1024", "-smp", "1",
+           "-kernel", str(tree / kernel.lstrip("/")), "-initrd", str(tree / initrd.lstrip("/")),
+           "-append", append, "-drive", f"file={disk},format=raw,if=virtio",
+           "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0",
+           "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"]
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
+        out = proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode(errors="replace") + "\n[timed out]"
+    seconds = time.monotonic() - start
+    disk.unlink(missing_ok=True)
+    (work / "boot.log").write_text(out)
+    result = BootResult(h.name, kernel.rsplit("vmlinuz-", 1)[-1], initrd, seconds, log=out)
+    for line in out.splitlines():
+        if m := re.search(r"KVM-PROBE root: (.*)", line):
+            result.root = m.group(1).strip()
+        elif m := re.search(r"KVM-PROBE bound: (\S+) (\S+)", line):
+            result.bound[m.group(1)] = m.group(2)
+    log(result.summary())
+    return result

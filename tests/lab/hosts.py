@@ -1,0 +1,156 @@
+"""Lab hosts: an overlay over a base tree per host, served by its own sshd on 127.0.x.y in
+its own mount/UTS/PID namespace. Loopback only: no other address is ever used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.lab import bases
+from tests.lab.bases import log, run
+
+STATE = Path(os.environ.get("KVM_LAB_STATE", "/var/tmp/kvm-drivers-lab"))
+KEY = STATE / "id_ed25519"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One lab host: name, loopback address, base tree, and what it should show users."""
+
+    name: str
+    address: str
+    base: str
+    setup: Callable[[Path], None] | None = None  # turns the fresh overlay into the wanted state
+    expect: str = "fixed"  # fixed: deploy makes it boot; compliant; fails: deploy must refuse it
+    note: str = ""
+
+
+HOSTS: list[HostSpec] = [
+    HostSpec("deb12-itools", "127.0.10.1", "bookworm-itools",
+             note="Debian 12, initramfs-tools MODULES=list as on Xen, initrd without virtio"),
+    HostSpec("deb12-dracut", "127.0.10.2", "bookworm-dracut",
+             note="Debian 12 with dracut, initrd built without virtio"),
+]
+
+
+def spec(name: str) -> HostSpec:
+    """The HostSpec called name."""
+    for h in HOSTS:
+        if h.name == name:
+            return h
+    raise KeyError(f"no lab host {name!r}; known: {', '.join(h.name for h in HOSTS)}")
+
+
+def root(name: str) -> Path:
+    """The merged root of a host's overlay."""
+    return STATE / "hosts" / name / "root"
+
+
+def ensure_key() -> Path:
+    """The lab's SSH key pair (made once)."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    if not KEY.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kvm-drivers-lab", "-f", str(KEY)])
+    return KEY
+
+
+def listening(address: str) -> bool:
+    """True if something accepts connections on address:22."""
+    try:
+        with socket.create_connection((address, 22), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def sshd_pid(address: str) -> int | None:
+    """PID of the sshd listening on address:22 (the host namespace's PID 1)."""
+    out = subprocess.run(["ss", "-ltnpH", f"src {address}:22"], capture_output=True, text=True).stdout
+    for part in out.split("pid=")[1:]:
+        return int(part.split(",")[0])
+    return None
+
+
+def mounted(path: Path) -> bool:
+    """True if path is a mount point."""
+    return subprocess.run(["mountpoint", "-q", str(path)]).returncode == 0
+
+
+def start(h: HostSpec, fresh: bool = True) -> None:
+    """Mount the host's overlay (fresh: discard earlier changes) and start its sshd."""
+    stop(h)
+    base = bases.ensure(h.base)
+    top = STATE / "hosts" / h.name
+    if fresh and top.exists():
+        run(["rm", "-rf", "--one-file-system", str(top)])
+    for d in ("upper", "work", "root"):
+        (top / d).mkdir(parents=True, exist_ok=True)
+    r = root(h.name)
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={base},upperdir={top / 'upper'},workdir={top / 'work'}", str(r)])
+    ssh = r / "root/.ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (ssh / "authorized_keys").write_text(Path(f"{ensure_key()}.pub").read_text())
+    (r / "etc/hostname").write_text(h.name + "\n")
+    if fresh and h.setup:
+        h.setup(r)
+    inner = (
+        f"hostname {h.name}; mount --bind /dev {r}/dev; mount -t sysfs sys {r}/sys;"
+        f" exec chroot {r} /usr/sbin/sshd -D -e -o ListenAddress={h.address}"
+        " -o PermitRootLogin=prohibit-password -o UsePAM=no -o UseDNS=no"
+    )
+    logf = open(top / "sshd.log", "ab")
+    subprocess.Popen(["unshare", "--mount", "--uts", "--pid", "--fork", f"--mount-proc={r}/proc", "sh", "-c", inner],
+                     stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not listening(h.address):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{h.name}: sshd did not start on {h.address}:22; see {top / 'sshd.log'}")
+        time.sleep(0.1)
+
+
+def stop(h: HostSpec) -> None:
+    """Stop the host's sshd (its namespace's PID 1) and unmount its overlay."""
+    pid = sshd_pid(h.address)
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while listening(h.address) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    r = root(h.name)
+    if mounted(r):
+        subprocess.run(["umount", "-l", str(r)], check=False)
+
+
+def up(names: list[str] | None = None, fresh: bool = True) -> list[HostSpec]:
+    """Build what is missing and start the hosts (all by default); write the lab state file."""
+    hosts = [spec(n) for n in names] if names else HOSTS
+    for h in hosts:
+        bases.ensure(h.base)
+    start_time = time.monotonic()
+    for h in hosts:
+        start(h, fresh=fresh)
+    log(f"{len(hosts)} hosts up in {time.monotonic() - start_time:.1f}s: "
+        + ", ".join(f"{h.name}={h.address}" for h in hosts))
+    (STATE / "lab.json").write_text(json.dumps({"key": str(KEY), "hosts": [h.name for h in hosts]}))
+    return hosts
+
+
+def down(names: list[str] | None = None) -> None:
+    """Stop the hosts (all by default)."""
+    for h in [spec(n) for n in names] if names else HOSTS:
+        stop(h)
+
+
+def ssh_args(h: HostSpec) -> list[str]:
+    """ssh command line prefix for a lab host."""
+    return ["ssh", "-i", str(KEY), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"root@{h.address}"]
