@@ -1,4 +1,5 @@
-"""Make every host boot on KVM: declare the virtio drivers and rebuild the initrds that lack them.
+"""
+Make every host boot on KVM: declare the virtio drivers and rebuild the initrds that lack them.
 
     pyinfra -y INVENTORY deploys/kvm_drivers.py          # apply
     pyinfra INVENTORY deploys/kvm_drivers.py --dry       # show which hosts would change

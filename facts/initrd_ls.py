@@ -1,4 +1,5 @@
-"""List the files of an initrd image: the fallback used when lsinitrd/lsinitramfs is missing
+"""
+List the files of an initrd image: the fallback used when lsinitrd/lsinitramfs is missing
 or lists nothing (old lsinitrd shows only the early-microcode archive).
 
 Runs ON THE TARGET HOST as ``python3 -c CODE IMAGE`` (Python 2.7 or 3), so it uses the
@@ -6,6 +7,7 @@ standard library only, plus the zstd/lz4/bzip2/lzop commands for those compressi
 Handles concatenated archives: uncompressed cpio (early microcode) then a compressed one.
 Prints one path per line; exits 1 with a message on stderr when the image is unreadable.
 """
+
 import subprocess
 import sys
 import zlib

@@ -1,4 +1,5 @@
-"""pyinfra facts: distro, kernels, initrds and declared virtio drivers of a host.
+"""
+pyinfra facts: distro, kernels, initrds and declared virtio drivers of a host.
 
 Everything is gathered by ONE remote command (``gather.sh``); the facts below differ only
 in which part of the result they return. Use ``KvmDrivers`` when you need several parts:
@@ -92,8 +93,13 @@ def driver_kind(kernel: p.RawKernel, driver: str) -> str:
 
 def declared_drivers(generator: str | None, files: dict[str, str | None]) -> dict[str, Any]:
     """What the generator's configuration declares, and where kvm-drivers writes its declaration."""
-    out: dict[str, Any] = {"path": CONFIG_PATHS.get(generator or ""), "drivers": [], "omitted": [],
-                           "by_others": [], "setting": ""}
+    out: dict[str, Any] = {
+        "path": CONFIG_PATHS.get(generator or ""),
+        "drivers": [],
+        "omitted": [],
+        "by_others": [],
+        "setting": "",
+    }
     if generator == "initramfs-tools":
         out["drivers"] = p.parse_modules_file(files.get("/etc/initramfs-tools/modules"))
         out["by_others"] = out["drivers"]
@@ -112,8 +118,9 @@ def declared_drivers(generator: str | None, files: dict[str, str | None]) -> dic
     return out
 
 
-def analyse(snap: p.Snapshot, drivers: list[str] | None = None, extra: list[str] | None = None,
-            kernels: str | list[str] = "all") -> dict[str, Any]:
+def analyse(
+    snap: p.Snapshot, drivers: list[str] | None = None, extra: list[str] | None = None, kernels: str | list[str] = "all"
+) -> dict[str, Any]:
     """Turn a gathered Snapshot into the host's KVM-driver state and the work it needs."""
     distro = p.parse_distro(snap.files)
     generator, generator_error = choose_generator(distro.family, snap.tools)
@@ -201,8 +208,14 @@ def analyse(snap: p.Snapshot, drivers: list[str] | None = None, extra: list[str]
     }
 
 
-def _kernel_state(snap: p.Snapshot, k: p.RawKernel, wanted: list[str], boot: p.BootConfig | None,
-                  default_entry: p.BootEntry | None, family: str | None) -> dict[str, Any]:
+def _kernel_state(
+    snap: p.Snapshot,
+    k: p.RawKernel,
+    wanted: list[str],
+    boot: p.BootConfig | None,
+    default_entry: p.BootEntry | None,
+    family: str | None,
+) -> dict[str, Any]:
     """Per-kernel state: its initrd, and each wanted driver built in, a module, or absent."""
     entries = [e for e in (boot.entries if boot else []) if e.kernel == k.version]
     if default_entry is not None and default_entry in entries:
@@ -210,13 +223,18 @@ def _kernel_state(snap: p.Snapshot, k: p.RawKernel, wanted: list[str], boot: p.B
     initrd, source = "", ""
     for entry in entries:
         if entry.initrd:
-            initrd = snap.refs.get(entry.initrd) or (entry.initrd if entry.initrd.startswith("/boot/")
-                                                     else "/boot" + entry.initrd)
+            initrd = snap.refs.get(entry.initrd) or (
+                entry.initrd if entry.initrd.startswith("/boot/") else "/boot" + entry.initrd
+            )
             source = f"bootloader entry '{entry.title}'"
             break
     if not initrd:
-        names = [f"/boot/initrd.img-{k.version}", f"/boot/initramfs-{k.version}.img",
-                 f"/boot/initrd-{k.version}", f"/boot/initrd-{k.version}.img"]
+        names = [
+            f"/boot/initrd.img-{k.version}",
+            f"/boot/initramfs-{k.version}.img",
+            f"/boot/initrd-{k.version}",
+            f"/boot/initrd-{k.version}.img",
+        ]
         found = [snap.refs[n] for n in names if snap.refs.get(n)]
         initrd = found[0] if found else names[0 if family == "debian" else 1 if family == "rhel" else 2]
         source = "distribution naming convention"
@@ -256,14 +274,20 @@ def _kernel_state(snap: p.Snapshot, k: p.RawKernel, wanted: list[str], boot: p.B
 def gather_command(drivers: list[str]) -> StringCommand:
     """The one remote command that gathers everything (drivers: the superset to look up)."""
     return StringCommand(
-        "sh", "-c", QuoteString(GATHER_SCRIPT), "kvm-gather", QuoteString(LISTER),
+        "sh",
+        "-c",
+        QuoteString(GATHER_SCRIPT),
+        "kvm-gather",
+        QuoteString(LISTER),
         *[QuoteString(d) for d in drivers],
     )
 
 
 class KvmDrivers(FactBase[dict]):
     """
-    The whole KVM-driver state of a host, in one remote command. Returns a dict:
+    The whole KVM-driver state of a host, in one remote command.
+
+    Returns a dict:
 
     - ``status``: ``compliant``, ``drifted``, ``unsupported`` or ``error``
     - ``errors`` / ``warnings``: messages (errors mean: do not change this host)
@@ -281,8 +305,9 @@ class KvmDrivers(FactBase[dict]):
     ``kernels`` is ``"all"`` (default), ``"default"`` or a list of versions.
     """
 
-    def command(self, drivers: list[str] | None = None, extra: list[str] | None = None,
-                kernels: str | list[str] = "all") -> StringCommand:
+    def command(
+        self, drivers: list[str] | None = None, extra: list[str] | None = None, kernels: str | list[str] = "all"
+    ) -> StringCommand:
         self._args = (drivers, extra, kernels)
         lookup = wanted_drivers("suse", drivers, extra) if drivers is None else wanted_drivers(None, drivers, extra)
         return gather_command(lookup)

@@ -1,4 +1,5 @@
-"""Pure parsers: text gathered from a host in, plain data out. No I/O on the host.
+"""
+Pure parsers: text gathered from a host in, plain data out. No I/O on the host.
 
 Every function here is unit-tested on captured real outputs (tests/fixtures).
 """
@@ -128,7 +129,8 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
             _parse_kernel_line(snap.kernels[arg], line)
         elif kind == "listfail":
             if line.strip():
-                current_initrd.error += f": {line.strip()}" if current_initrd.error.endswith(")") else f" {line.strip()}"
+                sep = ": " if current_initrd.error.endswith(")") else " "
+                current_initrd.error += sep + line.strip()
         elif kind == "initrd":
             key, _, value = line.partition(" ")
             if key == "m":
@@ -165,11 +167,38 @@ def _parse_kernel_line(kernel: RawKernel, line: str) -> None:
 
 # --- distribution ---------------------------------------------------------------------------
 
-RHEL_IDS = {"centos", "rhel", "redhat", "euleros", "openeuler", "rocky", "almalinux", "ol", "oracle",
-            "fedora", "anolis", "hce", "kylin", "circle", "scientific", "cloudlinux", "amzn"}
+RHEL_IDS = {
+    "centos",
+    "rhel",
+    "redhat",
+    "euleros",
+    "openeuler",
+    "rocky",
+    "almalinux",
+    "ol",
+    "oracle",
+    "fedora",
+    "anolis",
+    "hce",
+    "kylin",
+    "circle",
+    "scientific",
+    "cloudlinux",
+    "amzn",
+}
 DEBIAN_IDS = {"debian", "ubuntu", "linuxmint", "raspbian", "devuan", "uos", "deepin"}
-SUSE_IDS = {"sles", "sled", "sles_sap", "suse", "opensuse", "opensuse-leap", "opensuse-tumbleweed",
-            "opensuse-slowroll", "sle-micro", "sl-micro"}
+SUSE_IDS = {
+    "sles",
+    "sled",
+    "sles_sap",
+    "suse",
+    "opensuse",
+    "opensuse-leap",
+    "opensuse-tumbleweed",
+    "opensuse-slowroll",
+    "sle-micro",
+    "sl-micro",
+}
 
 
 @dataclass
@@ -214,8 +243,13 @@ def parse_distro(files: dict[str, str | None]) -> Distro:
             version = f"{version}.{fields['PATCHLEVEL']}"
         did = "opensuse" if "opensuse" in suse_release.lower() else "sles"
     if not did:
-        return Distro("unknown", "unknown", "", None, "no release file found (/etc/os-release, "
-                      "/etc/SuSE-release, /etc/redhat-release, ...)")
+        return Distro(
+            "unknown",
+            "unknown",
+            "",
+            None,
+            "no release file found (/etc/os-release, /etc/SuSE-release, /etc/redhat-release, ...)",
+        )
     likes = set(like.lower().split())
     family: str | None = None
     reason = ""
@@ -283,6 +317,7 @@ def kernel_from_path(path: str) -> str:
 
 def choose_initrd(paths: list[str]) -> str:
     """The main initrd of an entry's initrd line (skipping early-microcode images)."""
+    paths = [p for p in paths if not p.startswith("$")]  # e.g. RHEL's $tuned_initrd
     main = [p for p in paths if not re.search(r"ucode|microcode", p.rsplit("/", 1)[-1])]
     return (main or paths or [""])[-1]
 
@@ -498,7 +533,7 @@ def shell_assignments(text: str | None) -> list[tuple[str, str, str]]:
 
 
 def dracut_conf_files(files: dict[str, str | None]) -> list[str]:
-    """dracut's own order: /etc/dracut.conf, then conf.d files sorted by name, /etc winning."""
+    """Dracut's own order: /etc/dracut.conf, then conf.d files sorted by name, /etc winning."""
     by_name: dict[str, str] = {}
     for path in files:
         for d in ("/usr/lib/dracut/dracut.conf.d/", "/etc/dracut.conf.d/"):

@@ -8,13 +8,16 @@ _state = _lab.STATE / "lab.json"
 _up = set(_json.loads(_state.read_text())["hosts"]) if _state.exists() else {h.name for h in _lab.HOSTS}
 
 lab = [
-    (h.name, {
-        "ssh_hostname": h.address,
-        "ssh_user": "root",
-        "ssh_key": str(_lab.KEY),
-        "ssh_strict_host_key_checking": "no",
-        "ssh_known_hosts_file": str(_lab.STATE / "known_hosts"),
-    })
+    (
+        h.name,
+        {
+            "ssh_hostname": h.address,
+            "ssh_user": "root",
+            "ssh_key": str(_lab.KEY),
+            "ssh_strict_host_key_checking": "no",
+            "ssh_known_hosts_file": str(_lab.STATE / "known_hosts"),
+        },
+    )
     for h in _lab.HOSTS
     if h.name in _up
 ]

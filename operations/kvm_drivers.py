@@ -1,4 +1,5 @@
-"""pyinfra operations: declare the wanted drivers, rebuild the initrds that lack them.
+"""
+pyinfra operations: declare the wanted drivers, rebuild the initrds that lack them.
 
 Each operation takes the ``info`` dict of the ``KvmDrivers`` fact (gathered once by the
 deploy) or gathers it itself; it yields nothing (``host.noop``) when the host is already
@@ -44,7 +45,8 @@ def _info(info: dict | None, drivers: list[str] | None, extra: list[str] | None,
 
 
 def render_modules_file(text: str | None, missing: list[str]) -> str:
-    """/etc/initramfs-tools/modules with the missing drivers appended, one per line.
+    """
+    /etc/initramfs-tools/modules with the missing drivers appended, one per line.
 
     Every existing line is kept byte for byte; CRLF files get CRLF lines.
     """
@@ -59,11 +61,13 @@ def render_modules_file(text: str | None, missing: list[str]) -> str:
 
 def render_dracut_dropin(drivers: list[str]) -> str:
     """The drop-in kvm-drivers owns in /etc/dracut.conf.d/."""
-    return f'{MARKER}\n# Managed by kvm-drivers; edit the inventory data instead.\nadd_drivers+=" {" ".join(drivers)} "\n'
+    header = f"{MARKER}\n# Managed by kvm-drivers; edit the inventory data instead.\n"
+    return header + f'add_drivers+=" {" ".join(drivers)} "\n'
 
 
 def render_sysconfig_kernel(text: str | None, wanted: list[str], missing: list[str]) -> str:
-    """/etc/sysconfig/kernel with INITRD_MODULES merged: ata_piix ata_generic first (when
+    """
+    /etc/sysconfig/kernel with INITRD_MODULES merged: ata_piix ata_generic first (when
     wanted), then the modules already there, then the other missing drivers. Only the
     INITRD_MODULES line changes; comments and every other line are kept.
     """
@@ -107,8 +111,9 @@ def new_declaration(info: dict) -> tuple[str, str] | None:
 
 
 @operation()
-def declare_drivers(info: dict | None = None, drivers: list[str] | None = None,
-                    extra: list[str] | None = None, kernels: Any = "all"):
+def declare_drivers(
+    info: dict | None = None, drivers: list[str] | None = None, extra: list[str] | None = None, kernels: Any = "all"
+):
     """
     Declare the wanted drivers where the host's initrd generator reads them, so that every
     later rebuild (kernel updates included) keeps them: initramfs-tools ``modules`` file,
@@ -133,15 +138,22 @@ def declare_drivers(info: dict | None = None, drivers: list[str] | None = None,
 def rebuild_command(info: dict, kernel: dict) -> StringCommand:
     """The remote command that safely rebuilds and verifies one kernel's initrd."""
     return StringCommand(
-        "sh", "-c", QuoteString(REBUILD_SCRIPT), "kvm-rebuild", QuoteString(LISTER),
-        QuoteString(info["generator"]), QuoteString(kernel["initrd"]), QuoteString(kernel["version"]),
+        "sh",
+        "-c",
+        QuoteString(REBUILD_SCRIPT),
+        "kvm-rebuild",
+        QuoteString(LISTER),
+        QuoteString(info["generator"]),
+        QuoteString(kernel["initrd"]),
+        QuoteString(kernel["version"]),
         *[QuoteString(m) for m in kernel["needed"]],
     )
 
 
 @operation()
-def rebuild_initrds(info: dict | None = None, drivers: list[str] | None = None,
-                    extra: list[str] | None = None, kernels: Any = "all"):
+def rebuild_initrds(
+    info: dict | None = None, drivers: list[str] | None = None, extra: list[str] | None = None, kernels: Any = "all"
+):
     """
     Rebuild the initrd of exactly the kernels whose initrd lacks a wanted driver (or one of
     its dependencies) that exists as a module for that kernel, with the family's own tool,
@@ -174,7 +186,9 @@ def report(info: dict) -> None:
         if kernel["builtin"]:
             logger.info(f"{host.print_prefix}kernel {kernel['version']}: built in: {' '.join(kernel['builtin'])}")
         if kernel["absent"]:
-            logger.warning(f"{host.print_prefix}kernel {kernel['version']}: not in this kernel at all: "
-                           f"{' '.join(kernel['absent'])}")
+            logger.warning(
+                f"{host.print_prefix}kernel {kernel['version']}: not in this kernel at all: "
+                f"{' '.join(kernel['absent'])}"
+            )
     for warning in info["warnings"]:
         logger.warning(f"{host.print_prefix}{warning}")

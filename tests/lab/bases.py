@@ -55,7 +55,7 @@ def chroot(tree: Path, script: str) -> str:
     t = str(tree)
     wrapper = (
         f"mount --bind /dev {t}/dev && mount -t proc proc {t}/proc && mount -t sysfs sys {t}/sys"
-        f" && exec chroot {t} /bin/sh -ec \"$0\""
+        f' && exec chroot {t} /bin/sh -ec "$0"'
     )
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
     return run(["unshare", "--mount", "--fork", "sh", "-c", wrapper, script], env=env).stdout
@@ -84,7 +84,8 @@ def grub_cfg(tree: Path, initrd_name: str = "initrd.img-{k}", default: str = "0"
     ]
     for k in sorted(kernels(tree), reverse=True):
         lines += [
-            f"menuentry 'Debian GNU/Linux, with Linux {k}' --class debian $menuentry_id_option 'gnulinux-{k}-advanced' {{",
+            f"menuentry 'Debian GNU/Linux, with Linux {k}' --class debian"
+            f" $menuentry_id_option 'gnulinux-{k}-advanced' {{",
             "\tinsmod ext2",
             f"\tlinux\t/boot/vmlinuz-{k} root=/dev/vda ro quiet",
             f"\tinitrd\t/boot/{initrd_name.format(k=k)}",

@@ -18,8 +18,15 @@ from tests.lab.bases import log, run
 from tests.lab.hosts import STATE, HostSpec, root
 
 TIMEOUT = int(os.environ.get("KVM_LAB_BOOT_TIMEOUT", "300"))
-BOOT_FILES = ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg", "/boot/grub/grubenv", "/boot/grub2/grubenv",
-              "/boot/grub/menu.lst", "/boot/grub/grub.conf", "/boot/grub/default"]
+BOOT_FILES = [
+    "/boot/grub/grub.cfg",
+    "/boot/grub2/grub.cfg",
+    "/boot/grub/grubenv",
+    "/boot/grub2/grubenv",
+    "/boot/grub/menu.lst",
+    "/boot/grub/grub.conf",
+    "/boot/grub/default",
+]
 
 
 @dataclass
@@ -42,8 +49,10 @@ class BootResult:
     def summary(self) -> str:
         """One line for people."""
         if self.ok:
-            return (f"{self.host}: BOOTED {self.kernel} with {self.initrd} in {self.seconds:.0f}s; root {self.root};"
-                    f" bound: {' '.join(sorted(set(self.bound.values())))}")
+            return (
+                f"{self.host}: BOOTED {self.kernel} with {self.initrd} in {self.seconds:.0f}s; root {self.root};"
+                f" bound: {' '.join(sorted(set(self.bound.values())))}"
+            )
         tail = [ln for ln in self.log.splitlines() if re.search(r"ALERT|Timed out|not exist|Gave up|panic", ln)]
         why = tail[-1].strip() if tail else "no probe output"
         return f"{self.host}: FAILED to boot {self.kernel} with {self.initrd} in {self.seconds:.0f}s: {why}"
@@ -52,7 +61,7 @@ class BootResult:
 def default_boot(tree: Path) -> tuple[str, str]:
     """(kernel image, initrd) paths inside tree that the bootloader's default entry boots."""
     files = {}
-    for f in BOOT_FILES + [str(p)[len(str(tree)):] for p in (tree / "boot/loader/entries").glob("*.conf")]:
+    for f in BOOT_FILES + [str(p)[len(str(tree)) :] for p in (tree / "boot/loader/entries").glob("*.conf")]:
         path = tree / f.lstrip("/")
         if path.exists():
             files[f] = path.read_text(errors="replace")
@@ -74,13 +83,38 @@ def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
     disk.unlink(missing_ok=True)
     run(["truncate", "-s", "3G", str(disk)])
     run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(disk)])
-    append = ("root=/dev/vda rw console=ttyS0 init=/sbin/kvm-probe panic=-1 rootdelay=10"
-              " rd.shell=0 rd.emergency=reboot rd.timeout=30 rd.retry=10")
-    cmd = ["qemu-system-x86_64", "-machine", "accel=tcg", "-m", "1024", "-smp", "1",
-           "-kernel", str(tree / kernel.lstrip("/")), "-initrd", str(tree / initrd.lstrip("/")),
-           "-append", append, "-drive", f"file={disk},format=raw,if=virtio",
-           "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0",
-           "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"]
+    append = (
+        "root=/dev/vda rw console=ttyS0 init=/sbin/kvm-probe panic=-1 rootdelay=10"
+        " rd.shell=0 rd.emergency=reboot rd.timeout=30 rd.retry=10"
+    )
+    cmd = [
+        "qemu-system-x86_64",
+        "-machine",
+        "accel=tcg",
+        "-m",
+        "1024",
+        "-smp",
+        "1",
+        "-kernel",
+        str(tree / kernel.lstrip("/")),
+        "-initrd",
+        str(tree / initrd.lstrip("/")),
+        "-append",
+        append,
+        "-drive",
+        f"file={disk},format=raw,if=virtio",
+        "-netdev",
+        "hubport,id=n0,hubid=0",
+        "-device",
+        "virtio-net-pci,netdev=n0",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+    ]
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)

@@ -34,10 +34,15 @@ class HostSpec:
 
 
 HOSTS: list[HostSpec] = [
-    HostSpec("deb12-itools", "127.0.10.1", "bookworm-itools",
-             note="Debian 12, initramfs-tools MODULES=list as on Xen, initrd without virtio"),
-    HostSpec("deb12-dracut", "127.0.10.2", "bookworm-dracut",
-             note="Debian 12 with dracut, initrd built without virtio"),
+    HostSpec(
+        "deb12-itools",
+        "127.0.10.1",
+        "bookworm-itools",
+        note="Debian 12, initramfs-tools MODULES=list as on Xen, initrd without virtio",
+    ),
+    HostSpec(
+        "deb12-dracut", "127.0.10.2", "bookworm-dracut", note="Debian 12 with dracut, initrd built without virtio"
+    ),
 ]
 
 
@@ -94,8 +99,17 @@ def start(h: HostSpec, fresh: bool = True) -> None:
     for d in ("upper", "work", "root"):
         (top / d).mkdir(parents=True, exist_ok=True)
     r = root(h.name)
-    run(["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={base},upperdir={top / 'upper'},workdir={top / 'work'}", str(r)])
+    run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={base},upperdir={top / 'upper'},workdir={top / 'work'}",
+            str(r),
+        ]
+    )
     ssh = r / "root/.ssh"
     ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
     (ssh / "authorized_keys").write_text(Path(f"{ensure_key()}.pub").read_text())
@@ -108,8 +122,13 @@ def start(h: HostSpec, fresh: bool = True) -> None:
         " -o PermitRootLogin=prohibit-password -o UsePAM=no -o UseDNS=no"
     )
     logf = open(top / "sshd.log", "ab")
-    subprocess.Popen(["unshare", "--mount", "--uts", "--pid", "--fork", f"--mount-proc={r}/proc", "sh", "-c", inner],
-                     stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, start_new_session=True)
+    subprocess.Popen(
+        ["unshare", "--mount", "--uts", "--pid", "--fork", f"--mount-proc={r}/proc", "sh", "-c", inner],
+        stdout=logf,
+        stderr=logf,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 20
     while not listening(h.address):
         if time.monotonic() > deadline:
@@ -138,8 +157,10 @@ def up(names: list[str] | None = None, fresh: bool = True) -> list[HostSpec]:
     start_time = time.monotonic()
     for h in hosts:
         start(h, fresh=fresh)
-    log(f"{len(hosts)} hosts up in {time.monotonic() - start_time:.1f}s: "
-        + ", ".join(f"{h.name}={h.address}" for h in hosts))
+    log(
+        f"{len(hosts)} hosts up in {time.monotonic() - start_time:.1f}s: "
+        + ", ".join(f"{h.name}={h.address}" for h in hosts)
+    )
     (STATE / "lab.json").write_text(json.dumps({"key": str(KEY), "hosts": [h.name for h in hosts]}))
     return hosts
 
@@ -152,5 +173,17 @@ def down(names: list[str] | None = None) -> None:
 
 def ssh_args(h: HostSpec) -> list[str]:
     """ssh command line prefix for a lab host."""
-    return ["ssh", "-i", str(KEY), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"root@{h.address}"]
+    return [
+        "ssh",
+        "-i",
+        str(KEY),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "BatchMode=yes",
+        f"root@{h.address}",
+    ]
