@@ -1,0 +1,61 @@
+"""Shared fixtures: the lab of real hosts (built once, cached), and a pyinfra runner."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+@dataclass
+class Run:
+    """One pyinfra run: its exit code, output and per-operation result counts."""
+
+    returncode: int
+    output: str
+    results: dict[str, dict[str, str]]
+
+    def changed(self) -> int:
+        """Number of host-operations that changed something."""
+        return sum(int(r["success"]) for r in self.results.values() if r["success"].isdigit())
+
+
+def parse_results(output: str) -> dict[str, dict[str, str]]:
+    """The '--> Results:' table of pyinfra's output: operation -> counts."""
+    table = output.split("--> Results:", 1)[-1].split("--> Disconnecting", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cols = re.split(r"\s{2,}", line.strip())
+        if len(cols) == 5 and cols[0] != "Grand total":
+            rows[cols[0]] = dict(zip(("hosts", "success", "error", "nochange"), cols[1:]))
+    return rows
+
+
+def pyinfra(*args: str, timeout: int = 1200) -> Run:
+    """Run the pyinfra CLI from the repository root, as a user would."""
+    cmd = [sys.executable, "-m", "pyinfra", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    return Run(proc.returncode, out, parse_results(out))
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """Every lab host up, fresh, for the session; stopped afterwards whatever happens."""
+    if os.environ.get("KVM_LAB", "1") == "0":
+        pytest.skip("KVM_LAB=0: lab tests disabled")
+    if os.geteuid() != 0:
+        pytest.fail("the lab needs root (namespaces, mounts, debootstrap)")
+    from tests.lab import hosts
+
+    try:
+        yield hosts.up()
+    finally:
+        hosts.down()

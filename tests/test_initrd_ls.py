@@ -1,0 +1,68 @@
+"""The Python initrd lister (fallback) on real cpio archives in every compression."""
+
+import gzip
+import lzma
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LISTER = Path(__file__).parent.parent / "facts" / "initrd_ls.py"
+
+
+def newc(files: dict[str, bytes]) -> bytes:
+    """A cpio newc archive, as the kernel reads it."""
+    out = b""
+    for ino, (name, data) in enumerate(list(files.items()) + [("TRAILER!!!", b"")], start=1):
+        raw = name.encode() + b"\0"
+        fields = [ino, 0o100644, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(raw), 0]
+        header = b"070701" + b"".join(b"%08X" % f for f in fields)
+        out += header + raw
+        out += b"\0" * (-len(out) % 4) + data
+        out += b"\0" * (-len(out) % 4)
+    return out + b"\0" * (-len(out) % 512)
+
+
+MAIN = {"init": b"#!/bin/sh\n", "usr/lib/modules/6.1.0/kernel/drivers/block/virtio_blk.ko.xz": b"x" * 1000}
+EARLY = {"kernel/x86/microcode/GenuineIntel.bin": b"\x01" * 300}
+
+
+def run_lister(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", LISTER.read_text(), str(path)], capture_output=True, text=True)
+
+
+def compressors():
+    yield "none", lambda b: b
+    yield "gzip", gzip.compress
+    yield "xz", lambda b: lzma.compress(b, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+    for tool in ("zstd", "lz4"):
+        if shutil.which(tool):
+            yield tool, lambda b, t=tool: subprocess.run([t, "-c"], input=b, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("name,compress", list(compressors()), ids=[c[0] for c in compressors()])
+@pytest.mark.parametrize("early", [False, True], ids=["plain", "early-microcode"])
+def test_lists_every_archive(tmp_path, name, compress, early):
+    image = tmp_path / "initrd.img"
+    image.write_bytes((newc(EARLY) if early else b"") + compress(newc(MAIN)))
+    proc = run_lister(image)
+    assert proc.returncode == 0, proc.stderr
+    names = proc.stdout.split()
+    assert "usr/lib/modules/6.1.0/kernel/drivers/block/virtio_blk.ko.xz" in names
+    assert ("kernel/x86/microcode/GenuineIntel.bin" in names) == early
+
+
+def test_garbage_is_reported_not_listed(tmp_path):
+    image = tmp_path / "initrd.img"
+    image.write_bytes(b"this is not an initrd at all")
+    proc = run_lister(image)
+    assert proc.returncode == 1 and "unreadable initrd" in proc.stderr and proc.stdout == ""
+
+
+def test_truncated_gzip_is_reported(tmp_path):
+    image = tmp_path / "initrd.img"
+    image.write_bytes(gzip.compress(newc(MAIN))[:40])
+    proc = run_lister(image)
+    assert proc.returncode == 1

@@ -1,0 +1,143 @@
+"""The deploy on real hosts over SSH, proven by QEMU boots before and after.
+
+One module-scoped run does the expensive work in the order a user would (boot, deploy,
+deploy again, boot); the tests then assert each promise separately.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pytest
+import testinfra
+
+from facts import kvm_drivers as kd
+from facts import parsers
+from tests.conftest import Run, pyinfra
+from tests.lab import boot, hosts
+
+pytestmark = pytest.mark.lab
+INVENTORY, DEPLOY = "inventories/lab.py", "deploys/kvm_drivers.py"
+
+
+def remote(h: hosts.HostSpec):
+    """A testinfra host for a lab host."""
+    return testinfra.get_host(f"paramiko://root@{h.address}", ssh_identity_file=str(hosts.KEY))
+
+
+def remote_info(h: hosts.HostSpec) -> dict:
+    """The KvmDrivers fact of a host, gathered over SSH exactly as pyinfra does."""
+    cmd = kd.gather_command(kd.wanted_drivers("suse", None, None)).get_raw_value()
+    out = remote(h).check_output(cmd)
+    return kd.analyse(parsers.parse_snapshot(out.splitlines()))
+
+
+def sums(h: hosts.HostSpec) -> dict[str, str]:
+    """sha256 of every file in the host's /boot."""
+    out = remote(h).check_output("cd /boot && find . -maxdepth 1 -type f | sort | xargs sha256sum")
+    return {line.split()[1]: line.split()[0] for line in out.splitlines()}
+
+
+def boot_all(specs: list[hosts.HostSpec]) -> dict[str, boot.BootResult]:
+    """Boot hosts in QEMU, two at a time (two cores)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip([h.name for h in specs], pool.map(boot.boot, specs)))
+
+
+@dataclass
+class Story:
+    """Everything the module's single run observed."""
+
+    before: dict[str, boot.BootResult] = field(default_factory=dict)
+    info_before: dict[str, dict] = field(default_factory=dict)
+    sums_before: dict[str, dict] = field(default_factory=dict)
+    dry: Run | None = None
+    sums_dry: dict[str, dict] = field(default_factory=dict)
+    first: Run | None = None
+    sums_first: dict[str, dict] = field(default_factory=dict)
+    second: Run | None = None
+    sums_second: dict[str, dict] = field(default_factory=dict)
+    after: dict[str, boot.BootResult] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def story(lab) -> Story:
+    s = Story()
+    fixed = [h for h in lab if h.expect == "fixed"]
+    s.before = boot_all(fixed)
+    s.info_before = {h.name: remote_info(h) for h in lab}
+    s.sums_before = {h.name: sums(h) for h in lab}
+    s.dry = pyinfra(INVENTORY, DEPLOY, "--dry")
+    s.sums_dry = {h.name: sums(h) for h in lab}
+    s.first = pyinfra("-y", INVENTORY, DEPLOY)
+    s.sums_first = {h.name: sums(h) for h in lab}
+    s.second = pyinfra("-y", INVENTORY, DEPLOY)
+    s.sums_second = {h.name: sums(h) for h in lab}
+    s.after = boot_all(fixed)
+    return s
+
+
+def fixed_hosts() -> list[hosts.HostSpec]:
+    return [h for h in hosts.HOSTS if h.expect == "fixed"]
+
+
+@pytest.mark.parametrize("h", fixed_hosts(), ids=lambda h: h.name)
+def test_boot_fails_before_the_deploy(story, h):
+    result = story.before[h.name]
+    assert not result.ok, result.summary()
+    assert "virtio_blk" not in result.bound.values()
+    assert story.info_before[h.name]["status"] == "drifted"
+    assert "virtio_blk" in story.info_before[h.name]["kernels"][0]["missing"]
+
+
+def test_dry_run_changes_nothing_and_names_the_hosts(story):
+    assert story.dry.returncode == 0, story.dry.output
+    detected = story.dry.output.split("--> Detected changes:", 1)[1]
+    for h in fixed_hosts():
+        assert h.name in detected
+    assert story.sums_before == story.sums_dry
+
+
+def test_first_run_succeeds(story):
+    assert story.first.returncode == 0, story.first.output
+    assert story.first.changed() >= 2 * len(fixed_hosts())
+
+
+@pytest.mark.parametrize("h", fixed_hosts(), ids=lambda h: h.name)
+def test_declared_files_and_rebuilt_initrd(story, h):
+    host = remote(h)
+    info = remote_info(h)
+    assert info["status"] == "compliant", info
+    gen = info["generator"]
+    if gen == "initramfs-tools":
+        f = host.file("/etc/initramfs-tools/modules")
+        for d in kd.VIRTIO:
+            assert f.contains(f"^{d}$")
+        # every line it had before is still there
+        assert f.contains("^xen-blkfront$") and f.contains("^ext4$")
+    elif gen == "dracut":
+        f = host.file("/etc/dracut.conf.d/90-kvm-drivers.conf")
+        assert f.contains('add_drivers+=" virtio_blk virtio_scsi virtio_net virtio_pci virtio_ring virtio "')
+    for kernel in info["kernels"]:
+        assert kernel["missing"] == []
+        listing = host.check_output("lsinitrd %s 2>/dev/null || lsinitramfs %s", kernel["initrd"], kernel["initrd"])
+        for m in kernel["needed"]:
+            assert f"/{m}.ko" in listing.replace("-", "_"), m
+        assert host.file(kernel["initrd"] + ".kvm-drivers.bak").exists
+
+
+def test_second_run_changes_nothing(story):
+    assert story.second.returncode == 0, story.second.output
+    assert story.second.changed() == 0, story.second.output
+    for op, counts in story.second.results.items():
+        assert counts["error"] == "-", (op, counts)
+    assert story.sums_first == story.sums_second  # no initrd rewritten
+
+
+@pytest.mark.parametrize("h", fixed_hosts(), ids=lambda h: h.name)
+def test_boot_succeeds_after_the_deploy(story, h):
+    result = story.after[h.name]
+    assert result.ok, result.summary() + "\n" + result.log[-3000:]
+    assert result.root.startswith("/dev/vda")
+    assert "virtio_net" in result.bound.values()

@@ -1,0 +1,337 @@
+"""Unit tests of the parsers, on captured real outputs and real file formats."""
+
+from pathlib import Path
+
+import pytest
+
+from facts import kvm_drivers as kd
+from facts import parsers as p
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def snapshot(name: str) -> p.Snapshot:
+    return p.parse_snapshot((FIX / name).read_text().splitlines())
+
+
+# --- gather output captured on the lab's Debian 12 trees ------------------------------------
+
+
+def test_itools_snapshot_is_drifted_with_every_virtio_missing():
+    info = kd.analyse(snapshot("gather-bookworm-itools.txt"))
+    assert info["status"] == "drifted"
+    assert info["distro"]["family"] == "debian"
+    assert info["generator"] == "initramfs-tools"
+    assert info["declared"]["setting"] == "MODULES=list"
+    assert info["declared"]["drivers"] == ["ext4", "xen_blkfront", "xen_netfront"]
+    (kernel,) = info["kernels"]
+    assert kernel["version"] == "6.1.0-50-amd64" and kernel["default"]
+    assert kernel["initrd"] == "/boot/initrd.img-6.1.0-50-amd64"
+    assert kernel["initrd_source"].startswith("bootloader entry")
+    assert kernel["modules"] == kd.VIRTIO and kernel["builtin"] == [] and kernel["absent"] == []
+    # dependency closure, not just the six names
+    for dep in ("virtio_pci_modern_dev", "virtio_pci_legacy_dev", "net_failover", "failover"):
+        assert dep in kernel["needed"] and dep in kernel["missing"]
+    assert info["to_rebuild"] == ["6.1.0-50-amd64"]
+    assert info["to_declare"] == kd.VIRTIO
+    assert any("running kernel" in w and "not installed" in w for w in info["warnings"])
+
+
+def test_dracut_snapshot_routes_to_dracut_dropin():
+    info = kd.analyse(snapshot("gather-bookworm-dracut.txt"))
+    assert info["generator"] == "dracut"  # mkinitramfs is left behind, but dracut is in charge
+    assert info["declared"]["path"] == "/etc/dracut.conf.d/90-kvm-drivers.conf"
+    (kernel,) = info["kernels"]
+    assert "virtio_blk" in kernel["missing"] and "scsi_mod" not in kernel["missing"]
+    assert (
+        len(
+            p.parse_snapshot((FIX / "gather-bookworm-dracut.txt").read_text().splitlines())
+            .initrds["/boot/initrd.img-6.1.0-50-amd64"]
+            .modules
+        )
+        > 100
+    )
+
+
+def test_initrd_already_fine_and_declared_is_compliant():
+    snap = snapshot("gather-bookworm-itools.txt")
+    raw = snap.initrds["/boot/initrd.img-6.1.0-50-amd64"]
+    info = kd.analyse(snap)
+    raw.modules |= set(info["kernels"][0]["needed"])
+    snap.files["/etc/initramfs-tools/modules"] += "\n".join(kd.VIRTIO) + "\n"
+    info = kd.analyse(snap)
+    assert info["status"] == "compliant", info
+    assert info["to_rebuild"] == [] and info["to_declare"] == []
+
+
+def test_builtin_driver_is_never_demanded_nor_declared():
+    snap = snapshot("gather-bookworm-itools.txt")
+    k = snap.kernels["6.1.0-50-amd64"]
+    del k.modules["virtio_blk"]
+    k.builtin.add("virtio_blk")
+    info = kd.analyse(snap)
+    assert info["kernels"][0]["builtin"] == ["virtio_blk"]
+    assert "virtio_blk" not in info["kernels"][0]["needed"]
+    assert "virtio_blk" not in info["to_declare"]
+
+
+def test_config_fallback_when_modules_builtin_is_missing():
+    k = p.RawKernel("2.6.32-754.el6.x86_64", has_builtin=False)
+    k.config = {"VIRTIO": "y", "VIRTIO_PCI": "y", "VIRTIO_BLK": "m", "VIRTIO_MENU": "y"}
+    k.modules = {"virtio_blk": []}
+    assert kd.driver_kind(k, "virtio") == "builtin"
+    assert kd.driver_kind(k, "virtio_ring") == "builtin"
+    assert kd.driver_kind(k, "virtio_blk") == "module"
+    assert kd.driver_kind(k, "virtio_net") == "absent"  # VIRTIO_MENU=y must not count
+
+
+def test_truncated_output_is_an_error_not_a_verdict():
+    lines = (FIX / "gather-bookworm-itools.txt").read_text().splitlines()
+    info = kd.analyse(p.parse_snapshot(lines[:-1]))
+    assert info["status"] == "error"
+    assert "did not finish" in info["errors"][0]
+
+
+def test_unreadable_initrd_is_reported_and_rebuilt():
+    lines = (FIX / "gather-bookworm-itools.txt").read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("@@KVM initrd "))
+    end = next(i for i, ln in enumerate(lines) if i > start and ln.startswith("@@KVM ") and " initrd " not in ln)
+    lines[start + 1 : end] = ["@@KVM listfail 1", "/boot/x: unreadable initrd: unknown data at offset 0"]
+    info = kd.analyse(p.parse_snapshot(lines))
+    assert "unreadable initrd" in info["kernels"][0]["initrd_error"]
+    assert info["to_rebuild"] == ["6.1.0-50-amd64"]
+
+
+# --- distributions --------------------------------------------------------------------------
+
+OS_RELEASE = {
+    "centos7": (
+        'NAME="CentOS Linux"\nVERSION="7 (Core)"\nID="centos"\nID_LIKE="rhel fedora"\nVERSION_ID="7"\n',
+        "rhel",
+    ),
+    "euleros2": ('NAME="EulerOS"\nVERSION="2.0 (SP8)"\nID="euleros"\nVERSION_ID="2.0"\n', "rhel"),
+    "openeuler": ('NAME="openEuler"\nVERSION="22.03 (LTS-SP1)"\nID="openEuler"\nVERSION_ID="22.03"\n', "rhel"),
+    "ubuntu": ('NAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\n', "debian"),
+    "sles12": ('NAME="SLES"\nVERSION="12"\nVERSION_ID="12"\nID="sles"\nID_LIKE="suse"\n', "suse-legacy"),
+    "sles12sp1": ('NAME="SLES"\nVERSION="12-SP1"\nVERSION_ID="12.1"\nID="sles"\n', "suse-12sp1"),
+    "sles15sp5": ('NAME="SLES"\nVERSION="15-SP5"\nVERSION_ID="15.5"\nID="sles"\nID_LIKE="suse"\n', "suse"),
+    "leap15": (
+        'NAME="openSUSE Leap"\nVERSION="15.5"\nID="opensuse-leap"\nID_LIKE="suse opensuse"\nVERSION_ID="15.5"\n',
+        "suse",
+    ),
+    "tumbleweed": (
+        'NAME="openSUSE Tumbleweed"\nID="opensuse-tumbleweed"\nID_LIKE="opensuse suse"\nVERSION_ID="20240101"\n',
+        "suse",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OS_RELEASE))
+def test_os_release_families(name):
+    text, family = OS_RELEASE[name]
+    assert p.parse_distro({"/etc/os-release": text}).family == family
+
+
+def test_sles11_suse_release_only_is_legacy():
+    d = p.parse_distro(
+        {"/etc/SuSE-release": "SUSE Linux Enterprise Server 11 (x86_64)\nVERSION = 11\nPATCHLEVEL = 4\n"}
+    )
+    assert (d.id, d.version, d.family) == ("sles", "11.4", "suse-legacy")
+
+
+def test_opensuse_12_suse_release_is_legacy():
+    d = p.parse_distro({"/etc/SuSE-release": "openSUSE 12.3 (x86_64)\nVERSION = 12.3\nCODENAME = Dartmouth\n"})
+    assert (d.id, d.family) == ("opensuse", "suse-legacy")
+
+
+def test_centos6_redhat_release_only():
+    d = p.parse_distro(
+        {"/etc/redhat-release": "CentOS release 6.10 (Final)\n", "/etc/centos-release": "CentOS release 6.10 (Final)\n"}
+    )
+    assert (d.id, d.version, d.family) == ("centos", "6.10", "rhel")
+
+
+def test_euleros_release_only():
+    d = p.parse_distro({"/etc/euleros-release": "EulerOS release 2.0 (SP5)\n"})
+    assert d.family == "rhel"
+
+
+def test_unknown_and_garbage_distros_are_unsupported_with_reason():
+    d = p.parse_distro({"/etc/os-release": 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.0\n'})
+    assert d.family is None and "unsupported distribution Alpine Linux" in d.reason
+    d = p.parse_distro({"/etc/os-release": "\x00\x01garbage ===\n=\n"})
+    assert d.family is None and d.reason
+    d = p.parse_distro({})
+    assert d.family is None and "no release file" in d.reason
+
+
+def test_kernel_version_tuple():
+    assert p.kernel_version_tuple("2.6.18-398.el5") == (2, 6, 18)
+    assert p.kernel_version_tuple("6.1.0-50-amd64") == (6, 1, 0)
+    assert p.kernel_version_tuple("2.6.18-398.el5") <= kd.OLDEST_KERNEL < p.kernel_version_tuple("2.6.32")
+
+
+# --- bootloaders ----------------------------------------------------------------------------
+
+UBUNTU_GRUB = """\
+if [ -s $prefix/grubenv ]; then
+  set have_grubenv=true
+  load_env
+fi
+if [ "${next_entry}" ] ; then
+   set default="${next_entry}"
+   set next_entry=
+   save_env next_entry
+   set boot_once=true
+else
+   set default="1>2"
+fi
+menuentry 'Ubuntu' --class ubuntu $menuentry_id_option 'gnulinux-simple-8f1e' {
+	linux	/boot/vmlinuz-5.15.0-91-generic root=UUID=8f1e ro quiet splash
+	initrd	/boot/initrd.img-5.15.0-91-generic
+}
+submenu 'Advanced options for Ubuntu' $menuentry_id_option 'gnulinux-advanced-8f1e' {
+	menuentry 'Ubuntu, with Linux 5.15.0-91-generic' $menuentry_id_option 'gnulinux-5.15.0-91-generic-advanced-8f1e' {
+		linux	/boot/vmlinuz-5.15.0-91-generic root=UUID=8f1e ro quiet splash
+		initrd	/boot/initrd.img-5.15.0-91-generic
+	}
+	menuentry 'Ubuntu, with Linux 5.15.0-91-generic (recovery mode)' {
+		linux	/boot/vmlinuz-5.15.0-91-generic root=UUID=8f1e ro recovery nomodeset
+		initrd	/boot/initrd.img-5.15.0-91-generic
+	}
+	menuentry 'Ubuntu, with Linux 5.15.0-88-generic' $menuentry_id_option 'gnulinux-5.15.0-88-generic-advanced-8f1e' {
+		linux	/boot/vmlinuz-5.15.0-88-generic root=UUID=8f1e ro quiet splash
+		initrd	/boot/intel-ucode.img /boot/initrd.img-5.15.0-88-generic
+	}
+}
+"""
+
+
+def test_grub2_submenu_default_path():
+    cfg = p.parse_grub2(UBUNTU_GRUB, {}, "/boot/grub/grub.cfg")
+    assert [e.path for e in cfg.entries] == ["0", "1>0", "1>1", "1>2"]
+    default = cfg.entries[cfg.default]
+    assert default.kernel == "5.15.0-88-generic"
+    assert default.initrd == "/boot/initrd.img-5.15.0-88-generic"  # microcode image skipped
+
+
+def test_grub2_saved_entry_by_id_and_title():
+    text = UBUNTU_GRUB.replace('set default="1>2"', 'set default="${saved_entry}"')
+    env = {"saved_entry": "gnulinux-advanced-8f1e>gnulinux-5.15.0-88-generic-advanced-8f1e"}
+    cfg = p.parse_grub2(text, env, "x")
+    assert cfg.entries[cfg.default].kernel == "5.15.0-88-generic"
+    cfg = p.parse_grub2(text, {"saved_entry": "Ubuntu, with Linux 5.15.0-88-generic"}, "x")
+    assert cfg.entries[cfg.default].kernel == "5.15.0-88-generic"
+    cfg = p.parse_grub2(text, {"saved_entry": "no-such-entry"}, "x")
+    assert cfg.default == 0 and "not found" in cfg.warnings[0]
+
+
+BLS = {
+    "/boot/loader/entries/abc-4.18.0-348.el8.x86_64.conf": (
+        "title Red Hat Enterprise Linux (4.18.0-348.el8.x86_64) 8.5 (Ootpa)\nversion 4.18.0-348.el8.x86_64\n"
+        "linux /vmlinuz-4.18.0-348.el8.x86_64\ninitrd /initramfs-4.18.0-348.el8.x86_64.img $tuned_initrd\n"
+        "options $kernelopts $tuned_params\nid rhel-20211027175005-4.18.0-348.el8.x86_64\ngrub_class kernel\n"
+    ),
+    "/boot/loader/entries/abc-4.18.0-513.5.1.el8_9.x86_64.conf": (
+        "title Red Hat Enterprise Linux (4.18.0-513.5.1.el8_9.x86_64) 8.9 (Ootpa)\n"
+        "version 4.18.0-513.5.1.el8_9.x86_64\nlinux /vmlinuz-4.18.0-513.5.1.el8_9.x86_64\n"
+        "initrd /initramfs-4.18.0-513.5.1.el8_9.x86_64.img $tuned_initrd\noptions $kernelopts\n"
+    ),
+    "/boot/loader/entries/abc-0-rescue.conf": (
+        "title Red Hat Enterprise Linux (0-rescue-abc) 8.5 (Ootpa)\nversion 0-rescue-abc\n"
+        "linux /vmlinuz-0-rescue-abc\ninitrd /initramfs-0-rescue-abc.img\n"
+    ),
+}
+
+
+def test_bls_newest_first_and_saved_entry():
+    files = dict(BLS)
+    files["/boot/grub2/grub.cfg"] = 'set default="${saved_entry}"\ninsmod blscfg\nblscfg\n'
+    cfg = p.parse_boot(files)
+    assert "blscfg" in cfg.source
+    assert cfg.entries[0].kernel == "4.18.0-513.5.1.el8_9.x86_64"
+    assert cfg.entries[cfg.default].kernel == "4.18.0-513.5.1.el8_9.x86_64"
+    assert cfg.entries[0].initrd == "/initramfs-4.18.0-513.5.1.el8_9.x86_64.img"
+    files["/boot/grub2/grubenv"] = "# GRUB Environment Block\nsaved_entry=abc-4.18.0-348.el8.x86_64\n####\n"
+    cfg = p.parse_boot(files)
+    assert cfg.entries[cfg.default].kernel == "4.18.0-348.el8.x86_64"
+
+
+CENTOS6 = """\
+default=1
+timeout=5
+splashimage=(hd0,0)/grub/splash.xpm.gz
+hiddenmenu
+title CentOS 6 (2.6.32-754.35.1.el6.x86_64)
+	root (hd0,0)
+	kernel /vmlinuz-2.6.32-754.35.1.el6.x86_64 ro root=/dev/mapper/vg-root rd_NO_LUKS
+	initrd /initramfs-2.6.32-754.35.1.el6.x86_64.img
+title CentOS 6 (2.6.32-754.el6.x86_64)
+	root (hd0,0)
+	kernel /vmlinuz-2.6.32-754.el6.x86_64 ro root=/dev/mapper/vg-root rd_NO_LUKS
+	initrd /initramfs-2.6.32-754.el6.x86_64.img
+"""
+
+SLES11 = """\
+# Modified by YaST2. Last modification on Tue Mar  1 10:00:00 UTC 2016
+default 0
+timeout 8
+title SUSE Linux Enterprise Server 11 SP4 - 3.0.101-63
+    root (hd0,0)
+    kernel /boot/vmlinuz-3.0.101-63-default root=/dev/sda2 resume=/dev/sda1 splash=silent showopts
+    initrd /boot/initrd.vmx
+title Failsafe -- SUSE Linux Enterprise Server 11 SP4 - 3.0.101-63
+    root (hd0,0)
+    kernel /boot/vmlinuz-3.0.101-63-default root=/dev/sda2 showopts ide=nodma apm=off
+    initrd /boot/initrd-3.0.101-63-default
+"""
+
+
+def test_grub_legacy_default_and_custom_initrd():
+    cfg = p.parse_boot({"/boot/grub/grub.conf": CENTOS6})
+    assert cfg.entries[cfg.default].kernel == "2.6.32-754.el6.x86_64"
+    cfg = p.parse_boot({"/boot/grub/menu.lst": SLES11})
+    assert cfg.entries[cfg.default].initrd == "/boot/initrd.vmx"
+    saved = SLES11.replace("default 0", "default saved")
+    cfg = p.parse_boot({"/boot/grub/menu.lst": saved, "/boot/grub/default": "1\n"})
+    assert cfg.entries[cfg.default].title.startswith("Failsafe")
+
+
+def test_empty_or_unreadable_grub_cfg_falls_back_cleanly():
+    assert p.parse_boot({"/boot/grub/grub.cfg": ""}) is None
+    cfg = p.parse_boot({"/boot/grub/grub.cfg": None})
+    assert cfg.entries == [] and "unreadable" in cfg.warnings[0]
+
+
+def test_uefi_stub_that_only_points_at_the_real_config():
+    stub = "search --no-floppy --fs-uuid --set=dev 1234\nset prefix=($dev)/grub2\nconfigfile $prefix/grub.cfg\n"
+    files = {"/boot/efi/EFI/centos/grub.cfg": stub, "/boot/grub2/grub.cfg": UBUNTU_GRUB}
+    assert p.parse_boot(files).source == "/boot/grub2/grub.cfg"
+
+
+# --- declarations ---------------------------------------------------------------------------
+
+
+def test_modules_file_crlf_odd_spacing_and_args():
+    text = "# comment\r\n  virtio_blk   \r\n\r\nvirtio-net  napi_tx=1\r\n# virtio_pci\r\n"
+    assert p.parse_modules_file(text) == ["virtio_blk", "virtio_net"]
+
+
+def test_dracut_order_overrides_and_omit():
+    files = {
+        "/etc/dracut.conf": 'add_drivers+=" virtio_blk "\nhostonly="yes"\n',
+        "/usr/lib/dracut/dracut.conf.d/01-dist.conf": 'add_drivers+=" virtio_net "\n',
+        "/usr/lib/dracut/dracut.conf.d/50-vendor.conf": 'add_drivers+=" xen_blkfront "\n',
+        "/etc/dracut.conf.d/50-vendor.conf": "# overridden by the admin\n",
+        "/etc/dracut.conf.d/60-omit.conf": 'omit_drivers+=" virtio_scsi "  # no scsi\n',
+    }
+    conf = p.parse_dracut(files)
+    assert conf.files[0] == "/etc/dracut.conf"
+    assert set(conf.add_drivers) == {"virtio_blk", "virtio_net"}  # the /etc file hides the vendor one
+    assert conf.omit_drivers == {"virtio_scsi": "/etc/dracut.conf.d/60-omit.conf"}
+    assert conf.hostonly == "yes"
+
+
+def test_initrd_modules_with_quotes_and_comment():
+    text = '## Type: string\n# comment\nINITRD_MODULES="xenblk  ext3" # root disk\nDOMU_INITRD_MODULES="xennet"\n'
+    assert p.parse_initrd_modules(text) == (["xenblk", "ext3"], "xenblk  ext3")
