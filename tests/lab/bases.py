@@ -16,6 +16,7 @@ from pathlib import Path
 CACHE = Path(os.environ.get("KVM_LAB_CACHE", "/var/cache/kvm-drivers-lab"))
 MIRROR = os.environ.get("KVM_LAB_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = "linux-image-amd64,initramfs-tools,openssh-server,python3,udev,systemd-sysv,kmod,zstd"
+OLDER_KERNEL = os.environ.get("KVM_LAB_OLDER_KERNEL", "linux-image-6.1.0-47-amd64")
 VIRTIO = "virtio_blk virtio_scsi virtio_net virtio_pci virtio_ring virtio"
 # Everything a "built on Xen/VMware" initrd lacks: the six drivers and their helpers.
 VIRTIO_ALL = VIRTIO + " virtio_pci_modern_dev virtio_pci_legacy_dev net_failover failover"
@@ -121,6 +122,12 @@ def make_itools(tree: Path) -> None:
     common_setup(tree)
 
 
+def add_kernel(tree: Path, package: str) -> None:
+    """Install a second, real kernel package (e.g. an older ABI still in the archive)."""
+    shutil.copy("/etc/resolv.conf", tree / "etc/resolv.conf")
+    chroot(tree, f"apt-get update -qq && apt-get install -y -qq {package} >/dev/null")
+
+
 def make_dracut(tree: Path) -> None:
     """dracut instead of initramfs-tools; its initrd built as on Xen, without any virtio driver."""
     shutil.copy("/etc/resolv.conf", tree / "etc/resolv.conf")
@@ -132,9 +139,16 @@ def make_dracut(tree: Path) -> None:
 
 # name -> (parent base or None, builder). Builders get a fresh copy of the parent.
 RECIPES: dict[str, tuple[str | None, Callable[[Path], None]]] = {
+    "bullseye": (None, lambda t: build_debootstrap(t, "bullseye")),
     "bookworm": (None, lambda t: build_debootstrap(t, "bookworm")),
+    "trixie": (None, lambda t: build_debootstrap(t, "trixie")),
+    "bullseye-itools": ("bullseye", make_itools),
     "bookworm-itools": ("bookworm", make_itools),
+    "trixie-itools": ("trixie", make_itools),
+    "bookworm-most": ("bookworm", common_setup),
     "bookworm-dracut": ("bookworm", make_dracut),
+    "bookworm-2k": ("bookworm", lambda t: add_kernel(t, OLDER_KERNEL)),
+    "bookworm-2k-itools": ("bookworm-2k", make_itools),
 }
 
 

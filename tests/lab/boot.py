@@ -53,8 +53,11 @@ class BootResult:
                 f"{self.host}: BOOTED {self.kernel} with {self.initrd} in {self.seconds:.0f}s; root {self.root};"
                 f" bound: {' '.join(sorted(set(self.bound.values())))}"
             )
-        tail = [ln for ln in self.log.splitlines() if re.search(r"ALERT|Timed out|not exist|Gave up|panic", ln)]
-        why = tail[-1].strip() if tail else "no probe output"
+        lines = self.log.splitlines()
+        why = next((ln for ln in lines if "ALERT!" in ln), "")
+        cause = re.compile(r"Timed out|not exist|Gave up|panic")
+        why = why or next((ln for ln in lines if cause.search(ln)), "no probe output")
+        why = re.sub(r"\x1b\[[0-9;]*m", "", why).strip()
         return f"{self.host}: FAILED to boot {self.kernel} with {self.initrd} in {self.seconds:.0f}s: {why}"
 
 
@@ -84,8 +87,8 @@ def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
     run(["truncate", "-s", "3G", str(disk)])
     run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(disk)])
     append = (
-        "root=/dev/vda rw console=ttyS0 init=/sbin/kvm-probe panic=-1 rootdelay=10"
-        " rd.shell=0 rd.emergency=reboot rd.timeout=30 rd.retry=10"
+        "root=/dev/vda rw console=ttyS0 init=/sbin/kvm-probe panic=-1 quiet"
+        " rd.shell=0 rd.emergency=reboot rd.timeout=15 rd.retry=5"
     )
     cmd = [
         "qemu-system-x86_64",

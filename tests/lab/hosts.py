@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab import bases
+from tests.lab import bases, variants
 from tests.lab.bases import log, run
 
 STATE = Path(os.environ.get("KVM_LAB_STATE", "/var/tmp/kvm-drivers-lab"))
@@ -33,17 +33,39 @@ class HostSpec:
     note: str = ""
 
 
-HOSTS: list[HostSpec] = [
-    HostSpec(
-        "deb12-itools",
-        "127.0.10.1",
-        "bookworm-itools",
-        note="Debian 12, initramfs-tools MODULES=list as on Xen, initrd without virtio",
-    ),
-    HostSpec(
-        "deb12-dracut", "127.0.10.2", "bookworm-dracut", note="Debian 12 with dracut, initrd built without virtio"
-    ),
-]
+def _hosts() -> list[HostSpec]:
+    v = variants
+    table = [
+        # name, base, setup, expect, note
+        ("deb12-itools", "bookworm-itools", None, "fixed", "Debian 12, initramfs-tools MODULES=list as on Xen"),
+        ("deb12-dracut", "bookworm-dracut", None, "fixed", "Debian 12 with dracut, initrd built without virtio"),
+        ("deb11-itools", "bullseye-itools", None, "fixed", "Debian 11, initramfs-tools MODULES=list"),
+        ("deb13-itools", "trixie-itools", None, "fixed", "Debian 13, initramfs-tools MODULES=list, .ko.xz modules"),
+        ("ubuntu2204", "bookworm-itools", v.ubuntu2204, "fixed", "Ubuntu 22.04 release files, initramfs-tools"),
+        ("centos7", "bookworm-dracut", v.centos7, "fixed", "CentOS 7 release files, grub2 linux16, dracut"),
+        ("euleros2", "bookworm-dracut", v.euleros2, "fixed", "EulerOS 2.0 SP8 release files, dracut"),
+        ("openeuler2203", "bookworm-dracut", v.openeuler2203, "fixed", "openEuler 22.03 release files, dracut"),
+        ("sles12sp1", "bookworm-dracut", v.sles12sp1, "fixed", "SLES 12 SP1 release files, dracut, initrd-K"),
+        ("sles15sp5", "bookworm-dracut", v.sles15sp5, "fixed", "SLES 15 SP5 release files, dracut"),
+        ("leap15", "bookworm-dracut", v.leap15, "fixed", "openSUSE Leap 15.5 release files, dracut"),
+        ("rocky9-bls", "bookworm-dracut", v.rocky9_bls, "fixed", "Rocky 9 release files, BLS entries, dracut"),
+        ("centos6", "bookworm-dracut", v.centos6, "fixed", "CentOS 6: no os-release, GRUB legacy grub.conf"),
+        ("sles11", "bookworm-itools", v.sles11, "fixed",
+         "SLES 11 SP4: SuSE-release only, INITRD_MODULES, menu.lst boots /boot/initrd.vmx (mkinitrd stand-in)"),
+        ("deb12-2kernels", "bookworm-2k-itools", v.two_kernels_default_older, "fixed",
+         "two kernels, GRUB default is the older one"),
+        ("deb12-custom-initrd", "bookworm-itools", v.custom_initrd_name, "fixed",
+         "GRUB boots /boot/initrd-kvm-custom.img"),
+        ("deb12-compliant", "bookworm-most", v.declared_already, "compliant",
+         "MODULES=most initrd with virtio, drivers declared: nothing to do"),
+        ("arch-unsupported", "bookworm-itools", v.unsupported, "fails", "Arch Linux release files: unsupported"),
+        ("centos5-2.6.18", "bookworm-itools", v.kernel_2_6_18, "fails", "only kernel is 2.6.18: refused"),
+        ("deb12-itools-b", "bookworm-itools", None, "fixed", "a second plain Debian 12 host (fan-out)"),
+    ]
+    return [HostSpec(n, f"127.0.10.{i}", b, s, e, note) for i, (n, b, s, e, note) in enumerate(table, start=1)]
+
+
+HOSTS: list[HostSpec] = _hosts()
 
 
 def spec(name: str) -> HostSpec:
