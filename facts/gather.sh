@@ -20,7 +20,8 @@ awk '$2 == "/boot" || ($2 == "/" && !b) { o = $4 } $2 == "/boot" { b = 1 } END {
 dump() {
     [ -f "$1" ] || [ -L "$1" ] || return 0
     sec file "$1"
-    cat "$1" 2>/dev/null || sec unreadable "$1"
+    # The extra newline ends a last line that has none; the parser removes exactly it.
+    { cat "$1" 2>/dev/null && echo; } || sec unreadable "$1"
 }
 for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-release \
     /etc/centos-release /etc/euleros-release /etc/openEuler-release /etc/lsb-release \

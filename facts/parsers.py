@@ -92,8 +92,8 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
     body: list[str] = []
 
     def close() -> None:
-        if kind == "file":
-            snap.files[arg] = "\n".join(body) + ("\n" if body else "")
+        if kind == "file":  # gather.sh adds one newline after the file: join() drops it again
+            snap.files[arg] = "\n".join(body)
 
     for line in lines:
         if line.startswith(MARK):
