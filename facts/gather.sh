@@ -1,9 +1,12 @@
 # kvm-drivers: gather everything the facts need in ONE remote command.
 # POSIX sh (old hosts: SLES 11, CentOS 6). Read-only: writes nothing.
-# Usage: sh -c "$(cat lib.sh gather.sh)" kvm-gather PY_LISTER DRIVER...
+# Usage: sh -c "$(cat lib.sh gather.sh)" kvm-gather PY_LISTER KNOWN DRIVER...
+# KNOWN: space-separated "path|size|mtime|ctime" keys of initrds whose listing the caller
+# has cached: those are not listed again (listing means decompressing the whole image).
 # Output: sections, each opened by a line "@@KVM <kind> [args]".
 PYLIST=$1
-shift
+KNOWN=" $2 "
+shift 2
 W="$*"
 
 sec() { echo "@@KVM $*"; }
@@ -93,6 +96,9 @@ for p in $refs $cands; do
     case "$r" in *kdump*|*rescue*|*ucode*|*microcode*) continue ;; esac
     listed="$listed$r "
     sec initrd "$r" "$(wc -c < "$r" 2>/dev/null)"
+    key="$r|$(stat -c '%s|%Y|%Z' "$r" 2>/dev/null)"
+    echo "key $key"
+    case "$KNOWN" in *" $key "*) echo "cached"; continue ;; esac
     if out=$(list_initrd "$r"); then
         printf '%s\n' "$out" | awk '
             $1 == "lister" { print; next }

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra.api import FactBase, QuoteString, ShortFactBase, StringCommand
+from pyinfra.context import ctx_host
 
+from facts import cache
 from facts import parsers as p
 
 HERE = Path(__file__).parent
@@ -271,14 +273,18 @@ def _kernel_state(
     }
 
 
-def gather_command(drivers: list[str]) -> StringCommand:
-    """The one remote command that gathers everything (drivers: the superset to look up)."""
+def gather_command(drivers: list[str], known: list[str] | None = None) -> StringCommand:
+    """The one remote command that gathers everything.
+
+    drivers: the superset of drivers to look up; known: initrd keys whose listing is cached.
+    """
     return StringCommand(
         "sh",
         "-c",
         QuoteString(GATHER_SCRIPT),
         "kvm-gather",
         QuoteString(LISTER),
+        QuoteString(" ".join(known or [])),
         *[QuoteString(d) for d in drivers],
     )
 
@@ -309,12 +315,17 @@ class KvmDrivers(FactBase[dict]):
         self, drivers: list[str] | None = None, extra: list[str] | None = None, kernels: str | list[str] = "all"
     ) -> StringCommand:
         self._args = (drivers, extra, kernels)
+        self._host = ctx_host.get().name if ctx_host.isset() else ""
+        self._known = cache.load(self._host) if self._host else {}
         lookup = wanted_drivers("suse", drivers, extra) if drivers is None else wanted_drivers(None, drivers, extra)
-        return gather_command(lookup)
+        return gather_command(lookup, sorted(self._known))
 
     def process(self, output: list[str]) -> dict:
         drivers, extra, kernels = getattr(self, "_args", (None, None, "all"))
-        return analyse(p.parse_snapshot(output), drivers, extra, kernels)
+        snap = p.parse_snapshot(output)
+        if getattr(self, "_host", ""):
+            cache.apply(self._host, self._known, snap)
+        return analyse(snap, drivers, extra, kernels)
 
 
 class _Part(ShortFactBase[Any]):

@@ -70,6 +70,8 @@ class RawInitrd:
     modprobe_files: list[str] = field(default_factory=list)
     lister: str = "native"
     error: str | None = None
+    key: str = ""  # "path|size|mtime|ctime": identifies this exact file for the listing cache
+    cached: bool = False  # the host did not list it: the caller's cache has its listing
 
 
 @dataclass
@@ -141,6 +143,10 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 current_initrd.modprobe_files.append(value)
             elif key == "lister":
                 current_initrd.lister = value
+            elif key == "key":
+                current_initrd.key = value
+            elif key == "cached":
+                current_initrd.cached = True
     close()
     return snap
 
