@@ -111,7 +111,7 @@ def mounted(path: Path) -> bool:
     return subprocess.run(["mountpoint", "-q", str(path)]).returncode == 0
 
 
-def start(h: HostSpec, fresh: bool = True) -> None:
+def start(h: HostSpec, fresh: bool = True, sshd_options: list[str] | None = None) -> None:
     """Mount the host's overlay (fresh: discard earlier changes) and start its sshd."""
     stop(h)
     base = bases.ensure(h.base)
@@ -141,7 +141,7 @@ def start(h: HostSpec, fresh: bool = True) -> None:
     inner = (
         f"hostname {h.name}; mount --bind /dev {r}/dev; mount -t sysfs sys {r}/sys;"
         f" exec chroot {r} /usr/sbin/sshd -D -e -o ListenAddress={h.address}"
-        " -o PermitRootLogin=prohibit-password -o UsePAM=no -o UseDNS=no"
+        " -o PermitRootLogin=prohibit-password -o UsePAM=no -o UseDNS=no " + " ".join(sshd_options or [])
     )
     logf = open(top / "sshd.log", "ab")
     subprocess.Popen(
