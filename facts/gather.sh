@@ -18,7 +18,9 @@ for t in dracut lsinitrd mkinitramfs update-initramfs lsinitramfs mkinitrd sdboo
     p=$(command -v "$t" 2>/dev/null) && echo "tool $t $p"
 done
 echo "bootfree $(df -Pk /boot 2>/dev/null | awk 'NR==2 {print $4}')"
-awk '$2 == "/boot" || ($2 == "/" && !b) { o = $4 } $2 == "/boot" { b = 1 } END { print "bootmount " o }' /proc/mounts 2>/dev/null
+# Mount options of the file system holding /boot (the longest mount point above it).
+awk '($2 == "/" || $2 == "/boot" || index("/boot", $2 "/") == 1) && length($2) >= l { l = length($2); o = $4 }
+    END { print "bootmount " o }' /proc/mounts 2>/dev/null
 
 dump() {
     [ -f "$1" ] || [ -L "$1" ] || return 0

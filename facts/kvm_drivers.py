@@ -180,6 +180,8 @@ def analyse(
     if omitted:
         warnings.append(f"dracut omit_drivers removes {' '.join(omitted)}: remove it from the dracut configuration")
     to_rebuild = [k["version"] for k in usable if k["missing"]]
+    if to_rebuild and not errors:
+        errors += boot_prechecks(snap, [k for k in usable if k["version"] in to_rebuild])
 
     if errors:
         status = "unsupported" if distro.family is None or (result_kernels and not usable) else "error"
@@ -208,6 +210,23 @@ def analyse(
         "to_declare": to_declare,
         "to_rebuild": to_rebuild,
     }
+
+
+def boot_prechecks(snap: p.Snapshot, rebuild: list[dict[str, Any]]) -> list[str]:
+    """Why the initrds cannot be rebuilt safely (read-only or too full /boot), checked before any change."""
+    options = snap.meta.get("bootmount", "").split(",")
+    if "ro" in options:
+        return ["/boot is mounted read-only: cannot write a new initrd (remount it rw first)"]
+    free = snap.meta.get("bootfree", "")
+    if not free.isdigit():
+        return []
+    sizes = [k["initrd_size"] or 64 * 1024 * 1024 for k in rebuild]
+    # a backup of each old image, the largest new one built beside it (it grows), and slack
+    need = (sum(sizes) + 2 * max(sizes)) // 1024 + 8192
+    if int(free) < need:
+        return [f"not enough free space in /boot for {len(rebuild)} new initrd(s) and backups: "
+                f"need about {need // 1024} MiB, {int(free) // 1024} MiB free"]  # fmt: skip
+    return []
 
 
 def _kernel_state(

@@ -335,3 +335,22 @@ def test_dracut_order_overrides_and_omit():
 def test_initrd_modules_with_quotes_and_comment():
     text = '## Type: string\n# comment\nINITRD_MODULES="xenblk  ext3" # root disk\nDOMU_INITRD_MODULES="xennet"\n'
     assert p.parse_initrd_modules(text) == (["xenblk", "ext3"], "xenblk  ext3")
+
+
+def test_prechecks_full_or_readonly_boot_refuse_before_any_change():
+    snap = snapshot("gather-bookworm-itools.txt")
+    snap.meta["bootfree"] = "9000"  # KiB: less than a backup plus a new 6 MB initrd
+    info = kd.analyse(snap)
+    assert info["status"] == "error" and "not enough free space in /boot" in info["errors"][0]
+    snap.meta["bootfree"] = "900000"
+    assert kd.analyse(snap)["status"] == "drifted"
+    snap.meta["bootmount"] = "ro,relatime"
+    info = kd.analyse(snap)
+    assert info["status"] == "error" and "read-only" in info["errors"][0]
+
+
+def test_file_without_final_newline_is_kept_exactly():
+    lines = ["@@KVM file /etc/initramfs-tools/modules", "# c", "ext4", "@@KVM file /etc/x", "a", "", "@@KVM end"]
+    snap = p.parse_snapshot(lines)
+    assert snap.files["/etc/initramfs-tools/modules"] == "# c\next4"
+    assert snap.files["/etc/x"] == "a\n"
