@@ -34,18 +34,6 @@ def fleet(count: int) -> list[hosts.HostSpec]:
     ]  # fmt: skip
 
 
-def write_inventory(specs: list[hosts.HostSpec]) -> Path:
-    """A pyinfra inventory file for the benchmark fleet."""
-    path = hosts.STATE / "bench_inventory.py"
-    rows = ",\n".join(
-        f"    ({s.name!r}, {{'ssh_hostname': {s.address!r}, 'ssh_user': 'root', 'ssh_key': {str(hosts.KEY)!r},"
-        f" 'ssh_strict_host_key_checking': 'no', 'ssh_known_hosts_file': '/dev/null'}})"
-        for s in specs
-    )
-    path.write_text(f"bench = [\n{rows},\n]\n")
-    return path
-
-
 def exec_counts(specs: list[hosts.HostSpec]) -> dict[str, int]:
     """Exec requests each host's sshd has logged so far."""
     out = {}
@@ -84,7 +72,7 @@ def main() -> int:
     for s in specs:
         hosts.start(s, sshd_options=["-o", "LogLevel=DEBUG1"])
     print(f"hosts up in {time.monotonic() - start:.1f} s", flush=True)
-    inv = str(write_inventory(specs))
+    inv = str(hosts.write_inventory(specs, "bench"))
     env_cache = hosts.STATE / "bench-cache"
     subprocess.run(["rm", "-rf", str(env_cache)], check=False)
     os.environ["KVM_DRIVERS_CACHE"] = str(env_cache)

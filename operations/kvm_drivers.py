@@ -24,16 +24,20 @@ REBUILD_SCRIPT = LIB + (HERE / "rebuild.sh").read_text()
 MARKER = "# kvm-drivers: virtio drivers needed to boot on KVM"
 
 # Write a file atomically: temp file beside it, owner/mode/SELinux label of the old one, rename.
+# KEEP=1: keep what was there (CONFIG.kvm-drivers.prev, or an .absent marker) so that a failed
+# rebuild later in the run can roll the change back (see rebuild.sh).
 WRITE_SCRIPT = """set -e
-f=$1; tmp="$f.kvm-drivers.tmp"
+f=$1; keep=$3; tmp="$f.kvm-drivers.tmp"
 mkdir -p "$(dirname "$f")"
 trap 'rm -f "$tmp"' EXIT
 printf '%s' "$2" > "$tmp"
 if [ -e "$f" ]; then
     chown --reference="$f" "$tmp"; chmod --reference="$f" "$tmp"
     if command -v chcon >/dev/null 2>&1; then chcon --reference="$f" "$tmp" 2>/dev/null || true; fi
+    [ "$keep" = 1 ] && cp -p "$f" "$f.kvm-drivers.prev"
 else
     chmod 644 "$tmp"
+    [ "$keep" = 1 ] && : > "$f.kvm-drivers.absent"
 fi
 mv -f "$tmp" "$f"
 trap - EXIT
@@ -132,11 +136,17 @@ def declare_drivers(
         host.noop(f"{info['declared']['path']} already declares {' '.join(info['wanted'])}")
         return
     path, content = change
-    yield StringCommand("sh", "-c", QuoteString(WRITE_SCRIPT), "kvm-write", QuoteString(path), QuoteString(content))
+    keep = "1" if info["to_rebuild"] else "0"  # a rebuild follows: keep a copy to roll back to
+    yield StringCommand(
+        "sh", "-c", QuoteString(WRITE_SCRIPT), "kvm-write", QuoteString(path), QuoteString(content), keep
+    )
 
 
-def rebuild_command(info: dict, kernel: dict) -> StringCommand:
-    """The remote command that safely rebuilds and verifies one kernel's initrd."""
+def rebuild_command(info: dict, kernel: dict, last: bool = True) -> StringCommand:
+    """The remote command that safely rebuilds and verifies one kernel's initrd.
+
+    last: this is the run's last rebuild (on success it drops the declaration's rollback copy).
+    """
     return StringCommand(
         "sh",
         "-c",
@@ -146,6 +156,8 @@ def rebuild_command(info: dict, kernel: dict) -> StringCommand:
         QuoteString(info["generator"]),
         QuoteString(kernel["initrd"]),
         QuoteString(kernel["version"]),
+        QuoteString(info["declared"]["path"] or ""),
+        "1" if last else "0",
         *[QuoteString(m) for m in kernel["needed"]],
     )
 
@@ -167,9 +179,9 @@ def rebuild_initrds(
     if info["errors"]:
         host.noop(f"not rebuilding: {'; '.join(info['errors'])}")
         return
-    for kernel in info["kernels"]:
-        if kernel["version"] in info["to_rebuild"]:
-            yield rebuild_command(info, kernel)
+    todo = [k for k in info["kernels"] if k["version"] in info["to_rebuild"]]
+    for i, kernel in enumerate(todo):
+        yield rebuild_command(info, kernel, last=i == len(todo) - 1)
     if not info["to_rebuild"]:
         host.noop("every handled initrd holds the wanted drivers")
 

@@ -1,25 +1,60 @@
 # kvm-drivers: rebuild ONE initrd safely, then prove it. Prepended with facts/lib.sh.
-# Usage: sh -c "$(cat lib.sh rebuild.sh)" kvm-rebuild PY_LISTER GENERATOR IMAGE KVER MODULE...
+# Usage: sh -c "$(cat lib.sh rebuild.sh)" kvm-rebuild PY_LISTER GENERATOR IMAGE KVER CONFIG LAST MODULE...
 # The new image is built beside the old one under a temporary name, listed, checked for
 # every required module, and only then renamed over the old one (atomic on one file
 # system). The original image is kept once as IMAGE.kvm-drivers.bak. On any failure the
-# old image stays in place untouched and the exit status is non-zero.
+# old image stays in place untouched, the declaration CONFIG written by this run is rolled
+# back (from CONFIG.kvm-drivers.prev) and the exit status is non-zero. LAST=1 on the last
+# rebuild of the run: on success it drops the rollback copy.
+# One run at a time per host: a lock (flock) waits up to KVM_DRIVERS_LOCK_WAIT seconds.
 PYLIST=$1
 gen=$2
 img=$3
 kver=$4
-shift 4
+config=$5
+last=$6
+shift 6
 required="$*"
 tmp="$img.kvm-drivers.new"
 bak="$img.kvm-drivers.bak"
 log=$(mktemp 2>/dev/null || echo "/tmp/kvm-drivers.$$.log")
 
+rollback() {
+    [ -n "$config" ] || return 0
+    if [ -f "$config.kvm-drivers.prev" ]; then
+        mv -f "$config.kvm-drivers.prev" "$config" && echo "kvm-drivers: restored $config" >&2
+    elif [ -f "$config.kvm-drivers.absent" ]; then
+        rm -f "$config" "$config.kvm-drivers.absent" && echo "kvm-drivers: removed $config again" >&2
+    fi
+}
 fail() {
     echo "kvm-drivers: $*" >&2
     rm -f "$tmp" "$log"
+    rollback
     exit 1
 }
-trap 'rm -f "$tmp" "$log"' HUP INT TERM
+trap 'rm -f "$tmp" "$log"; rollback; exit 1' HUP INT TERM
+
+# One kvm-drivers change at a time on this host; released on every exit path.
+lockdir=/var/lock
+[ -d "$lockdir" ] || lockdir=/tmp
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$lockdir/kvm-drivers.lock"
+    flock -w "${KVM_DRIVERS_LOCK_WAIT:-600}" 9 ||
+        fail "another kvm-drivers run is still changing this host (lock $lockdir/kvm-drivers.lock)"
+fi
+# A run that held the lock may have done the work already: then there is nothing to do.
+if [ -f "$img" ] && have=$(initrd_modules "$img") && [ -n "$have" ]; then
+    lacking=""
+    for m in $required; do
+        printf '%s\n' "$have" | grep -qx "$m" || lacking="$lacking $m"
+    done
+    if [ -z "$lacking" ]; then
+        echo "kvm-drivers: $img already holds the drivers (rebuilt by another run); nothing to do"
+        [ "$last" = 1 ] && rm -f "$config.kvm-drivers.prev" "$config.kvm-drivers.absent"
+        exit 0
+    fi
+fi
 
 dir=$(dirname "$img")
 [ -d "$dir" ] || fail "$dir does not exist"
@@ -61,4 +96,7 @@ chmod --reference="$img" "$tmp" 2>/dev/null || chmod 600 "$tmp"
 mv -f "$tmp" "$img" || fail "cannot move the new initrd into place as $img"
 sync
 rm -f "$log"
-echo "kvm-drivers: rebuilt $img for kernel $kver; it holds: $required"
+[ "$last" = 1 ] && [ -n "$config" ] && rm -f "$config.kvm-drivers.prev" "$config.kvm-drivers.absent"
+msg="rebuilt $img for kernel $kver; it holds: $required"
+echo "$(date '+%Y-%m-%dT%H:%M:%S%z') $msg" >> /var/log/kvm-drivers.log 2>/dev/null
+echo "kvm-drivers: $msg"

@@ -129,9 +129,13 @@ def add_kernel(tree: Path, package: str) -> None:
 
 
 def make_dracut(tree: Path) -> None:
-    """dracut instead of initramfs-tools; its initrd built as on Xen, without any virtio driver."""
+    """dracut instead of initramfs-tools; its initrd built as on Xen, without any virtio driver.
+
+    zstd (Fedora's and openSUSE's choice) instead of pigz: a third less CPU per rebuild.
+    """
     shutil.copy("/etc/resolv.conf", tree / "etc/resolv.conf")
     chroot(tree, "apt-get update -qq && apt-get install -y -qq dracut >/dev/null")
+    (tree / "etc/dracut.conf.d/05-lab-compress.conf").write_text('# lab: fast compression\ncompress="zstd"\n')
     script = "".join(f"dracut -f --omit-drivers '{VIRTIO_ALL}' /boot/initrd.img-{k} {k}\n" for k in kernels(tree))
     chroot(tree, script)
     common_setup(tree)
@@ -152,13 +156,17 @@ RECIPES: dict[str, tuple[str | None, Callable[[Path], None]]] = {
 }
 
 
+# Bump a base's revision when its recipe changes: the cache keeps one tree per revision.
+REVISIONS = {"bookworm-dracut": 2}
+
+
 def ensure(name: str) -> Path:
     """Return the cached base tree NAME, building it (and its parents) if missing."""
-    tree = CACHE / name
+    tree = CACHE / (f"{name}.r{REVISIONS[name]}" if name in REVISIONS else name)
     if tree.is_dir():
         return tree
     parent, builder = RECIPES[name]
-    tmp = CACHE / f"{name}.tmp"
+    tmp = tree.with_name(tree.name + ".tmp")
     if tmp.exists():
         run(["rm", "-rf", "--one-file-system", str(tmp)])
     CACHE.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ The NIC is attached to an empty hub: the guest has a virtio-net device but no ne
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -76,12 +77,23 @@ def default_boot(tree: Path) -> tuple[str, str]:
     return f"/boot/vmlinuz-{entry.kernel}", initrd
 
 
+def fingerprint(h: HostSpec) -> str:
+    """sha256 of the default kernel and initrd: two hosts with the same fingerprint boot alike
+    up to the point where the initrd looks for the root disk."""
+    tree = root(h.name)
+    digest = hashlib.sha256()
+    for path in default_boot(tree):
+        digest.update(hashlib.sha256((tree / path.lstrip("/")).read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
     """Boot host h's current root file system (its overlay must be mounted) and probe it."""
     tree = root(h.name)
     kernel, initrd = default_boot(tree)
     work = STATE / "hosts" / h.name
-    disk = work / "disk.img"
+    scratch = Path("/dev/shm") if Path("/dev/shm").is_dir() else work  # the disk image: RAM is faster
+    disk = scratch / f"kvm-drivers-lab-{h.name}.img"
     log(f"{h.name}: boot {kernel} + {initrd} in QEMU (tcg), root on virtio-blk")
     disk.unlink(missing_ok=True)
     run(["truncate", "-s", "3G", str(disk)])

@@ -209,3 +209,15 @@ def ssh_args(h: HostSpec) -> list[str]:
         "BatchMode=yes",
         f"root@{h.address}",
     ]
+
+
+def write_inventory(specs: list[HostSpec], name: str) -> Path:
+    """A pyinfra inventory file (group NAME) for ad-hoc host sets: benchmarks, fault tests."""
+    path = STATE / f"{name}_inventory.py"
+    rows = ",\n".join(
+        f"    ({s.name!r}, {{'ssh_hostname': {s.address!r}, 'ssh_user': 'root', 'ssh_key': {str(KEY)!r},"
+        f" 'ssh_strict_host_key_checking': 'no', 'ssh_known_hosts_file': '/dev/null'}})"
+        for s in specs
+    )
+    path.write_text(f"{name} = [\n{rows},\n]\n")
+    return path

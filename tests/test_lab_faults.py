@@ -1,0 +1,157 @@
+"""Fault injection on real lab hosts: whatever fails, the host keeps the initrd it had (or a
+verified new one), its configuration is rolled back, and a rerun completes the job.
+
+Each scenario runs on its own hosts (127.0.30.x), with its own inventory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import pyinfra
+from tests.lab import boot, hosts
+
+pytestmark = pytest.mark.lab
+DEPLOY = "deploys/kvm_drivers.py"
+IMG = "/boot/initrd.img-6.1.0-50-amd64"
+MODULES = "/etc/initramfs-tools/modules"
+
+
+def make(name: str, base_host: str, n: int, setup=None) -> hosts.HostSpec:
+    base = hosts.spec(base_host)
+    return dataclasses.replace(base, name=f"fault-{name}", address=f"127.0.30.{n}", setup=setup or base.setup)
+
+
+def ssh(h: hosts.HostSpec, cmd: str, check: bool = True) -> str:
+    proc = subprocess.run(hosts.ssh_args(h) + [cmd], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{h.name}: {cmd}: {proc.stderr}")
+    return proc.stdout
+
+
+def state(h: hosts.HostSpec) -> dict[str, str]:
+    """Checksums of /boot files and the declaration files: what must not change on failure."""
+    out = ssh(h, f"sha256sum /boot/* {MODULES} /etc/dracut.conf.d/* 2>/dev/null; ls /boot", check=False)
+    return {"sums": out}
+
+
+@pytest.fixture
+def started(request):
+    """Start the given specs fresh; stop them after the test."""
+    specs: list[hosts.HostSpec] = []
+
+    def start(*new: hosts.HostSpec) -> Path:
+        for h in new:
+            hosts.start(h)
+            specs.append(h)
+        return hosts.write_inventory(list(new), "faults")
+
+    yield start
+    for h in specs:
+        hosts.stop(h)
+
+
+def small_boot(root: Path) -> None:
+    """/boot on a size-limited file system holding just what it has now plus 1 MiB."""
+    used = sum(p.stat().st_size for p in (root / "boot").rglob("*") if p.is_file())
+    tmp = root.parent / "bootcopy"
+    subprocess.run(["cp", "-a", str(root / "boot"), str(tmp)], check=True)
+    size_kib = used // 1024 + 1024
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(root / "boot")], check=True)
+    subprocess.run(["cp", "-a", f"{tmp}/.", str(root / "boot")], check=True)
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+
+
+def test_full_boot_fails_cleanly_and_still_boots_as_before(started):
+    h = make("fullboot", "deb12-itools", 1, setup=small_boot)
+    inv = started(h)
+    before = state(h)
+    run = pyinfra("-y", str(inv), DEPLOY)
+    assert run.returncode != 0
+    assert f"[{h.name}]" in run.output and "not enough free space in /boot" in run.output
+    assert "nothing was changed" in run.output
+    assert state(h) == before
+    result = boot.boot(h)
+    assert not result.ok and "ALERT!  /dev/vda does not exist" in result.log  # exactly as before
+
+
+BROKEN_HOOK = """#!/bin/sh
+# lab fault injection: a broken initramfs-tools hook
+[ "$1" = prereqs ] && exit 0
+echo "broken-hook: simulated failure" >&2
+exit 1
+"""
+KILL_HOOK = """#!/bin/sh
+# lab fault injection: SIGKILL the initrd builder half-way through
+[ "$1" = prereqs ] && exit 0
+kill -9 $PPID
+sleep 5
+"""
+
+
+@pytest.mark.parametrize("kind,hook", [("toolfails", BROKEN_HOOK), ("killed", KILL_HOOK)])
+def test_rebuild_failure_keeps_old_initrd_rolls_back_config_and_rerun_completes(started, kind, hook):
+    def inject(root: Path) -> None:
+        p = root / "etc/initramfs-tools/hooks/zz-fault"
+        p.write_text(hook)
+        p.chmod(0o755)
+
+    h = make(kind, "deb12-itools", 2 if kind == "toolfails" else 3, setup=inject)
+    inv = started(h)
+    before = state(h)
+    run = pyinfra("-y", str(inv), DEPLOY)
+    assert run.returncode != 0
+    assert f"[{h.name}]" in run.output and "initramfs-tools failed for kernel 6.1.0-50-amd64" in run.output
+    if kind == "toolfails":
+        assert "broken-hook: simulated failure" in run.output  # the tool's own error output
+    assert f"restored {MODULES}" in run.output
+    assert state(h) == before  # old initrd in place, config rolled back, no temp file left
+    ssh(h, "rm /etc/initramfs-tools/hooks/zz-fault")
+    rerun = pyinfra("-y", str(inv), DEPLOY)
+    assert rerun.returncode == 0, rerun.output
+    assert ssh(h, f"grep -c '^virtio_blk$' {MODULES}").strip() == "1"
+    assert boot.boot(h).ok
+
+
+def test_unreachable_host_mid_run_others_finish_and_rerun_completes(started):
+    victim = make("unreach", "deb12-dracut", 4)
+    others = [make(f"peer{i}", "deb12-itools", 4 + i) for i in (1, 2)]
+    inv = started(victim, *others)
+    proc = subprocess.Popen(["python3", "-m", "pyinfra", "-y", str(inv), DEPLOY], cwd=Path(__file__).parent.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    # wait until the victim's rebuild is under way, then cut it off (its namespace dies with sshd)
+    deadline = time.monotonic() + 300
+    while not (hosts.root(victim.name) / f"{IMG[1:]}.kvm-drivers.new").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    hosts.stop(victim)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode != 0
+    assert f"[{victim.name}]" in out
+    for peer in others:
+        assert ssh(peer, f"grep -c '^virtio_blk$' {MODULES}").strip() == "1"
+    hosts.start(victim, fresh=False)  # back again, with whatever the cut left behind
+    assert "initrd.img-6.1.0-50-amd64" in ssh(victim, "ls /boot")
+    rerun = pyinfra("-y", str(inv), DEPLOY)
+    assert rerun.returncode == 0, rerun.output
+    assert boot.boot(victim).ok
+
+
+def test_two_runs_at_once_rebuild_once(started):
+    h = make("twice", "deb12-dracut", 8)
+    inv = started(h)
+    cmd = ["python3", "-m", "pyinfra", "-y", str(inv), DEPLOY]
+    root = Path(__file__).parent.parent
+    a = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    b = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_a, _ = a.communicate(timeout=900)
+    out_b, _ = b.communicate(timeout=900)
+    assert a.returncode == 0 and b.returncode == 0, out_a + out_b
+    log = ssh(h, "cat /var/log/kvm-drivers.log")
+    assert len(log.strip().splitlines()) == 1, log  # rebuilt exactly once
+    assert "rebuilt /boot/initrd.img-6.1.0-50-amd64" in log
+    assert boot.boot(h).ok
