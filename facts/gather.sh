@@ -31,12 +31,21 @@ dump() {
 for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-release \
     /etc/centos-release /etc/euleros-release /etc/openEuler-release /etc/lsb-release \
     /etc/debian_version /etc/initramfs-tools/modules /etc/initramfs-tools/initramfs.conf \
-    /etc/dracut.conf /etc/sysconfig/kernel /etc/default/grub \
+    /etc/dracut.conf /etc/sysconfig/kernel /etc/sysconfig/bootloader /etc/default/grub \
     /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/grubenv /boot/grub2/grubenv \
     /boot/grub/menu.lst /boot/grub/grub.conf /boot/grub/default \
     /etc/dracut.conf.d/*.conf /usr/lib/dracut/dracut.conf.d/*.conf \
     /boot/loader/entries/*.conf /boot/efi/EFI/*/grub.cfg; do
     dump "$f"
+done
+
+# modprobe.d lines that stop a wanted driver loading (copied into the initrd by both tools).
+sec blacklist
+for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/lib/modprobe.d/*.conf /lib/modprobe.d/*.conf; do
+    [ -f "$f" ] || continue
+    awk -v want=" $W " -v f="$f" '
+        $1 == "blacklist" || ($1 == "install" && $3 ~ /^\/(usr\/)?bin\/(false|true)$/) {
+            n = $2; gsub(/-/, "_", n); if (index(want, " " n " ")) print f ":" FNR ":" n ":" $0 }' "$f"
 done
 
 kernels=""

@@ -84,6 +84,7 @@ class Snapshot:
     kernels: dict[str, RawKernel] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)  # path as written -> resolved path ("" if none)
     initrds: dict[str, RawInitrd] = field(default_factory=dict)
+    blacklists: list[dict[str, str]] = field(default_factory=list)  # {file, line, driver, text}
     complete: bool = False
 
 
@@ -129,6 +130,9 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 snap.meta[key] = value
         elif kind == "kernel":
             _parse_kernel_line(snap.kernels[arg], line)
+        elif kind == "blacklist" and line.count(":") >= 3:
+            path, lineno, driver, text = line.split(":", 3)
+            snap.blacklists.append({"file": path, "line": lineno, "driver": driver, "text": text})
         elif kind == "listfail":
             if line.strip():
                 sep = ": " if current_initrd.error.endswith(")") else " "
