@@ -6,7 +6,8 @@ Make every host boot on KVM: declare the virtio drivers and rebuild the initrds 
 
 Inventory data (per host or group): ``kvm_drivers`` replaces the family's driver list,
 ``kvm_drivers_extra`` adds drivers (e.g. ``["virtio_console"]``), ``kvm_kernels`` is
-``"all"`` (default), ``"default"`` or a list of kernel versions.
+``"all"`` (default), ``"default"`` or a list of kernel versions; ``kvm_remove_blacklists``
+(default off) disables modprobe.d lines that stop a wanted driver loading.
 One remote command gathers the state; a host already in the wanted state gets no other.
 """
 
@@ -31,5 +32,9 @@ elif info["errors"]:
     )
 else:
     kvm.report(info)
+    if host.data.get("kvm_remove_blacklists") and info["blacklisted"]:
+        kvm.remove_blacklists(name="Remove modprobe.d blacklists of KVM drivers", info=info)
+        # the initrds carry a copy of modprobe.d: rebuild them all
+        info = {**info, "to_rebuild": [k["version"] for k in info["kernels"] if not k["too_old"]]}
     kvm.declare_drivers(name="Declare the KVM drivers", info=info)
     kvm.rebuild_initrds(name="Rebuild initrds lacking KVM drivers", info=info)

@@ -43,6 +43,10 @@ done
 sec blacklist
 for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/lib/modprobe.d/*.conf /lib/modprobe.d/*.conf; do
     [ -f "$f" ] || continue
+    case "$f" in /usr/lib/*|/lib/*|/run/*)  # a same-named file in /etc (or /run) overrides it
+        b=${f##*/}; [ -f "/etc/modprobe.d/$b" ] && continue
+        case "$f" in /run/*) ;; *) [ -f "/run/modprobe.d/$b" ] && continue ;; esac ;;
+    esac
     awk -v want=" $W " -v f="$f" '
         $1 == "blacklist" || ($1 == "install" && $3 ~ /^\/(usr\/)?bin\/(false|true)$/) {
             n = $2; gsub(/-/, "_", n); if (index(want, " " n " ")) print f ":" FNR ":" n ":" $0 }' "$f"

@@ -135,6 +135,10 @@ def analyse(
         errors.append(distro.reason)
     elif generator_error:
         errors.append(generator_error)
+    loader = p.initramfs_tools_setting(snap.files.get("/etc/sysconfig/bootloader"), "LOADER_TYPE")
+    if distro.family and distro.family.startswith("suse") and loader in ("grub2-bls", "systemd-boot"):
+        errors.append(f"LOADER_TYPE={loader}: this system builds its initrds with sdbootutil, which kvm-drivers "
+                      "does not drive; declare the drivers and run 'sdbootutil add-all-kernels' by hand")  # fmt: skip
 
     boot = p.parse_boot(snap.files)
     if boot is None:
@@ -180,12 +184,16 @@ def analyse(
     if omitted:
         warnings.append(f"dracut omit_drivers removes {' '.join(omitted)}: remove it from the dracut configuration")
     to_rebuild = [k["version"] for k in usable if k["missing"]]
+    blacklisted = [b for b in snap.blacklists if b["driver"] in wanted]
+    for b in blacklisted:
+        warnings.append(f"{b['file']} line {b['line']} stops {b['driver']} loading ({b['text'].strip()}); "
+                        "set kvm_remove_blacklists to remove it")  # fmt: skip
     if to_rebuild and not errors:
         errors += boot_prechecks(snap, [k for k in usable if k["version"] in to_rebuild])
 
     if errors:
         status = "unsupported" if distro.family is None or (result_kernels and not usable) else "error"
-    elif to_rebuild or to_declare:
+    elif to_rebuild or to_declare or blacklisted:
         status = "drifted"
     else:
         status = "compliant"
@@ -209,6 +217,7 @@ def analyse(
         "declared": declared,
         "to_declare": to_declare,
         "to_rebuild": to_rebuild,
+        "blacklisted": blacklisted,
     }
 
 
@@ -325,6 +334,7 @@ class KvmDrivers(FactBase[dict]):
       (wanted drivers by kind), ``needed`` (module closure), ``missing`` (not in the initrd)
     - ``declared``: config ``path``, ``drivers`` declared, ``omitted``, ``setting``
     - ``wanted``, ``to_declare``, ``to_rebuild`` (kernel versions)
+    - ``blacklisted``: modprobe.d lines stopping a wanted driver (``file``, ``line``, ``driver``, ``text``)
 
     Arguments: ``drivers`` replaces the family's default list, ``extra`` adds to it,
     ``kernels`` is ``"all"`` (default), ``"default"`` or a list of versions.

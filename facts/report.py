@@ -2,8 +2,9 @@
 
 JSON keys (stable, one object per host; see the README):
 host, status, distro, family, version, generator, default_kernel, initrd, kernels
-[{version, default, initrd, missing, builtin, absent, error}], declared, not_declared,
-setting, errors, warnings.
+[{version, default, initrd, missing, builtin, absent, error}], default_missing,
+fallback_missing {kernel: [drivers]}, blacklisted, declared, not_declared, setting,
+errors, warnings.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def host_row(name: str, info: dict | None, error: str = "") -> dict[str, Any]:
     if info is None:
         return {
             "host": name, "status": "error", "distro": None, "family": None, "version": None,
-            "generator": None, "default_kernel": None, "initrd": None, "kernels": [], "declared": None,
+            "generator": None, "default_kernel": None, "initrd": None, "kernels": [], "default_missing": [],
+            "fallback_missing": {}, "blacklisted": [], "declared": None,
             "not_declared": [], "setting": None, "errors": [error or "state could not be gathered"],
             "warnings": [],
         }  # fmt: skip
@@ -51,6 +53,9 @@ def host_row(name: str, info: dict | None, error: str = "") -> dict[str, Any]:
             }
             for k in kernels
         ],
+        "default_missing": default["missing"] if default else [],
+        "fallback_missing": {k["version"]: k["missing"] for k in kernels if k is not default and k["missing"]},
+        "blacklisted": [f"{b['file']}:{b['line']}: {b['text'].strip()}" for b in info.get("blacklisted", [])],
         "declared": not info["to_declare"],
         "not_declared": info["to_declare"],
         "setting": info["declared"]["setting"] or None,

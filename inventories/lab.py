@@ -16,6 +16,7 @@ lab = [
             "ssh_key": str(_lab.KEY),
             "ssh_strict_host_key_checking": "no",
             "ssh_known_hosts_file": str(_lab.STATE / "known_hosts"),
+            **dict(h.data),
         },
     )
     for h in _lab.HOSTS

@@ -142,10 +142,11 @@ def declare_drivers(
     )
 
 
-def rebuild_command(info: dict, kernel: dict, last: bool = True) -> StringCommand:
+def rebuild_command(info: dict, kernel: dict, last: bool = True, force: bool = False) -> StringCommand:
     """The remote command that safely rebuilds and verifies one kernel's initrd.
 
-    last: this is the run's last rebuild (on success it drops the declaration's rollback copy).
+    last: this is the run's last rebuild (on success it drops the declaration's rollback copy);
+    force: rebuild even if the image already holds every module.
     """
     return StringCommand(
         "sh",
@@ -158,6 +159,7 @@ def rebuild_command(info: dict, kernel: dict, last: bool = True) -> StringComman
         QuoteString(kernel["version"]),
         QuoteString(info["declared"]["path"] or ""),
         "1" if last else "0",
+        "1" if force else "0",
         *[QuoteString(m) for m in kernel["needed"]],
     )
 
@@ -181,9 +183,42 @@ def rebuild_initrds(
         return
     todo = [k for k in info["kernels"] if k["version"] in info["to_rebuild"]]
     for i, kernel in enumerate(todo):
-        yield rebuild_command(info, kernel, last=i == len(todo) - 1)
+        yield rebuild_command(info, kernel, last=i == len(todo) - 1, force=not kernel["missing"])
     if not info["to_rebuild"]:
         host.noop("every handled initrd holds the wanted drivers")
+
+
+# Disable one modprobe.d line: in /etc, commented out in place (GNU sed -i keeps owner and
+# mode); a vendor file (/usr/lib, /lib, /run) is overridden by a same-named copy in /etc.
+UNBLACKLIST_SCRIPT = r"""set -e
+f=$1; n=$2
+expr='/^[[:space:]]*\(blacklist\|install\)[[:space:]]/s/^/# disabled by kvm-drivers (needed to boot on KVM): /'
+case "$f" in
+    /etc/*) sed -i -e "${n}{$expr}" "$f" ;;
+    *) t="/etc/modprobe.d/${f##*/}"
+       sed -e "${n}{$expr}" "$f" > "$t.kvm-drivers.tmp"
+       chmod 644 "$t.kvm-drivers.tmp" && mv -f "$t.kvm-drivers.tmp" "$t" ;;
+esac
+"""
+
+
+@operation()
+def remove_blacklists(info: dict | None = None, drivers: list[str] | None = None,
+                      extra: list[str] | None = None, kernels: Any = "all"):
+    """
+    Disable the modprobe.d lines (``blacklist X``, ``install X /bin/false``) that stop a wanted
+    driver loading; every other line is kept. Off by default in the deploy
+    (``kvm_remove_blacklists``): the initrds are then rebuilt so they no longer carry them.
+
+    + info / drivers / extra / kernels: as for ``declare_drivers``
+    """
+    info = _info(info, drivers, extra, kernels)
+    if not info["blacklisted"]:
+        host.noop("no modprobe.d line stops a wanted driver")
+        return
+    for b in info["blacklisted"]:
+        yield StringCommand("sh", "-c", QuoteString(UNBLACKLIST_SCRIPT), "kvm-unblacklist",
+                            QuoteString(b["file"]), QuoteString(b["line"]))  # fmt: skip
 
 
 @operation(is_idempotent=False)

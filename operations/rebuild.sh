@@ -1,5 +1,5 @@
 # kvm-drivers: rebuild ONE initrd safely, then prove it. Prepended with facts/lib.sh.
-# Usage: sh -c "$(cat lib.sh rebuild.sh)" kvm-rebuild PY_LISTER GENERATOR IMAGE KVER CONFIG LAST MODULE...
+# Usage: sh -c "$(cat lib.sh rebuild.sh)" kvm-rebuild PY_LISTER GENERATOR IMAGE KVER CONFIG LAST FORCE MODULE...
 # The new image is built beside the old one under a temporary name, listed, checked for
 # every required module, and only then renamed over the old one (atomic on one file
 # system). The original image is kept once as IMAGE.kvm-drivers.bak. On any failure the
@@ -13,7 +13,8 @@ img=$3
 kver=$4
 config=$5
 last=$6
-shift 6
+force=$7  # 1: rebuild even if the image holds every module (e.g. a blacklist was removed)
+shift 7
 required="$*"
 tmp="$img.kvm-drivers.new"
 bak="$img.kvm-drivers.bak"
@@ -44,7 +45,7 @@ if command -v flock >/dev/null 2>&1; then
         fail "another kvm-drivers run is still changing this host (lock $lockdir/kvm-drivers.lock)"
 fi
 # A run that held the lock may have done the work already: then there is nothing to do.
-if [ -f "$img" ] && have=$(initrd_modules "$img") && [ -n "$have" ]; then
+if [ "$force" != 1 ] && [ -f "$img" ] && have=$(initrd_modules "$img") && [ -n "$have" ]; then
     lacking=""
     for m in $required; do
         printf '%s\n' "$have" | grep -qx "$m" || lacking="$lacking $m"

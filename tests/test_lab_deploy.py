@@ -20,6 +20,7 @@ from tests.lab import boot, hosts
 
 pytestmark = pytest.mark.lab
 INVENTORY, DEPLOY = "inventories/lab.py", "deploys/kvm_drivers.py"
+HOOK_HOST = "deb12-itools-b"
 
 
 def remote(h: hosts.HostSpec):
@@ -68,6 +69,7 @@ class Story:
     second: Run | None = None
     sums_second: dict[str, dict] = field(default_factory=dict)
     after: dict[str, boot.BootResult] = field(default_factory=dict)
+    hook_output: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,11 @@ def story(lab) -> Story:
     s.sums_first = {h.name: sums(h) for h in lab}
     s.second = pyinfra("-y", INVENTORY, DEPLOY)
     s.sums_second = {h.name: sums(h) for h in lab}
+    # Persistence: the distribution's own kernel hook rebuilds an initrd, without kvm-drivers.
+    s.hook_output = remote(hosts.spec(HOOK_HOST)).check_output(
+        "/etc/kernel/postinst.d/initramfs-tools 6.1.0-50-amd64 /boot/vmlinuz-6.1.0-50-amd64 2>&1;"
+        " lsinitramfs /boot/initrd.img-6.1.0-50-amd64"
+    )
     s.after = boot_all([h for h in lab if h.expect in ("fixed", "compliant")])
     return s
 
@@ -189,3 +196,17 @@ def test_boot_succeeds_after_the_deploy(story, h):
     assert result.ok, result.summary() + "\n" + result.log[-3000:]
     assert result.root.startswith("/dev/vda")
     assert "virtio_net" in result.bound.values()
+
+
+def test_declaration_persists_through_the_distributions_own_rebuild(story):
+    assert "virtio_blk.ko" in story.hook_output and "virtio_pci.ko" in story.hook_output
+    assert story.after[HOOK_HOST].ok  # the hook-built initrd boots
+
+
+def test_blacklist_is_reported_then_removed_on_request(story):
+    info = story.info_before["deb12-blacklist"]
+    assert [b["driver"] for b in info["blacklisted"]] == ["virtio_blk"]
+    conf = remote(hosts.spec("deb12-blacklist")).file("/etc/modprobe.d/no-virtio.conf")
+    assert conf.contains("^# disabled by kvm-drivers .*: install virtio_blk /bin/false$")
+    assert conf.contains("^options loop max_loop=8$")
+    assert story.after["deb12-blacklist"].ok

@@ -31,6 +31,7 @@ class HostSpec:
     setup: Callable[[Path], None] | None = None  # turns the fresh overlay into the wanted state
     expect: str = "fixed"  # fixed: deploy makes it boot; compliant; fails: deploy must refuse it
     note: str = ""
+    data: tuple[tuple[str, object], ...] = ()  # extra inventory data for this host
 
 
 def _hosts() -> list[HostSpec]:
@@ -60,9 +61,14 @@ def _hosts() -> list[HostSpec]:
          "MODULES=most initrd with virtio, drivers declared: nothing to do"),
         ("arch-unsupported", "bookworm-itools", v.unsupported, "fails", "Arch Linux release files: unsupported"),
         ("centos5-2.6.18", "bookworm-itools", v.kernel_2_6_18, "fails", "only kernel is 2.6.18: refused"),
-        ("deb12-itools-b", "bookworm-itools", None, "fixed", "a second plain Debian 12 host (fan-out)"),
+        ("deb12-itools-b", "bookworm-itools", None, "fixed",
+         "plain Debian 12; after the deploy its kernel hook rebuilds the initrd: virtio must stay"),
+        ("deb12-blacklist", "bookworm-itools", v.blacklisted, "fixed",
+         "'install virtio_blk /bin/false' in modprobe.d; kvm_remove_blacklists on"),
     ]
-    return [HostSpec(n, f"127.0.10.{i}", b, s, e, note) for i, (n, b, s, e, note) in enumerate(table, start=1)]
+    data = {"deb12-blacklist": (("kvm_remove_blacklists", True),)}
+    return [HostSpec(n, f"127.0.10.{i}", b, s, e, note, data.get(n, ()))
+            for i, (n, b, s, e, note) in enumerate(table, start=1)]  # fmt: skip
 
 
 HOSTS: list[HostSpec] = _hosts()

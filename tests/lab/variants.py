@@ -307,3 +307,9 @@ def kernel_2_6_18(root: Path) -> None:
     drop_debian_grub(root)
     write(root, "/boot/grub/grub.conf", f"default=0\ntitle CentOS ({old})\n\troot (hd0,0)\n"
           f"\tkernel /vmlinuz-{old} ro root=/dev/VolGroup00/LogVol00\n\tinitrd /initrd-{old}.img\n")
+
+
+def blacklisted(root: Path) -> None:
+    """A modprobe.d rule that stops virtio_blk loading even when asked for by name."""
+    write(root, "/etc/modprobe.d/no-virtio.conf",
+          "# left over from a Xen image template\ninstall virtio_blk /bin/false\noptions loop max_loop=8\n")
