@@ -21,6 +21,8 @@ from tests.lab import boot, hosts
 pytestmark = pytest.mark.lab
 INVENTORY, DEPLOY = "inventories/lab.py", "deploys/kvm_drivers.py"
 HOOK_HOST = "deb12-itools-b"
+DRIFT = "deploys/drift_check.py"
+REPORTS = hosts.STATE / "reports"
 
 
 def remote(h: hosts.HostSpec):
@@ -70,21 +72,28 @@ class Story:
     sums_second: dict[str, dict] = field(default_factory=dict)
     after: dict[str, boot.BootResult] = field(default_factory=dict)
     hook_output: str = ""
+    drift_before: Run | None = None
+    drift_after: Run | None = None
+    drift_after_fixed: Run | None = None
 
 
 @pytest.fixture(scope="module")
 def story(lab) -> Story:
+    REPORTS.mkdir(parents=True, exist_ok=True)
     s = Story()
     fixed = [h for h in lab if h.expect == "fixed"]
     s.before = boot_all(fixed, workers=4, dedupe=True)  # failing boots mostly wait: little CPU
     s.info_before = {h.name: remote_info(h) for h in lab}
     s.sums_before = {h.name: sums(h) for h in lab}
+    s.drift_before = pyinfra(INVENTORY, DRIFT, "--data", f"report={REPORTS}/before.html")
     s.dry = pyinfra(INVENTORY, DEPLOY, "--dry", "--json")
     s.sums_dry = {h.name: sums(h) for h in lab}
     s.first = pyinfra("-y", INVENTORY, DEPLOY)
     s.sums_first = {h.name: sums(h) for h in lab}
     s.second = pyinfra("-y", INVENTORY, DEPLOY)
     s.sums_second = {h.name: sums(h) for h in lab}
+    s.drift_after = pyinfra(INVENTORY, DRIFT, "--data", f"report={REPORTS}/after.json")
+    s.drift_after_fixed = pyinfra(INVENTORY, DRIFT, "--limit", ",".join(h.name for h in fixed))
     # Persistence: the distribution's own kernel hook rebuilds an initrd, without kvm-drivers.
     s.hook_output = remote(hosts.spec(HOOK_HOST)).check_output(
         "/etc/kernel/postinst.d/initramfs-tools 6.1.0-50-amd64 /boot/vmlinuz-6.1.0-50-amd64 2>&1;"
@@ -130,7 +139,8 @@ def test_dry_run_changes_nothing_and_names_the_hosts(story):
 
 
 def test_first_run_fixes_every_supported_host_and_only_refuses(story):
-    assert story.first.changed() == 2 * len(fixed_hosts()), story.first.output
+    unblacklisted = [h for h in fixed_hosts() if dict(h.data).get("kvm_remove_blacklists")]
+    assert story.first.changed() == 2 * len(fixed_hosts()) + len(unblacklisted), story.first.output
     errors = sum(int(r["error"]) for r in story.first.results.values() if r["error"].isdigit())
     assert errors == len(refused_hosts()), story.first.output
     assert (story.first.returncode == 0) == (errors == 0)
@@ -210,3 +220,24 @@ def test_blacklist_is_reported_then_removed_on_request(story):
     assert conf.contains("^# disabled by kvm-drivers .*: install virtio_blk /bin/false$")
     assert conf.contains("^options loop max_loop=8$")
     assert story.after["deb12-blacklist"].ok
+
+
+def test_drift_check_before_reports_every_host_and_changes_nothing(story):
+    run = story.drift_before
+    assert run.returncode == 3, run.output  # drifted and unsupported hosts: the worst (3) wins
+    for h in hosts.HOSTS:
+        assert h.name in run.output
+    assert story.sums_before == story.sums_dry  # neither the drift check nor --dry wrote anything
+    page = (REPORTS / "before.html").read_text()
+    assert page.count('<tr class="drifted"') == len(fixed_hosts())
+    assert page.count('<tr class="unsupported"') == len(refused_hosts())
+
+
+def test_drift_check_after_json(story):
+    assert story.drift_after.returncode == 3, story.drift_after.output  # the refused hosts stay unsupported
+    data = json.loads((REPORTS / "after.json").read_text())
+    status = {row["host"]: row["status"] for row in data["hosts"]}
+    for h in hosts.HOSTS:
+        want = {"fixed": "compliant", "compliant": "compliant", "fails": "unsupported"}[h.expect]
+        assert status[h.name] == want, (h.name, data)
+    assert story.drift_after_fixed.returncode == 0, story.drift_after_fixed.output
