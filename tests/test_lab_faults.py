@@ -7,6 +7,7 @@ Each scenario runs on its own hosts (127.0.30.x), with its own inventory.
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -155,3 +156,14 @@ def test_two_runs_at_once_rebuild_once(started):
     assert len(log.strip().splitlines()) == 1, log  # rebuilt exactly once
     assert "rebuilt /boot/initrd.img-6.1.0-50-amd64" in log
     assert boot.boot(h).ok
+
+
+def test_drift_check_reports_unreachable_hosts(started, tmp_path):
+    up, gone = make("drift-up", "deb12-itools", 9), make("drift-gone", "deb12-itools", 10)
+    inv = started(up, gone)
+    hosts.stop(gone)
+    run = pyinfra(str(inv), "deploys/drift_check.py", "--data", f"report={tmp_path}/r.json")
+    assert run.returncode == 4, run.output  # error (unreachable) is the worst status
+    rows = {r["host"]: r for r in json.loads((tmp_path / "r.json").read_text())["hosts"]}
+    assert rows[gone.name]["status"] == "error" and "unreachable" in rows[gone.name]["errors"][0]
+    assert rows[up.name]["status"] == "drifted"
