@@ -128,6 +128,14 @@ def add_kernel(tree: Path, package: str) -> None:
     chroot(tree, f"apt-get update -qq && apt-get install -y -qq {package} >/dev/null")
 
 
+def make_sudo(tree: Path) -> None:
+    """An 'ops' user who logs in with the lab key and may run anything through sudo."""
+    shutil.copy("/etc/resolv.conf", tree / "etc/resolv.conf")
+    chroot(tree, "apt-get update -qq && apt-get install -y -qq sudo >/dev/null && useradd -m -s /bin/sh ops"
+                 " && echo 'ops ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/ops && chmod 440 /etc/sudoers.d/ops"
+                 " && apt-get clean && rm -rf /var/lib/apt/lists/*")  # fmt: skip
+
+
 def make_dracut(tree: Path) -> None:
     """dracut instead of initramfs-tools; its initrd built as on Xen, without any virtio driver.
 
@@ -153,6 +161,7 @@ RECIPES: dict[str, tuple[str | None, Callable[[Path], None]]] = {
     "bookworm-dracut": ("bookworm", make_dracut),
     "bookworm-2k": ("bookworm", lambda t: add_kernel(t, OLDER_KERNEL)),
     "bookworm-2k-itools": ("bookworm-2k", make_itools),
+    "bookworm-sudo": ("bookworm-itools", make_sudo),
 }
 
 

@@ -65,8 +65,12 @@ def _hosts() -> list[HostSpec]:
          "plain Debian 12; after the deploy its kernel hook rebuilds the initrd: virtio must stay"),
         ("deb12-blacklist", "bookworm-itools", v.blacklisted, "fixed",
          "'install virtio_blk /bin/false' in modprobe.d; kvm_remove_blacklists on"),
+        ("deb12-sudo", "bookworm-sudo", None, "fixed", "reached as the non-root user 'ops' with sudo"),
     ]
-    data = {"deb12-blacklist": (("kvm_remove_blacklists", True),)}
+    data = {
+        "deb12-blacklist": (("kvm_remove_blacklists", True),),
+        "deb12-sudo": (("ssh_user", "ops"), ("_sudo", True)),
+    }
     return [HostSpec(n, f"127.0.10.{i}", b, s, e, note, data.get(n, ()))
             for i, (n, b, s, e, note) in enumerate(table, start=1)]  # fmt: skip
 
@@ -138,9 +142,14 @@ def start(h: HostSpec, fresh: bool = True, sshd_options: list[str] | None = None
             str(r),
         ]
     )
-    ssh = r / "root/.ssh"
-    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (ssh / "authorized_keys").write_text(Path(f"{ensure_key()}.pub").read_text())
+    key = Path(f"{ensure_key()}.pub").read_text()
+    for home, uid in (("root", 0), ("home/ops", 1000)):
+        if (r / home).is_dir():
+            ssh = r / home / ".ssh"
+            ssh.mkdir(mode=0o700, exist_ok=True)
+            (ssh / "authorized_keys").write_text(key)
+            for p in (ssh, ssh / "authorized_keys"):
+                os.chown(p, uid, uid)
     (r / "etc/hostname").write_text(h.name + "\n")
     if fresh and h.setup:
         h.setup(r)
