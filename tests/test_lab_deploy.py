@@ -168,10 +168,14 @@ def test_declared_files_and_rebuilt_initrd(story, h):
     info = remote_info(h)
     assert info["status"] == "compliant", info
     gen = info["generator"]
+    as_module = [d for d in info["wanted"] if any(d in k["modules"] for k in info["kernels"])]
+    builtin = [d for d in info["wanted"] if d not in as_module]
     if gen == "initramfs-tools":
         f = host.file("/etc/initramfs-tools/modules")
-        for d in kd.VIRTIO:
+        for d in as_module:
             assert f.contains(f"^{d}$")
+        for d in builtin:  # built into every kernel: never declared
+            assert not f.contains(f"^{d}$")
         # every line it had before is still there
         assert f.contains("^xen-blkfront$") and f.contains("^ext4$")
         assert len([ln for ln in f.content_string.splitlines() if ln == "virtio_blk"]) == 1
@@ -241,3 +245,11 @@ def test_drift_check_after_json(story):
         want = {"fixed": "compliant", "compliant": "compliant", "fails": "unsupported"}[h.expect]
         assert status[h.name] == want, (h.name, data)
     assert story.drift_after_fixed.returncode == 0, story.drift_after_fixed.output
+
+
+def test_builtin_drivers_of_a_real_kernel_are_reported_not_demanded(story):
+    # Debian 13's kernel has virtio, virtio_ring and virtio_pci built in (modules.builtin)
+    (kernel,) = story.info_before["deb13-itools"]["kernels"]
+    assert kernel["builtin"] == ["virtio_pci", "virtio_ring", "virtio"]
+    assert not set(kernel["builtin"]) & set(kernel["needed"])
+    assert story.info_before["deb13-itools"]["to_declare"] == ["virtio_blk", "virtio_scsi", "virtio_net"]
