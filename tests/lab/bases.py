@@ -129,9 +129,12 @@ def add_kernel(tree: Path, package: str) -> None:
 
 
 def make_sudo(tree: Path) -> None:
-    """An 'ops' user who logs in with the lab key and may run anything through sudo."""
+    """An 'ops' user who logs in with the lab key and may run anything through sudo.
+
+    Its password is '*' (none, but not locked: sshd without PAM refuses locked accounts).
+    """
     shutil.copy("/etc/resolv.conf", tree / "etc/resolv.conf")
-    chroot(tree, "apt-get update -qq && apt-get install -y -qq sudo >/dev/null && useradd -m -s /bin/sh ops"
+    chroot(tree, "apt-get update -qq && apt-get install -y -qq sudo >/dev/null && useradd -m -s /bin/sh -p '*' ops"
                  " && echo 'ops ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/ops && chmod 440 /etc/sudoers.d/ops"
                  " && apt-get clean && rm -rf /var/lib/apt/lists/*")  # fmt: skip
 
@@ -166,7 +169,7 @@ RECIPES: dict[str, tuple[str | None, Callable[[Path], None]]] = {
 
 
 # Bump a base's revision when its recipe changes: the cache keeps one tree per revision.
-REVISIONS = {"bookworm-dracut": 2}
+REVISIONS = {"bookworm-dracut": 2, "bookworm-sudo": 2}
 
 
 def ensure(name: str) -> Path:
