@@ -377,6 +377,21 @@ class Kernels(_Part):
     key = "kernels"
 
 
+class Initrds(ShortFactBase[Any]):
+    """Per installed kernel: the initrd the bootloader boots, whether it is the default entry,
+    and the wanted modules it lacks: ``{version: {initrd, default, source, missing, error}}``.
+    """
+
+    fact = KvmDrivers
+
+    def process_data(self, data: dict) -> Any:
+        return {
+            k["version"]: {"initrd": k["initrd"], "default": k["default"], "source": k["initrd_source"],
+                           "missing": k["missing"], "error": k["initrd_error"]}
+            for k in data["kernels"]
+        }  # fmt: skip
+
+
 class DeclaredDrivers(_Part):
     """What the family's configuration declares (see KvmDrivers ``declared``)."""
 

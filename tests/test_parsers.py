@@ -354,3 +354,20 @@ def test_file_without_final_newline_is_kept_exactly():
     snap = p.parse_snapshot(lines)
     assert snap.files["/etc/initramfs-tools/modules"] == "# c\next4"
     assert snap.files["/etc/x"] == "a\n"
+
+
+def test_kernel_directory_without_image_or_modules_dep_is_skipped_with_a_warning():
+    snap = snapshot("gather-bookworm-itools.txt")
+    snap.kernels["5.10.0-9-amd64"] = p.RawKernel("5.10.0-9-amd64", has_dep=True)  # no image
+    snap.kernels["kernel-abi-whitelists"] = p.RawKernel("kernel-abi-whitelists")  # not a kernel
+    info = kd.analyse(snap)
+    assert [k["version"] for k in info["kernels"]] == ["6.1.0-50-amd64"]
+    assert any("5.10.0-9-amd64 skipped" in w and "no kernel image" in w for w in info["warnings"])
+    assert any("kernel-abi-whitelists skipped" in w and "no modules.dep" in w for w in info["warnings"])
+
+
+def test_initrds_short_fact_shape():
+    data = kd.analyse(snapshot("gather-bookworm-itools.txt"))
+    out = kd.Initrds().process_data(data)
+    assert out["6.1.0-50-amd64"]["initrd"] == "/boot/initrd.img-6.1.0-50-amd64"
+    assert out["6.1.0-50-amd64"]["default"] is True and "virtio_blk" in out["6.1.0-50-amd64"]["missing"]
