@@ -152,8 +152,9 @@ def start(h: HostSpec, fresh: bool = True, sshd_options: list[str] | None = None
                 os.chown(p, uid, uid)
     (r / "etc/hostname").write_text(h.name + "\n")
     etc_hosts = r / "etc/hosts"  # sudo resolves its own host name
-    if f" {h.name}\n" not in etc_hosts.read_text():
-        etc_hosts.write_text(etc_hosts.read_text() + f"127.0.1.1 {h.name}\n")
+    known = etc_hosts.read_text() if etc_hosts.exists() else "127.0.0.1 localhost\n"
+    if f" {h.name}\n" not in known:
+        etc_hosts.write_text(known + f"127.0.1.1 {h.name}\n")
     if fresh and h.setup:
         h.setup(r)
     inner = (
