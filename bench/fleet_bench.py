@@ -23,7 +23,8 @@ from tests.lab import hosts
 ROOT = Path(__file__).parent.parent
 # Variants the benchmark fleet cycles through: both generators, several families and boot
 # layouts; few dracut hosts, whose first rebuild (not measured) costs 40 s of CPU each here.
-MIX = ["deb12-itools", "deb12-compliant", "sles11", "deb12-dracut", "centos6", "deb12-custom-initrd", "deb12-2kernels"]
+MIX = ["deb12-itools", "deb12-compliant", "sles11", "deb12-dracut", "ubuntu2204", "deb12-custom-initrd",
+       "deb12-2kernels"]
 
 
 def fleet(count: int) -> list[hosts.HostSpec]:
