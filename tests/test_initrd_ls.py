@@ -66,3 +66,25 @@ def test_truncated_gzip_is_reported(tmp_path):
     image.write_bytes(gzip.compress(newc(MAIN))[:40])
     proc = run_lister(image)
     assert proc.returncode == 1
+
+
+def test_old_lsinitrd_listing_only_the_microcode_archive_falls_back_to_python(tmp_path):
+    """An old lsinitrd shows the early cpio only: lib.sh must notice (no .ko) and use the Python lister."""
+    image = tmp_path / "initrd.img"
+    image.write_bytes(newc(EARLY) + gzip.compress(newc(MAIN)))
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "lsinitrd").write_text("#!/bin/sh\necho 'kernel/x86/microcode/GenuineIntel.bin'\n")
+    (fake / "lsinitrd").chmod(0o755)
+    lib = (LISTER.parent / "lib.sh").read_text()
+    script = lib.replace("PATH=/usr/local/sbin", f"PATH={fake}:/usr/local/sbin") + '\ninitrd_modules "$1"\n'
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "PYLIST": LISTER.read_text()}
+    proc = subprocess.run(["sh", "-c", f'PYLIST="$PYLIST"; {script}', "t", str(image)],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["virtio_blk"]
+    # and a native lister that does see modules is trusted as it is
+    (fake / "lsinitrd").write_text("#!/bin/sh\necho 'usr/lib/modules/6.1.0/kernel/net/virtio_net.ko.xz'\n")
+    proc = subprocess.run(["sh", "-c", f'PYLIST="$PYLIST"; {script}', "t", str(image)],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    assert proc.stdout.split() == ["virtio_net"]
