@@ -1,6 +1,9 @@
 """Report, without changing anything, which hosts would not boot on KVM.
 
-    pyinfra INVENTORY deploys/drift_check.py [--data report=PATH.json|PATH.html]
+    pyinfra [-y] INVENTORY deploys/drift_check.py [--data report=PATH.json|PATH.html]
+
+(-y: do not stop at pyinfra's "hosts failed to connect, continue?" question; nothing is
+changed either way, there is no operation.)
 
 One remote command per host (the KvmDrivers fact). Prints one row per host, unreachable
 hosts included, and exits 0 when every host is compliant, 2 when any drifted, 3 when any

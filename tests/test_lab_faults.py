@@ -162,7 +162,8 @@ def test_drift_check_reports_unreachable_hosts(started, tmp_path):
     up, gone = make("drift-up", "deb12-itools", 9), make("drift-gone", "deb12-itools", 10)
     inv = started(up, gone)
     hosts.stop(gone)
-    run = pyinfra(str(inv), "deploys/drift_check.py", "--data", f"report={tmp_path}/r.json")
+    # -y: pyinfra would otherwise ask whether to go on without the unreachable host
+    run = pyinfra("-y", str(inv), "deploys/drift_check.py", "--data", f"report={tmp_path}/r.json")
     assert run.returncode == 4, run.output  # error (unreachable) is the worst status
     rows = {r["host"]: r for r in json.loads((tmp_path / "r.json").read_text())["hosts"]}
     assert rows[gone.name]["status"] == "error" and "unreachable" in rows[gone.name]["errors"][0]
