@@ -11,7 +11,8 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null
 	@echo "== Python packages (pyproject.toml, with test extras)"
-	$(PYTHON) -m pip install -q -e ".[test]"
+	# PIP_BREAK_SYSTEM_PACKAGES: Debian 12's own python3 is PEP 668-managed; harmless elsewhere
+	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install -q -e ".[test]"
 
 lab:
 	@echo "== lab base root filesystems (debootstrap once, then cached)"
