@@ -24,6 +24,11 @@ awk '($2 == "/" || $2 == "/boot" || index("/boot", $2 "/") == 1) && length($2) >
 
 dump() {
     [ -f "$1" ] || [ -L "$1" ] || return 0
+    # Only UTF-8 text travels (pyinfra decodes output as UTF-8); anything else is "unreadable".
+    if command -v iconv >/dev/null 2>&1 && ! iconv -f UTF-8 -t UTF-8 "$1" >/dev/null 2>&1; then
+        sec unreadable "$1"
+        return 0
+    fi
     sec file "$1"
     # The extra newline ends a last line that has none; the parser removes exactly it.
     { cat "$1" 2>/dev/null && echo; } || sec unreadable "$1"

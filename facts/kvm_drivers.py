@@ -178,6 +178,9 @@ def analyse(
             warnings.append(f"initrd {k['initrd']} of kernel {k['version']}: {k['initrd_error']}")
 
     declared = declared_drivers(generator, snap.files)
+    if declared["path"] in snap.files and snap.files[declared["path"]] is None:
+        errors.append(f"{declared['path']} exists but could not be read (permissions, or not UTF-8 text): "
+                      "refusing to rewrite it")  # fmt: skip
     as_module = [d for d in wanted if any(d in k["modules"] for k in usable)]
     to_declare = [d for d in as_module if d not in declared["drivers"]]
     omitted = [d for d in as_module if d in declared["omitted"]]

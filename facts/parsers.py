@@ -101,11 +101,11 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
     for line in lines:
         if line.startswith(MARK):
             words = line[len(MARK) :].split(" ")
+            close()
             if words[0] == "unreadable":
                 snap.files[words[1]] = None
                 kind = ""
                 continue
-            close()
             kind, arg, body = words[0], (words[1] if len(words) > 1 else ""), []
             if kind == "kernel":
                 snap.kernels[arg] = RawKernel(arg)

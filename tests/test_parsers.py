@@ -371,3 +371,17 @@ def test_initrds_short_fact_shape():
     out = kd.Initrds().process_data(data)
     assert out["6.1.0-50-amd64"]["initrd"] == "/boot/initrd.img-6.1.0-50-amd64"
     assert out["6.1.0-50-amd64"]["default"] is True and "virtio_blk" in out["6.1.0-50-amd64"]["missing"]
+
+
+def test_unreadable_declaration_file_is_never_rewritten():
+    snap = snapshot("gather-bookworm-itools.txt")
+    snap.files["/etc/initramfs-tools/modules"] = None  # present, but unreadable or not UTF-8
+    info = kd.analyse(snap)
+    assert info["status"] == "error"
+    assert "/etc/initramfs-tools/modules exists but could not be read" in info["errors"][0]
+
+
+def test_unreadable_marker_after_a_file_keeps_that_file():
+    lines = ["@@KVM file /etc/a", "x", "", "@@KVM unreadable /etc/b", "@@KVM file /etc/c", "y", "", "@@KVM end"]
+    snap = p.parse_snapshot(lines)
+    assert snap.files == {"/etc/a": "x\n", "/etc/b": None, "/etc/c": "y\n"}
