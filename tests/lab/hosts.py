@@ -202,6 +202,7 @@ def up(names: list[str] | None = None, fresh: bool = True) -> list[HostSpec]:
         f"{len(hosts)} hosts up in {time.monotonic() - start_time:.1f}s: "
         + ", ".join(f"{h.name}={h.address}" for h in hosts)
     )
+    (STATE / "known_hosts").touch()  # the lab inventory's known_hosts file (host keys are not checked)
     (STATE / "lab.json").write_text(json.dumps({"key": str(KEY), "hosts": [h.name for h in hosts]}))
     return hosts
 
