@@ -25,10 +25,25 @@ MARKER = "# kvm-drivers: virtio drivers needed to boot on KVM"
 
 # Write a file atomically: temp file beside it, owner/mode/SELinux label of the old one, rename.
 # KEEP=1: keep what was there (CONFIG.kvm-drivers.prev, or an .absent marker) so that a failed
-# rebuild later in the run can roll the change back (see rebuild.sh).
+# rebuild later in the run can roll the change back (see rebuild.sh). Holds the host's
+# kvm-drivers lock (as rebuild.sh does); a file that already has the content is left alone
+# (another run got there first), so concurrent runs never clobber each other's rollback copy.
 WRITE_SCRIPT = """set -e
-f=$1; keep=$3; tmp="$f.kvm-drivers.tmp"
+f=$1; keep=$3
+lockdir=/var/lock
+[ -d "$lockdir" ] || lockdir=/tmp
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$lockdir/kvm-drivers.lock"
+    flock -w "${KVM_DRIVERS_LOCK_WAIT:-600}" 9 || {
+        echo "kvm-drivers: another kvm-drivers run is still changing this host (lock $lockdir/kvm-drivers.lock)" >&2
+        exit 1; }
+fi
+if [ -f "$f" ] && [ "$(cat "$f"; echo x)" = "$(printf '%sx' "$2")" ]; then
+    echo "kvm-drivers: $f already has the wanted content (another run wrote it)"
+    exit 0
+fi
 mkdir -p "$(dirname "$f")"
+tmp=$(mktemp "$f.kvm-drivers.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 printf '%s' "$2" > "$tmp"
 if [ -e "$f" ]; then
@@ -42,7 +57,6 @@ fi
 mv -f "$tmp" "$f"
 trap - EXIT
 """
-
 
 def _info(info: dict | None, drivers: list[str] | None, extra: list[str] | None, kernels: Any) -> dict:
     return info if info is not None else host.get_fact(KvmDrivers, drivers=drivers, extra=extra, kernels=kernels)
