@@ -7,8 +7,10 @@ deploy again, boot); the tests then assert each promise separately.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import testinfra
@@ -43,18 +45,33 @@ def sums(h: hosts.HostSpec) -> dict[str, str]:
     return {line.split()[1]: line.split()[0] for line in out.splitlines()}
 
 
-def boot_all(specs: list[hosts.HostSpec], workers: int = 2, dedupe: bool = False) -> dict[str, boot.BootResult]:
-    """Boot hosts in QEMU, two at a time by default (two cores).
+def boot_all(specs: list[hosts.HostSpec], workers: int = 2) -> dict[str, boot.BootResult]:
+    """Boot hosts in QEMU, two at a time (two cores: a booting guest keeps one busy)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip([h.name for h in specs], pool.map(boot.boot, specs)))
 
-    dedupe: boot once per distinct (kernel, initrd) pair. Used for the failing boots before
-    the deploy, which end before any root file system is found, so nothing else differs.
-    """
+
+def launch_failing_boots(specs: list[hosts.HostSpec]) -> Callable[[], dict[str, boot.BootResult]]:
+    """Start the boots before the deploy, all at once, once per distinct (kernel, initrd) pair:
+    they end before any root file system is found, so nothing else differs. They run on
+    copies of the files and mostly wait for the root disk: the story goes on meanwhile.
+    Returns a function that waits for them and gives each host its result."""
     groups: dict[str, list[hosts.HostSpec]] = {}
     for h in specs:
-        groups.setdefault(boot.fingerprint(h) if dedupe else h.name, []).append(h)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = dict(zip(groups, pool.map(boot.boot, [g[0] for g in groups.values()])))
-    return {h.name: results[key] for key, group in groups.items() for h in group}
+        groups.setdefault(boot.fingerprint(h), []).append(h)
+    launched = {key: boot.launch(group[0]) for key, group in groups.items()}
+
+    def collect() -> dict[str, boot.BootResult]:
+        results = {key: run.wait() for key, run in launched.items()}
+        return {h.name: results[key] for key, group in groups.items() for h in group}
+
+    return collect
+
+
+def each(func: Callable[[hosts.HostSpec], Any], specs: list[hosts.HostSpec]) -> dict[str, Any]:
+    """func(h) for every host, four at a time (SSH round trips, mostly waiting)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip([h.name for h in specs], pool.map(func, specs)))
 
 
 @dataclass
@@ -82,16 +99,17 @@ def story(lab) -> Story:
     REPORTS.mkdir(parents=True, exist_ok=True)
     s = Story()
     fixed = [h for h in lab if h.expect == "fixed"]
-    s.before = boot_all(fixed, workers=4, dedupe=True)  # failing boots mostly wait: little CPU
-    s.info_before = {h.name: remote_info(h) for h in lab}
-    s.sums_before = {h.name: sums(h) for h in lab}
+    before_boots = launch_failing_boots(fixed)
+    s.info_before = each(remote_info, lab)
+    s.sums_before = each(sums, lab)
     s.drift_before = pyinfra(INVENTORY, DRIFT, "--data", f"report={REPORTS}/before.html")
     s.dry = pyinfra(INVENTORY, DEPLOY, "--dry", "--json")
-    s.sums_dry = {h.name: sums(h) for h in lab}
+    s.sums_dry = each(sums, lab)
     s.first = pyinfra("-y", INVENTORY, DEPLOY)
-    s.sums_first = {h.name: sums(h) for h in lab}
+    s.before = before_boots()
+    s.sums_first = each(sums, lab)
     s.second = pyinfra("-y", INVENTORY, DEPLOY)
-    s.sums_second = {h.name: sums(h) for h in lab}
+    s.sums_second = each(sums, lab)
     s.drift_after = pyinfra(INVENTORY, DRIFT, "--data", f"report={REPORTS}/after.json")
     s.drift_after_fixed = pyinfra(INVENTORY, DRIFT, *[a for h in fixed for a in ("--limit", h.name)])
     # Persistence: the distribution's own kernel hook rebuilds an initrd, without kvm-drivers.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -87,17 +88,54 @@ def fingerprint(h: HostSpec) -> str:
     return digest.hexdigest()
 
 
-def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
-    """Boot host h's current root file system (its overlay must be mounted) and probe it."""
+@dataclass
+class Launched:
+    """A QEMU boot under way. It runs on private copies of the disk, kernel and initrd, so
+    the host may change (e.g. be deployed to) while it runs."""
+
+    host: str
+    kernel: str
+    initrd: str
+    proc: subprocess.Popen
+    files: list[Path]
+    start: float
+    timeout: int
+
+    def wait(self) -> BootResult:
+        """Wait for the boot to end (power-off, panic or timeout) and read the probe's lines."""
+        try:
+            out, err = self.proc.communicate(timeout=max(1.0, self.start + self.timeout - time.monotonic()))
+            out += err
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            out += err + "\n[timed out]"
+        seconds = time.monotonic() - self.start
+        for f in self.files:
+            f.unlink(missing_ok=True)
+        (STATE / "hosts" / self.host / "boot.log").write_text(out)
+        result = BootResult(self.host, self.kernel.rsplit("vmlinuz-", 1)[-1], self.initrd, seconds, log=out)
+        for line in out.splitlines():
+            if m := re.search(r"KVM-PROBE root: (.*)", line):
+                result.root = m.group(1).strip()
+            elif m := re.search(r"KVM-PROBE bound: (\S+) (\S+)", line):
+                result.bound[m.group(1)] = m.group(2)
+        log(result.summary())
+        return result
+
+
+def launch(h: HostSpec, timeout: int = TIMEOUT) -> Launched:
+    """Start booting host h's current root file system (its overlay must be mounted)."""
     tree = root(h.name)
     kernel, initrd = default_boot(tree)
-    work = STATE / "hosts" / h.name
-    scratch = Path("/dev/shm") if Path("/dev/shm").is_dir() else work  # the disk image: RAM is faster
-    disk = scratch / f"kvm-drivers-lab-{h.name}.img"
+    scratch = Path("/dev/shm") if Path("/dev/shm").is_dir() else STATE / "hosts" / h.name  # RAM is faster
+    disk, kcopy, icopy = (scratch / f"kvm-drivers-lab-{h.name}.{ext}" for ext in ("img", "kernel", "initrd"))
     log(f"{h.name}: boot {kernel} + {initrd} in QEMU (tcg), root on virtio-blk")
     disk.unlink(missing_ok=True)
     run(["truncate", "-s", "3G", str(disk)])
     run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(disk)])
+    shutil.copyfile(tree / kernel.lstrip("/"), kcopy)
+    shutil.copyfile(tree / initrd.lstrip("/"), icopy)
     append = (
         "root=/dev/vda rw console=ttyS0 init=/sbin/kvm-probe panic=-1 quiet"
         " rd.shell=0 rd.emergency=reboot rd.timeout=15 rd.retry=5"
@@ -111,9 +149,9 @@ def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
         "-smp",
         "1",
         "-kernel",
-        str(tree / kernel.lstrip("/")),
+        str(kcopy),
         "-initrd",
-        str(tree / initrd.lstrip("/")),
+        str(icopy),
         "-append",
         append,
         "-drive",
@@ -130,20 +168,10 @@ def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
         "none",
         "-no-reboot",
     ]
-    start = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
-        out = proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode(errors="replace") + "\n[timed out]"
-    seconds = time.monotonic() - start
-    disk.unlink(missing_ok=True)
-    (work / "boot.log").write_text(out)
-    result = BootResult(h.name, kernel.rsplit("vmlinuz-", 1)[-1], initrd, seconds, log=out)
-    for line in out.splitlines():
-        if m := re.search(r"KVM-PROBE root: (.*)", line):
-            result.root = m.group(1).strip()
-        elif m := re.search(r"KVM-PROBE bound: (\S+) (\S+)", line):
-            result.bound[m.group(1)] = m.group(2)
-    log(result.summary())
-    return result
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    return Launched(h.name, kernel, initrd, proc, [disk, kcopy, icopy], time.monotonic(), timeout)
+
+
+def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
+    """Boot host h's current root file system in QEMU and probe it."""
+    return launch(h, timeout).wait()
