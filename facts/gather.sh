@@ -1,38 +1,34 @@
 # kvm-drivers: gather everything the facts need in ONE remote command.
 # POSIX sh (old hosts: SLES 11, CentOS 6). Read-only: writes nothing.
-# Usage: sh -c "$(cat lib.sh gather.sh)" kvm-gather PY_LISTER KNOWN DRIVER...
+# Usage: sh -c "$(cat lib.sh gather.sh)" kvm-gather PY_LISTER KNOWN SEEN DRIVER...
 # KNOWN: space-separated "path|size|mtime|ctime" keys of initrds whose listing the caller
 # has cached: those are not listed again (listing means decompressing the whole image).
+# SEEN: the fingerprint of the caller's cached output (see below), or "".
 # Output: sections, each opened by a line "@@KVM <kind> [args]".
 PYLIST=$1
 KNOWN=" $2 "
-shift 2
+SEEN=$3
+shift 3
 W="$*"
 
 sec() { echo "@@KVM $*"; }
 
+# Each program started costs about a millisecond here: the script starts as few as it can.
+# Live values, sent on every run.
 sec meta
-echo "uname $(uname -r)"
+if [ -r /proc/sys/kernel/osrelease ]; then read -r u < /proc/sys/kernel/osrelease; else u=$(uname -r); fi
+echo "uname $u"
 echo "uid $(id -u)"
-for t in dracut lsinitrd mkinitramfs update-initramfs lsinitramfs mkinitrd sdbootutil python3 python; do
-    p=$(command -v "$t" 2>/dev/null) && echo "tool $t $p"
-done
-echo "bootfree $(df -Pk /boot 2>/dev/null | awk 'NR==2 {print $4}')"
-# Mount options of the file system holding /boot (the longest mount point above it).
-awk '($2 == "/" || $2 == "/boot" || index("/boot", $2 "/") == 1) && length($2) >= l { l = length($2); o = $4 }
-    END { print "bootmount " o }' /proc/mounts 2>/dev/null
+# Free space in /boot, and the mount options of the file system holding it (the longest
+# mount point above it).
+df -Pk /boot 2>/dev/null | awk 'NR == 2 { f = $4 } END {
+    print "bootfree " f
+    while ((getline < "/proc/mounts") > 0)
+        if (($2 == "/" || $2 == "/boot" || index("/boot", $2 "/") == 1) && length($2) >= l) { l = length($2); o = $4 }
+    print "bootmount " o }'
 
-dump() {
-    [ -f "$1" ] || [ -L "$1" ] || return 0
-    # Only UTF-8 text travels (pyinfra decodes output as UTF-8); anything else is "unreadable".
-    if command -v iconv >/dev/null 2>&1 && ! iconv -f UTF-8 -t UTF-8 "$1" >/dev/null 2>&1; then
-        sec unreadable "$1"
-        return 0
-    fi
-    sec file "$1"
-    # The extra newline ends a last line that has none; the parser removes exactly it.
-    { cat "$1" 2>/dev/null && echo; } || sec unreadable "$1"
-}
+# The files the facts parse (shell built-ins only: no program started).
+dumps=""
 for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-release \
     /etc/centos-release /etc/euleros-release /etc/openEuler-release /etc/lsb-release \
     /etc/debian_version /etc/initramfs-tools/modules /etc/initramfs-tools/initramfs.conf \
@@ -41,21 +37,85 @@ for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-relea
     /boot/grub/menu.lst /boot/grub/grub.conf /boot/grub/default \
     /etc/dracut.conf.d/*.conf /usr/lib/dracut/dracut.conf.d/*.conf \
     /boot/loader/entries/*.conf /boot/efi/EFI/*/grub.cfg; do
-    dump "$f"
+    { [ -f "$f" ] || [ -L "$f" ]; } && dumps="$dumps $f"
 done
+# modprobe.d files in effect: a same-named file in /etc (or /run) overrides a vendor one.
+mp=""
+for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/lib/modprobe.d/*.conf /lib/modprobe.d/*.conf; do
+    [ -f "$f" ] || continue
+    b=${f##*/}
+    case "$f" in
+        /run/*) [ -f "/etc/modprobe.d/$b" ] && continue ;;
+        /usr/lib/*) [ -f "/etc/modprobe.d/$b" ] || [ -f "/run/modprobe.d/$b" ] && continue ;;
+        /lib/*) [ -f "/etc/modprobe.d/$b" ] || [ -f "/run/modprobe.d/$b" ] && continue
+            [ -L /lib ] && [ -f "/usr/lib/modprobe.d/$b" ] && continue ;;  # merged /usr: the same file
+    esac
+    mp="$mp $f"
+done
+tools=$(for t in dracut lsinitrd mkinitramfs update-initramfs lsinitramfs mkinitrd sdbootutil python3 python; do
+    printf 'tool %s ' "$t"
+    command -v "$t" 2>/dev/null || echo  # "tool NAME" alone: not installed
+done)
+# Big files, known by size, inode, mtime and ctime (ctime cannot be set from user space:
+# any write, rename or chmod changes it): modules.dep/builtin, kernels, configs, initrds.
+big=""
+for f in /lib/modules/*/modules.dep /lib/modules/*/modules.builtin /lib/modules/*/vmlinuz /boot/*; do
+    [ -f "$f" ] && big="$big $f"
+done
+for k in $KNOWN; do big="$big ${k%%|*}"; done
+
+# Fingerprint of everything the rest of the output is made of: the wanted drivers, the tools
+# found, the names of the files read, the contents of the small ones and the stat of the big
+# ones. When it equals SEEN, the caller's copy of that output is still true: say so, stop.
+# A ctime without nanoseconds (ext3, vfat) could hide a change made within the second of the
+# last look: no fingerprint then, the whole state is gathered every time.
+fp=""
+stats=""
+[ -n "$big" ] && stats=$(stat -L -c '%n|%s|%i|%Y|%z' $big 2>/dev/null)
+if [ -n "$stats" ]; then
+    case "$stats" in
+        *.000000000\ *) ;;
+        *) fp=$({ printf '%s\n' "$W" "$tools" "$dumps" "$mp" "$stats"; cat $dumps $mp 2>&1; } | cksum 2>/dev/null) &&
+            fp="${fp%% *}-${fp#* }" ;;
+    esac
+fi
+if [ -n "$fp" ] && [ "$fp" = "$SEEN" ]; then
+    sec unchanged "$fp"
+    sec end
+    exit 0
+fi
+sec fingerprint "$fp"
+sec meta
+printf '%s\n' "$tools"
+
+# The files, dumped by ONE awk (a program per file would cost more than all the rest):
+# "@@KVM file PATH", the content byte for byte, then an extra newline that ends a last line
+# that has none (the parser removes exactly it). Only UTF-8 text travels (pyinfra decodes
+# output as UTF-8): a file iconv rejects is sent as "@@KVM unreadable PATH".
+bad=" "
+if command -v iconv >/dev/null 2>&1 && ! iconv -f UTF-8 -t UTF-8 $dumps >/dev/null 2>&1; then
+    for f in $dumps; do  # rare: find which ones
+        iconv -f UTF-8 -t UTF-8 "$f" >/dev/null 2>&1 || bad="$bad$f "
+    done
+fi
+[ -n "$dumps" ] && awk -v bad="$bad" 'BEGIN {
+    RS = "\001"  # whole files as one record (rejoined on the odd \001)
+    for (i = 1; i < ARGC; i++) {
+        f = ARGV[i]
+        if (index(bad, " " f " ")) { print "@@KVM unreadable " f; continue }
+        c = ""; n = 0
+        while ((r = (getline line < f)) > 0) c = (n++ ? c "\001" : "") line
+        close(f)
+        if (r < 0) { print "@@KVM unreadable " f; continue }
+        printf "@@KVM file %s\n%s\n", f, c
+    }
+}' $dumps
 
 # modprobe.d lines that stop a wanted driver loading (copied into the initrd by both tools).
 sec blacklist
-for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/lib/modprobe.d/*.conf /lib/modprobe.d/*.conf; do
-    [ -f "$f" ] || continue
-    case "$f" in /usr/lib/*|/lib/*|/run/*)  # a same-named file in /etc (or /run) overrides it
-        b=${f##*/}; [ -f "/etc/modprobe.d/$b" ] && continue
-        case "$f" in /run/*) ;; *) [ -f "/run/modprobe.d/$b" ] && continue ;; esac ;;
-    esac
-    awk -v want=" $W " -v f="$f" '
-        $1 == "blacklist" || ($1 == "install" && $3 ~ /^\/(usr\/)?bin\/(false|true)$/) {
-            n = $2; gsub(/-/, "_", n); if (index(want, " " n " ")) print f ":" FNR ":" n ":" $0 }' "$f"
-done
+[ -n "$mp" ] && awk -v want=" $W " '
+    $1 == "blacklist" || ($1 == "install" && $3 ~ /^\/(usr\/)?bin\/(false|true)$/) {
+        n = $2; gsub(/-/, "_", n); if (index(want, " " n " ")) print FILENAME ":" FNR ":" n ":" $0 }' $mp
 
 kernels=""
 for d in /lib/modules/*; do
@@ -69,38 +129,43 @@ for d in /lib/modules/*; do
     files=""
     [ -f "$d/modules.builtin" ] && files="$d/modules.builtin" && echo "has builtin"
     [ -f "$d/modules.dep" ] && files="$files $d/modules.dep" && echo "has dep"
-    if [ -f "/boot/config-$k" ]; then
-        grep -E '^(# )?CONFIG_([A-Z_]*VIRTIO[A-Z_]*|ATA_PIIX|ATA_GENERIC|NET_FAILOVER|FAILOVER)[= ]' "/boot/config-$k"
-    fi
-    # Dependency closure of the wanted drivers, from modules.builtin + modules.dep.
-    [ -n "$files" ] && awk -v want="$W" '
+    closure=0; [ -n "$files" ] && closure=1
+    [ -f "/boot/config-$k" ] && files="$files /boot/config-$k"
+    # The kernel config's virtio lines, and the dependency closure of the wanted drivers from
+    # modules.builtin + modules.dep.
+    [ -n "$files" ] && awk -v want="$W" -v closure=$closure '
         function norm(p, n) { n = p; sub(/.*\//, "", n); sub(/\.ko(\.[a-z0-9]+)?$/, "", n); gsub(/-/, "_", n); return n }
+        FILENAME ~ /\/config-[^\/]*$/ {
+            if ($0 ~ /^(# )?CONFIG_([A-Z_]*VIRTIO[A-Z_]*|ATA_PIIX|ATA_GENERIC|NET_FAILOVER|FAILOVER)[= ]/) print
+            next
+        }
         FILENAME ~ /modules\.builtin$/ { builtin[norm($1)] = 1; next }
-        {
+        {   # deps stay raw: only the lines of the closure get normalised (half the CPU)
             i = index($0, ":"); if (!i) next
-            n = norm(substr($0, 1, i - 1)); path[n] = substr($0, 1, i - 1)
-            rest = substr($0, i + 1); d = ""
-            m = split(rest, parts, " ")
-            for (j = 1; j <= m; j++) d = d (d == "" ? "" : ",") norm(parts[j])
-            deps[n] = d
+            p = substr($0, 1, i - 1); n = norm(p); path[n] = p; rest[n] = substr($0, i + 1)
         }
         END {
+            if (!closure) exit
             m = split(want, q, " "); head = 1
             while (head <= m) {
                 n = q[head++]; if (n in seen) continue; seen[n] = 1
                 if (n in builtin) { print "builtin " n; continue }
                 if (!(n in path)) { print "absent " n; continue }
-                print "module " n " " path[n] " " (deps[n] == "" ? "-" : deps[n])
-                c = split(deps[n], dd, ",")
-                for (j = 1; j <= c; j++) q[++m] = dd[j]
+                c = split(rest[n], dd, " "); d = ""
+                for (j = 1; j <= c; j++) { x = norm(dd[j]); d = d (d == "" ? "" : ",") x; q[++m] = x }
+                print "module " n " " path[n] " " (d == "" ? "-" : d)
             }
         }' $files
 done
 
 # Initrd images: those the bootloaders name, plus each kernel's conventional names.
-refs=$(cat /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/menu.lst /boot/grub/grub.conf \
-    /boot/loader/entries/*.conf 2>/dev/null |
-    awk '$1 ~ /^(initrd|initrd16|initrdefi)$/ { for (i = 2; i <= NF; i++) print $i }' | sed 's/^([^)]*)//')
+bl=""
+for f in /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/menu.lst /boot/grub/grub.conf /boot/loader/entries/*.conf; do
+    [ -f "$f" ] && bl="$bl $f"
+done
+refs=""
+[ -n "$bl" ] && refs=$(awk '$1 ~ /^(initrd|initrd16|initrdefi)$/ {
+    for (i = 2; i <= NF; i++) { p = $i; sub(/^\([^)]*\)/, "", p); print p } }' $bl)
 cands=""
 for k in $kernels; do
     cands="$cands /boot/initrd.img-$k /boot/initramfs-$k.img /boot/initrd-$k /boot/initrd-$k.img"
@@ -109,14 +174,15 @@ listed=" "
 for p in $refs $cands; do
     r=""
     if [ -f "$p" ]; then r=$p; elif [ -f "/boot$p" ]; then r=/boot$p; fi
-    [ -n "$r" ] && r=$(readlink -f "$r")
+    case "$r" in "") ;; */./*|*/../*|*//*) r=$(readlink -f "$r") ;; *) [ -L "$r" ] && r=$(readlink -f "$r") ;; esac
     sec ref "$p" "$r"
     [ -n "$r" ] || continue
     case "$listed" in *" $r "*) continue ;; esac
     case "$r" in *kdump*|*rescue*|*ucode*|*microcode*) continue ;; esac
     listed="$listed$r "
-    sec initrd "$r" "$(wc -c < "$r" 2>/dev/null)"
-    key="$r|$(stat -c '%s|%Y|%Z' "$r" 2>/dev/null)"
+    st=$(stat -c '%s|%Y|%Z' "$r" 2>/dev/null)
+    sec initrd "$r" "${st%%|*}"
+    key="$r|$st"
     echo "key $key"
     case "$KNOWN" in *" $key "*) echo "cached"; continue ;; esac
     if out=$(list_initrd "$r"); then

@@ -8,6 +8,7 @@ each fact call is one SSH round trip.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,17 @@ from facts import cache
 from facts import parsers as p
 
 HERE = Path(__file__).parent
-GATHER_SCRIPT = (HERE / "lib.sh").read_text() + (HERE / "gather.sh").read_text()
+
+
+def _compact(script: str) -> str:
+    """The script without its comment lines and blank lines: it travels to every host each run."""
+    return "".join(ln for ln in script.splitlines(keepends=True) if ln.strip() and not ln.lstrip().startswith("#"))
+
+
+GATHER_SCRIPT = _compact((HERE / "lib.sh").read_text() + (HERE / "gather.sh").read_text())
 LISTER = (HERE / "initrd_ls.py").read_text()
+# Cached gather output is only reused with the script that produced it.
+SCRIPT_VERSION = hashlib.sha256((GATHER_SCRIPT + LISTER).encode()).hexdigest()[:16]
 
 VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
 SUSE_FIRST = ["ata_piix", "ata_generic"]
@@ -304,10 +314,11 @@ def _kernel_state(
     }
 
 
-def gather_command(drivers: list[str], known: list[str] | None = None) -> StringCommand:
+def gather_command(drivers: list[str], known: list[str] | None = None, seen: str = "") -> StringCommand:
     """The one remote command that gathers everything.
 
-    drivers: the superset of drivers to look up; known: initrd keys whose listing is cached.
+    drivers: the superset of drivers to look up; known: initrd keys whose listing is cached;
+    seen: fingerprint of our cached copy of the output (the host answers "unchanged" if equal).
     """
     return StringCommand(
         "sh",
@@ -316,6 +327,7 @@ def gather_command(drivers: list[str], known: list[str] | None = None) -> String
         "kvm-gather",
         QuoteString(LISTER),
         QuoteString(" ".join(known or [])),
+        QuoteString(seen),
         *[QuoteString(d) for d in drivers],
     )
 
@@ -348,15 +360,17 @@ class KvmDrivers(FactBase[dict]):
     ) -> StringCommand:
         self._args = (drivers, extra, kernels)
         self._host = ctx_host.get().name if ctx_host.isset() else ""
-        self._known = cache.load(self._host) if self._host else {}
+        self._cached = cache.load(self._host) if self._host else cache.HostCache()
         lookup = wanted_drivers("suse", drivers, extra) if drivers is None else wanted_drivers(None, drivers, extra)
-        return gather_command(lookup, sorted(self._known))
+        return gather_command(lookup, sorted(self._cached.listings), cache.seen(self._cached, SCRIPT_VERSION))
 
     def process(self, output: list[str]) -> dict:
         drivers, extra, kernels = getattr(self, "_args", (None, None, "all"))
-        snap = p.parse_snapshot(output)
+        cached = getattr(self, "_cached", cache.HostCache())
+        lines = cache.expand(cached, output)
+        snap = p.parse_snapshot(lines)
         if getattr(self, "_host", ""):
-            cache.apply(self._host, self._known, snap)
+            cache.apply(self._host, cached, snap, lines, SCRIPT_VERSION)
         return analyse(snap, drivers, extra, kernels)
 
 

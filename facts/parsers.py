@@ -85,6 +85,7 @@ class Snapshot:
     refs: dict[str, str] = field(default_factory=dict)  # path as written -> resolved path ("" if none)
     initrds: dict[str, RawInitrd] = field(default_factory=dict)
     blacklists: list[dict[str, str]] = field(default_factory=list)  # {file, line, driver, text}
+    fingerprint: str = ""  # of everything but the live values ('' when it cannot be trusted)
     complete: bool = False
 
 
@@ -116,6 +117,8 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 snap.initrds[arg] = current_initrd = RawInitrd(arg, int(size))
             elif kind == "listfail":
                 current_initrd.error = f"listing failed (exit {arg})"
+            elif kind == "fingerprint":
+                snap.fingerprint = arg
             elif kind == "end":
                 snap.complete = True
             continue
@@ -125,7 +128,8 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
             key, _, value = line.partition(" ")
             if key == "tool":
                 name, _, path = value.partition(" ")
-                snap.tools[name] = path
+                if path:
+                    snap.tools[name] = path
             else:
                 snap.meta[key] = value
         elif kind == "kernel":

@@ -6,12 +6,15 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).parent.parent
+# pyinfra runs of the suite keep their control-side cache apart from the user's own.
+CACHE = os.environ.get("KVM_DRIVERS_CACHE") or tempfile.mkdtemp(prefix="kvm-drivers-test-cache-")
 
 
 @dataclass
@@ -41,7 +44,8 @@ def parse_results(output: str) -> dict[str, dict[str, str]]:
 def pyinfra(*args: str, timeout: int = 1200) -> Run:
     """Run the pyinfra CLI from the repository root, as a user would."""
     cmd = [sys.executable, "-m", "pyinfra", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "KVM_DRIVERS_CACHE": CACHE}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     out = proc.stdout + proc.stderr
     return Run(proc.returncode, out, parse_results(out))
 

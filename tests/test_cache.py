@@ -27,13 +27,13 @@ def lines(cached: bool) -> list[str]:
 def test_cached_listing_gives_the_same_analysis(tmp_path, monkeypatch):
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
     full = p.parse_snapshot(lines(cached=False))
-    cache.apply("web1", cache.load("web1"), full)
+    cache.apply("web1", cache.load("web1"), full, lines(cached=False), "v1")
     stored = cache.load("web1")
-    assert list(stored) == [KEY] and "ext4" in stored[KEY]["modules"]
+    assert list(stored.listings) == [KEY] and "ext4" in stored.listings[KEY]["modules"]
 
     short = p.parse_snapshot(lines(cached=True))
     assert short.initrds["/boot/initrd.img-6.1.0-50-amd64"].modules == set()
-    cache.apply("web1", stored, short)
+    cache.apply("web1", stored, short, lines(cached=True), "v1")
     a, b = kd.analyse(full), kd.analyse(short)
     assert a["kernels"][0]["missing"] == b["kernels"][0]["missing"] and a["status"] == b["status"]
     assert b["kernels"][0]["lister"].endswith("(cached)")
@@ -42,11 +42,66 @@ def test_cached_listing_gives_the_same_analysis(tmp_path, monkeypatch):
 def test_cache_miss_is_an_error_not_a_clean_bill(tmp_path, monkeypatch):
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
     short = p.parse_snapshot(lines(cached=True))
-    cache.apply("web1", {}, short)
+    cache.apply("web1", cache.HostCache(), short, lines(cached=True), "v1")
     info = kd.analyse(short)
     assert "cache lost" in info["kernels"][0]["initrd_error"] and info["status"] == "drifted"
 
 
 def test_cache_off(monkeypatch):
     monkeypatch.setenv("KVM_DRIVERS_CACHE", "off")
-    assert cache.cache_dir() is None and cache.load("web1") == {}
+    assert cache.cache_dir() is None and cache.load("web1") == cache.HostCache()
+
+
+def with_fingerprint(fp: str) -> list[str]:
+    """A full answer as gather.sh gives it: live values, the fingerprint, then the rest."""
+    out = lines(cached=False)
+    end = next(i for i, ln in enumerate(out) if ln.startswith("@@KVM ") and i > 0)
+    live = [ln for ln in out[1:end] if not ln.startswith("tool ")]
+    tools = [ln for ln in out[1:end] if ln.startswith("tool ")]
+    return ["@@KVM meta", *live, f"@@KVM fingerprint {fp}", "@@KVM meta", *tools, *out[end:]]
+
+
+def test_unchanged_answer_is_the_stored_copy_with_fresh_live_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    full = with_fingerprint("123-456")
+    snap = p.parse_snapshot(full)
+    assert snap.fingerprint == "123-456"
+    cache.apply("web1", cache.HostCache(), snap, full, "v1")
+    stored = cache.load("web1")
+    assert cache.seen(stored, "v1") == "123-456"
+    assert cache.seen(stored, "v2") == ""  # another gather script: never trust the copy
+
+    answer = [
+        "@@KVM meta",
+        "uname 6.1.0-50-amd64",
+        "uid 0",
+        "bootfree 12345678",
+        "bootmount rw",
+        "@@KVM unchanged 123-456",
+        "@@KVM end",
+    ]
+    expanded = cache.expand(stored, answer)
+    again = p.parse_snapshot(expanded)
+    assert again.meta["bootfree"] == "12345678" and again.complete
+    assert kd.analyse(again)["kernels"] == kd.analyse(snap)["kernels"]
+    assert kd.analyse(again)["status"] == kd.analyse(snap)["status"]
+
+
+def test_untrustworthy_answers_are_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    no_fp = with_fingerprint("")  # coarse timestamps on the host
+    cache.apply("web1", cache.HostCache(), p.parse_snapshot(no_fp), no_fp, "v1")
+    assert cache.seen(cache.load("web1"), "v1") == ""
+    cut = with_fingerprint("1-2")[:-1]  # no end marker: output cut short
+    cache.apply("web1", cache.HostCache(), p.parse_snapshot(cut), cut, "v1")
+    assert cache.seen(cache.load("web1"), "v1") == ""
+    failed = [ln if not ln.startswith("@@KVM initrd ") else ln + "\n@@KVM listfail 1" for ln in with_fingerprint("3-4")]
+    failed = "\n".join(failed).splitlines()
+    cache.apply("web1", cache.HostCache(), p.parse_snapshot(failed), failed, "v1")
+    assert cache.seen(cache.load("web1"), "v1") == ""
+
+
+def test_unchanged_answer_with_another_fingerprint_is_not_expanded():
+    stored = cache.HostCache({}, {"version": "v1", "fingerprint": "1-2", "lines": ["@@KVM end"]})
+    answer = ["@@KVM meta", "uid 0", "@@KVM unchanged 9-9", "@@KVM end"]
+    assert cache.expand(stored, answer) == answer

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from facts import kvm_drivers as kd
 from tests.conftest import pyinfra
 from tests.lab import boot, hosts
 
@@ -168,3 +170,38 @@ def test_drift_check_reports_unreachable_hosts(started, tmp_path):
     rows = {r["host"]: r for r in json.loads((tmp_path / "r.json").read_text())["hosts"]}
     assert rows[gone.name]["status"] == "error" and "unreachable" in rows[gone.name]["errors"][0]
     assert rows[up.name]["status"] == "drifted"
+
+
+def test_unchanged_answer_until_anything_the_facts_read_changes(started):
+    """The host answers "unchanged" (our cached copy is used) only while nothing it would
+    report has changed: every kind of change below must bring a full answer."""
+    h = make("fingerprint", "deb12-itools", 11)
+    started(h)
+
+    def gather(seen: str) -> str:
+        return ssh(h, kd.gather_command(kd.wanted_drivers("debian", None, None), [], seen).get_raw_value())
+
+    def fingerprint(out: str) -> str:
+        return re.search(r"^@@KVM (?:fingerprint|unchanged) (\S*)$", out, re.M).group(1)
+
+    fp = fingerprint(gather(""))
+    assert fp, "an ext4/overlay host has nanosecond ctimes: it must get a fingerprint"
+    assert f"@@KVM unchanged {fp}" in gather(fp)
+    changes = [
+        f"touch {IMG}",  # the initrd rewritten (here: only its times)
+        f"cat {IMG} > /tmp/copy && cat /tmp/copy > {IMG}",  # rewritten in place, same bytes
+        f"echo virtio_blk >> {MODULES}",  # a declaration
+        "echo 'blacklist virtio_blk' > /etc/modprobe.d/zz-test.conf",  # a new modprobe.d file
+        "rm /etc/modprobe.d/zz-test.conf",
+        "sed -i 's/set default=\"0\"/set default=\"1\"/' /boot/grub/grub.cfg",  # the bootloader default
+        "mkdir -p /etc/dracut.conf.d && echo 'hostonly=yes' > /etc/dracut.conf.d/50-test.conf",
+        "mv /usr/bin/lsinitramfs /usr/bin/lsinitramfs.off",  # a tool gone
+        "cp -a /lib/modules/6.1.0-50-amd64 /lib/modules/6.1.0-99-amd64",  # another kernel
+    ]
+    for change in changes:
+        ssh(h, change)
+        out = gather(fp)
+        assert "@@KVM unchanged" not in out, change
+        assert "@@KVM end" in out
+        fp = fingerprint(out)
+        assert fp and f"@@KVM unchanged {fp}" in gather(fp), change
