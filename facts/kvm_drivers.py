@@ -184,7 +184,9 @@ def analyse(
     for k in result_kernels:
         if k["too_old"] and usable:
             warnings.append(f"kernel {k['version']} is 2.6.24 or older: skipped")
-        if k["initrd_error"]:
+        if k["initrd_error"] and not k["initrd"]:  # no initrd to rebuild: a person must add one
+            errors.append(f"kernel {k['version']}: {k['initrd_error']} (add an initrd to its bootloader entry)")
+        elif k["initrd_error"]:
             warnings.append(f"initrd {k['initrd']} of kernel {k['version']}: {k['initrd_error']}")
 
     declared = declared_drivers(generator, snap.files)
@@ -271,7 +273,10 @@ def _kernel_state(
             )
             source = f"bootloader entry '{entry.title}'"
             break
-    if not initrd:
+    no_initrd = bool(entries) and not initrd  # the bootloader boots this kernel without any initrd
+    if no_initrd:
+        source = f"bootloader entry '{entries[0].title}' (no initrd)"
+    if not initrd and not no_initrd:
         names = [
             f"/boot/initrd.img-{k.version}",
             f"/boot/initramfs-{k.version}.img",
@@ -288,7 +293,10 @@ def _kernel_state(
         for m in closure(k, d) if kinds[d] == "module" else []:
             if m not in needed:
                 needed.append(m)
-    if raw is None:
+    if no_initrd:
+        error = f"booted without an initrd, yet it needs the modules {' '.join(needed)}" if needed else ""
+        missing = needed
+    elif raw is None:
         error = "initrd file does not exist"
         missing = needed
     elif raw.error:

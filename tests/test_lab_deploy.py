@@ -265,6 +265,14 @@ def test_drift_check_after_json(story):
     assert story.drift_after_fixed.returncode == 0, story.drift_after_fixed.output
 
 
+def test_kernel_with_every_virtio_driver_built_in_needs_nothing(story):
+    info = story.info_before["deb12-builtin"]
+    (kernel,) = info["kernels"]
+    assert kernel["builtin"] == ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
+    assert kernel["needed"] == [] and kernel["initrd"] == "" and info["to_declare"] == []
+    assert story.after["deb12-builtin"].ok and story.after["deb12-builtin"].initrd == ""  # booted without one
+
+
 def test_builtin_drivers_of_a_real_kernel_are_reported_not_demanded(story):
     # Debian 13's kernel has virtio, virtio_ring and virtio_pci built in (modules.builtin)
     (kernel,) = story.info_before["deb13-itools"]["kernels"]

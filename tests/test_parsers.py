@@ -75,6 +75,31 @@ def test_builtin_driver_is_never_demanded_nor_declared():
     assert "virtio_blk" not in info["to_declare"]
 
 
+def no_initrd_snapshot(builtin: bool) -> p.Snapshot:
+    """The itools fixture whose GRUB entry boots the kernel without an initrd."""
+    lines = (FIX / "gather-bookworm-itools.txt").read_text().splitlines()
+    snap = p.parse_snapshot([ln for ln in lines if not ln.startswith("\tinitrd\t")])
+    if builtin:
+        k = snap.kernels["6.1.0-50-amd64"]
+        for d in kd.VIRTIO:
+            k.modules.pop(d, None)
+            k.builtin.add(d)
+    return snap
+
+
+def test_kernel_with_everything_built_in_booted_without_initrd_is_compliant():
+    info = kd.analyse(no_initrd_snapshot(builtin=True))
+    (k,) = info["kernels"]
+    assert k["initrd"] == "" and "(no initrd)" in k["initrd_source"] and k["initrd_error"] == ""
+    assert info["status"] == "compliant" and info["to_rebuild"] == [] and info["to_declare"] == []
+
+
+def test_kernel_needing_modules_booted_without_initrd_is_refused_not_rebuilt():
+    info = kd.analyse(no_initrd_snapshot(builtin=False))
+    assert info["errors"] and "without an initrd" in info["errors"][0] and "virtio_blk" in info["errors"][0]
+    assert info["status"] == "error"  # the deploy refuses the host: there is no initrd to rebuild
+
+
 def test_config_fallback_when_modules_builtin_is_missing():
     k = p.RawKernel("2.6.32-754.el6.x86_64", has_builtin=False)
     k.config = {"VIRTIO": "y", "VIRTIO_PCI": "y", "VIRTIO_BLK": "m", "VIRTIO_MENU": "y"}

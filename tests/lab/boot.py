@@ -45,22 +45,24 @@ class BootResult:
 
     @property
     def ok(self) -> bool:
-        """Root mounted from the virtio disk and virtio_blk bound to it."""
-        return self.root.startswith("/dev/vda") and "virtio_blk" in self.bound.values()
+        """Root mounted from the virtio disk and virtio_blk bound to it. Without an initrd the
+        kernel itself mounts root=/dev/vda, and calls it /dev/root."""
+        return self.root.startswith(("/dev/vda", "/dev/root ")) and "virtio_blk" in self.bound.values()
 
     def summary(self) -> str:
         """One line for people."""
         if self.ok:
             return (
-                f"{self.host}: BOOTED {self.kernel} with {self.initrd} in {self.seconds:.0f}s; root {self.root};"
-                f" bound: {' '.join(sorted(set(self.bound.values())))}"
+                f"{self.host}: BOOTED {self.kernel} with {self.initrd or 'no initrd'} in {self.seconds:.0f}s;"
+                f" root {self.root}; bound: {' '.join(sorted(set(self.bound.values())))}"
             )
         lines = self.log.splitlines()
         why = next((ln for ln in lines if "ALERT!" in ln), "")
         cause = re.compile(r"Timed out|not exist|Gave up|panic")
         why = why or next((ln for ln in lines if cause.search(ln)), "no probe output")
         why = re.sub(r"\x1b\[[0-9;]*m", "", why).strip()
-        return f"{self.host}: FAILED to boot {self.kernel} with {self.initrd} in {self.seconds:.0f}s: {why}"
+        initrd = self.initrd or "no initrd"
+        return f"{self.host}: FAILED to boot {self.kernel} with {initrd} in {self.seconds:.0f}s: {why}"
 
 
 def default_boot(tree: Path) -> tuple[str, str]:
@@ -74,8 +76,8 @@ def default_boot(tree: Path) -> tuple[str, str]:
     if cfg is None or cfg.default is None:
         raise RuntimeError(f"{tree}: no bootloader configuration with entries")
     entry = cfg.entries[cfg.default]
-    initrd = entry.initrd if entry.initrd.startswith("/boot/") else "/boot" + entry.initrd
-    return f"/boot/vmlinuz-{entry.kernel}", initrd
+    initrd = entry.initrd if entry.initrd.startswith("/boot/") or not entry.initrd else "/boot" + entry.initrd
+    return f"/boot/vmlinuz-{entry.kernel}", initrd  # initrd '': the entry boots without one
 
 
 def fingerprint(h: HostSpec) -> str:
@@ -83,7 +85,7 @@ def fingerprint(h: HostSpec) -> str:
     up to the point where the initrd looks for the root disk."""
     tree = root(h.name)
     digest = hashlib.sha256()
-    for path in default_boot(tree):
+    for path in filter(None, default_boot(tree)):
         digest.update(hashlib.sha256((tree / path.lstrip("/")).read_bytes()).digest())
     return digest.hexdigest()
 
@@ -135,7 +137,8 @@ def launch(h: HostSpec, timeout: int = TIMEOUT) -> Launched:
     run(["truncate", "-s", "3G", str(disk)])
     run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(disk)])
     shutil.copyfile(tree / kernel.lstrip("/"), kcopy)
-    shutil.copyfile(tree / initrd.lstrip("/"), icopy)
+    if initrd:
+        shutil.copyfile(tree / initrd.lstrip("/"), icopy)
     append = (
         "root=/dev/vda rw console=ttyS0 init=/sbin/kvm-probe panic=-1 quiet"
         " rd.shell=0 rd.emergency=reboot rd.timeout=15 rd.retry=5"
@@ -150,8 +153,7 @@ def launch(h: HostSpec, timeout: int = TIMEOUT) -> Launched:
         "1",
         "-kernel",
         str(kcopy),
-        "-initrd",
-        str(icopy),
+        *(["-initrd", str(icopy)] if initrd else []),
         "-append",
         append,
         "-drive",
