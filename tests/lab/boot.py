@@ -139,8 +139,10 @@ def launch(h: HostSpec, timeout: int = TIMEOUT) -> Launched:
     shutil.copyfile(tree / kernel.lstrip("/"), kcopy)
     if initrd:
         shutil.copyfile(tree / initrd.lstrip("/"), icopy)
+    # no_timer_check: under load, software emulation can fail the kernel's IO-APIC timer check
+    # ("IO-APIC + timer doesn't work!", a panic before any driver); cloud images set it too.
     append = (
-        "root=/dev/vda rw console=ttyS0 init=/sbin/kvm-probe panic=-1 quiet"
+        "root=/dev/vda rw console=ttyS0 init=/sbin/kvm-probe panic=-1 quiet no_timer_check"
         " rd.shell=0 rd.emergency=reboot rd.timeout=15 rd.retry=5"
     )
     cmd = [
