@@ -276,7 +276,7 @@ def _kernel_state(
     no_initrd = bool(entries) and not initrd  # the bootloader boots this kernel without any initrd
     if no_initrd:
         source = f"bootloader entry '{entries[0].title}' (no initrd)"
-    if not initrd and not no_initrd:
+    elif not initrd:
         names = [
             f"/boot/initrd.img-{k.version}",
             f"/boot/initramfs-{k.version}.img",

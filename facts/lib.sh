@@ -1,4 +1,5 @@
-# kvm-drivers shared shell functions, prepended to gather.sh and rebuild.sh (POSIX sh).
+# kvm-drivers shared shell functions, prepended to gather.sh, rebuild.sh and the declaration
+# write (POSIX sh).
 # Needs $PYLIST: the Python initrd lister (facts/initrd_ls.py), used when native tools fail.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 LC_ALL=C
@@ -33,4 +34,17 @@ list_initrd() {
 initrd_modules() {
     list_initrd "$1" | awk '$NF ~ /\.ko(\.(gz|xz|zst|bz2|lz4))?$/ {
         n = $NF; sub(/.*\//, "", n); sub(/\.ko(\.[a-z0-9]+)?$/, "", n); gsub(/-/, "_", n); print n }' | sort -u
+}
+
+# kvm_lock: one kvm-drivers change at a time on this host. Holds fd 9 on the lock file until
+# the shell exits; waits up to KVM_DRIVERS_LOCK_WAIT seconds (no flock: no lock). On failure
+# returns 1 with the reason in $KVM_LOCK_ERR.
+kvm_lock() {
+    _lockdir=/var/lock
+    [ -d "$_lockdir" ] || _lockdir=/tmp
+    command -v flock >/dev/null 2>&1 || return 0
+    exec 9>"$_lockdir/kvm-drivers.lock"
+    flock -w "${KVM_DRIVERS_LOCK_WAIT:-600}" 9 && return 0
+    KVM_LOCK_ERR="another kvm-drivers run is still changing this host (lock $_lockdir/kvm-drivers.lock)"
+    return 1
 }

@@ -26,18 +26,11 @@ MARKER = "# kvm-drivers: virtio drivers needed to boot on KVM"
 # Write a file atomically: temp file beside it, owner/mode/SELinux label of the old one, rename.
 # KEEP=1: keep what was there (CONFIG.kvm-drivers.prev, or an .absent marker) so that a failed
 # rebuild later in the run can roll the change back (see rebuild.sh). Holds the host's
-# kvm-drivers lock (as rebuild.sh does); a file that already has the content is left alone
+# kvm-drivers lock (lib.sh kvm_lock, as rebuild.sh does); a file that already has the content is left alone
 # (another run got there first), so concurrent runs never clobber each other's rollback copy.
-WRITE_SCRIPT = """set -e
+WRITE_SCRIPT = LIB + """set -e
 f=$1; keep=$3
-lockdir=/var/lock
-[ -d "$lockdir" ] || lockdir=/tmp
-if command -v flock >/dev/null 2>&1; then
-    exec 9>"$lockdir/kvm-drivers.lock"
-    flock -w "${KVM_DRIVERS_LOCK_WAIT:-600}" 9 || {
-        echo "kvm-drivers: another kvm-drivers run is still changing this host (lock $lockdir/kvm-drivers.lock)" >&2
-        exit 1; }
-fi
+kvm_lock || { echo "kvm-drivers: $KVM_LOCK_ERR" >&2; exit 1; }
 if [ -f "$f" ] && [ "$(cat "$f"; echo x)" = "$(printf '%sx' "$2")" ]; then
     echo "kvm-drivers: $f already has the wanted content (another run wrote it)"
     exit 0

@@ -37,13 +37,7 @@ fail() {
 trap 'rm -f "$tmp" "$log"; rollback; exit 1' HUP INT TERM
 
 # One kvm-drivers change at a time on this host; released on every exit path.
-lockdir=/var/lock
-[ -d "$lockdir" ] || lockdir=/tmp
-if command -v flock >/dev/null 2>&1; then
-    exec 9>"$lockdir/kvm-drivers.lock"
-    flock -w "${KVM_DRIVERS_LOCK_WAIT:-600}" 9 ||
-        fail "another kvm-drivers run is still changing this host (lock $lockdir/kvm-drivers.lock)"
-fi
+kvm_lock || fail "$KVM_LOCK_ERR"
 # A run that held the lock may have done the work already: then there is nothing to do.
 if [ "$force" != 1 ] && [ -f "$img" ] && have=$(initrd_modules "$img") && [ -n "$have" ]; then
     lacking=""

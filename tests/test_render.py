@@ -1,6 +1,9 @@
 """Unit tests of the configuration edits: every unrelated line kept, nothing duplicated."""
 
+import fcntl
+import os
 import subprocess
+from pathlib import Path
 
 from facts import parsers as p
 from operations import kvm_drivers as ops
@@ -115,3 +118,16 @@ def test_concurrent_writes_end_with_the_content_and_no_leftovers(tmp_path):
     assert f.read_text() == "x\n"
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["90-kvm-drivers.conf", "90-kvm-drivers.conf.kvm-drivers.absent"]
+
+
+def test_write_script_waits_for_the_host_lock_then_gives_up_with_a_message(tmp_path):
+    lock = Path("/var/lock" if Path("/var/lock").is_dir() else "/tmp") / "kvm-drivers.lock"
+    f = tmp_path / "modules"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another kvm-drivers run holds the host
+        cmd = ["sh", "-c", ops.WRITE_SCRIPT, "kvm-write", str(f), "x\n", "1"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KVM_DRIVERS_LOCK_WAIT": "1"})
+    assert proc.returncode == 1 and "another kvm-drivers run is still changing this host" in proc.stderr
+    assert not f.exists()
+    write(f, "x\n")  # lock released: the write goes through
+    assert f.read_text() == "x\n"

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from facts.kvm_drivers import VIRTIO
+
 CACHE = Path(os.environ.get("KVM_LAB_CACHE", "/var/cache/kvm-drivers-lab"))
 MIRROR = os.environ.get("KVM_LAB_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = "linux-image-amd64,initramfs-tools,openssh-server,python3,udev,systemd-sysv,kmod,zstd"
@@ -237,7 +239,7 @@ def make_builtin_kernel(tree: Path) -> None:
     run(make + ["bzImage", "modules"])
     release = run(make + ["kernelrelease"]).stdout.strip()
     builtin = (src / "modules.builtin").read_text()
-    for driver in ("virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"):
+    for driver in VIRTIO:
         if f"/{driver}.ko" not in builtin:
             raise RuntimeError(f"builtin kernel: {driver} is not built in")
     chroot(tree, "apt-get purge -y -qq 'linux-image-*' >/dev/null && rm -rf /lib/modules/* /boot/initrd.img-*")
