@@ -58,6 +58,38 @@ def wanted_drivers(family: str | None, drivers: list[str] | None, extra: list[st
     return out
 
 
+def settings_errors(drivers: object, extra: object, kernels: object) -> list[str]:
+    """Why the inventory data (kvm_drivers, kvm_drivers_extra, kvm_kernels) cannot be used."""
+    errors = []
+    for key, value in (("kvm_drivers", drivers), ("kvm_drivers_extra", extra)):
+        if value is None:
+            continue
+        if not isinstance(value, (list, tuple)) or not all(isinstance(d, str) for d in value):
+            errors.append(f"{key} must be a list of module names, got {type(value).__name__} {value!r:.60}")
+            continue
+        bad = [d for d in value if not p.MODULE_NAME.match(p.norm(d)) or "/" in d]
+        if bad:
+            errors.append(f"{key}: not a module name: {', '.join(repr(d)[:60] for d in bad)}")
+        if key == "kvm_drivers" and not value:
+            errors.append("kvm_drivers is empty: give the drivers to guarantee, or leave it unset")
+    if isinstance(kernels, (list, tuple)):
+        if not kernels or not all(isinstance(k, str) and p.KERNEL_NAME.match(k) for k in kernels):
+            errors.append(f"kvm_kernels must be 'all', 'default' or a non-empty list of kernel versions, "
+                          f"got {kernels!r:.80}")  # fmt: skip
+    elif kernels not in ("all", "default"):
+        errors.append(f"kvm_kernels must be 'all', 'default' or a list of kernel versions, got {kernels!r:.80}")
+    return errors
+
+
+def valid_drivers(drivers: object) -> list[str] | None:
+    """The driver list if it is a valid one, else None (settings_errors says why)."""
+    if isinstance(drivers, (list, tuple)) and all(isinstance(d, str) for d in drivers):
+        names = [p.norm(d) for d in drivers]
+        if all(p.MODULE_NAME.match(n) for n in names) and not any("/" in d for d in drivers):
+            return names
+    return None
+
+
 def choose_generator(family: str | None, tools: dict[str, str]) -> tuple[str | None, str]:
     """(generator, error): which initrd tool this host uses, or why none can be used."""
     if family == "debian":
@@ -136,9 +168,12 @@ def analyse(
     """Turn a gathered Snapshot into the host's KVM-driver state and the work it needs."""
     distro = p.parse_distro(snap.files)
     generator, generator_error = choose_generator(distro.family, snap.tools)
-    wanted = wanted_drivers(distro.family, drivers, extra)
-    errors: list[str] = []
+    errors: list[str] = settings_errors(drivers, extra, kernels)
     warnings: list[str] = []
+    if errors:  # check with the defaults; nothing is changed on a host with bad settings
+        drivers, extra, kernels = None, None, "all"
+    wanted = wanted_drivers(distro.family, drivers, extra)
+    errors += [f"malformed answer from the host: {x}" for x in snap.problems]
     if not snap.complete:
         errors.append("the state gathering script did not finish (output cut short)")
     if distro.family is None:
@@ -171,8 +206,13 @@ def analyse(
     chosen = installed
     if kernels == "default":
         chosen = [k for k in installed if default_entry and k.version == default_entry.kernel] or installed[:1]
-    elif isinstance(kernels, list):
+    elif isinstance(kernels, (list, tuple)):
         chosen = [k for k in installed if k.version in kernels]
+        unknown = [v for v in kernels if v not in {k.version for k in installed}]
+        if unknown:
+            have = ", ".join(k.version for k in installed) or "none"
+            errors.append(f"kvm_kernels names kernels that are not installed: {', '.join(unknown)} "
+                          f"(installed: {have})")  # fmt: skip
 
     result_kernels = []
     for k in sorted(chosen, key=lambda k: p.kernel_version_tuple(k.version), reverse=True):
@@ -189,6 +229,11 @@ def analyse(
         elif k["initrd_error"]:
             warnings.append(f"initrd {k['initrd']} of kernel {k['version']}: {k['initrd_error']}")
 
+    named = list(drivers or []) + list(extra or [])  # drivers the user asked for by name must exist
+    nowhere = [p.norm(d) for d in named if installed and all(driver_kind(k, p.norm(d)) == "absent" for k in installed)]
+    if nowhere:
+        errors.append(f"driver(s) named in the inventory exist in no installed kernel: {' '.join(nowhere)} "
+                      "(a typo?)")  # fmt: skip
     declared = declared_drivers(generator, snap.files)
     if declared["path"] in snap.files and snap.files[declared["path"]] is None:
         errors.append(f"{declared['path']} exists but could not be read (permissions, or not UTF-8 text): "

@@ -72,6 +72,7 @@ class RawInitrd:
     error: str | None = None
     key: str = ""  # "path|size|mtime|ctime": identifies this exact file for the listing cache
     cached: bool = False  # the host did not list it: the caller's cache has its listing
+    magic: str = ""  # its first bytes in hex ('' when the host did not send them)
 
 
 @dataclass
@@ -87,13 +88,47 @@ class Snapshot:
     blacklists: list[dict[str, str]] = field(default_factory=list)  # {file, line, driver, text}
     fingerprint: str = ""  # of everything but the live values ('' when it cannot be trusted)
     complete: bool = False
+    problems: list[str] = field(default_factory=list)  # what in the answer was malformed or refused
+
+
+# What a host may send. Its output is untrusted: anything else is refused (and makes the host
+# an error, never "compliant"), and no value outside these shapes reaches a command or a path.
+MODULE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+KERNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._@+,-]{0,127}"
+DUMPED_FILES = re.compile(
+    "^(?:/etc/os-release|/usr/lib/os-release|/etc/(?:SuSE|redhat|centos|euleros|openEuler|system|lsb)-release"
+    "|/etc/debian_version|/etc/initramfs-tools/modules|/etc/initramfs-tools/initramfs\\.conf|/etc/dracut\\.conf"
+    "|/etc/sysconfig/kernel|/etc/sysconfig/bootloader|/etc/default/grub"
+    "|/boot/grub2?/(?:grub\\.cfg|grubenv)|/boot/grub/(?:menu\\.lst|grub\\.conf|default)"
+    f"|/etc/dracut\\.conf\\.d/{_NAME}\\.conf|/usr/lib/dracut/dracut\\.conf\\.d/{_NAME}\\.conf"
+    f"|/boot/loader/entries/{_NAME}\\.conf|/boot/efi/EFI/{_NAME}/grub\\.cfg)$"
+)
+MODPROBE_FILE = re.compile(f"^/(?:etc|run|usr/lib|lib)/modprobe\\.d/{_NAME}\\.conf$")
+# An absolute path without "." or ".." components, empty components or control characters.
+SAFE_PATH = re.compile(r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f]+)+$")
+DIGITS = re.compile(r"^[0-9]{1,18}$")
+
+
+def safe_path(path: str) -> bool:
+    """An absolute, normalised path (no '.', '..', '//', control characters)."""
+    return bool(SAFE_PATH.match(path)) and "//" not in path
 
 
 def parse_snapshot(lines: list[str]) -> Snapshot:
-    """Split the gather script's output into a Snapshot."""
+    """Split the gather script's output into a Snapshot.
+
+    The output is untrusted: malformed lines, unknown sections and values of the wrong shape
+    are not used; each is recorded in ``problems`` (the host is then an error).
+    """
     snap = Snapshot()
     kind, arg = "", ""
     body: list[str] = []
+    initrd: RawInitrd | None = None
+
+    def problem(text: str) -> None:
+        if len(snap.problems) < 20:
+            snap.problems.append(text[:200].encode("ascii", "backslashreplace").decode())
 
     def close() -> None:
         if kind == "file":  # gather.sh adds one newline after the file: join() drops it again
@@ -103,24 +138,46 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
         if line.startswith(MARK):
             words = line[len(MARK) :].split(" ")
             close()
-            if words[0] == "unreadable":
-                snap.files[words[1]] = None
-                kind = ""
-                continue
             kind, arg, body = words[0], (words[1] if len(words) > 1 else ""), []
-            if kind == "kernel":
-                snap.kernels[arg] = RawKernel(arg)
+            if kind in ("file", "unreadable") and not DUMPED_FILES.match(arg):
+                problem(f"unexpected file section {arg!r}")
+                kind = "ignored"
+            elif kind == "unreadable":
+                snap.files[arg] = None
+                kind = ""
+            elif kind == "kernel":
+                if KERNEL_NAME.match(arg):
+                    snap.kernels[arg] = RawKernel(arg)
+                else:
+                    problem(f"unexpected kernel directory name {arg!r}")
+                    kind = "ignored"
             elif kind == "ref":
-                snap.refs[arg] = words[2] if len(words) > 2 else ""
+                resolved = words[2] if len(words) > 2 else ""
+                # initrd words as a config writes them (e.g. "$tuned_initrd"): odd ones are not used
+                if len(words) <= 3 and safe_path(arg) and (not resolved or safe_path(resolved)):
+                    snap.refs[arg] = resolved
             elif kind == "initrd":
-                size = words[2] if len(words) > 2 and words[2].isdigit() else "0"
-                snap.initrds[arg] = current_initrd = RawInitrd(arg, int(size))
+                size = words[2] if len(words) > 2 else ""
+                if len(words) != 3 or not safe_path(arg) or not DIGITS.match(size):
+                    problem(f"unexpected initrd section {' '.join(words[1:])!r}")
+                    kind, initrd = "ignored", None
+                else:
+                    snap.initrds[arg] = initrd = RawInitrd(arg, int(size))
             elif kind == "listfail":
-                current_initrd.error = f"listing failed (exit {arg})"
+                if initrd is None:
+                    problem("a listing failure outside any initrd section")
+                    kind = "ignored"
+                else:
+                    initrd.error = f"listing failed (exit {arg})"
             elif kind == "fingerprint":
                 snap.fingerprint = arg
             elif kind == "end":
                 snap.complete = True
+            elif kind not in ("file", "meta", "blacklist", "unchanged", "oddname"):
+                problem(f"unknown section {kind!r}")
+                kind = "ignored"
+            if kind == "oddname":
+                problem(f"a file name that is not plain ASCII in {arg!r}: it cannot be read safely")
             continue
         if kind == "file":
             body.append(line)
@@ -130,53 +187,69 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 name, _, path = value.partition(" ")
                 if path:
                     snap.tools[name] = path
+            elif key in ("bootfree", "uid") and value and not DIGITS.match(value):
+                problem(f"unexpected {key} value {value!r}")
             else:
                 snap.meta[key] = value
         elif kind == "kernel":
-            _parse_kernel_line(snap.kernels[arg], line)
-        elif kind == "blacklist" and line.count(":") >= 3:
-            path, lineno, driver, text = line.split(":", 3)
-            snap.blacklists.append({"file": path, "line": lineno, "driver": driver, "text": text})
-        elif kind == "listfail":
+            if not _parse_kernel_line(snap.kernels[arg], line):
+                problem(f"unexpected line for kernel {arg}: {line!r}")
+        elif kind == "blacklist":
+            path, lineno, driver, text = (line.split(":", 3) + ["", "", ""])[:4]
+            if MODPROBE_FILE.match(path) and DIGITS.match(lineno) and MODULE_NAME.match(driver):
+                snap.blacklists.append({"file": path, "line": lineno, "driver": driver, "text": text})
+            else:
+                problem(f"unexpected modprobe.d line {line!r}")
+        elif kind == "listfail" and initrd is not None:
             if line.strip():
-                sep = ": " if current_initrd.error.endswith(")") else " "
-                current_initrd.error += sep + line.strip()
-        elif kind == "initrd":
+                sep = ": " if initrd.error and initrd.error.endswith(")") else " "
+                initrd.error = (initrd.error or "") + sep + line.strip()
+        elif kind == "initrd" and initrd is not None:
             key, _, value = line.partition(" ")
-            if key == "m":
-                current_initrd.modules.add(value)
+            if key == "m" and MODULE_NAME.match(value):
+                initrd.modules.add(value)
             elif key == "kver":
-                current_initrd.kernel_dirs.add(value)
+                initrd.kernel_dirs.add(value)
             elif key == "modprobe":
-                current_initrd.modprobe_files.append(value)
+                initrd.modprobe_files.append(value)
             elif key == "lister":
-                current_initrd.lister = value
+                initrd.lister = value
             elif key == "key":
-                current_initrd.key = value
+                initrd.key = value
             elif key == "cached":
-                current_initrd.cached = True
+                initrd.cached = True
+            elif key == "magic":
+                initrd.magic = value
+            else:
+                problem(f"unexpected line for initrd {initrd.path}: {line!r}")
     close()
     return snap
 
 
-def _parse_kernel_line(kernel: RawKernel, line: str) -> None:
+def _parse_kernel_line(kernel: RawKernel, line: str) -> bool:
+    """Add one line of a kernel section to kernel; False when the line is malformed."""
     words = line.split()
     if not words:
-        return
-    if words[0] == "image":
+        return True
+    if words[0] == "image" and len(words) == 2 and safe_path(words[1]):
         kernel.images.append(words[1])
-    elif words[0] == "has":
+    elif words[0] == "has" and len(words) == 2 and words[1] in ("builtin", "dep"):
         setattr(kernel, f"has_{words[1]}", True)
-    elif words[0] == "builtin":
-        kernel.builtin.add(words[1])
-    elif words[0] == "absent":
-        kernel.absent.add(words[1])
-    elif words[0] == "module" and len(words) >= 4:
-        kernel.modules[words[1]] = [] if words[3] == "-" else [d for d in words[3].split(",") if d]
-    elif m := re.match(r"^CONFIG_(\w+)=(\w+)", line):
-        kernel.config[m.group(1)] = m.group(2)
-    elif m := re.match(r"^# CONFIG_(\w+) is not set", line):
-        kernel.config[m.group(1)] = "n"
+    elif words[0] in ("builtin", "absent") and len(words) == 2 and MODULE_NAME.match(words[1]):
+        (kernel.builtin if words[0] == "builtin" else kernel.absent).add(words[1])
+    elif words[0] == "module" and len(words) == 4 and MODULE_NAME.match(words[1]):
+        deps = [] if words[3] == "-" else [d for d in words[3].split(",") if d]
+        if not all(MODULE_NAME.match(d) for d in deps):
+            return False
+        kernel.modules[words[1]] = deps
+    elif line.startswith(("CONFIG_", "# CONFIG_")):  # kernel config lines; odd values are not used
+        if m := re.match(r"^CONFIG_(\w+)=(\w+)$", line):
+            kernel.config[m.group(1)] = m.group(2)
+        elif m := re.match(r"^# CONFIG_(\w+) is not set", line):
+            kernel.config[m.group(1)] = "n"
+    else:
+        return False
+    return True
 
 
 # --- distribution ---------------------------------------------------------------------------
@@ -230,21 +303,32 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
 
 
+# The release files distro may read, each copied to a fixed place of a private directory.
+# The destination is ours, never a path the host sent (host output is untrusted input).
+RELEASE_FILES = (
+    "/etc/os-release",
+    "/usr/lib/os-release",
+    "/etc/SuSE-release",
+    "/etc/redhat-release",
+    "/etc/centos-release",
+    "/etc/euleros-release",
+    "/etc/openEuler-release",
+    "/etc/system-release",
+)
+
+
 def parse_distro(files: dict[str, str | None]) -> Distro:
     """Identify the distribution from its release files (os-release or the legacy ones)."""
     with tempfile.TemporaryDirectory(prefix="kvm-distro-") as tmp:
         root = Path(tmp)
         (root / "etc").mkdir()
         (root / "usr/lib").mkdir(parents=True)
-        for path, text in files.items():
-            name = path.rsplit("/", 1)[-1]
-            is_release = name in ("os-release", "SuSE-release") or name.endswith("-release")
-            if text is not None and is_release and name != "lsb-release":
-                target = root / path.lstrip("/")
-                if target.parent.is_dir():
-                    target.write_text(text)
+        for path in RELEASE_FILES:  # our constants: only these names are ever written
+            text = files.get(path)
+            if text is not None:
+                (root / path.lstrip("/")).write_text(text, errors="replace")
         try:
-            info = distro.LinuxDistribution(root_dir=str(root))
+            info = distro.LinuxDistribution(root_dir=str(root), include_lsb=False, include_uname=False)
             did, name, version, like = info.id(), info.name(), info.version(best=True), info.like()
         except Exception as exc:  # noqa: BLE001 - distro chokes on some garbage; report it
             return Distro("unknown", "unknown", "", None, f"release files could not be parsed: {exc}")

@@ -375,10 +375,11 @@ def test_prechecks_full_or_readonly_boot_refuse_before_any_change():
 
 
 def test_file_without_final_newline_is_kept_exactly():
-    lines = ["@@KVM file /etc/initramfs-tools/modules", "# c", "ext4", "@@KVM file /etc/x", "a", "", "@@KVM end"]
+    lines = ["@@KVM file /etc/initramfs-tools/modules", "# c", "ext4", "@@KVM file /etc/dracut.conf", "a", "",
+             "@@KVM end"]  # fmt: skip
     snap = p.parse_snapshot(lines)
     assert snap.files["/etc/initramfs-tools/modules"] == "# c\next4"
-    assert snap.files["/etc/x"] == "a\n"
+    assert snap.files["/etc/dracut.conf"] == "a\n"
 
 
 def test_kernel_directory_without_image_or_modules_dep_is_skipped_with_a_warning():
@@ -407,6 +408,7 @@ def test_unreadable_declaration_file_is_never_rewritten():
 
 
 def test_unreadable_marker_after_a_file_keeps_that_file():
-    lines = ["@@KVM file /etc/a", "x", "", "@@KVM unreadable /etc/b", "@@KVM file /etc/c", "y", "", "@@KVM end"]
+    a, b, c = "/etc/dracut.conf", "/etc/sysconfig/kernel", "/etc/default/grub"
+    lines = [f"@@KVM file {a}", "x", "", f"@@KVM unreadable {b}", f"@@KVM file {c}", "y", "", "@@KVM end"]
     snap = p.parse_snapshot(lines)
-    assert snap.files == {"/etc/a": "x\n", "/etc/b": None, "/etc/c": "y\n"}
+    assert snap.files == {a: "x\n", b: None, c: "y\n"}
