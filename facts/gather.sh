@@ -12,6 +12,12 @@ shift 3
 W="$*"
 
 sec() { echo "@@KVM $*"; }
+# Only printable ASCII travels outside file contents (pyinfra decodes output as UTF-8, and
+# host data is untrusted): anything else becomes '?'.
+ascii() { tr -c '\t\n -~' '?'; }
+# A file name that is not plain ASCII cannot be reported or read safely: say so (the host is
+# then an error, never "compliant") and skip the file.
+odd() { case "$1" in *[!A-Za-z0-9._@+,:=~/-]*) sec oddname "$(printf '%s' "$1" | ascii)"; return 0 ;; esac; return 1; }
 
 # Each program started costs about a millisecond here: the script starts as few as it can.
 # Live values, sent on every run.
@@ -37,12 +43,14 @@ for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-relea
     /boot/grub/menu.lst /boot/grub/grub.conf /boot/grub/default \
     /etc/dracut.conf.d/*.conf /usr/lib/dracut/dracut.conf.d/*.conf \
     /boot/loader/entries/*.conf /boot/efi/EFI/*/grub.cfg; do
-    { [ -f "$f" ] || [ -L "$f" ]; } && dumps="$dumps $f"
+    { [ -f "$f" ] || [ -L "$f" ]; } || continue
+    odd "$f" || dumps="$dumps $f"
 done
 # modprobe.d files in effect: a same-named file in /etc (or /run) overrides a vendor one.
 mp=""
 for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/lib/modprobe.d/*.conf /lib/modprobe.d/*.conf; do
     [ -f "$f" ] || continue
+    odd "$f" && continue
     b=${f##*/}
     case "$f" in
         /run/*) [ -f "/etc/modprobe.d/$b" ] && continue ;;
@@ -115,11 +123,12 @@ fi
 sec blacklist
 [ -n "$mp" ] && awk -v want=" $W " '
     $1 == "blacklist" || ($1 == "install" && $3 ~ /^\/(usr\/)?bin\/(false|true)$/) {
-        n = $2; gsub(/-/, "_", n); if (index(want, " " n " ")) print FILENAME ":" FNR ":" n ":" $0 }' $mp
+        n = $2; gsub(/-/, "_", n); if (index(want, " " n " ")) print FILENAME ":" FNR ":" n ":" $0 }' $mp | ascii
 
 kernels=""
 for d in /lib/modules/*; do
     [ -d "$d" ] || continue
+    odd "$d" && continue
     k=${d##*/}
     kernels="$kernels $k"
     sec kernel "$k"
@@ -165,7 +174,7 @@ for f in /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/menu.lst /boot/grub
 done
 refs=""
 [ -n "$bl" ] && refs=$(awk '$1 ~ /^(initrd|initrd16|initrdefi)$/ {
-    for (i = 2; i <= NF; i++) { p = $i; sub(/^\([^)]*\)/, "", p); print p } }' $bl)
+    for (i = 2; i <= NF; i++) { p = $i; sub(/^\([^)]*\)/, "", p); print p } }' $bl | ascii)
 cands=""
 for k in $kernels; do
     cands="$cands /boot/initrd.img-$k /boot/initramfs-$k.img /boot/initrd-$k /boot/initrd-$k.img"
@@ -180,20 +189,22 @@ for p in $refs $cands; do
     case "$listed" in *" $r "*) continue ;; esac
     case "$r" in *kdump*|*rescue*|*ucode*|*microcode*) continue ;; esac
     listed="$listed$r "
+    case "$r" in /boot/*) ;; *) continue ;; esac  # never read a file outside /boot as an initrd
     st=$(stat -c '%s|%Y|%Z' "$r" 2>/dev/null)
     sec initrd "$r" "${st%%|*}"
     key="$r|$st"
     echo "key $key"
+    echo "magic $(od -An -tx1 -N6 "$r" 2>/dev/null | tr -d ' \n')"
     case "$KNOWN" in *" $key "*) echo "cached"; continue ;; esac
     if out=$(list_initrd "$r"); then
         printf '%s\n' "$out" | awk '
             $1 == "lister" { print; next }
             $NF ~ /\.ko(\.(gz|xz|zst|bz2|lz4))?$/ { n = $NF; sub(/.*\//, "", n); sub(/\.ko(\.[a-z0-9]+)?$/, "", n); gsub(/-/, "_", n); print "m " n }
             $NF ~ /^\/?(usr\/)?lib\/modules\/[^\/]+\/?$/ { n = $NF; sub(/\/$/, "", n); sub(/.*\//, "", n); print "kver " n }
-            $NF ~ /(^|\/)modprobe\.d\/[^\/]+\.conf$/ { print "modprobe " $NF }' | sort -u
+            $NF ~ /(^|\/)modprobe\.d\/[^\/]+\.conf$/ { print "modprobe " $NF }' | sort -u | ascii
     else
         sec listfail "$?"
-        printf '%s\n' "$out" | tail -n 5
+        printf '%s\n' "$out" | tail -n 5 | ascii
     fi
 done
 sec end

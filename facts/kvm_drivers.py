@@ -35,6 +35,8 @@ SCRIPT_VERSION = hashlib.sha256((GATHER_SCRIPT + LISTER).encode()).hexdigest()[:
 VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
 SUSE_FIRST = ["ata_piix", "ata_generic"]
 OLDEST_KERNEL = (2, 6, 24)  # virtio needs a newer kernel than this
+OUTPUT_CAP = 32 * 1024 * 1024  # bytes of gather output accepted from one host
+GATHER_TIMEOUT = 300  # seconds a host may take to answer (inventory data kvm_gather_timeout)
 CONFIG_PATHS = {
     "initramfs-tools": "/etc/initramfs-tools/modules",
     "dracut": "/etc/dracut.conf.d/90-kvm-drivers.conf",
@@ -224,7 +226,9 @@ def analyse(
     for k in result_kernels:
         if k["too_old"] and usable:
             warnings.append(f"kernel {k['version']} is 2.6.24 or older: skipped")
-        if k["initrd_error"] and not k["initrd"]:  # no initrd to rebuild: a person must add one
+        if k["initrd_refused"]:
+            errors.append(f"kernel {k['version']}: {k['initrd_refused']}")
+        elif k["initrd_error"] and not k["initrd"]:  # no initrd to rebuild: a person must add one
             errors.append(f"kernel {k['version']}: {k['initrd_error']} (add an initrd to its bootloader entry)")
         elif k["initrd_error"]:
             warnings.append(f"initrd {k['initrd']} of kernel {k['version']}: {k['initrd_error']}")
@@ -265,7 +269,7 @@ def analyse(
         "generator": generator,
         "tools": snap.tools,
         "running_kernel": running,
-        "boot_free_kib": int(snap.meta.get("bootfree") or 0) if (snap.meta.get("bootfree") or "").isdigit() else None,
+        "boot_free_kib": int(snap.meta["bootfree"]) if p.DIGITS.match(snap.meta.get("bootfree", "")) else None,
         "boot": {
             "source": boot.source if boot else None,
             "default_kernel": default_entry.kernel if default_entry else None,
@@ -287,7 +291,7 @@ def boot_prechecks(snap: p.Snapshot, rebuild: list[dict[str, Any]]) -> list[str]
     if "ro" in options:
         return ["/boot is mounted read-only: cannot write a new initrd (remount it rw first)"]
     free = snap.meta.get("bootfree", "")
-    if not free.isdigit():
+    if not p.DIGITS.match(free):
         return []
     sizes = [k["initrd_size"] or 64 * 1024 * 1024 for k in rebuild]
     # a backup of each old image, the largest new one built beside it (it grows), and slack
@@ -332,6 +336,7 @@ def _kernel_state(
         initrd = found[0] if found else names[0 if family == "debian" else 1 if family == "rhel" else 2]
         source = "distribution naming convention"
     raw = snap.initrds.get(initrd)
+    refused = "" if no_initrd else initrd_refusal(initrd, raw)
     kinds = {d: driver_kind(k, d) for d in wanted}
     needed: list[str] = []
     for d in wanted:
@@ -358,6 +363,7 @@ def _kernel_state(
         "initrd_source": source,
         "initrd_size": raw.size if raw else None,
         "initrd_error": error,
+        "initrd_refused": refused,
         "lister": raw.lister if raw else None,
         "builtin": [d for d in wanted if kinds[d] == "builtin"],
         "modules": [d for d in wanted if kinds[d] == "module"],
@@ -365,6 +371,23 @@ def _kernel_state(
         "needed": needed,
         "missing": missing,
     }
+
+
+# First bytes of the formats an initrd comes in: cpio (newc, crc; early microcode too), gzip,
+# xz, zstd, lz4 (legacy and frame), bzip2, lzop, lzma.
+INITRD_MAGIC = ("303730373031", "303730373032", "1f8b", "fd377a585a00", "28b52ffd", "02214c18", "04224d18",
+                "425a68", "894c5a4f", "5d0000")  # fmt: skip
+
+
+def initrd_refusal(path: str, raw: p.RawInitrd | None) -> str:
+    """Why kvm-drivers must not rebuild path as an initrd ('' when it may): whatever the
+    bootloader configuration says, only a file in /boot that looks like an initrd is replaced.
+    """
+    if not p.safe_path(path) or not path.startswith("/boot/"):
+        return f"the bootloader names {path!r} as an initrd: not a file in /boot, refusing to touch it"
+    if raw is not None and raw.magic and not raw.magic.startswith(INITRD_MAGIC):
+        return f"{path} does not look like an initrd (first bytes {raw.magic[:12]}): refusing to replace it"
+    return ""
 
 
 def gather_command(drivers: list[str], known: list[str] | None = None, seen: str = "") -> StringCommand:
@@ -382,6 +405,10 @@ def gather_command(drivers: list[str], known: list[str] | None = None, seen: str
         QuoteString(" ".join(known or [])),
         QuoteString(seen),
         *[QuoteString(d) for d in drivers],
+        "|",  # an answer past the cap is cut (no "end" line: an error), whatever the host holds
+        "head",
+        "-c",
+        str(OUTPUT_CAP),
     )
 
 
@@ -414,17 +441,37 @@ class KvmDrivers(FactBase[dict]):
         self._args = (drivers, extra, kernels)
         self._host = ctx_host.get().name if ctx_host.isset() else ""
         self._cached = cache.load(self._host) if self._host else cache.HostCache()
-        lookup = wanted_drivers("suse", drivers, extra) if drivers is None else wanted_drivers(None, drivers, extra)
+        # Only well-formed names travel (bad inventory data is reported by analyse()).
+        names, more = valid_drivers(drivers), valid_drivers(extra) or []
+        lookup = wanted_drivers("suse", None, more) if names is None else wanted_drivers(None, names, more)
         return gather_command(lookup, sorted(self._cached.listings), cache.seen(self._cached, SCRIPT_VERSION))
 
     def process(self, output: list[str]) -> dict:
         drivers, extra, kernels = getattr(self, "_args", (None, None, "all"))
-        cached = getattr(self, "_cached", cache.HostCache())
-        lines = cache.expand(cached, output)
-        snap = p.parse_snapshot(lines)
-        if getattr(self, "_host", ""):
-            cache.apply(self._host, cached, snap, lines, SCRIPT_VERSION)
-        return analyse(snap, drivers, extra, kernels)
+        try:
+            size = sum(len(line) + 1 for line in output)
+            if size >= OUTPUT_CAP:
+                return failed_state(f"the host sent {size} bytes or more (limit {OUTPUT_CAP}): answer refused")
+            cached = getattr(self, "_cached", cache.HostCache())
+            lines = cache.expand(cached, output)
+            snap = p.parse_snapshot(lines)
+            if getattr(self, "_host", ""):
+                cache.apply(self._host, cached, snap, lines, SCRIPT_VERSION)
+            return analyse(snap, drivers, extra, kernels)
+        except Exception as exc:  # noqa: BLE001 - one host's odd answer must not stop the others
+            return failed_state(f"could not make sense of the host's answer ({type(exc).__name__}: {exc})")
+
+
+def failed_state(message: str) -> dict[str, Any]:
+    """The state of a host that could not be checked: an error, with every key analyse() gives."""
+    return {
+        "status": "error", "errors": [message], "warnings": [],
+        "distro": {"id": "unknown", "name": "unknown", "version": "", "family": None, "reason": message},
+        "generator": None, "tools": {}, "running_kernel": "", "boot_free_kib": None,
+        "boot": {"source": None, "default_kernel": None, "default_title": None, "entries": []},
+        "wanted": [], "kernels": [], "declared": declared_drivers(None, {}), "to_declare": [], "to_rebuild": [],
+        "blacklisted": [],
+    }  # fmt: skip
 
 
 class _Part(ShortFactBase[Any]):

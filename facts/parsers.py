@@ -146,7 +146,7 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 snap.files[arg] = None
                 kind = ""
             elif kind == "kernel":
-                if KERNEL_NAME.match(arg):
+                if len(words) == 2 and KERNEL_NAME.match(arg):
                     snap.kernels[arg] = RawKernel(arg)
                 else:
                     problem(f"unexpected kernel directory name {arg!r}")
@@ -503,7 +503,7 @@ def _resolve_default(entries: list[BootEntry], value: str, warnings: list[str]) 
     for i, entry in enumerate(entries):
         if last and last in (entry.ident, entry.title):
             return i
-    if value.isdigit() and int(value) == 0:
+    if value == "0":
         return 0
     warnings.append(f"default entry {value!r} not found; GRUB falls back to the first entry")
     return 0
@@ -614,11 +614,41 @@ def parse_modules_file(text: str | None) -> list[str]:
     return names
 
 
+def shell_statements(text: str | None) -> list[tuple[int, int, str]]:
+    """(first line, last line, statement) of a shell-style file, lines counted from 0 in
+    text.split(newline): a backslash-newline or a quote left open continues on the next line.
+    """
+    out = []
+    lines = (text or "").split("\n")
+    i = 0
+    while i < len(lines):
+        first, stmt = i, lines[i].replace("\r", "")
+        while i + 1 < len(lines):
+            if stmt.endswith("\\") and not stmt.endswith("\\\\"):
+                stmt = stmt[:-1] + lines[i + 1].replace("\r", "")
+            elif _open_quote(stmt):
+                stmt = stmt + "\n" + lines[i + 1].replace("\r", "")
+            else:
+                break
+            i += 1
+        out.append((first, i, stmt))
+        i += 1
+    return out
+
+
+def _open_quote(stmt: str) -> bool:
+    try:
+        shlex.split(stmt, comments=True)
+    except ValueError as exc:
+        return "quotation" in str(exc)
+    return False
+
+
 def shell_assignments(text: str | None) -> list[tuple[str, str, str]]:
     """(key, operator, value) of the shell-style assignments in a dracut/sysconfig file."""
     out = []
-    for line in (text or "").replace("\r", "").splitlines():
-        m = re.match(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)(\+?=)(.*)$", line)
+    for _, _, line in shell_statements(text):
+        m = re.match(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)(\+?=)(.*)$", line, re.S)
         if not m:
             continue
         key, op, rest = m.groups()
