@@ -172,7 +172,8 @@ def analyse(
     generator, generator_error = choose_generator(distro.family, snap.tools)
     errors: list[str] = settings_errors(drivers, extra, kernels)
     warnings: list[str] = []
-    if errors:  # check with the defaults; nothing is changed on a host with bad settings
+    bad_settings = bool(errors)
+    if bad_settings:  # check with the defaults; nothing is changed on a host with bad settings
         drivers, extra, kernels = None, None, "all"
     wanted = wanted_drivers(distro.family, drivers, extra)
     errors += [f"malformed answer from the host: {x}" for x in snap.problems]
@@ -256,7 +257,9 @@ def analyse(
         errors += boot_prechecks(snap, [k for k in usable if k["version"] in to_rebuild])
 
     if errors:
-        status = "unsupported" if distro.family is None or (result_kernels and not usable) else "error"
+        unreadable = bool(snap.problems) or not snap.complete or bad_settings
+        unsupported = distro.family is None or (result_kernels and not usable)
+        status = "unsupported" if unsupported and not unreadable else "error"  # not fully checked: error
     elif to_rebuild or to_declare or blacklisted:
         status = "drifted"
     else:

@@ -176,6 +176,8 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
             elif kind not in ("file", "meta", "blacklist", "unchanged", "oddname"):
                 problem(f"unknown section {kind!r}")
                 kind = "ignored"
+            if kind == "unchanged":  # cache.expand() replaces it with our copy: here that copy is gone
+                problem("the host answered 'unchanged' but the cached answer it refers to is gone; run again")
             if kind == "oddname":
                 problem(f"a file name that is not plain ASCII in {arg!r}: it cannot be read safely")
             continue

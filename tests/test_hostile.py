@@ -166,3 +166,8 @@ def test_multiline_initrd_modules_is_rendered_as_one_valid_assignment(tmp_path):
     assert got == "ata_piix xenblk ext3 virtio_blk|xennet"
     quoted = 'INITRD_MODULES="xenblk\next3"\n'  # a newline inside the quotes
     assert ops.render_sysconfig_kernel(quoted, [], ["virtio"]) == 'INITRD_MODULES="xenblk ext3 virtio"\n'
+
+
+def test_unchanged_answer_without_our_copy_is_an_error():
+    info = process(["@@KVM meta", "uname 6.1", "@@KVM unchanged 1-2", "@@KVM end"])
+    assert info["status"] == "error" and any("cached answer" in e for e in info["errors"])
