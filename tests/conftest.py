@@ -50,6 +50,14 @@ def pyinfra(*args: str, timeout: int = 1200) -> Run:
     return Run(proc.returncode, out, parse_results(out))
 
 
+def pytest_collection_modifyitems(config, items):
+    """KVM_LAB=0: every test marked lab is skipped (not only those using the lab fixture)."""
+    if os.environ.get("KVM_LAB", "1") == "0":
+        for item in items:
+            if item.get_closest_marker("lab"):
+                item.add_marker(pytest.mark.skip(reason="KVM_LAB=0: lab tests disabled"))
+
+
 @pytest.fixture(scope="session")
 def lab():
     """Every lab host up, fresh, for the session; stopped afterwards whatever happens."""

@@ -164,3 +164,22 @@ def test_python_lister_ignores_modules_in_the_working_directory(tmp_path):
     proc = subprocess.run(["sh", "-c", LIB + 'PYLIST=$1; list_initrd "$2"', "t", kd.LISTER, str(img)],
                           cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
     assert "hijacked" not in proc.stdout + proc.stderr
+
+
+def test_host_scripts_create_nothing_in_world_writable_places():
+    # Medium/High: the lock was in /var/lock (1777) and the log fell back to /tmp/kvm-drivers.$$.log.
+    from operations import kvm_drivers as ops
+
+    for name in ("GATHER_SCRIPT", "REBUILD_SCRIPT", "WRITE_SCRIPT", "UNBLACKLIST_SCRIPT"):
+        script = getattr(kd, name, None) or getattr(ops, name)
+        code = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("#"))
+        for place in ("/tmp", "/var/lock", "/var/tmp", "/dev/shm"):
+            assert place not in code, (name, place)
+
+
+def test_new_initrd_is_flushed_before_it_takes_the_old_ones_name():
+    # Low (by reading): the new initrd was not flushed before the rename.
+    lines = [ln.strip() for ln in ops.REBUILD_SCRIPT.splitlines()]
+    flush = next(i for i, ln in enumerate(lines) if ln.startswith('sync "$tmp"'))
+    rename = next(i for i, ln in enumerate(lines) if ln.startswith('mv -f "$tmp" "$img"'))
+    assert flush < rename

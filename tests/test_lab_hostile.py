@@ -92,13 +92,19 @@ def odd_names(root: Path) -> None:
     )
 
 
+def latin1_blacklist(root: Path) -> None:
+    (root / "etc/modprobe.d").mkdir(exist_ok=True)
+    (root / "etc/modprobe.d/latin.conf").write_bytes(b"blacklist virtio_net # d\xe9sactiv\xe9\n")
+
+
 def test_bad_hosts_and_bad_data_fail_alone_with_clear_messages(started):
     shadow = make("shadow", 1, grub_initrd_is_etc_shadow)
     baddata = make("baddata", 2, kvm_drivers="virtio_blk")  # a string, not a list
     typo = make("typo", 3, kvm_kernels=["6.1.0-51-amd64"])
     odd = make("oddname", 4, odd_names)
     ok = make("ok", 5)
-    inv = started(shadow, baddata, typo, odd, ok)
+    latin = make("latin", 11, latin1_blacklist)  # Low: non-UTF-8 bytes made pyinfra's decoder fail
+    inv = started(shadow, baddata, typo, odd, ok, latin)
     before = ssh(shadow, "sha256sum /etc/shadow; stat -c '%U:%G %a' /etc/shadow")
     run = pyinfra("-y", str(inv), DEPLOY)
     assert run.returncode != 0
@@ -112,13 +118,16 @@ def test_bad_hosts_and_bad_data_fail_alone_with_clear_messages(started):
     for bad in (shadow, baddata, typo, odd):  # refused: nothing changed
         assert "virtio" not in ssh(bad, f"cat {MODULES}"), bad.name
     assert ssh(ok, f"grep -c '^virtio_blk$' {MODULES}").strip() == "1"  # the good host was fixed
+    assert f"[{latin.name}]" in out and "/etc/modprobe.d/latin.conf line 1 stops virtio_net loading" in out
+    assert ssh(latin, f"grep -c '^virtio_blk$' {MODULES}").strip() == "1"
     # the drift check never calls them compliant
     report = hosts.STATE / "hostile-report.json"
     drift = pyinfra("-y", str(inv), DRIFT, "--data", f"report={report}")
     rows = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
     assert drift.returncode == 4
     assert {n: r["status"] for n, r in rows.items()} == {
-        shadow.name: "error", baddata.name: "error", typo.name: "error", odd.name: "error", ok.name: "compliant"
+        shadow.name: "error", baddata.name: "error", typo.name: "error", odd.name: "error", ok.name: "compliant",
+        latin.name: "drifted",  # the blacklist line is still there (kvm_remove_blacklists is off)
     }  # fmt: skip
 
 
@@ -127,6 +136,12 @@ def vendor_blacklist(root: Path) -> None:
     (root / "usr/lib/modprobe.d/kvm-vendor.conf").write_text(
         "# vendor defaults\nblacklist virtio_blk\noptions loop max_loop=8\ninstall virtio_net /bin/false\n"
     )
+    # a backup kept for a kernel removed since, and a post-update hook as flash-kernel installs one
+    (root / "boot/initrd.img-5.10.0-9-amd64.kvm-drivers.bak").write_bytes(b"\x1f\x8b old")
+    hooks = root / "etc/initramfs/post-update.d"
+    hooks.mkdir(parents=True, exist_ok=True)
+    (hooks / "zz-lab").write_text('#!/bin/sh\necho "$@" >> /root/post-update.log\n')
+    (hooks / "zz-lab").chmod(0o755)
 
 
 def test_vendor_file_with_several_blacklist_lines_has_all_of_them_disabled(started, tmp_path):
@@ -140,6 +155,9 @@ def test_vendor_file_with_several_blacklist_lines_has_all_of_them_disabled(start
     assert "# disabled by kvm-drivers (needed to boot on KVM): blacklist virtio_blk" in override
     assert "# disabled by kvm-drivers (needed to boot on KVM): install virtio_net /bin/false" in override
     assert "\noptions loop max_loop=8\n" in override
+    # Low (by reading): stale backups outlived their kernels; update-initramfs's hooks were skipped
+    assert "5.10.0-9" not in ssh(h, "ls /boot")
+    assert ssh(h, "cat /root/post-update.log") == "6.1.0-50-amd64 /boot/initrd.img-6.1.0-50-amd64\n"
     drift = pyinfra("-y", str(inv), DRIFT, "--data", f"report={tmp_path}/r.json")
     assert drift.returncode == 0, drift.output
 
