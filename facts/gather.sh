@@ -36,7 +36,7 @@ df -Pk /boot 2>/dev/null | awk 'NR == 2 { f = $4 } END {
 # The files the facts parse (shell built-ins only: no program started).
 dumps=""
 for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-release \
-    /etc/centos-release /etc/euleros-release /etc/openEuler-release /etc/lsb-release \
+    /etc/centos-release /etc/euleros-release /etc/openEuler-release /etc/system-release /etc/lsb-release \
     /etc/debian_version /etc/initramfs-tools/modules /etc/initramfs-tools/initramfs.conf \
     /etc/dracut.conf /etc/sysconfig/kernel /etc/sysconfig/bootloader /etc/default/grub \
     /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/grubenv /boot/grub2/grubenv \

@@ -287,7 +287,17 @@ SUSE_IDS = {
     "opensuse-slowroll",
     "sle-micro",
     "sl-micro",
+    "suse-microos",
+    "opensuse-microos",
+    "alp",
+    "alp-dolomite",
+    "alp-micro",
 }
+# SUSE products whose version numbers the procedure's thresholds speak of (SLES 11 / 12 SP1,
+# openSUSE 13). The others (SUSE Linux Micro 5.x/6.x, SLE Micro, ALP, MicroOS, Tumbleweed)
+# number their releases their own way and all build their initrds with dracut.
+SLES_NUMBERED = {"sles", "sled", "sles_sap", "sle_hpc", "suse"}
+OPENSUSE_NUMBERED = {"opensuse", "opensuse-leap"}
 
 
 @dataclass
@@ -335,6 +345,8 @@ def parse_distro(files: dict[str, str | None]) -> Distro:
         except Exception as exc:  # noqa: BLE001 - distro chokes on some garbage; report it
             return Distro("unknown", "unknown", "", None, f"release files could not be parsed: {exc}")
     did = did.lower()
+    if not did:  # no os-release nor a release file distro reads: the older files, parsed here
+        did, name, version = _legacy_release(files)
     suse_release = files.get("/etc/SuSE-release")
     if suse_release and not files.get("/etc/os-release") and not files.get("/usr/lib/os-release"):
         fields = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", suse_release, re.M))
@@ -353,7 +365,14 @@ def parse_distro(files: dict[str, str | None]) -> Distro:
     likes = set(like.lower().split())
     family: str | None = None
     reason = ""
-    if did in SUSE_IDS or "suse" in likes:
+    os_release = files.get("/etc/os-release") or files.get("/usr/lib/os-release") or ""
+    platform = re.search(r"^PLATFORM_ID=[\"']?platform:(\w+)", os_release, re.M)
+    if did == "uos" and platform and re.match(r"^uelc?\d+$", platform.group(1)):
+        # UOS / UnionTech OS Server 20 (PLATFORM_ID platform:uel20 or uelc20) is RPM-based with
+        # dracut; the UOS desktop and Deepin are Debian-based (Ansible's distribution facts
+        # route them the same way: test/units/module_utils/facts/system/distribution/fixtures).
+        family = "rhel"
+    elif did in SUSE_IDS or "suse" in likes:
         family = suse_family(did, version)
     elif did in RHEL_IDS or likes & {"rhel", "fedora", "centos"}:
         family = "rhel"
@@ -364,13 +383,34 @@ def parse_distro(files: dict[str, str | None]) -> Distro:
     return Distro(did, name or did, version, family, reason)
 
 
+def _legacy_release(files: dict[str, str | None]) -> tuple[str, str, str]:
+    """(id, name, version) from the files older hosts have instead of os-release.
+
+    /etc/system-release alone (Amazon Linux AMI before 2016), /etc/lsb-release alone
+    (DISTRIB_ID/DISTRIB_RELEASE), /etc/debian_version alone. ('', '', '') when none tells.
+    """
+    system = (files.get("/etc/system-release") or "").strip()
+    if m := re.match(r"^(.*?)\s+release\s+(\S+)", system):
+        name = m.group(1)
+        did = "amzn" if name.lower().startswith("amazon linux") else name.split()[0].lower()
+        return did, name, m.group(2)
+    lsb = dict(re.findall(r"^(DISTRIB_\w+)=[\"']?([^\"'\n]*)", files.get("/etc/lsb-release") or "", re.M))
+    if lsb.get("DISTRIB_ID"):
+        did = lsb["DISTRIB_ID"]
+        return did.lower(), lsb.get("DISTRIB_DESCRIPTION") or did, lsb.get("DISTRIB_RELEASE", "")
+    debian = (files.get("/etc/debian_version") or "").strip()
+    if debian:
+        return "debian", "Debian", debian if re.match(r"^\d", debian) else ""
+    return "", "", ""
+
+
 def suse_family(did: str, version: str) -> str:
     """SUSE procedure: legacy (SLES < 12 SP1, openSUSE < 13), 12 SP1, or later."""
     v = _version_tuple(version) or (0,)
     major, minor = v[0], (v[1] if len(v) > 1 else 0)
-    if "tumbleweed" in did or "slowroll" in did:
-        return "suse"
-    if did.startswith("opensuse"):
+    if did not in SLES_NUMBERED | OPENSUSE_NUMBERED:
+        return "suse"  # Micro, ALP, MicroOS, Tumbleweed, Slowroll: dracut, their own numbering
+    if did in OPENSUSE_NUMBERED:
         return "suse-legacy" if major < 13 else "suse"
     if major < 12 or (major == 12 and minor == 0):
         return "suse-legacy"
@@ -873,16 +913,19 @@ class _GrubScript:
             args = self.args(words)
         except _Unknown:
             args = ["".join(t for t, _ in w) for w in words]
+        # lib/arg.c grub_arg_parse(): "--opt value" takes the next word only if it is not an option
+        # (RHEL's "--users $grub_users --id X" with grub_users unset keeps its --id).
         title, ident, skip = "", "", False
         for i, a in enumerate(args):
+            nxt = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else None
             if skip:
                 skip = False
-            elif a == "--id" and i + 1 < len(args):
-                ident, skip = args[i + 1], True
+            elif a == "--id" and nxt is not None:
+                ident, skip = nxt, True
             elif a.startswith("--id="):
                 ident = a[5:]
             elif a in ("--class", "--users", "--hotkey", "--source"):
-                skip = True
+                skip = nxt is not None
             elif a.startswith("--"):
                 continue
             elif not title:
