@@ -705,14 +705,17 @@ class _Block:
     item: _Item | None = None
     state: bool | None = True  # the current branch runs (True), does not (False), or unknown
     taken: bool | None = False  # an earlier branch of this if ran
+    saved: dict[str, str | None] | None = None  # the variables outside a submenu's own context
 
 
 class _GrubScript:
     """Runs the statements of a grub.cfg that decide the menu and the default, nothing else."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], export_all: bool = False):
         self.vars: dict[str, str | None] = {f: "y" for f in GRUB_FEATURES}
         self.vars.update(env)  # load_env: grubenv's variables (00_header loads them first)
+        self.exported = set(GRUB_FEATURES)  # normal/main.c exports the feature variables
+        self.export_all = export_all
         self.top: list[_Item] = []
         self.stack: list[_Block] = []
         self.warnings: list[str] = []
@@ -763,7 +766,7 @@ class _GrubScript:
         """The item list that a menuentry here would join (None: not built now)."""
         for b in reversed(self.stack):
             if b.kind == "submenu":
-                return b.item.children if b.state is not False else None
+                return b.item.children if b.item is not None and b.state is not False else None
             if b.kind in ("menuentry", "function") or b.state is False:
                 return None
         return self.top
@@ -874,7 +877,13 @@ class _GrubScript:
             where = self.menu()
             if where is not None and item is not None:
                 where.append(item)
-            self.stack.append(_Block(head, item, state=True))
+            block = _Block(head, item, state=True)
+            if head == "submenu":
+                # Its body runs in a new context (normal/context.c grub_env_context_open()):
+                # upstream and RHEL 8 copy only exported variables, RHEL 9 and Fedora all of them.
+                block.saved = self.vars
+                self.vars = {k: v for k, v in self.vars.items() if self.export_all or k in self.exported}
+            self.stack.append(block)
             return
         if opens:  # function NAME {, or anything else that opens a block
             self.stack.append(_Block("function"))
@@ -883,7 +892,9 @@ class _GrubScript:
             if inner.kind == "menuentry" and inner.item is not None and self.runs_in_entry():
                 self.entry_line(inner.item.entry, head, words[1:])
             return
-        if head == "blscfg" and self.runs() is not False:
+        if head == "export" and self.runs() is not False:
+            self.exported.update(self.args(words[1:]))
+        elif head == "blscfg" and self.runs() is not False:
             where = self.menu()
             if where is not None:
                 where.append(_Item("", "", None, None, bls=True))
@@ -913,23 +924,30 @@ class _GrubScript:
             args = self.args(words)
         except _Unknown:
             args = ["".join(t for t, _ in w) for w in words]
-        # lib/arg.c grub_arg_parse(): "--opt value" takes the next word only if it is not an option
-        # (RHEL's "--users $grub_users --id X" with grub_users unset keeps its --id).
-        title, ident, skip = "", "", False
-        for i, a in enumerate(args):
-            nxt = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else None
-            if skip:
-                skip = False
-            elif a == "--id" and nxt is not None:
-                ident, skip = nxt, True
-            elif a.startswith("--id="):
-                ident = a[5:]
-            elif a in ("--class", "--users", "--hotkey", "--source"):
-                skip = nxt is not None
-            elif a.startswith("--"):
-                continue
+        # commands/menuentry.c options, parsed as lib/arg.c grub_arg_parse() does: "--opt value"
+        # takes the next word only if it does not start with '-'; an option that needs a value
+        # and gets none, or an unknown option, is an error and the entry is not added (e.g.
+        # RHEL's "--users $grub_users --id X" with grub_users unset).
+        title, ident, error, i = "", "", "", 0
+        while i < len(args):
+            a = args[i]
+            if a.startswith("--") and a != "--":
+                name, eq, value = a[2:].partition("=")
+                if name not in ("class", "users", "hotkey", "source", "id", "unrestricted"):
+                    error = f"unknown argument `{a}'"
+                elif name != "unrestricted" and not eq:
+                    if i + 1 < len(args) and not args[i + 1].startswith("-"):
+                        value, i = args[i + 1], i + 1
+                    else:
+                        error = f"missing mandatory option for `{name}'"
+                if name == "id":
+                    ident = value
             elif not title:
                 title = a
+            i += 1
+        if error:
+            self.warnings.append(f"{kind} {title!r}: {error}: GRUB does not add it")
+            return None
         ident = ident or title  # menuentry.c: menu_id = id ? : menu_title
         if kind == "submenu":
             return _Item(title, ident, [])
@@ -951,6 +969,8 @@ class _GrubScript:
     def close(self) -> None:
         while self.stack:
             b = self.stack.pop()
+            if b.saved is not None:
+                self.vars = b.saved
             if b.kind in ("menuentry", "submenu", "function"):
                 return
 
@@ -1087,8 +1107,9 @@ def parse_grub2(
     'blscfg' command in the file adds, in their menu order.
     """
     cfg = BootConfig(source)
-    script = _GrubScript(env)
+    script = _GrubScript(env, export_all=variant == "fedora")
     script.run(text)
+    cfg.warnings += script.warnings
     top = script.top
     if bls is not None:  # blscfg puts the BLS entries where it is called
         spliced: list[_Item] = []

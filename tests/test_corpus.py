@@ -65,11 +65,13 @@ GRUB_CASES = [
     # btrfs with /boot in subvolume 'boot6': the path as written.
     ("grubby-fedora21-btrfs-subvol.cfg", None, "upstream",
      ("0", "3.15.0-0.rc7.git2.1.fc21.x86_64", "/boot6/initramfs-3.15.0-0.rc7.git2.1.fc21.x86_64.img")),
-    # RHEL 8 (static BLS entries): ids start with a hex digit. The Fedora/RHEL lookup finds the id...
-    ("petitboot-rhel8-ppc64le.cfg", {"saved_entry": f"{RHEL8_ID}-4.18.0-80.el8.ppc64le"}, "rhel8",
+    # RHEL 8 (static BLS entries, '--users $grub_users': see test_rhel8_static_entries_need_grub_users).
+    # The ids start with a hex digit. The Fedora/RHEL lookup finds the id...
+    ("petitboot-rhel8-ppc64le.cfg", {"grub_users": "root", "saved_entry": f"{RHEL8_ID}-4.18.0-80.el8.ppc64le"}, "rhel8",
      ("1", "4.18.0-80.el8.ppc64le", "/initramfs-4.18.0-80.el8.ppc64le.img")),
     # ... while upstream's grub_strtoul reads "8e15..." as the number 8: out of range, entry 0.
-    ("petitboot-rhel8-ppc64le.cfg", {"saved_entry": f"{RHEL8_ID}-4.18.0-80.el8.ppc64le"}, "upstream",
+    ("petitboot-rhel8-ppc64le.cfg", {"grub_users": "root", "saved_entry": f"{RHEL8_ID}-4.18.0-80.el8.ppc64le"},
+     "upstream",
      ("0", "4.18.0-80.11.2.el8_0.ppc64le", "/initramfs-4.18.0-80.11.2.el8_0.ppc64le.img")),
     # RHCOS: one ostree entry, kernel version from the /ostree/... path.
     ("petitboot-rhcos-4.2.cfg", None, "rhel8",
@@ -89,13 +91,23 @@ def test_grub2_default_on_real_configs(name, env, variant, want):
     assert (e.path, e.kernel, e.initrd) == want
 
 
+def test_rhel8_static_entries_need_grub_users():
+    # menuentry ... --users $grub_users --id X: with grub_users unset, '--users' gets no value
+    # ('--id' starts with '-'), lib/arg.c fails "missing mandatory option", the entry is not
+    # added. (This file is generated for petitboot on ppc64le, which does not run it as GRUB.)
+    cfg = p.parse_grub2((REAL / "grub" / "petitboot-rhel8-ppc64le.cfg").read_text(), {}, "x", variant="rhel8")
+    assert cfg.entries == [] and "missing mandatory option for `users'" in cfg.warnings[0]
+
+
 def test_sles_snapshot_header_one_line_blocks():
     text = (REAL / "grub" / "petitboot-sles-btrfs-snapshot.cfg").read_text()
     cfg = p.parse_grub2(text, {}, "x")
     assert [(e.path, e.title, e.linux_path) for e in cfg.entries] == [("0", "test", "/vmlinux")]
     cfg = p.parse_grub2(text, {"extra_cmdline": "x", "snapshot_num": "7"}, "x")  # booted from snapshot 7
     assert [e.path for e in cfg.entries] == ["0>0", "1"]
-    assert cfg.entries[cfg.default].title == "If OK, run 'snapper rollback 7' and reboot."
+    # The submenu's body runs in a new context holding only exported variables (upstream
+    # normal/context.c): $snapshot_num is empty there (grub-emu shows the same title).
+    assert cfg.entries[cfg.default].title == "If OK, run 'snapper rollback ' and reboot."
     assert cfg.entries[1].title == "test"  # closed blocks: not swallowed by the submenu
 
 
@@ -120,7 +132,7 @@ def _counting_config() -> str:
     ],
 )
 def test_boot_counting_block(env, want):
-    cfg = p.parse_grub2(_counting_config(), env, "x", variant="rhel8")
+    cfg = p.parse_grub2(_counting_config(), {"grub_users": "root", **env}, "x", variant="rhel8")
     assert cfg.entries[cfg.default].kernel == want
 
 
