@@ -76,6 +76,16 @@ class RawInitrd:
 
 
 @dataclass
+class KernelImage:
+    """A kernel image a bootloader entry names without a version in its file name."""
+
+    path: str  # as written in the bootloader configuration
+    resolved: str = ""  # the file on the running system ('' if not found)
+    version: str = ""  # first word of the bzImage header's version string
+    same: list[str] = field(default_factory=list)  # versioned images that are the same file
+
+
+@dataclass
 class Snapshot:
     """Everything one run of gather.sh printed, split into its sections."""
 
@@ -89,6 +99,7 @@ class Snapshot:
     fingerprint: str = ""  # of everything but the live values ('' when it cannot be trusted)
     complete: bool = False
     problems: list[str] = field(default_factory=list)  # what in the answer was malformed or refused
+    kimages: dict[str, KernelImage] = field(default_factory=dict)  # unversioned kernel image paths as written
 
 
 # What a host may send. Its output is untrusted: anything else is refused (and makes the host
@@ -169,6 +180,13 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                     kind = "ignored"
                 else:
                     initrd.error = f"listing failed (exit {arg})"
+            elif kind == "kimage":
+                resolved = words[2] if len(words) > 2 else ""
+                if len(words) <= 3 and safe_path(arg) and (not resolved or safe_path(resolved)):
+                    snap.kimages[arg] = KernelImage(arg, resolved)
+                else:
+                    problem(f"unexpected kernel image section {' '.join(words[1:])!r}")
+                    kind = "ignored"
             elif kind == "fingerprint":
                 snap.fingerprint = arg
             elif kind == "end":
@@ -202,6 +220,14 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 snap.blacklists.append({"file": path, "line": lineno, "driver": driver, "text": text})
             else:
                 problem(f"unexpected modprobe.d line {line!r}")
+        elif kind == "kimage":
+            key, _, value = line.partition(" ")
+            if key == "version" and KERNEL_NAME.match(value):
+                snap.kimages[arg].version = value
+            elif key == "same" and safe_path(value):
+                snap.kimages[arg].same.append(value)
+            else:
+                problem(f"unexpected line for kernel image {arg}: {line!r}")
         elif kind == "listfail" and initrd is not None:
             if line.strip():
                 sep = ": " if initrd.error and initrd.error.endswith(")") else " "
@@ -476,6 +502,17 @@ def kernel_from_path(path: str) -> str:
 def strip_device(path: str) -> str:
     """A GRUB file name without its device: (hd0,1)/vmlinuz -> /vmlinuz, ($root)/x -> /x."""
     return re.sub(r"^\([^)]*\)", "", path)
+
+
+def system_path(path: str) -> str:
+    """Where a file a bootloader names is on the running system.
+
+    GRUB names files on the file system it reads: /vmlinuz-K on a separate /boot partition,
+    /boot/vmlinuz-K on the root file system, /@/boot/vmlinuz-K when the root is the btrfs
+    subvolume @ (Debian/Ubuntu installers), /@boot/vmlinuz-K for a subvolume mounted on /boot.
+    """
+    path = re.sub(r"^/@[^/]*(?=/)", "", path)
+    return path if path.startswith("/boot/") else "/boot" + path
 
 
 def choose_initrd(paths: list[str]) -> str:
