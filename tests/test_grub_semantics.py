@@ -185,3 +185,21 @@ def test_grub_legacy_default(default, want):
     cfg = p.parse_grub_legacy(text, "1\n", "menu.lst")
     assert cfg.default == want
     assert cfg.entries[1].linux_path == "/linux.vmx" and cfg.entries[1].kernel == ""
+
+
+@pytest.mark.parametrize(
+    "release,variant",
+    [
+        ("distro-centos7", "upstream"),  # RHEL 7's GRUB 2.02: upstream lookups (rhel-7.9 menu.c)
+        ("distro-rocky9", "fedora"),  # RHEL 9 rebuild: file-name BLS order
+        ("distro-fedora30", "fedora"),
+        ("distro-debian10", "upstream"),
+        ("distro-opensuse15", "upstream"),
+    ],
+)
+def test_grub_variant_from_os_release(release, variant):
+    root = REAL / "release" / release
+    files = {"/" + str(f.relative_to(root)): f.read_text() for f in root.rglob("*") if f.is_file()}
+    assert p._grub_variant(files) == variant
+    rhel8 = {"/etc/os-release": 'NAME="Red Hat Enterprise Linux"\nVERSION_ID="8.5"\nID="rhel"\nID_LIKE="fedora"\n'}
+    assert p._grub_variant(rhel8) == "rhel8"
