@@ -219,6 +219,7 @@ kimgs=""
     p = $2; sub(/^\([^)]*\)/, "", p); b = p; sub(/.*\//, "", b)
     if (b !~ /^(vmlinuz|vmlinux|bzImage|Image|image|kernel)-./) print p }' $bl | sort -u)
 for p in $kimgs; do
+    odd "$p" && continue
     r=""
     if [ -f "$p" ]; then r=$p; elif [ -f "/boot$p" ]; then r=/boot$p; fi
     case "$r$p" in /@*/*) q=/${p#/@*/}; if [ -f "$q" ]; then r=$q; elif [ -f "/boot$q" ]; then r=/boot$q; fi ;; esac
@@ -230,6 +231,7 @@ for p in $kimgs; do
             tr '\000' '\n' | sed -n '1s/^\([A-Za-z0-9._+~-]*\).*/version \1/p'
     fi
     for f in /boot/vmlinuz-* /boot/vmlinux-* /boot/Image-* /boot/image-*; do
+        case "$f" in *[!A-Za-z0-9._@+,:=~/-]*) continue ;; esac  # reported as oddname above
         [ -f "$f" ] && [ "$f" -ef "$r" ] && echo "same $f"
     done
 done

@@ -102,7 +102,8 @@ def test_gather_block_reads_the_version_from_a_real_kernel(image, tmp_path):
     (tmp_path / "linux.vmx").symlink_to(image)
     menu = tmp_path / "menu.lst"
     menu.write_text(f"default 0\ntitle x\n kernel (hd0,0){tmp_path}/linux.vmx vga=0x314\n initrd /boot/initrd.vmx\n")
-    script = 'sec() { echo "@@KVM $*"; }\nbl=' + str(menu) + "\n#" + block
+    helpers = GATHER.read_text().split("\nascii()", 1)[1].split("\n\n", 1)[0]  # ascii() and odd()
+    script = 'sec() { echo "@@KVM $*"; }\nascii()' + helpers + "\nbl=" + str(menu) + "\n#" + block
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30, check=False).stdout
     snap = p.parse_snapshot(out.splitlines())
     img = snap.kimages[f"{tmp_path}/linux.vmx"]
