@@ -18,6 +18,7 @@ from facts import parsers as p
 REAL = Path(__file__).parent / "fixtures" / "real"
 F17 = "fe7b6773-70ed-4eac-b323-16ed459c7f86"
 RHEL8_ID = "8e15296c9cc14deb9e3f8548d49fd6fc"
+U2204, K2204 = "e8328184-226c-4e5e-9635-8142cc114051", "5.15.0-100-generic"
 
 
 def _env(name: str | None) -> dict[str, str]:
@@ -26,6 +27,14 @@ def _env(name: str | None) -> dict[str, str]:
 
 # (fixture, grubenv (file name or dict), variant) -> (index path, kernel, initrd as written)
 GRUB_CASES = [
+    # Ubuntu 22.04 cloud image: 'set default="0"' unless next_entry is set...
+    ("ubuntu-22.04-cloudimg.cfg", None, "upstream", ("0", K2204, f"/boot/initrd.img-{K2204}")),
+    # ... and next_entry is what 00_header's initrdfail branch takes from prev_entry after a boot
+    # without initrd failed (initrdfail=1).
+    ("ubuntu-22.04-cloudimg.cfg", {"initrdfail": "1", "prev_entry": "1>1"}, "upstream",
+     ("1>1", K2204, f"/boot/initrd.img-{K2204}")),
+    ("ubuntu-22.04-cloudimg.cfg", {"next_entry": f"gnulinux-advanced-{U2204}>gnulinux-{K2204}-recovery-{U2204}"},
+     "upstream", ("1>1", K2204, f"/boot/initrd.img-{K2204}")),
     # No saved_entry in the grubenv: default "" -> entry 0.
     ("grubby-fedora17-submenu.cfg", "grubby-grubenv.0", "upstream",
      ("0", "3.3.0-0.rc4.git1.4.fc17.x86_64", "/initramfs-3.3.0-0.rc4.git1.4.fc17.x86_64.img")),
