@@ -6,11 +6,13 @@ Every function here is unit-tested on captured real outputs (tests/fixtures).
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import distro
 
@@ -1179,7 +1181,7 @@ def _resolve_default(entries: list[BootEntry], value: str, warnings: list[str], 
     return entries.index(item.entry) if item is not None else 0
 
 
-def bls_sort_key(variant: str = "fedora", use_version: bool = True):  # noqa: ANN201 - a key function
+def bls_sort_key(variant: str = "fedora", use_version: bool = True) -> Callable[[tuple[str, str]], Any]:
     """Sort key that puts BLS entries in the menu order of GRUB's blscfg (newest first).
 
     rhboot/grub2 grub-core/commands/blscfg.c: on RHEL 8 (branch rhel-8-main) bls_cmp() compares
@@ -1190,8 +1192,6 @@ def bls_sort_key(variant: str = "fedora", use_version: bool = True):  # noqa: AN
     is compared (split_cmp(), name first: the machine-id), newest first, and a second entry that
     compares equal is dropped.
     """
-    from functools import cmp_to_key
-
     caret = None if variant == "rhel8" else "+"
 
     def cmp(x: tuple[str, str], y: tuple[str, str]) -> int:
@@ -1202,7 +1202,7 @@ def bls_sort_key(variant: str = "fedora", use_version: bool = True):  # noqa: AN
                 return -r
         return -_split_cmp(fx, fy, True, caret)
 
-    return cmp_to_key(cmp)
+    return functools.cmp_to_key(cmp)
 
 
 def parse_bls(files: dict[str, str | None], env: dict[str, str], variant: str = "fedora") -> BootConfig:
