@@ -36,7 +36,7 @@ df -Pk /boot 2>/dev/null | awk 'NR == 2 { f = $4 } END {
 # The files the facts parse (shell built-ins only: no program started).
 dumps=""
 for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-release \
-    /etc/centos-release /etc/euleros-release /etc/openEuler-release /etc/lsb-release \
+    /etc/centos-release /etc/euleros-release /etc/openEuler-release /etc/system-release /etc/lsb-release \
     /etc/debian_version /etc/initramfs-tools/modules /etc/initramfs-tools/initramfs.conf \
     /etc/dracut.conf /etc/sysconfig/kernel /etc/sysconfig/bootloader /etc/default/grub \
     /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/grubenv /boot/grub2/grubenv \
@@ -183,6 +183,9 @@ listed=" "
 for p in $refs $cands; do
     r=""
     if [ -f "$p" ]; then r=$p; elif [ -f "/boot$p" ]; then r=/boot$p; fi
+    # btrfs: GRUB names /@/boot/x (the subvolume mounted as /) for /boot/x, /@boot/x for /boot/x
+    # ("$r$p" starts with /@ only when nothing was found and p does)
+    case "$r$p" in /@*/*) q=/${p#/@*/}; if [ -f "$q" ]; then r=$q; elif [ -f "/boot$q" ]; then r=/boot$q; fi ;; esac
     case "$r" in "") ;; */./*|*/../*|*//*) r=$(readlink -f "$r") ;; *) [ -L "$r" ] && r=$(readlink -f "$r") ;; esac
     sec ref "$p" "$r"
     [ -n "$r" ] || continue
@@ -206,5 +209,30 @@ for p in $refs $cands; do
         sec listfail "$?"
         printf '%s\n' "$out" | tail -n 5 | ascii
     fi
+done
+# Kernel images that bootloader entries name without a version (SLES 11 KIWI images boot
+# /boot/linux.vmx): tie each to its kernel through the image itself, never by its name. The
+# version string from the x86 boot protocol header ("HdrS" at 0x202; kernel_version at 0x20E,
+# a pointer to the string at that value + 0x200), and the versioned images that are the same file.
+kimgs=""
+[ -n "$bl" ] && kimgs=$(awk '$1 ~ /^(linux|linux16|linuxefi|kernel)$/ && $2 !~ /^[$-]/ {
+    p = $2; sub(/^\([^)]*\)/, "", p); b = p; sub(/.*\//, "", b)
+    if (b !~ /^(vmlinuz|vmlinux|bzImage|Image|image|kernel)-./) print p }' $bl | sort -u)
+for p in $kimgs; do
+    odd "$p" && continue
+    r=""
+    if [ -f "$p" ]; then r=$p; elif [ -f "/boot$p" ]; then r=/boot$p; fi
+    case "$r$p" in /@*/*) q=/${p#/@*/}; if [ -f "$q" ]; then r=$q; elif [ -f "/boot$q" ]; then r=/boot$q; fi ;; esac
+    sec kimage "$p" "$r"
+    [ -n "$r" ] || continue
+    if [ "$(dd if="$r" bs=1 skip=514 count=4 2>/dev/null)" = HdrS ]; then
+        set -- $(od -An -tu1 -j 526 -N 2 "$r")
+        [ $# -eq 2 ] && dd if="$r" bs=1 skip=$(($1 + 256 * $2 + 512)) count=200 2>/dev/null |
+            tr '\000' '\n' | sed -n '1s/^\([A-Za-z0-9._+~-]*\).*/version \1/p'
+    fi
+    for f in /boot/vmlinuz-* /boot/vmlinux-* /boot/Image-* /boot/image-*; do
+        case "$f" in *[!A-Za-z0-9._@+,:=~/-]*) continue ;; esac  # reported as oddname above
+        [ -f "$f" ] && [ "$f" -ef "$r" ] && echo "same $f"
+    done
 done
 sec end

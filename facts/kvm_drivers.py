@@ -193,6 +193,7 @@ def analyse(
         warnings.append("no bootloader configuration found; using the distribution's initrd names")
     else:
         warnings += [f"bootloader: {w}" for w in boot.warnings]
+        warnings += tie_unversioned_entries(boot, snap)
     default_entry = boot.entries[boot.default] if boot and boot.default is not None else None
 
     running = snap.meta.get("uname", "")
@@ -288,6 +289,30 @@ def analyse(
     }
 
 
+def tie_unversioned_entries(boot: p.BootConfig, snap: p.Snapshot) -> list[str]:
+    """Give entries that boot an image without a version in its name (/boot/linux.vmx) their kernel.
+
+    Through the image itself, never its name: the version in its bzImage header when that kernel
+    is installed (/lib/modules/<version>), else a versioned image that is the same file.
+    """
+    notes = []
+    for entry in boot.entries:
+        img = snap.kimages.get(entry.linux_path) if not entry.kernel and entry.linux_path else None
+        if img is None:
+            continue
+        if img.version and img.version in snap.kernels:
+            entry.kernel, how = img.version, "its header's version string"
+        else:
+            owner = [k.version for k in snap.kernels.values() if set(k.images) & set(img.same)]
+            if not owner:
+                notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}, which is not tied to "
+                             f"an installed kernel (header version {img.version or 'unreadable'})")  # fmt: skip
+                continue
+            entry.kernel, how = owner[0], f"the same file as {' '.join(img.same)}"
+        notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}: kernel {entry.kernel} ({how})")
+    return notes
+
+
 def boot_prechecks(snap: p.Snapshot, rebuild: list[dict[str, Any]]) -> list[str]:
     """Why the initrds cannot be rebuilt safely (read-only or too full /boot), checked before any change."""
     options = snap.meta.get("bootmount", "").split(",")
@@ -320,9 +345,7 @@ def _kernel_state(
     initrd, source = "", ""
     for entry in entries:
         if entry.initrd:
-            initrd = snap.refs.get(entry.initrd) or (
-                entry.initrd if entry.initrd.startswith("/boot/") else "/boot" + entry.initrd
-            )
+            initrd = snap.refs.get(entry.initrd) or p.system_path(entry.initrd)
             source = f"bootloader entry '{entry.title}'"
             break
     no_initrd = bool(entries) and not initrd  # the bootloader boots this kernel without any initrd

@@ -245,7 +245,10 @@ def test_grub2_saved_entry_by_id_and_title():
     env = {"saved_entry": "gnulinux-advanced-8f1e>gnulinux-5.15.0-88-generic-advanced-8f1e"}
     cfg = p.parse_grub2(text, env, "x")
     assert cfg.entries[cfg.default].kernel == "5.15.0-88-generic"
+    # A bare title is looked up at the top level only (menu.c get_entry_number): not found, entry 0.
     cfg = p.parse_grub2(text, {"saved_entry": "Ubuntu, with Linux 5.15.0-88-generic"}, "x")
+    assert cfg.default == 0 and "not found at the top level" in cfg.warnings[0]
+    cfg = p.parse_grub2(text, {"saved_entry": "Advanced options for Ubuntu>Ubuntu, with Linux 5.15.0-88-generic"}, "x")
     assert cfg.entries[cfg.default].kernel == "5.15.0-88-generic"
     cfg = p.parse_grub2(text, {"saved_entry": "no-such-entry"}, "x")
     assert cfg.default == 0 and "not found" in cfg.warnings[0]
