@@ -60,7 +60,7 @@ for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/lib/modprobe.d/*.con
     esac
     mp="$mp $f"
 done
-tools=$(for t in dracut lsinitrd mkinitramfs update-initramfs lsinitramfs mkinitrd sdbootutil python3 python; do
+tools=$(for t in dracut lsinitrd mkinitramfs update-initramfs lsinitramfs mkinitrd sdbootutil grubby python3 python; do
     printf 'tool %s ' "$t"
     command -v "$t" 2>/dev/null || echo  # "tool NAME" alone: not installed
 done)
@@ -95,6 +95,8 @@ fi
 sec fingerprint "$fp"
 sec meta
 printf '%s\n' "$tools"
+# The host's own answer for the default kernel, where it has one (RHEL family): compared with ours.
+case "$tools" in *"tool grubby /"*) echo "grubby $(grubby --default-kernel 2>&1 | head -n 1 | ascii)" ;; esac
 
 # The files, dumped by ONE awk (a program per file would cost more than all the rest):
 # "@@KVM file PATH", the content byte for byte, then an extra newline that ends a last line

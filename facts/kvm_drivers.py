@@ -195,6 +195,12 @@ def analyse(
         warnings += [f"bootloader: {w}" for w in boot.warnings]
         warnings += tie_unversioned_entries(boot, snap)
     default_entry = boot.entries[boot.default] if boot and boot.default is not None else None
+    if "grubby" in snap.meta:  # the host's own tool names the default kernel: we must agree with it
+        theirs = p.kernel_from_path(snap.meta["grubby"].strip())
+        ours = default_entry.kernel if default_entry else ""
+        if theirs != ours:
+            errors.append(f"grubby --default-kernel says {snap.meta['grubby'].strip()!r:.120}, kvm-drivers reads "
+                          f"the default as {ours or 'none'}: not changing this host until they agree")  # fmt: skip
 
     running = snap.meta.get("uname", "")
     installed = [k for k in snap.kernels.values() if k.has_dep and k.images]

@@ -171,3 +171,13 @@ def test_multiline_initrd_modules_is_rendered_as_one_valid_assignment(tmp_path):
 def test_unchanged_answer_without_our_copy_is_an_error():
     info = process(["@@KVM meta", "uname 6.1", "@@KVM unchanged 1-2", "@@KVM end"])
     assert info["status"] == "error" and any("cached answer" in e for e in info["errors"])
+
+
+def test_grubby_disagreeing_with_our_default_is_an_error_and_agreeing_is_fine():
+    # issue #10: where the host has its own tool for the default kernel, ask it and compare.
+    at = ITOOLS.index("tool python3 /usr/bin/python3")
+    agree = ITOOLS[: at + 1] + ["grubby /boot/vmlinuz-6.1.0-50-amd64"] + ITOOLS[at + 1 :]
+    assert process(agree)["status"] == "drifted"
+    disagree = ITOOLS[: at + 1] + ["grubby /boot/vmlinuz-6.1.0-47-amd64"] + ITOOLS[at + 1 :]
+    info = process(disagree)
+    assert info["status"] == "error" and any("grubby --default-kernel says" in e for e in info["errors"])
