@@ -4,7 +4,8 @@
 # KNOWN: space-separated "path|size|mtime|ctime" keys of initrds whose listing the caller
 # has cached: those are not listed again (listing means decompressing the whole image).
 # SEEN: the fingerprint of the caller's cached output (see below), or "".
-# Output: sections, each opened by a line "@@KVM <kind> [args]".
+# Output: sections, each opened by a line "@@KVM <kind> [args]": the format is specified in
+# facts/parsers.py, next to its parser (parse_snapshot).
 PYLIST=$1
 KNOWN=" $2 "
 SEEN=$3

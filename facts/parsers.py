@@ -128,6 +128,40 @@ def safe_path(path: str) -> bool:
     return bool(SAFE_PATH.match(path)) and "//" not in path
 
 
+# --- the @@KVM wire format (gather.sh -> parse_snapshot) -----------------------------------
+#
+# gather.sh prints sections; each opens with a line "@@KVM <kind> [args]" (args split on single
+# spaces) and runs until the next such line. Outside file contents only printable ASCII travels.
+#
+#   meta                       "key value" lines: uname K, uid N, bootfree KIB (digits),
+#                              bootmount OPTS, tool NAME [PATH] (no PATH: not installed),
+#                              grubby PATH (grubby --default-kernel, where grubby exists).
+#                              Sent twice: live values first, then (after the fingerprint) the rest.
+#   unchanged FP               the host computed fingerprint FP, equal to the one the caller sent:
+#                              the caller's cached copy of everything after "fingerprint" stands
+#                              (cache.expand() splices it in); followed by "end".
+#   fingerprint FP             FP of everything below ('' when it cannot be trusted).
+#   oddname PATH               a file or directory whose name is not plain ASCII was skipped.
+#   file PATH                  the file's bytes, then one extra newline (removed again here);
+#                              PATH only one of DUMPED_FILES.
+#   unreadable PATH            PATH exists but could not be read or is not UTF-8.
+#   blacklist                  "FILE:LINE:DRIVER:TEXT" modprobe.d lines stopping a wanted driver.
+#   kernel K                   one /lib/modules/K: "image PATH", "has builtin|dep", kernel config
+#                              lines, "builtin N", "absent N", "module N PATH DEP,DEP|-".
+#   ref AS_WRITTEN RESOLVED    an initrd path a bootloader entry names (or a conventional name),
+#                              and the file it is on this system ('' when none).
+#   initrd PATH SIZE           one initrd: "key PATH|SIZE|MTIME|CTIME", "magic HEX" (first bytes),
+#                              then "cached" (the caller's listing stands) or its listing:
+#                              "lister python", "m MODULE", "kver K", "modprobe FILE".
+#   listfail RC                the listing of the last initrd failed; up to 5 lines of its output.
+#   kimage AS_WRITTEN RESOLVED an unversioned kernel image a bootloader entry names:
+#                              "version K" (from its bzImage header), "same PATH" (same file).
+#   end                        the script finished: an answer without it is cut short.
+#
+# Every value is checked against these shapes; anything else is recorded in Snapshot.problems
+# and makes the host an error (see facts/kvm_drivers.analyse).
+
+
 def parse_snapshot(lines: list[str]) -> Snapshot:
     """Split the gather script's output into a Snapshot.
 
