@@ -6,9 +6,11 @@ complete, so a half-built base is never used. Hosts are overlays over a base.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -274,11 +276,40 @@ RECIPES: dict[str, tuple[str | None, Callable[[Path], None]]] = {
 REVISIONS = {"bookworm-dracut": 3, "bookworm-sudo": 3}
 
 
+_building = threading.local()
+
+
 def ensure(name: str) -> Path:
-    """Return the cached base tree NAME, building it (and its parents) if missing."""
+    """Return the cached base tree NAME, building it (and its parents) if missing. Builders in
+    other processes (a second checkout, a parallel test worker) wait for the build lock
+    instead of deleting each other's temporary trees."""
     tree = CACHE / (f"{name}.r{REVISIONS[name]}" if name in REVISIONS else name)
     if tree.is_dir():
         return tree
+    if getattr(_building, "held", False):  # a parent of a base this process is building
+        return _build(name, tree)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".build.lock", "a") as lock:
+        if _locked_elsewhere(lock):
+            log(f"base {name}: another process is building the lab's bases; waiting for it")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _building.held = True
+        try:
+            return tree if tree.is_dir() else _build(name, tree)  # built by another process meanwhile?
+        finally:
+            _building.held = False
+
+
+def _locked_elsewhere(lock) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
+
+
+def _build(name: str, tree: Path) -> Path:
     parent, builder = RECIPES[name]
     tmp = tree.with_name(tree.name + ".tmp")
     if tmp.exists():
