@@ -12,9 +12,11 @@ Two things are kept per host, in one small JSON file under $KVM_DRIVERS_CACHE (d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +40,11 @@ def cache_dir() -> Path | None:
 
 
 def _file(host_name: str) -> Path | None:
+    """One file per exact host name (a hash of it: 'db:1' and 'db_1' never share a file)."""
     root = cache_dir()
-    return root / (re.sub(r"[^A-Za-z0-9_.@-]", "_", host_name) + ".json") if root else None
+    readable = re.sub(r"[^A-Za-z0-9_.@-]", "_", host_name)[:40]
+    digest = hashlib.sha256(host_name.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    return root / f"{readable}-{digest}.json" if root else None
 
 
 def load(host_name: str) -> HostCache:
@@ -49,8 +54,8 @@ def load(host_name: str) -> HostCache:
         data = json.loads(path.read_text()) if path else {}
     except (OSError, ValueError):
         return HostCache()
-    if not isinstance(data, dict) or not isinstance(data.get("listings"), dict):
-        return HostCache()  # unknown or older layout: start again
+    if not isinstance(data, dict) or not isinstance(data.get("listings"), dict) or data.get("host") != host_name:
+        return HostCache()  # unknown or older layout, or another host's: start again
     snapshot = data.get("snapshot") or {}
     if not (isinstance(snapshot, dict) and isinstance(snapshot.get("lines", []), list)
             and all(isinstance(line, str) for line in snapshot.get("lines", []))):  # fmt: skip
@@ -116,10 +121,11 @@ def apply(host_name: str, cached: HostCache, snap: Snapshot, output: list[str], 
     if path and (keep != cached.listings or snapshot != cached.snapshot):
         try:  # private: it holds bootloader configurations (they may carry password hashes)
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            if path.parent.stat().st_mode & 0o077:
+                path.parent.chmod(0o700)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")  # 0600, O_EXCL
             with os.fdopen(fd, "w") as out:
-                out.write(json.dumps({"listings": keep, "snapshot": snapshot}))
-            tmp.replace(path)
+                out.write(json.dumps({"host": host_name, "listings": keep, "snapshot": snapshot}))
+            os.replace(tmp, path)
         except OSError:
             pass  # a cache we cannot write only costs speed

@@ -9,6 +9,7 @@ each fact call is one SSH round trip.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -114,15 +115,15 @@ def choose_generator(family: str | None, tools: dict[str, str]) -> tuple[str | N
 
 def closure(kernel: p.RawKernel, driver: str) -> list[str]:
     """The loadable modules driver needs in an initrd: itself and its dependencies (not built-ins)."""
-    out: list[str] = []
-    queue = [driver]
+    out: dict[str, None] = {}  # ordered set
+    queue = deque([driver])
     while queue:
-        name = queue.pop(0)
+        name = queue.popleft()
         if name in out or name not in kernel.modules:
             continue
-        out.append(name)
+        out[name] = None
         queue.extend(kernel.modules[name])
-    return out
+    return list(out)
 
 
 def driver_kind(kernel: p.RawKernel, driver: str) -> str:
@@ -212,6 +213,17 @@ def analyse(
         warnings.append(f"running kernel {running} is not installed; handling the installed kernels")
     if not installed and distro.family:
         errors.append("no installed kernel found (/lib/modules/* with an image in /boot)")
+    elif default_entry is not None and distro.family:  # what GRUB boots must be what we check
+        where = f"the default boot entry '{default_entry.title}'"
+        if not default_entry.kernel:
+            errors.append(f"cannot tell which kernel {where} boots ({default_entry.linux_path or 'no linux line'}): "
+                          "it cannot be checked")  # fmt: skip
+        elif default_entry.kernel not in {k.version for k in installed}:
+            raw_k = snap.kernels.get(default_entry.kernel)
+            why = ("no /lib/modules directory" if raw_k is None else "no modules.dep" if not raw_k.has_dep
+                   else "no kernel image in /boot")  # fmt: skip
+            errors.append(f"{where} boots kernel {default_entry.kernel}, which is not an installed kernel ({why}): "
+                          "it cannot be checked")  # fmt: skip
 
     chosen = installed
     if kernels == "default":
@@ -369,12 +381,15 @@ def _kernel_state(
         source = "distribution naming convention"
     raw = snap.initrds.get(initrd)
     refused = "" if no_initrd else initrd_refusal(initrd, raw)
+    if not refused and raw is not None and raw.kernel_dirs and k.version not in raw.kernel_dirs:
+        refused = (f"{initrd} holds the modules of kernel {' '.join(sorted(raw.kernel_dirs))}, not of {k.version} "
+                   "that its bootloader entry boots: fix the entry (rebuilding it would break the other kernel)")
     kinds = {d: driver_kind(k, d) for d in wanted}
-    needed: list[str] = []
+    needed_set: dict[str, None] = {}  # ordered set
     for d in wanted:
         for m in closure(k, d) if kinds[d] == "module" else []:
-            if m not in needed:
-                needed.append(m)
+            needed_set[m] = None
+    needed = list(needed_set)
     if no_initrd:
         error = f"booted without an initrd, yet it needs the modules {' '.join(needed)}" if needed else ""
         missing = needed

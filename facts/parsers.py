@@ -265,7 +265,7 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
             else:
                 problem(f"unexpected line for kernel image {arg}: {line!r}")
         elif kind == "listfail" and initrd is not None:
-            if line.strip():
+            if line.strip() and initrd.error and initrd.error.count("\n") + len(initrd.error) < 2000:
                 sep = ": " if initrd.error and initrd.error.endswith(")") else " "
                 initrd.error = (initrd.error or "") + sep + line.strip()
         elif kind == "initrd" and initrd is not None:
@@ -687,13 +687,23 @@ _Word = list  # parts (text, quote) with quote "'", '"' or ''
 
 
 def _add(word: list | None, text: str, quote: str) -> list:
-    """Append a part to a word, merging it with a last part of the same quoting."""
+    """Append a part to a word under construction, merging it with a last part of the same
+    quoting (parts are [chunks, quote] until _done(): building a word stays linear).
+    """
     word = word or []
     if word and word[-1][1] == quote:
-        word[-1] = (word[-1][0] + text, quote)
+        word[-1][0].append(text)
     else:
-        word.append((text, quote))
+        word.append([[text], quote])
     return word
+
+
+def _done(word: list) -> list:
+    """A finished word: a list of (text, quote) parts."""
+    return [("".join(chunks), quote) for chunks, quote in word]
+
+
+_PLAIN = re.compile(r"[^\\\s;#{}'\"$]+")
 
 
 def _grub_lex(text: str) -> list:
@@ -708,7 +718,7 @@ def _grub_lex(text: str) -> list:
     def flush() -> None:
         nonlocal word
         if word is not None:
-            tokens.append(word)
+            tokens.append(_done(word))
             word = None
 
     while i < n:
@@ -751,8 +761,10 @@ def _grub_lex(text: str) -> list:
             word = _add(word, text[i : j + 1], "")
             i = j + 1
         else:
-            word = _add(word, c, "")
-            i += 1
+            m = _PLAIN.match(text, i)
+            j = m.end() if m else i + 1
+            word = _add(word, text[i:j], "")
+            i = j
     flush()
     return tokens
 
@@ -1383,7 +1395,7 @@ def shell_statements(text: str | None) -> list[tuple[int, int, str]]:
         while i + 1 < len(lines):
             if stmt.endswith("\\") and not stmt.endswith("\\\\"):
                 stmt = stmt[:-1] + lines[i + 1].replace("\r", "")
-            elif _open_quote(stmt):
+            elif i - first < 200 and _open_quote(stmt):
                 stmt = stmt + "\n" + lines[i + 1].replace("\r", "")
             else:
                 break

@@ -133,8 +133,9 @@ def test_tampered_cache_lines_are_validated_like_fresh_ones(tmp_path, monkeypatc
     fp = "123-456"
     lines = ITOOLS[:-1] + ["@@KVM blacklist", "/etc/modprobe.d/x.conf:1e touch /x:virtio_blk:blacklist virtio_blk",
                            "@@KVM end"]  # fmt: skip
-    entry = {"listings": {}, "snapshot": {"version": kd.SCRIPT_VERSION, "fingerprint": fp, "lines": lines}}
-    (tmp_path / "h1.json").write_text(json.dumps(entry))
+    snapshot = {"version": kd.SCRIPT_VERSION, "fingerprint": fp, "lines": lines}
+    entry = {"host": "h1", "listings": {}, "snapshot": snapshot}
+    cache._file("h1").write_text(json.dumps(entry))
     cached = cache.load("h1")
     snap = p.parse_snapshot(cache.expand(cached, [f"@@KVM unchanged {fp}", "@@KVM end"]))
     assert snap.blacklists == [] and any("unexpected modprobe.d line" in x for x in snap.problems)
@@ -149,7 +150,21 @@ def test_cache_files_are_private(tmp_path, monkeypatch):
     lines = ["@@KVM fingerprint 11-22", *ITOOLS]  # a full answer that can be kept
     cache.apply("h2", cache.HostCache(), p.parse_snapshot(lines), lines, kd.SCRIPT_VERSION)
     assert oct((tmp_path / "c").stat().st_mode & 0o777) == "0o700"
-    assert oct((tmp_path / "c" / "h2.json").stat().st_mode & 0o777) == "0o600"
+    assert oct(cache._file("h2").stat().st_mode & 0o777) == "0o600"
+    assert [f.name for f in (tmp_path / "c").iterdir()] == [cache._file("h2").name]  # no temporary file left
+
+
+def test_hosts_whose_names_sanitise_alike_never_share_a_cache(tmp_path, monkeypatch):
+    # review finding: 'db:1' and 'db_1' shared db_1.json, so one could forge the other's cached answer.
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    from facts import cache
+
+    assert cache._file("db:1") != cache._file("db_1")
+    lines = ["@@KVM fingerprint 11-22", *ITOOLS]
+    cache.apply("db_1", cache.HostCache(), p.parse_snapshot(lines), lines, kd.SCRIPT_VERSION)
+    assert cache.load("db_1").snapshot and not cache.load("db:1").snapshot
+    cache._file("db:1").write_text(cache._file("db_1").read_text())  # a copy planted under the other name
+    assert not cache.load("db:1").snapshot
 
 
 def test_multiline_initrd_modules_is_rendered_as_one_valid_assignment(tmp_path):
