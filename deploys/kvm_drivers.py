@@ -13,18 +13,24 @@ One remote command gathers the state; a host already in the wanted state gets no
 
 from pyinfra import host
 
-from facts.kvm_drivers import GATHER_TIMEOUT, KvmDrivers
+from facts.kvm_drivers import CHANGE_TIMEOUT, GATHER_TIMEOUT, KvmDrivers, deploy_settings_errors
 from operations import kvm_drivers as kvm
 
+bad_settings = deploy_settings_errors(host.data)
 settings = {
     "drivers": host.data.get("kvm_drivers"),
     "extra": host.data.get("kvm_drivers_extra"),
     "kernels": host.data.get("kvm_kernels", "all"),
 }
-info = host.get_fact(KvmDrivers, **settings, _timeout=host.data.get("kvm_gather_timeout", GATHER_TIMEOUT))
+if bad_settings:
+    info = None
+    kvm.fail_host(name="Refuse bad inventory data", message=f"{'; '.join(bad_settings)} - nothing was changed")
+else:
+    info = host.get_fact(KvmDrivers, **settings, _timeout=host.data.get("kvm_gather_timeout", GATHER_TIMEOUT))
+timeout = host.data.get("kvm_change_timeout", CHANGE_TIMEOUT)  # per command; a host that hangs fails alone
 
 if info is None:
-    pass  # the fact failed: pyinfra has already reported this host as failed
+    pass  # refused above, or the fact failed: pyinfra has already reported this host as failed
 elif info["errors"]:
     kvm.fail_host(
         name="Refuse an unsupported or broken host",
@@ -33,9 +39,11 @@ elif info["errors"]:
 else:
     kvm.report(info)
     run_id = kvm.new_run_id()  # ties the declaration's rollback copy to this run's rebuilds
-    if host.data.get("kvm_remove_blacklists") and info["blacklisted"]:
-        kvm.remove_blacklists(name="Remove modprobe.d blacklists of KVM drivers", info=info, run_id=run_id)
+    if host.data.get("kvm_remove_blacklists") is True and info["blacklisted"]:
+        kvm.remove_blacklists(
+            name="Remove modprobe.d blacklists of KVM drivers", info=info, run_id=run_id, _timeout=timeout
+        )
         # the initrds carry a copy of modprobe.d: rebuild them all
         info = {**info, "to_rebuild": [k["version"] for k in info["kernels"] if not k["too_old"]]}
-    kvm.declare_drivers(name="Declare the KVM drivers", info=info, run_id=run_id)
-    kvm.rebuild_initrds(name="Rebuild initrds lacking KVM drivers", info=info, run_id=run_id)
+    kvm.declare_drivers(name="Declare the KVM drivers", info=info, run_id=run_id, _timeout=timeout)
+    kvm.rebuild_initrds(name="Rebuild initrds lacking KVM drivers", info=info, run_id=run_id, _timeout=timeout)

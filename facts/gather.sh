@@ -49,14 +49,18 @@ for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-relea
 done
 # modprobe.d files in effect: a same-named file in /etc (or /run) overrides a vendor one.
 mp=""
-for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/lib/modprobe.d/*.conf /lib/modprobe.d/*.conf; do
+for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/local/lib/modprobe.d/*.conf /usr/lib/modprobe.d/*.conf \
+    /lib/modprobe.d/*.conf; do
     [ -f "$f" ] || continue
     odd "$f" && continue
     b=${f##*/}
     case "$f" in
         /run/*) [ -f "/etc/modprobe.d/$b" ] && continue ;;
-        /usr/lib/*) [ -f "/etc/modprobe.d/$b" ] || [ -f "/run/modprobe.d/$b" ] && continue ;;
-        /lib/*) [ -f "/etc/modprobe.d/$b" ] || [ -f "/run/modprobe.d/$b" ] && continue
+        /usr/local/*) [ -f "/etc/modprobe.d/$b" ] || [ -f "/run/modprobe.d/$b" ] && continue ;;
+        /usr/lib/*) [ -f "/etc/modprobe.d/$b" ] || [ -f "/run/modprobe.d/$b" ] || [ -f "/usr/local/lib/modprobe.d/$b" ] &&
+            continue ;;
+        /lib/*) [ -f "/etc/modprobe.d/$b" ] || [ -f "/run/modprobe.d/$b" ] || [ -f "/usr/local/lib/modprobe.d/$b" ] &&
+            continue
             [ -L /lib ] && [ -f "/usr/lib/modprobe.d/$b" ] && continue ;;  # merged /usr: the same file
     esac
     mp="$mp $f"
@@ -183,6 +187,7 @@ for k in $kernels; do
     cands="$cands /boot/initrd.img-$k /boot/initramfs-$k.img /boot/initrd-$k /boot/initrd-$k.img"
 done
 listed=" "
+set -f  # the paths come from configuration files: never expand them as patterns
 for p in $refs $cands; do
     r=""
     if [ -f "$p" ]; then r=$p; elif [ -f "/boot$p" ]; then r=/boot$p; fi
@@ -213,6 +218,7 @@ for p in $refs $cands; do
         printf '%s\n' "$out" | tail -n 5 | ascii
     fi
 done
+set +f
 # Kernel images that bootloader entries name without a version (SLES 11 KIWI images boot
 # /boot/linux.vmx): tie each to its kernel through the image itself, never by its name. The
 # version string from the x86 boot protocol header ("HdrS" at 0x202; kernel_version at 0x20E,
@@ -222,6 +228,7 @@ kimgs=""
     p = $2; sub(/^\([^)]*\)/, "", p); b = p; sub(/.*\//, "", b)
     if (b !~ /^(vmlinuz|vmlinux|bzImage|Image|image|kernel)-./) print p }' $bl | sort -u)
 for p in $kimgs; do
+    case "$p" in *[*?[]*) continue ;; esac  # a pattern, not a file name
     odd "$p" && continue
     r=""
     if [ -f "$p" ]; then r=$p; elif [ -f "/boot$p" ]; then r=/boot$p; fi

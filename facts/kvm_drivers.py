@@ -9,6 +9,7 @@ each fact call is one SSH round trip.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
@@ -38,6 +39,7 @@ SUSE_FIRST = ["ata_piix", "ata_generic"]
 OLDEST_KERNEL = (2, 6, 24)  # virtio needs a newer kernel than this
 OUTPUT_CAP = 32 * 1024 * 1024  # bytes of gather output accepted from one host
 GATHER_TIMEOUT = 300  # seconds a host may take to answer (inventory data kvm_gather_timeout)
+CHANGE_TIMEOUT = 1800  # seconds one change (a write, a rebuild and its lock wait) may take (kvm_change_timeout)
 CONFIG_PATHS = {
     "initramfs-tools": "/etc/initramfs-tools/modules",
     "dracut": "/etc/dracut.conf.d/90-kvm-drivers.conf",
@@ -81,6 +83,20 @@ def settings_errors(drivers: object, extra: object, kernels: object) -> list[str
                           f"got {kernels!r:.80}")  # fmt: skip
     elif kernels not in ("all", "default"):
         errors.append(f"kvm_kernels must be 'all', 'default' or a list of kernel versions, got {kernels!r:.80}")
+    return errors
+
+
+def deploy_settings_errors(data: Any) -> list[str]:
+    """Why the deploy-only inventory data (kvm_remove_blacklists, kvm_gather_timeout,
+    kvm_change_timeout) cannot be used.
+    """
+    errors = []
+    if not isinstance(data.get("kvm_remove_blacklists", False), bool):
+        errors.append(f"kvm_remove_blacklists must be True or False, got {data.get('kvm_remove_blacklists')!r:.40}")
+    for key in ("kvm_gather_timeout", "kvm_change_timeout"):
+        value = data.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            errors.append(f"{key} must be a number of seconds, got {value!r:.40}")
     return errors
 
 
@@ -259,6 +275,12 @@ def analyse(
         errors.append(f"driver(s) named in the inventory exist in no installed kernel: {' '.join(nowhere)} "
                       "(a typo?)")  # fmt: skip
     declared = declared_drivers(generator, snap.files)
+    if generator == "suse-mkinitrd":
+        raw_value = p.parse_initrd_modules(snap.files.get("/etc/sysconfig/kernel"))[1] or ""
+        odd = [w for w in raw_value.split() if not p.MODULE_NAME.match(p.norm(w))]
+        if odd:
+            errors.append(f"INITRD_MODULES in /etc/sysconfig/kernel holds something other than module names "
+                          f"({' '.join(odd)[:80]!r}): refusing to rewrite it")  # fmt: skip
     if declared["path"] in snap.files and snap.files[declared["path"]] is None:
         errors.append(f"{declared['path']} exists but could not be read (permissions, or not UTF-8 text): "
                       "refusing to rewrite it")  # fmt: skip
@@ -426,11 +448,14 @@ INITRD_MAGIC = ("303730373031", "303730373032", "1f8b", "fd377a585a00", "28b52ff
                 "425a68", "894c5a4f", "5d0000")  # fmt: skip
 
 
+INITRD_PATH = re.compile(r"^/boot/[A-Za-z0-9._@+,:=~/-]+$")  # no spaces, patterns or non-ASCII
+
+
 def initrd_refusal(path: str, raw: p.RawInitrd | None) -> str:
     """Why kvm-drivers must not rebuild path as an initrd ('' when it may): whatever the
     bootloader configuration says, only a file in /boot that looks like an initrd is replaced.
     """
-    if not p.safe_path(path) or not path.startswith("/boot/"):
+    if not p.safe_path(path) or not path.startswith("/boot/") or not INITRD_PATH.match(path):
         return f"the bootloader names {path!r} as an initrd: not a file in /boot, refusing to touch it"
     if raw is not None and raw.magic and not raw.magic.startswith(INITRD_MAGIC):
         return f"{path} does not look like an initrd (first bytes {raw.magic[:12]}): refusing to replace it"

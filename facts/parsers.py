@@ -117,7 +117,7 @@ DUMPED_FILES = re.compile(
     f"|/etc/dracut\\.conf\\.d/{_NAME}\\.conf|/usr/lib/dracut/dracut\\.conf\\.d/{_NAME}\\.conf"
     f"|/boot/loader/entries/{_NAME}\\.conf|/boot/efi/EFI/{_NAME}/grub\\.cfg)$"
 )
-MODPROBE_FILE = re.compile(f"^/(?:etc|run|usr/lib|lib)/modprobe\\.d/{_NAME}\\.conf$")
+MODPROBE_FILE = re.compile(f"^/(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.d/{_NAME}\\.conf$")
 # An absolute path without "." or ".." components, empty components or control characters.
 SAFE_PATH = re.compile(r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f]+)+$")
 DIGITS = re.compile(r"^[0-9]{1,18}$")

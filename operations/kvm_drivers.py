@@ -58,7 +58,8 @@ fi
 d=$(dirname "$f")
 mkdir -p "$d" || exit 1
 tmp=$(mktemp "$f.kvm-drivers.XXXXXX") || exit 1
-trap 'rm -f "$tmp"' EXIT HUP INT TERM
+trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp"; exit 1' HUP INT TERM
 printf '%s' "$new" > "$tmp" || exit 1
 if [ -e "$f" ]; then
     chown --reference="$f" "$tmp" && chmod --reference="$f" "$tmp" || exit 1
@@ -86,18 +87,21 @@ UNBLACKLIST_SCRIPT = LIB + r"""trap '' PIPE
 f=$1; run=$2; shift 2
 case "$f" in
     */../*|*/./*) echo "kvm-drivers: refusing $f" >&2; exit 1 ;;
-    /etc/modprobe.d/*.conf|/run/modprobe.d/*.conf|/usr/lib/modprobe.d/*.conf|/lib/modprobe.d/*.conf) ;;
+    /etc/modprobe.d/*.conf|/run/modprobe.d/*.conf|/usr/local/lib/modprobe.d/*.conf|/usr/lib/modprobe.d/*.conf) ;;
+    /lib/modprobe.d/*.conf) ;;
     *) echo "kvm-drivers: refusing $f: not a modprobe.d file" >&2; exit 1 ;;
 esac
 kvm_lock || { echo "kvm-drivers: $KVM_LOCK_ERR" >&2; exit 1; }
 kvm_stale "$run"
 [ -f "$f" ] || { echo "kvm-drivers: $f is gone: run again" >&2; exit 1; }
 script=$(mktemp "$KVM_STATE/sed.XXXXXX") || exit 1
-trap 'rm -f "$script"' EXIT HUP INT TERM
+trap 'rm -f "$script"' EXIT
+trap 'rm -f "$script"; exit 1' HUP INT TERM
 lines=""
 while [ $# -ge 2 ]; do
     case "$1" in ''|*[!0-9]*) echo "kvm-drivers: bad line number '$1'" >&2; exit 1 ;; esac
-    if [ "$(sed -n "$1p" "$f")" != "$2" ]; then
+    # compared as gather.sh sent it (printable ASCII, anything else as '?')
+    if [ "$(sed -n "$1p" "$f" | tr -c '\t\n -~' '?')" != "$2" ]; then
         echo "kvm-drivers: $f line $1 changed since it was read: nothing changed, run again" >&2; exit 1
     fi
     printf '%ss/^/# disabled by kvm-drivers (needed to boot on KVM): /\n' "$1" >> "$script"
@@ -110,7 +114,8 @@ case "$f" in
        [ -e "$t" ] && { echo "kvm-drivers: $t appeared since the state was gathered: run again" >&2; exit 1; } ;;
 esac
 tmp=$(mktemp "$t.kvm-drivers.XXXXXX") || exit 1
-trap 'rm -f "$tmp" "$script"' EXIT HUP INT TERM
+trap 'rm -f "$tmp" "$script"' EXIT
+trap 'rm -f "$tmp" "$script"; exit 1' HUP INT TERM
 sed -f "$script" "$f" > "$tmp" || exit 1
 if [ -f "$t" ]; then chown --reference="$t" "$tmp" && chmod --reference="$t" "$tmp" || exit 1
 else chmod 644 "$tmp" || exit 1; fi
@@ -189,6 +194,11 @@ def new_declaration(info: dict) -> tuple[str, str] | None:
     if info["generator"] == "suse-mkinitrd":
         return declared["path"], render_sysconfig_kernel(declared.get("current"), info["wanted"], missing)
     return None
+
+
+def printable(text: str) -> str:
+    """Host data for a terminal: control characters (escape sequences) shown as hex escapes."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def new_run_id() -> str:
@@ -320,7 +330,7 @@ def remove_blacklists(
 @operation(is_idempotent=False)
 def fail_host(message: str):
     """Fail this host with a message (and change nothing on it); other hosts go on."""
-    yield StringCommand("echo", QuoteString(f"kvm-drivers: {message}"), ">&2;", "exit", "1")
+    yield StringCommand("echo", QuoteString(f"kvm-drivers: {printable(message)}"), ">&2;", "exit", "1")
 
 
 def report(info: dict) -> None:
@@ -334,4 +344,4 @@ def report(info: dict) -> None:
                 f"{' '.join(kernel['absent'])}"
             )
     for warning in info["warnings"]:
-        logger.warning(f"{host.print_prefix}{warning}")
+        logger.warning(f"{host.print_prefix}{printable(warning)}")

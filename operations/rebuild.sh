@@ -47,6 +47,8 @@ case "$img" in
     *) fail "refusing to rebuild $img: not in /boot" ;;
 esac
 [ -L "$img" ] && fail "refusing to replace $img: it is a symbolic link"
+# a link among its directories could lead anywhere: the path must be its own real path
+[ "$(readlink -f "$(dirname "$img")")" = "$(dirname "$img")" ] || fail "refusing $img: a directory of it is a link"
 [ ! -e "$img" ] || [ -f "$img" ] || fail "refusing to replace $img: not a regular file"
 tmp="$img.kvm-drivers.new"
 bak="$img.kvm-drivers.bak"
@@ -122,5 +124,7 @@ fi
 cleanup
 [ "$last" = 1 ] && rm -rf "$KVM_STATE/rollback.$run"
 msg="rebuilt $img for kernel $kver; it holds: $required"
-echo "$(date '+%Y-%m-%dT%H:%M:%S%z') $msg" >> /var/log/kvm-drivers.log 2>/dev/null
+if [ ! -L /var/log/kvm-drivers.log ] && { [ ! -e /var/log/kvm-drivers.log ] || [ -f /var/log/kvm-drivers.log ]; }; then
+    echo "$(date '+%Y-%m-%dT%H:%M:%S%z') $msg" >> /var/log/kvm-drivers.log 2>/dev/null
+fi
 echo "kvm-drivers: $msg"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,77 @@ def test_grubby_disagreeing_with_our_default_is_an_error_and_agreeing_is_fine():
     disagree = ITOOLS[: at + 1] + ["grubby /boot/vmlinuz-6.1.0-47-amd64"] + ITOOLS[at + 1 :]
     info = process(disagree)
     assert info["status"] == "error" and any("grubby --default-kernel says" in e for e in info["errors"])
+
+
+def test_crafted_inputs_cost_linear_time_not_hours():
+    # review finding: inputs within the 32 MiB cap took 2-114 s each to parse (quadratic code),
+    # inside pyinfra's event loop, stalling every host. Each now parses in well under a second;
+    # the bound below is loose on purpose (a quadratic parser takes minutes).
+    end = ITOOLS[:-1]
+    i = ITOOLS.index("@@KVM initrd /boot/initrd.img-6.1.0-50-amd64 6046887")
+    k = ITOOLS.index("@@KVM kernel 6.1.0-50-amd64")
+    crafted = [
+        end + ["@@KVM file /etc/initramfs-tools/initramfs.conf", 'MODULES="'] + ["x"] * 4000 + ["@@KVM end"],
+        [ln if not ln.startswith("set timeout=5") else "set x=" + "a" * 800_000 for ln in ITOOLS],
+        ITOOLS[: i + 1] + ["@@KVM listfail 1"] + ["boom " * 5] * 160_000 + ITOOLS[i + 1 :],
+        ITOOLS[: k + 2] + ["module virtio_blk x m0"] + [f"module m{j} x m{j + 1}" for j in range(80_000)]
+        + ITOOLS[k + 2 :],
+    ]  # fmt: skip
+    start = time.monotonic()
+    for lines in crafted:
+        process(lines)
+    assert time.monotonic() - start < 20
+
+
+def default_boots(kernel: str, initrd_kver: str = "6.1.0-50-amd64") -> list[str]:
+    lines = [ln.replace("vmlinuz-6.1.0-50-amd64 root", f"vmlinuz-{kernel} root") for ln in ITOOLS]
+    return [ln.replace("kver 6.1.0-50-amd64", f"kver {initrd_kver}") for ln in lines]
+
+
+def test_default_entry_whose_kernel_is_not_checked_is_an_error():
+    # review finding: the default entry's kernel not installed, or its initrd another kernel's,
+    # or an image tied to no kernel, gave "compliant" for what GRUB would not boot as checked.
+    info = process(default_boots("6.1.0-51-amd64"))
+    assert info["status"] == "error" and any("which is not an installed kernel" in e for e in info["errors"])
+    info = process(default_boots("6.1.0-51-amd64"), kernels="default")
+    assert info["status"] == "error"
+    info = process(default_boots("6.1.0-50-amd64", initrd_kver="5.10.0-30-amd64"))
+    assert info["status"] == "error" and any("holds the modules of kernel 5.10.0-30-amd64" in e for e in info["errors"])
+    lines = [ln.replace("/boot/vmlinuz-6.1.0-50-amd64 root", "/boot/linux.vmx root") for ln in ITOOLS]
+    info = process(lines)
+    assert info["status"] == "error" and any("cannot tell which kernel" in e for e in info["errors"])
+
+
+def test_initrd_path_with_patterns_or_spaces_is_refused():
+    # review finding: 'initrd /boot/*' was glob-expanded on the host and reached rebuild.sh.
+    lines = [ln.replace("\tinitrd\t/boot/initrd.img-6.1.0-50-amd64", "\tinitrd\t/boot/*") for ln in ITOOLS]
+    info = process(lines[:-1] + ["@@KVM ref /boot/* ", "@@KVM end"])
+    assert info["status"] == "error" and any("not a file in /boot" in e for e in info["errors"])
+
+
+def test_initrd_modules_with_shell_code_is_never_rewritten():
+    # review finding: INITRD_MODULES='thermal $(touch /x)' was rewritten in double quotes: code ran when sourced.
+    files = {"/etc/SuSE-release": "SUSE Linux Enterprise Server 11 (x86_64)\nVERSION = 11\nPATCHLEVEL = 4\n",
+             "/etc/sysconfig/kernel": "INITRD_MODULES='thermal $(touch /x)'\n"}  # fmt: skip
+    snap = p.parse_snapshot(ITOOLS)
+    snap.files = {k: v for k, v in snap.files.items() if "release" not in k} | files
+    snap.tools["mkinitrd"] = "/sbin/mkinitrd"
+    info = kd.analyse(snap)
+    assert info["status"] == "error" and any("other than module names" in e for e in info["errors"])
+
+
+def test_deploy_settings_are_checked():
+    # review finding: kvm_remove_blacklists: "false" is truthy; kvm_gather_timeout: "300" made gevent raise.
+    assert kd.deploy_settings_errors({}) == []
+    assert kd.deploy_settings_errors({"kvm_remove_blacklists": True, "kvm_gather_timeout": 30}) == []
+    errors = kd.deploy_settings_errors({"kvm_remove_blacklists": "false"})
+    assert "kvm_remove_blacklists must be True or False" in errors[0]
+    assert "kvm_gather_timeout must be a number" in kd.deploy_settings_errors({"kvm_gather_timeout": "300"})[0]
+    assert "kvm_change_timeout must be a number" in kd.deploy_settings_errors({"kvm_change_timeout": None})[0]
+
+
+def test_terminal_escapes_from_host_data_never_reach_the_log_or_messages():
+    # Low: terminal escape sequences from host data reached the terminal.
+    from operations import kvm_drivers as ops
+
+    assert ops.printable("Debian\x1b]2;owned\x07\x1b[2J") == "Debian\\x1b]2;owned\\x07\\x1b[2J"

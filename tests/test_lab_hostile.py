@@ -103,8 +103,10 @@ def test_bad_hosts_and_bad_data_fail_alone_with_clear_messages(started):
     typo = make("typo", 3, kvm_kernels=["6.1.0-51-amd64"])
     odd = make("oddname", 4, odd_names)
     ok = make("ok", 5)
-    latin = make("latin", 11, latin1_blacklist)  # Low: non-UTF-8 bytes made pyinfra's decoder fail
-    inv = started(shadow, baddata, typo, odd, ok, latin)
+    # Low: non-UTF-8 bytes made pyinfra's decoder fail (and such a line could then never be removed)
+    latin = make("latin", 11, latin1_blacklist, kvm_remove_blacklists=True)
+    badflag = make("badflag", 12, kvm_remove_blacklists="false", kvm_gather_timeout="300")
+    inv = started(shadow, baddata, typo, odd, ok, latin, badflag)
     before = ssh(shadow, "sha256sum /etc/shadow; stat -c '%U:%G %a' /etc/shadow")
     run = pyinfra("-y", str(inv), DEPLOY)
     assert run.returncode != 0
@@ -120,6 +122,9 @@ def test_bad_hosts_and_bad_data_fail_alone_with_clear_messages(started):
     assert ssh(ok, f"grep -c '^virtio_blk$' {MODULES}").strip() == "1"  # the good host was fixed
     assert f"[{latin.name}]" in out and "/etc/modprobe.d/latin.conf line 1 stops virtio_net loading" in out
     assert ssh(latin, f"grep -c '^virtio_blk$' {MODULES}").strip() == "1"
+    assert ssh(latin, "cat /etc/modprobe.d/latin.conf").startswith("# disabled by kvm-drivers")
+    assert f"[{badflag.name}]" in out and "kvm_remove_blacklists must be True or False" in out
+    assert "kvm_gather_timeout must be a number of seconds" in out
     # the drift check never calls them compliant
     report = hosts.STATE / "hostile-report.json"
     drift = pyinfra("-y", str(inv), DRIFT, "--data", f"report={report}")
@@ -127,7 +132,7 @@ def test_bad_hosts_and_bad_data_fail_alone_with_clear_messages(started):
     assert drift.returncode == 4
     assert {n: r["status"] for n, r in rows.items()} == {
         shadow.name: "error", baddata.name: "error", typo.name: "error", odd.name: "error", ok.name: "compliant",
-        latin.name: "drifted",  # the blacklist line is still there (kvm_remove_blacklists is off)
+        latin.name: "compliant", badflag.name: "drifted",  # the drift check reads only the driver settings
     }  # fmt: skip
 
 
@@ -136,6 +141,8 @@ def vendor_blacklist(root: Path) -> None:
     (root / "usr/lib/modprobe.d/kvm-vendor.conf").write_text(
         "# vendor defaults\nblacklist virtio_blk\noptions loop max_loop=8\ninstall virtio_net /bin/false\n"
     )
+    (root / "usr/local/lib/modprobe.d").mkdir(parents=True, exist_ok=True)  # kmod reads it too
+    (root / "usr/local/lib/modprobe.d/site.conf").write_text("blacklist virtio_scsi\n")
     # a backup kept for a kernel removed since, and a post-update hook as flash-kernel installs one
     (root / "boot/initrd.img-5.10.0-9-amd64.kvm-drivers.bak").write_bytes(b"\x1f\x8b old")
     hooks = root / "etc/initramfs/post-update.d"
@@ -155,6 +162,7 @@ def test_vendor_file_with_several_blacklist_lines_has_all_of_them_disabled(start
     assert "# disabled by kvm-drivers (needed to boot on KVM): blacklist virtio_blk" in override
     assert "# disabled by kvm-drivers (needed to boot on KVM): install virtio_net /bin/false" in override
     assert "\noptions loop max_loop=8\n" in override
+    assert ssh(h, "cat /etc/modprobe.d/site.conf").startswith("# disabled by kvm-drivers")
     # Low (by reading): stale backups outlived their kernels; update-initramfs's hooks were skipped
     assert "5.10.0-9" not in ssh(h, "ls /boot")
     assert ssh(h, "cat /root/post-update.log") == "6.1.0-50-amd64 /boot/initrd.img-6.1.0-50-amd64\n"
@@ -199,6 +207,11 @@ def test_dropped_channel_during_a_failing_rebuild_still_cleans_up_and_rolls_back
     ssh(h, f"( {rebuild} ) 2>&1 | true", check=False)
     assert ssh(h, f"cat {MODULES}") == before  # rolled back
     assert ssh(h, "ls /boot /run/kvm-drivers | grep -c -e kvm-drivers.new -e rollback || true").strip() == "0"
+    # review finding: a link among the image's directories led outside /boot
+    ssh(h, "ln -s /etc /boot/sub")
+    kernel = {**info["kernels"][0], "initrd": "/boot/sub/shadow"}
+    out = ssh(h, ops.rebuild_command(info, kernel).get_raw_value() + " 2>&1 || true")
+    assert "a directory of it is a link" in out and ssh(h, "stat -c %s /etc/shadow").strip() != "0"
 
 
 def fifo_release(root: Path) -> None:
