@@ -16,9 +16,11 @@ from pathlib import Path
 from pyinfra import host, state
 
 from facts import report
-from facts.kvm_drivers import GATHER_TIMEOUT, KvmDrivers
+from facts.kvm_drivers import GATHER_TIMEOUT, KvmDrivers, deploy_settings_errors
 
 try:
+    if bad := deploy_settings_errors(host.data):
+        raise ValueError("; ".join(bad))
     info = host.get_fact(
         KvmDrivers,
         drivers=host.data.get("kvm_drivers"),

@@ -132,7 +132,7 @@ def test_bad_hosts_and_bad_data_fail_alone_with_clear_messages(started):
     assert drift.returncode == 4
     assert {n: r["status"] for n, r in rows.items()} == {
         shadow.name: "error", baddata.name: "error", typo.name: "error", odd.name: "error", ok.name: "compliant",
-        latin.name: "compliant", badflag.name: "drifted",  # the drift check reads only the driver settings
+        latin.name: "compliant", badflag.name: "error",
     }  # fmt: skip
 
 
