@@ -219,7 +219,8 @@ def to_prometheus(rows: list[dict], meta: dict | None = None) -> str:
         out.append(f"# TYPE {name} gauge")
         for labels, value in samples:
             text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{text}}} {value:g}" if labels else f"{name} {value:g}")
+            number = str(int(value)) if float(value).is_integer() else repr(float(value))  # full precision
+            out.append(f"{name}{{{text}}} {number}" if labels else f"{name} {number}")
 
     metric("kvm_drivers_host_status", "1 for the host's status in the last check, 0 for the other statuses.",
            [({"host": r["host"], "status": s, "family": r["family"] or ""}, float(r["status"] == s))
