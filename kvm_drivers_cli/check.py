@@ -347,6 +347,9 @@ def legacy_deploy(state, data: dict[str, Any]) -> None:
     result cannot depend on which host finishes last, nor on gevent passing SystemExit on). The other
     hosts return at once.
     """
+    from pyinfra.context import ctx_state
+
+    state = ctx_state.get() or state  # the State itself, not pyinfra's context proxy of it
     if id(state) in _LEGACY_STARTED:
         return
     _LEGACY_STARTED.add(id(state))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from facts import kvm_drivers as kd
-from tests.conftest import pyinfra
+from tests.conftest import check_cli, pyinfra
 from tests.lab import boot, hosts
 
 pytestmark = pytest.mark.lab
@@ -170,6 +172,27 @@ def test_drift_check_reports_unreachable_hosts(started, tmp_path):
     rows = {r["host"]: r for r in json.loads((tmp_path / "r.json").read_text())["hosts"]}
     assert rows[gone.name]["status"] == "error" and "unreachable" in rows[gone.name]["errors"][0]
     assert rows[up.name]["status"] == "drifted"
+
+
+def test_check_cli_unreachable_and_stuck_hosts_are_errors(started, tmp_path):
+    up = make("check-up", "deb12-itools", 12)
+    gone = make("check-gone", "deb12-itools", 13)
+    stuck = make("check-stuck", "deb12-itools", 14)
+    inv = started(up, gone, stuck)
+    hosts.stop(gone)
+    pid = hosts.sshd_pid(stuck.address)
+    os.kill(pid, signal.SIGSTOP)  # accepts TCP connections, never answers
+    try:
+        run = check_cli(str(inv), "--timeout", "8", "--report", f"{tmp_path}/r.json", "--report", f"{tmp_path}/r.xml")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert run.returncode == 4, run.stdout + run.stderr
+    rows = {r["host"]: r for r in json.loads((tmp_path / "r.json").read_text())["hosts"]}
+    assert rows[up.name]["status"] == "drifted"
+    assert rows[gone.name]["status"] == "error" and rows[gone.name]["errors"][0].startswith("unreachable")
+    assert rows[stuck.name]["status"] == "error", rows[stuck.name]
+    assert re.search(r"timed out|unreachable", rows[stuck.name]["errors"][0])
+    assert f'name="{stuck.name}"' in (tmp_path / "r.xml").read_text()
 
 
 def test_unchanged_answer_until_anything_the_facts_read_changes(started):
