@@ -47,7 +47,9 @@ def state(h: hosts.HostSpec) -> dict[str, str]:
 
 @pytest.fixture
 def started(request):
-    """Start the given specs fresh; stop them after the test."""
+    """Start the given specs fresh; stop them after the test (skipped with KVM_LAB=0, as the lab fixture)."""
+    if os.environ.get("KVM_LAB", "1") == "0":
+        pytest.skip("KVM_LAB=0: lab tests disabled")
     specs: list[hosts.HostSpec] = []
 
     def start(*new: hosts.HostSpec) -> Path:
