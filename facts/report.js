@@ -1,6 +1,7 @@
 "use strict";
 // Filters (status checkboxes, family, search), expandable host details and sorting. The filter
 // state is kept in the URL fragment, e.g. report.html#status=drifted,error&family=debian&q=web
+// (open=all or open=HOST opens host details).
 const table = document.getElementById("hosts");
 const body = table.tBodies[0];
 const hostRows = () => [...body.querySelectorAll("tr[data-status]")];
@@ -48,7 +49,8 @@ function load() {
     family.value = state.get("family");
   }
   search.value = state.get("q") || "";
-  if (state.get("open") === "all") hostRows().forEach(r => toggle(r, true));
+  const open = state.get("open");  // "all", or a host name
+  hostRows().forEach(r => toggle(r, open === "all" || r.querySelector(".host").textContent === open));
   apply();
 }
 
