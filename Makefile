@@ -1,7 +1,7 @@
 # kvm-drivers: set-up, demo and tests. Run as root on Debian 12 (the lab needs namespaces).
 PYTHON ?= python3
 APT_PACKAGES = debootstrap qemu-system-x86 openssh-client e2fsprogs zstd lz4 xz-utils cpio iproute2 util-linux grub-emu \
-	build-essential flex bison bc libelf-dev linux-source-6.1
+	build-essential flex bison bc libelf-dev linux-source-6.1 chromium
 
 .PHONY: setup deps lab demo test lint down
 
@@ -22,16 +22,16 @@ lab:
 demo: setup  ## the main job against the lab: check, deploy, check again, boot
 	@echo "== 1/7 lab hosts up (fresh; each starts unable to boot on KVM, or refused, or already fine)"
 	$(PYTHON) -m tests.lab up
-	@echo "== 2/7 drift check (changes nothing; exit 3 = drifted and unsupported hosts found)"
-	-$(PYTHON) -m pyinfra -y inventories/lab.py deploys/drift_check.py --data report=/tmp/kvm-drivers-before.html
+	@echo "== 2/7 kvm-drivers check (changes nothing; exit 3 = drifted and unsupported hosts found)"
+	-$(PYTHON) -m kvm_drivers_cli check inventories/lab.py --report /tmp/kvm-drivers-before.html
 	@echo "== 3/7 boot deb12-itools before the deploy (expected: ALERT! /dev/vda does not exist)"
 	-$(PYTHON) -m tests.lab boot deb12-itools
 	@echo "== 4/7 deploy (the two unsupported hosts are refused by design)"
 	-$(PYTHON) -m pyinfra -y inventories/lab.py deploys/kvm_drivers.py
 	@echo "== 5/7 deploy again (expected: no change anywhere)"
 	-$(PYTHON) -m pyinfra -y inventories/lab.py deploys/kvm_drivers.py
-	@echo "== 6/7 drift check again (expected: all compliant but the two unsupported hosts)"
-	-$(PYTHON) -m pyinfra -y inventories/lab.py deploys/drift_check.py --data report=/tmp/kvm-drivers-after.html
+	@echo "== 6/7 kvm-drivers check again (expected: all compliant but the two unsupported hosts)"
+	-$(PYTHON) -m kvm_drivers_cli check inventories/lab.py --report /tmp/kvm-drivers-after.html
 	@echo "== 7/7 boot deb12-itools after the deploy (expected: BOOTED, virtio_blk bound)"
 	$(PYTHON) -m tests.lab boot deb12-itools
 

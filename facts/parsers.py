@@ -121,6 +121,7 @@ MODPROBE_FILE = re.compile(f"^/(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.
 # An absolute path without "." or ".." components, empty components or control characters.
 SAFE_PATH = re.compile(r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f]+)+$")
 DIGITS = re.compile(r"^[0-9]{1,18}$")
+INITRD_KEY = re.compile(r"^(/[!-~]+)\|[0-9]{1,18}\|[0-9]{1,18}\|[0-9]{1,18}$")  # path|size|mtime|ctime
 
 
 def safe_path(path: str) -> bool:
@@ -278,8 +279,8 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 initrd.modprobe_files.append(value)
             elif key == "lister":
                 initrd.lister = value
-            elif key == "key":
-                initrd.key = value
+            elif key == "key" and (m := INITRD_KEY.match(value)) and safe_path(m.group(1)):
+                initrd.key = value  # it goes back to the host (the listing cache): checked like a path
             elif key == "cached":
                 initrd.cached = True
             elif key == "magic":

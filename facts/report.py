@@ -1,23 +1,35 @@
-"""The drift report: one row per host from the KvmDrivers fact, as a text table, JSON or HTML.
+"""The drift report: one row per host from the KvmDrivers fact, in text, JSON, Prometheus, JUnit XML or HTML.
 
 JSON keys (stable, one object per host; see the README):
 host, status, distro, family, version, generator, default_kernel, initrd, kernels
 [{version, default, initrd, missing, builtin, absent, error}], default_missing,
 fallback_missing {kernel: [drivers]}, blacklisted, declared, not_declared, setting,
-errors, warnings.
+errors, warnings. The whole JSON document is described by schemas/drift-report.schema.json.
+Host data is untrusted: every format escapes it (control characters included).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
+import os
+import textwrap
+import time
+import unicodedata
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-# host name -> report row, filled by deploys/drift_check.py as each host's fact arrives.
-RESULTS: dict[str, dict] = {}
 STATUSES = ("compliant", "drifted", "unsupported", "error")
 # Exit codes of the drift check: the worst status found decides.
 EXIT_CODES = {"compliant": 0, "drifted": 2, "unsupported": 3, "error": 4}
+EXIT_USAGE = 1  # bad arguments, an inventory that cannot be loaded, or an internal failure
+EXIT_REPORT_FAILED = 5  # the check ran, but a report could not be written
+EXIT_NO_HOSTS = 6  # no host in scope: an empty inventory, or --limit matched nothing
 
 
 def host_row(name: str, info: dict | None, error: str = "") -> dict[str, Any]:
@@ -74,6 +86,23 @@ def counts(rows: list[dict]) -> dict[str, int]:
     return {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
 
 
+def ordered(rows: list[dict]) -> list[dict]:
+    """Rows grouped by status, the worst first (error, unsupported, drifted, compliant), then by host name."""
+    return sorted(rows, key=lambda r: (-EXIT_CODES[r["status"]], r["host"]))
+
+
+def printable(value: object) -> str:
+    r"""str(value) with control and format characters (escape sequences, newlines, bidi overrides) shown as \xNN."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c == " " or unicodedata.category(c)[0] not in "CZ" else f"\\x{ord(c):02x}" if ord(c) < 256
+        else f"\\u{ord(c):04x}"
+        for c in text
+    )  # fmt: skip
+
+
 def missing_text(row: dict) -> str:
     """Missing drivers, per kernel when several are installed ('-' when none)."""
     parts = []
@@ -85,73 +114,277 @@ def missing_text(row: dict) -> str:
     return "; ".join(parts) or "-"
 
 
-def text_table(rows: list[dict]) -> str:
-    """The report as a plain text table, then one line per error."""
-    head = ("HOST", "STATUS", "OS", "DEFAULT KERNEL", "INITRD", "MISSING", "DECLARED", "SETTING")
-    lines = [head]
-    for r in rows:
-        os_name = f"{r['family'] or '?'} {r['distro'] or ''} {r['version'] or ''}".strip()
-        declared = "-" if r["declared"] is None else "yes" if r["declared"] else "no: " + " ".join(r["not_declared"])
-        lines.append((r["host"], r["status"], os_name, r["default_kernel"] or "-", r["initrd"] or "-",
-                      missing_text(r), declared, r["setting"] or "-"))  # fmt: skip
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
-    out = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
-    for r in rows:
-        out += [f"{r['host']}: {e}" for e in r["errors"]]
+def declared_text(row: dict) -> str:
+    """'yes', 'no: DRIVERS' or '-' (not known)."""
+    if row["declared"] is None:
+        return "-"
+    return "yes" if row["declared"] else "no: " + " ".join(row["not_declared"])
+
+
+def os_text(row: dict) -> str:
+    """'family distro version' ('?' for an unknown family)."""
+    return f"{row['family'] or '?'} {row['distro'] or ''} {row['version'] or ''}".strip()
+
+
+def problems(row: dict) -> list[str]:
+    """One line per problem of a host: missing drivers per kernel, undeclared drivers, blacklists, errors."""
+    out = []
+    for k in row["kernels"]:
+        if k["missing"]:
+            mark = " (default)" if k["default"] and len(row["kernels"]) > 1 else ""
+            out.append(f"missing from {k['initrd']} (kernel {k['version']}{mark}): {' '.join(k['missing'])}")
+    if row["not_declared"]:
+        out.append(f"not declared: {' '.join(row['not_declared'])}")
+    out += [f"blacklisted: {b}" for b in row["blacklisted"]]
+    out += [f"error: {e}" for e in row["errors"]]
+    return out
+
+
+def text_table(rows: list[dict], width: int | None = None, quiet: bool = False) -> str:
+    """The report as text: hosts grouped by status, the worst group first, each problem on its own line.
+
+    width: fit every line into that many columns (None: no limit); quiet: only the hosts with a problem
+    (nothing at all when every host is compliant). Host data is shown with control characters escaped.
+    """
+    head = ("HOST", "OS", "DEFAULT KERNEL", "INITRD", "SETTING")
+    shown = [r for r in ordered(rows) if not (quiet and r["status"] == "compliant")]
+    cells = [tuple(printable(c) for c in (r["host"], os_text(r), r["default_kernel"] or "-", r["initrd"] or "-",
+                                          r["setting"] or "-")) for r in shown]  # fmt: skip
+    widths = [max([len(head[i])] + [len(c[i]) for c in cells]) for i in range(len(head))]
+    if width:  # shrink the widest columns until a row fits (a cell cut short ends with '~')
+        while sum(widths) + 2 * (len(widths) - 1) + 2 > width and max(widths) > 8:
+            widths[widths.index(max(widths))] -= 1
+
+    def line(values: tuple[str, ...]) -> str:
+        fitted = [v if len(v) <= w else v[: w - 1] + "~" for v, w in zip(values, widths)]
+        return ("  " + "  ".join(v.ljust(w) for v, w in zip(fitted, widths))).rstrip()
+
+    out: list[str] = []
+    for status in sorted(STATUSES, key=lambda s: -EXIT_CODES[s]):
+        group = [(r, c) for r, c in zip(shown, cells) if r["status"] == status]
+        if not group:
+            continue
+        out.append(f"{status.upper()}: {len(group)} host{'s' if len(group) != 1 else ''}")
+        out.append(line(head))
+        for r, c in group:
+            out.append(line(c))
+            for p in problems(r):
+                wrapped = textwrap.wrap(printable(p), width - 6) if width and width > 30 else [printable(p)]
+                out += ["      " + w for w in wrapped]
+    if quiet and not shown:
+        return ""
     summary = ", ".join(f"{n} {s}" for s, n in counts(rows).items() if n)
     out.append(f"{len(rows)} hosts: {summary or 'none'}")
     return "\n".join(out)
 
 
-def to_json(rows: list[dict]) -> str:
-    """The report as JSON: {"summary": {...}, "hosts": [...]}."""
-    return json.dumps({"summary": counts(rows), "exit_code": exit_code(rows), "hosts": rows}, indent=2)
+SCHEMA_VERSION = 1
+
+
+def document(rows: list[dict], meta: dict | None = None) -> dict[str, Any]:
+    """The whole report as one object (the JSON format; see schemas/drift-report.schema.json).
+
+    meta: generated_at (Unix time), duration_seconds, exit_code (of the check; default: from the rows).
+    """
+    meta = meta or {}
+    when = meta.get("generated_at", time.time())
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="seconds"),
+        "duration_seconds": round(float(meta.get("duration_seconds", 0.0)), 3),
+        "exit_code": meta.get("exit_code", exit_code(rows)),
+        "summary": counts(rows),
+        "hosts": rows,
+    }
+
+
+def to_json(rows: list[dict], meta: dict | None = None) -> str:
+    """The report as JSON: {"schema_version", "generated_at", "exit_code", "summary", "hosts": [...]}."""
+    return json.dumps(document(rows, meta), indent=2) + "\n"
+
+
+def _label(value: object) -> str:
+    """A Prometheus label value: control characters shown escaped, then backslash, quote and newline escaped."""
+    return printable(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def to_prometheus(rows: list[dict], meta: dict | None = None) -> str:
+    """The report as Prometheus text exposition format, for node_exporter's textfile collector."""
+    doc = document(rows, meta)
+    when = (meta or {}).get("generated_at", time.time())
+    out: list[str] = []
+
+    def metric(name: str, help_text: str, samples: list[tuple[dict, float]]) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} gauge")
+        for labels, value in samples:
+            text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            number = str(int(value)) if float(value).is_integer() else repr(float(value))  # full precision
+            out.append(f"{name}{{{text}}} {number}" if labels else f"{name} {number}")
+
+    metric("kvm_drivers_host_status", "1 for the host's status in the last check, 0 for the other statuses.",
+           [({"host": r["host"], "status": s, "family": r["family"] or ""}, float(r["status"] == s))
+            for r in rows for s in STATUSES])  # fmt: skip
+    metric("kvm_drivers_missing_modules", "Modules the initrd of a kernel lacks (0: nothing missing).",
+           [({"host": r["host"], "kernel": k["version"]}, float(len(k["missing"]))) for r in rows
+            for k in r["kernels"]])  # fmt: skip
+    metric("kvm_drivers_undeclared_drivers", "Wanted drivers the host's initrd configuration does not declare.",
+           [({"host": r["host"]}, float(len(r["not_declared"]))) for r in rows])
+    metric("kvm_drivers_hosts", "Hosts per status in the last check.",
+           [({"status": s}, float(n)) for s, n in doc["summary"].items()])
+    metric("kvm_drivers_check_hosts", "Hosts in scope of the last check.", [({}, float(len(rows)))])
+    metric("kvm_drivers_check_exit_code", "Exit code of the last check (0: every host checked and compliant).",
+           [({}, float(doc["exit_code"]))])
+    metric("kvm_drivers_check_duration_seconds", "Wall time of the last check.", [({}, doc["duration_seconds"])])
+    metric("kvm_drivers_check_timestamp_seconds", "Unix time the last check ended.", [({}, float(when))])
+    return "\n".join(out) + "\n"
+
+
+def _xml_text(value: object) -> str:
+    """Text XML 1.0 can carry: control characters shown escaped (ElementTree escapes <, & and quotes)."""
+    return printable(value)
+
+
+def to_junit(rows: list[dict], meta: dict | None = None) -> str:
+    """The report as JUnit XML: one test case per host; drifted and unsupported hosts fail, unchecked ones error."""
+    doc = document(rows, meta)
+    c = doc["summary"]
+    suite = ET.Element("testsuite", {
+        "name": "kvm-drivers drift check", "tests": str(len(rows)), "failures": str(c["drifted"] + c["unsupported"]),
+        "errors": str(c["error"]), "skipped": "0", "timestamp": doc["generated_at"],
+        "time": f"{doc['duration_seconds']:.3f}",
+    })  # fmt: skip
+    for r in ordered(rows):
+        case = ET.SubElement(suite, "testcase", {"classname": _xml_text(f"kvm-drivers.{r['family'] or 'unknown'}"),
+                                                  "name": _xml_text(r["host"])})  # fmt: skip
+        if r["status"] == "compliant":
+            continue
+        lines = problems(r)
+        if r["status"] == "drifted":
+            missing = sorted({d for k in r["kernels"] for d in k["missing"]})
+            message = f"missing from the initrd: {' '.join(missing)}" if missing else (lines or ["drifted"])[0]
+            kind = "failure"
+        else:
+            message = (r["errors"] or lines or [r["status"]])[0]
+            kind = "failure" if r["status"] == "unsupported" else "error"
+        el = ET.SubElement(case, kind, {"type": r["status"], "message": _xml_text(message)})
+        el.text = "\n".join(_xml_text(line) for line in lines + [f"warning: {w}" for w in r["warnings"]])
+    root = ET.Element("testsuites", {k: suite.get(k, "") for k in ("tests", "failures", "errors", "time")})
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 COLOURS = {"compliant": "#d4edda", "drifted": "#fff3cd", "unsupported": "#e2e3e5", "error": "#f8d7da"}
-
-SORT_JS = """
-document.querySelectorAll('th').forEach((th, i) => th.addEventListener('click', () => {
-  const body = th.closest('table').tBodies[0];
-  const asc = th.dataset.asc = th.dataset.asc === '1' ? '0' : '1';
-  [...body.rows].sort((a, b) => a.cells[i].innerText.localeCompare(b.cells[i].innerText, undefined,
-    {numeric: true}) * (asc === '1' ? 1 : -1)).forEach(r => body.appendChild(r));
-}));
-"""
+HTML_JS = (Path(__file__).parent / "report.js").read_text()
+HTML_CSS = (Path(__file__).parent / "report.css").read_text()
 
 
-def to_html(rows: list[dict], title: str = "kvm-drivers drift report") -> str:
-    """The report as a self-contained HTML page: summary counts and a sortable table."""
-    esc = html.escape
-    summary = "".join(
-        f'<span class="badge" style="background:{COLOURS[s]}">{n} {s}</span>' for s, n in counts(rows).items()
+def _details_html(r: dict) -> str:
+    """The expandable part of a host's row: every kernel, problem and message."""
+    esc = lambda v: html.escape(printable(v))  # noqa: E731
+    kernels = "".join(
+        f"<tr><td>{esc(k['version'])}{' (default)' if k['default'] else ''}</td><td>{esc(k['initrd'] or '-')}</td>"
+        f"<td>{esc(' '.join(k['missing']) or '-')}</td><td>{esc(' '.join(k['builtin']) or '-')}</td>"
+        f"<td>{esc(' '.join(k['absent']) or '-')}</td><td>{esc(k['error'] or '')}</td></tr>"
+        for k in r["kernels"]
     )
-    head = ["Host", "Status", "OS", "Default kernel", "Initrd", "Missing", "Declared", "Setting", "Messages"]
+    parts = []
+    if kernels:
+        parts.append('<table class="kernels"><thead><tr><th>Kernel</th><th>Initrd</th><th>Missing</th><th>Built in</th>'
+                     f"<th>Absent</th><th>Initrd error</th></tr></thead><tbody>{kernels}</tbody></table>")
+    facts = [("Generator", r["generator"]), ("Setting", r["setting"]), ("Declared", declared_text(r))]
+    parts.append("<p>" + " &middot; ".join(f"<b>{n}:</b> {esc(v or '-')}" for n, v in facts) + "</p>")
+    for title, items in (("Errors", r["errors"]), ("Blacklisted", r["blacklisted"]), ("Warnings", r["warnings"])):
+        if items:
+            parts.append(f"<p><b>{title}:</b></p><ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>")
+    return "".join(parts)
+
+
+def to_html(rows: list[dict], meta: dict | None = None, title: str = "kvm-drivers drift report") -> str:
+    """The report as a self-contained HTML page: counts, filters by status and family, search, host details."""
+    doc = document(rows, meta)
+    esc = lambda v: html.escape(printable(v))  # noqa: E731
+    families = sorted({r["family"] or "" for r in rows})
+    badges = "".join(
+        f'<label class="badge" style="background:{COLOURS[s]}"><input type="checkbox" name="status" value="{s}" '
+        f'checked> <span class="n">{n}</span> {s}</label>'
+        for s, n in doc["summary"].items()
+    )
+    options = "".join(f'<option value="{esc(f)}">{esc(f or "unknown")}</option>' for f in families)
+    head = ["Host", "Status", "OS", "Default kernel", "Missing", "Declared", "Setting"]
     body = []
-    for r in rows:
-        declared = "-" if r["declared"] is None else "yes" if r["declared"] else "no: " + " ".join(r["not_declared"])
-        os_name = f"{r['distro'] or '?'} {r['version'] or ''} ({r['family'] or 'unsupported'})"
-        messages = "<br>".join(esc(m) for m in r["errors"] + r["warnings"])
-        cells = [r["host"], r["status"], os_name, r["default_kernel"] or "-", r["initrd"] or "-",
-                 missing_text(r), declared, r["setting"] or "-"]  # fmt: skip
-        tds = "".join(f"<td>{esc(str(c))}</td>" for c in cells) + f"<td>{messages}</td>"
-        body.append(f'<tr class="{r["status"]}" style="background:{COLOURS[r["status"]]}">{tds}</tr>')
+    for i, r in enumerate(ordered(rows)):
+        search = " ".join([r["host"], r["status"], os_text(r), r["default_kernel"] or "", missing_text(r),
+                           *r["errors"], *r["warnings"]]).lower()  # fmt: skip
+        cells = [os_text(r), r["default_kernel"] or "-", missing_text(r), declared_text(r), r["setting"] or "-"]
+        tds = "".join(f"<td>{esc(c)}</td>" for c in cells)
+        body.append(
+            f'<tr class="{r["status"]}" id="h{i}" style="background:{COLOURS[r["status"]]}" '
+            f'data-status="{r["status"]}" data-family="{esc(r["family"] or "")}" data-search="{esc(search)}">'
+            f'<td><button type="button" class="toggle" aria-expanded="false" aria-controls="d{i}">&#9656;</button> '
+            f'<span class="host">{esc(r["host"])}</span></td><td>{r["status"]}</td>{tds}</tr>'
+            f'<tr class="details" id="d{i}" hidden><td colspan="{len(head)}">{_details_html(r)}</td></tr>'
+        )
+    script_hash = base64.b64encode(hashlib.sha256(HTML_JS.encode()).digest()).decode()
+    csp = f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
+    when = doc["generated_at"]
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 0.9em; }}
-th, td {{ border: 1px solid #bbb; padding: 4px 8px; text-align: left; vertical-align: top; }}
-th {{ background: #343a40; color: #fff; cursor: pointer; user-select: none; }}
-.badge {{ display: inline-block; padding: 4px 10px; margin-right: 8px; border-radius: 4px; font-weight: bold; }}
-</style></head><body>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
+<title>{esc(title)}</title>
+<style>{HTML_CSS}</style></head><body>
 <h1>{esc(title)}</h1>
-<p>{len(rows)} hosts: {summary}</p>
-<table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>
+<p class="meta">{len(rows)} hosts checked at {when} in {doc["duration_seconds"]:g} s; exit code {doc["exit_code"]}.</p>
+<form id="filters">
+<div class="badges">{badges}</div>
+<label>Family <select id="family"><option value="*">all</option>{options}</select></label>
+<label>Search <input type="search" id="search" placeholder="host, OS, kernel, driver, message"></label>
+<button type="button" id="expand">Expand all</button> <button type="button" id="collapse">Collapse all</button>
+<span id="shown">{len(rows)} of {len(rows)} hosts shown</span>
+</form>
+<table id="hosts"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>
 <tbody>
 {chr(10).join(body)}
 </tbody></table>
-<p>Click a column header to sort. Exit code of this run: {exit_code(rows)}.</p>
-<script>{SORT_JS}</script>
+<p class="meta">Worst status first. Click a host to see its kernels and messages; click a column header to sort.</p>
+<script>{HTML_JS}</script>
 </body></html>
 """
+
+
+# Report formats by file suffix.
+FORMATS: dict[str, Callable[[list[dict], dict | None], str]] = {
+    ".json": to_json, ".prom": to_prometheus, ".xml": to_junit, ".html": to_html, ".htm": to_html,
+    ".txt": lambda rows, meta=None: text_table(rows) + "\n",
+}  # fmt: skip
+
+
+def render(path: str | Path, rows: list[dict], meta: dict | None = None) -> str:
+    """The report in the format its file suffix names (ValueError for an unknown suffix)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{path}: unknown report format {suffix or '(no suffix)'!r}; use one of {', '.join(FORMATS)}")
+    return FORMATS[suffix](rows, meta)
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a part (temporary file, rename)."""
+    path = Path(path)
+    # The temporary name must not end in .prom: node_exporter's textfile collector reads *.prom.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_report(path: str | Path, rows: list[dict], meta: dict | None = None) -> None:
+    """Render and write one report (format from the suffix), atomically."""
+    write_atomic(path, render(path, rows, meta))

@@ -58,6 +58,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="KVM_LAB=0: lab tests disabled"))
 
 
+def check_cli(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run ``kvm-drivers check ARGS`` (as python3 -m kvm_drivers_cli) from the repository root, stdin closed."""
+    cmd = [sys.executable, "-m", "kvm_drivers_cli", "check", *args]
+    env = {**os.environ, "KVM_DRIVERS_CACHE": CACHE}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def lab():
     """Every lab host up, fresh, for the session; stopped afterwards whatever happens."""

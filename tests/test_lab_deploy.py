@@ -7,6 +7,8 @@ deploy again, boot); the tests then assert each promise separately.
 from __future__ import annotations
 
 import json
+import subprocess
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import testinfra
 
 from facts import kvm_drivers as kd
 from facts import parsers
-from tests.conftest import Run, pyinfra
+from tests.conftest import ROOT, Run, check_cli, pyinfra
 from tests.lab import boot, hosts
 
 pytestmark = pytest.mark.lab
@@ -25,6 +27,12 @@ INVENTORY, DEPLOY = "inventories/lab.py", "deploys/kvm_drivers.py"
 HOOK_HOST = "deb12-itools-b"
 DRIFT = "deploys/drift_check.py"
 REPORTS = hosts.STATE / "reports"
+CHECK_FORMATS = (".json", ".prom", ".xml", ".html", ".txt")
+
+
+def report_args(stem: str) -> list[str]:
+    """--report REPORTS/STEM.SUFFIX for every format."""
+    return [a for f in CHECK_FORMATS for a in ("--report", f"{REPORTS}/{stem}{f}")]
 
 
 def remote(h: hosts.HostSpec):
@@ -92,6 +100,10 @@ class Story:
     drift_before: Run | None = None
     drift_after: Run | None = None
     drift_after_fixed: Run | None = None
+    check_before: subprocess.CompletedProcess | None = None
+    check_after: subprocess.CompletedProcess | None = None
+    check_after_fixed: subprocess.CompletedProcess | None = None
+    check_nothing: subprocess.CompletedProcess | None = None
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +115,7 @@ def story(lab) -> Story:
     s.info_before = each(remote_info, lab)
     s.sums_before = each(sums, lab)
     s.drift_before = pyinfra(INVENTORY, DRIFT, "--data", f"report={REPORTS}/before.html")
+    s.check_before = check_cli(INVENTORY, *report_args("check-before"))
     s.dry = pyinfra(INVENTORY, DEPLOY, "--dry", "--json")
     s.sums_dry = each(sums, lab)
     s.first = pyinfra("-y", INVENTORY, DEPLOY)
@@ -112,6 +125,9 @@ def story(lab) -> Story:
     s.sums_second = each(sums, lab)
     s.drift_after = pyinfra(INVENTORY, DRIFT, "--data", f"report={REPORTS}/after.json")
     s.drift_after_fixed = pyinfra(INVENTORY, DRIFT, *[a for h in fixed for a in ("--limit", h.name)])
+    s.check_after = check_cli(INVENTORY, *report_args("check-after"))
+    s.check_after_fixed = check_cli(INVENTORY, "--quiet", *[a for h in fixed for a in ("--limit", h.name)])
+    s.check_nothing = check_cli(INVENTORY, "--limit", "no-such-host*", "--report", f"{REPORTS}/check-nothing.prom")
     # Persistence: the distribution's own kernel hook rebuilds an initrd, without kvm-drivers.
     s.hook_output = remote(hosts.spec(HOOK_HOST)).check_output(
         "/etc/kernel/postinst.d/initramfs-tools 6.1.0-50-amd64 /boot/vmlinuz-6.1.0-50-amd64 2>&1;"
@@ -279,3 +295,50 @@ def test_builtin_drivers_of_a_real_kernel_are_reported_not_demanded(story):
     assert kernel["builtin"] == ["virtio_pci", "virtio_ring", "virtio"]
     assert not set(kernel["builtin"]) & set(kernel["needed"])
     assert story.info_before["deb13-itools"]["to_declare"] == ["virtio_blk", "virtio_scsi", "virtio_net"]
+
+
+def expected_status(h: hosts.HostSpec, after: bool) -> str:
+    if h.expect == "fails":
+        return "unsupported"
+    return "compliant" if after or h.expect == "compliant" else "drifted"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_check_cli_over_ssh_exit_code_and_every_report(story, when):
+    import jsonschema
+    from prometheus_client.parser import text_string_to_metric_families
+
+    run = story.check_before if when == "before" else story.check_after
+    assert run.returncode == 3, run.stdout + run.stderr  # the unsupported hosts are the worst, before and after
+    data = json.loads((REPORTS / f"check-{when}.json").read_text())
+    schema = json.loads((ROOT / "schemas" / "drift-report.schema.json").read_text())
+    jsonschema.validate(data, schema)
+    status = {row["host"]: row["status"] for row in data["hosts"]}
+    assert status == {h.name: expected_status(h, when == "after") for h in hosts.HOSTS}
+    assert data["exit_code"] == 3 and data["summary"]["error"] == 0
+    legacy = story.drift_before if when == "before" else story.drift_after
+    assert run.returncode == legacy.returncode  # the deprecated wrapper agrees
+    assert run.stdout.splitlines()[-1].startswith(f"{len(hosts.HOSTS)} hosts: ")
+
+    prom = text_string_to_metric_families((REPORTS / f"check-{when}.prom").read_text())
+    samples = {(s.labels["host"], s.labels["status"]): s.value for f in prom if f.name == "kvm_drivers_host_status"
+               for s in f.samples}  # fmt: skip
+    assert {h for (h, st), v in samples.items() if v == 1 and st == "compliant"} == {
+        n for n, st in status.items() if st == "compliant"}
+    cases = ET.parse(REPORTS / f"check-{when}.xml").getroot().iter("testcase")
+    failing = {c.get("name") for c in cases if c.find("failure") is not None}
+    assert failing == {n for n, st in status.items() if st in ("drifted", "unsupported")}
+    page = (REPORTS / f"check-{when}.html").read_text()
+    assert page.count('data-status="drifted"') == sum(st == "drifted" for st in status.values())
+    assert (REPORTS / f"check-{when}.txt").read_text().strip() == run.stdout.strip()
+
+
+def test_check_cli_limit_and_empty_scope(story):
+    assert story.check_after_fixed.returncode == 0, story.check_after_fixed.stdout + story.check_after_fixed.stderr
+    assert story.check_after_fixed.stdout == ""  # --quiet and all compliant: nothing to say
+    assert story.check_nothing.returncode == 6, story.check_nothing.stderr
+    assert "kvm_drivers_check_exit_code 6" in (REPORTS / "check-nothing.prom").read_text()
+
+
+def test_check_cli_changes_nothing(story):
+    assert story.sums_before == story.sums_dry  # drift check, kvm-drivers check and --dry all ran in between

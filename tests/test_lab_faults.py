@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from facts import kvm_drivers as kd
-from tests.conftest import pyinfra
+from tests.conftest import check_cli, pyinfra
 from tests.lab import boot, hosts
 
 pytestmark = pytest.mark.lab
@@ -45,7 +47,9 @@ def state(h: hosts.HostSpec) -> dict[str, str]:
 
 @pytest.fixture
 def started(request):
-    """Start the given specs fresh; stop them after the test."""
+    """Start the given specs fresh; stop them after the test (skipped with KVM_LAB=0, as the lab fixture)."""
+    if os.environ.get("KVM_LAB", "1") == "0":
+        pytest.skip("KVM_LAB=0: lab tests disabled")
     specs: list[hosts.HostSpec] = []
 
     def start(*new: hosts.HostSpec) -> Path:
@@ -172,6 +176,27 @@ def test_drift_check_reports_unreachable_hosts(started, tmp_path):
     assert rows[up.name]["status"] == "drifted"
 
 
+def test_check_cli_unreachable_and_stuck_hosts_are_errors(started, tmp_path):
+    up = make("check-up", "deb12-itools", 12)
+    gone = make("check-gone", "deb12-itools", 13)
+    stuck = make("check-stuck", "deb12-itools", 14)
+    inv = started(up, gone, stuck)
+    hosts.stop(gone)
+    pid = hosts.sshd_pid(stuck.address)
+    os.kill(pid, signal.SIGSTOP)  # accepts TCP connections, never answers
+    try:
+        run = check_cli(str(inv), "--timeout", "8", "--report", f"{tmp_path}/r.json", "--report", f"{tmp_path}/r.xml")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert run.returncode == 4, run.stdout + run.stderr
+    rows = {r["host"]: r for r in json.loads((tmp_path / "r.json").read_text())["hosts"]}
+    assert rows[up.name]["status"] == "drifted"
+    assert rows[gone.name]["status"] == "error" and rows[gone.name]["errors"][0].startswith("unreachable")
+    assert rows[stuck.name]["status"] == "error", rows[stuck.name]
+    assert re.search(r"timed out|unreachable", rows[stuck.name]["errors"][0])
+    assert f'name="{stuck.name}"' in (tmp_path / "r.xml").read_text()
+
+
 def test_unchanged_answer_until_anything_the_facts_read_changes(started):
     """The host answers "unchanged" (our cached copy is used) only while nothing it would
     report has changed: every kind of change below must bring a full answer."""
@@ -184,9 +209,15 @@ def test_unchanged_answer_until_anything_the_facts_read_changes(started):
     def fingerprint(out: str) -> str:
         return re.search(r"^@@KVM (?:fingerprint|unchanged) (\S*)$", out, re.M).group(1)
 
-    fp = fingerprint(gather(""))
+    cold = gather("")
+    fp = fingerprint(cold)
     assert fp, "an ext4/overlay host has nanosecond ctimes: it must get a fingerprint"
     assert f"@@KVM unchanged {fp}" in gather(fp)
+    # The first warm run tells the host which initrd listings it holds: still the same fingerprint.
+    keys = re.findall(r"^key (\S+)$", cold, re.M)
+    assert keys
+    warm = ssh(h, kd.gather_command(kd.wanted_drivers("debian", None, None), keys, fp).get_raw_value())
+    assert f"@@KVM unchanged {fp}" in warm
     changes = [
         f"touch {IMG}",  # the initrd rewritten (here: only its times)
         f"cat {IMG} > /tmp/copy && cat /tmp/copy > {IMG}",  # rewritten in place, same bytes

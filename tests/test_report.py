@@ -53,7 +53,7 @@ def test_text_table_names_every_host_and_missing_drivers():
     text = report.text_table(rows())
     for name in ("web1", "web2", "arch1", "db9"):
         assert name in text
-    assert "virtio_blk" in text and "db9: unreachable" in text
+    assert "virtio_blk" in text and "error: unreachable: SSH connection failed" in text
     assert text.splitlines()[-1] == "4 hosts: 1 compliant, 1 drifted, 1 unsupported, 1 error"
 
 
@@ -83,10 +83,11 @@ def test_html_has_a_coloured_row_per_host_and_counts():
     parser = Cells()
     parser.feed(page)
     body = [r for r in parser.rows if r["attrs"].get("class")]
-    assert [r["attrs"]["class"] for r in body] == ["drifted", "compliant", "unsupported", "error"]
-    assert len({r["attrs"]["style"] for r in body}) == 4
-    assert "1 compliant" in page and "<script>" in page
-    assert "<td>db9</td>" in page
+    hosts = [r for r in body if "data-status" in r["attrs"]]
+    assert [r["attrs"]["class"] for r in hosts] == ["error", "unsupported", "drifted", "compliant"]  # worst first
+    assert len({r["attrs"]["style"] for r in hosts}) == 4
+    assert [r["attrs"]["class"] for r in body].count("details") == 4  # one expandable details row per host
+    assert "<script>" in page and '<span class="host">db9</span>' in page
 
 
 def test_html_escapes_host_data():

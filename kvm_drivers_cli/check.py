@@ -1,0 +1,384 @@
+"""
+kvm-drivers check: whether every host's initrds hold the virtio drivers, read-only, with an exit code
+that cannot say "compliant" for a host that was not fully checked.
+
+    kvm-drivers check INVENTORY [--limit X]... [--report PATH]... [--quiet] [--data k=v]... [--timeout S]
+
+Built on pyinfra's API: the inventory is loaded as pyinfra's own CLI loads it, then every host in scope
+is connected to and asked for the KvmDrivers fact (one remote command) with its own inventory data
+(kvm_drivers, kvm_drivers_extra, kvm_kernels), in parallel, each within a time limit. Every host in
+scope gets a row whatever happens to it: unreachable, timed out, fact failed or raised all give status
+"error". Nothing ever prompts: a sudo or key password prompt, or a host key question, fails that host.
+
+Exit codes (the largest applicable one): 0 every host in scope checked and compliant, 2 some host
+drifted, 3 some host unsupported, 4 some host could not be checked (error), 5 a report could not be
+written, 6 no host in scope (empty inventory, or --limit matched nothing), 1 bad arguments, an
+inventory that cannot be loaded, or an internal failure; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import click
+import gevent
+
+from facts import report
+
+LOG = logging.getLogger("kvm_drivers_cli")
+DEFAULT_TIMEOUT = 300.0
+
+
+class PromptRefused(Exception):
+    """Raised instead of any interactive prompt (sudo password, key password, unknown host key)."""
+
+
+def refuse_prompt(prompt: str = "", *args: Any, **kwargs: Any) -> NoReturn:
+    """Stands in for getpass/input inside pyinfra's connectors: a nightly check must never wait on a person."""
+    asked = prompt.split("] ", 1)[-1].strip()  # pyinfra prefixes the host name
+    raise PromptRefused(f"would have prompted {asked!r}; kvm-drivers check never prompts "
+                        "(use passwordless sudo, an unencrypted or agent key, or a known_hosts entry)")  # fmt: skip
+
+
+def forbid_prompts() -> None:
+    """Replace the prompts pyinfra's connectors may show by an error for that host."""
+    from pyinfra.connectors import ssh_util
+    from pyinfra.connectors import util as connector_util
+    from pyinfra.connectors.sshuserclient import client as ssh_client
+
+    connector_util.getpass = refuse_prompt  # sudo password
+    ssh_util.getpass = refuse_prompt  # encrypted private key
+    ssh_client.input = refuse_prompt  # ssh_strict_host_key_checking=ask
+
+
+class _HostLog(logging.Handler):
+    """Keeps what pyinfra logs while working on each host, to explain that host's failure in its row."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: dict[str, list[str]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from pyinfra.context import ctx_host
+
+        try:
+            if ctx_host.isset():
+                name = ctx_host.get().name
+                text = click.unstyle(record.getMessage())
+                text = text.split(f"[{name}] ", 1)[-1].strip()
+                if not text.startswith("Error (ignored)"):  # pyinfra's "could not load fact": we say so
+                    self.lines.setdefault(name, []).append(text)
+        except Exception:  # noqa: BLE001 - a log line must never break the check
+            pass
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with usage errors on exit code 1 (argparse's own 2 means "drifted" here)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(report.EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> ArgumentParser:
+    """The command line parser."""
+    parser = ArgumentParser(prog="kvm-drivers", description="KVM virtio drivers in every initrd: fleet check.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    check = sub.add_parser(
+        "check", help="check every host (read-only) and report drift",
+        description=__doc__.split("\n\n", 2)[2].split("\n\nExit codes", 1)[0].replace("\n", " "),
+        epilog="exit codes: 0 all checked and compliant, 2 drifted, 3 unsupported, 4 a host could not be "
+               "checked, 5 a report could not be written, 6 no host in scope, 1 usage/inventory error",
+    )  # fmt: skip
+    check.add_argument("inventory", help="pyinfra inventory: a Python file, or a comma-separated host list")
+    check.add_argument("--limit", action="append", default=[], metavar="X",
+                       help="only hosts in group X or whose name matches the glob X (repeatable)")
+    check.add_argument("--report", action="append", default=[], metavar="PATH", type=Path,
+                       help="also write the report to PATH; format from the suffix: "
+                            + ", ".join(report.FORMATS) + " (repeatable)")  # fmt: skip
+    check.add_argument("--quiet", "-q", action="store_true",
+                       help="print only the hosts with a problem (nothing when all are compliant)")
+    check.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                       help="override inventory data for every host, as pyinfra's --data (repeatable)")
+    check.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                       help=f"time limit per host, connecting included (default {DEFAULT_TIMEOUT:g})")
+    check.add_argument("--parallel", type=int, default=0, metavar="N",
+                       help="hosts checked at once (default: pyinfra's choice)")
+    check.add_argument("--verbose", "-v", action="store_true", help="show pyinfra's log on stderr")
+    return parser
+
+
+def parse_data(items: Iterable[str]) -> dict[str, Any]:
+    """--data KEY=VALUE items as pyinfra parses them (true/false, integers, else strings)."""
+    from pyinfra_cli.util import parse_cli_arg
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--data {item!r}: expected KEY=VALUE")
+        out[key] = parse_cli_arg(value)
+    return out
+
+
+def load_inventory(source: str, data: dict[str, Any]):
+    """The pyinfra Inventory of source, loaded as pyinfra's CLI does (ValueError when it does not exist)."""
+    from pyinfra_cli.inventory import make_inventory
+
+    if source.endswith(".py") and not Path(source).is_file():
+        raise ValueError(f"inventory file {source} not found")
+    cwd = os.getcwd()
+    if cwd not in sys.path:  # inventory files import from the working directory, as with pyinfra
+        sys.path.append(cwd)
+    return make_inventory(source, override_data=data, cwd=cwd)
+
+
+def hosts_in_scope(inventory, limits: list[str]) -> list:
+    """The inventory's hosts, or those in a --limit group or matching a --limit glob, in inventory order."""
+    from pyinfra.api.exceptions import NoGroupError
+
+    if not limits:
+        return list(inventory)
+    wanted = set()
+    for pattern in limits:
+        try:
+            wanted.update(inventory.get_group(pattern))
+        except NoGroupError:
+            wanted.update(h for h in inventory if fnmatch.fnmatchcase(h.name, pattern))
+    return [h for h in inventory if h in wanted]
+
+
+def new_state(timeout: float, parallel: int = 0):
+    """A pyinfra State and Config, current in pyinfra's context (inventory files are loaded within it)."""
+    from pyinfra.api import Config, State
+    from pyinfra.context import ctx_config, ctx_state
+
+    state = State(check_for_changes=False)
+    state.cwd = os.getcwd()
+    ctx_state.set(state)
+    config = Config()
+    config.CONNECT_TIMEOUT = max(1, min(int(config.CONNECT_TIMEOUT), int(timeout)))
+    if parallel:
+        config.PARALLEL = parallel
+    ctx_config.set(config)
+    return state, config
+
+
+def start_state(state, config, inventory, hosts: list) -> None:
+    """Initialise the State over the hosts in scope."""
+    from pyinfra.context import ctx_inventory
+
+    ctx_inventory.set(inventory)
+    state.init(inventory, config, initial_limit=hosts)
+
+
+def check_host(state, host, timeout: float, log: _HostLog | None = None) -> dict[str, Any]:
+    """One host's report row: connect, read the KvmDrivers fact with the host's data, all within timeout."""
+    from pyinfra.api.exceptions import ConnectError
+    from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
+
+    from facts.kvm_drivers import KvmDrivers, deploy_settings_errors
+
+    problem = ""
+    info = None
+    if bad := deploy_settings_errors(host.data):  # e.g. kvm_gather_timeout given as a string
+        return report.host_row(host.name, None, "; ".join(bad))
+    timeout = float(host.data.get("kvm_gather_timeout", timeout))  # the host's own limit, if its data sets one
+    with ctx_state.use(state), ctx_config.use(state.config), ctx_inventory.use(state.inventory), ctx_host.use(host):
+        timer = gevent.Timeout(timeout)
+        timer.start()
+        try:
+            if not host.connected:
+                host.connect(raise_exceptions=True, show_errors=False)
+                state.activate_host(host)
+            info = host.get_fact(
+                KvmDrivers,
+                drivers=host.data.get("kvm_drivers"),
+                extra=host.data.get("kvm_drivers_extra"),
+                kernels=host.data.get("kvm_kernels", "all"),
+                _ignore_errors=True,  # failures are this host's row, not a failed run
+            )
+            if info is None:
+                said = [line for line in (log.lines.get(host.name, []) if log else []) if line]
+                problem = "the state gathering command failed" + (f": {' / '.join(said[-5:])}" if said else "")
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            problem = f"timed out after {timeout:g} s (the per-host limit: kvm_gather_timeout, else --timeout)"
+        except ConnectError as exc:
+            problem = f"unreachable: {exc}"
+        except Exception as exc:  # noqa: BLE001 - whatever happens to one host is that host's error
+            problem = f"{type(exc).__name__}: {exc}"
+        finally:
+            timer.close()
+    try:
+        return report.host_row(host.name, info, problem)
+    except Exception as exc:  # noqa: BLE001 - an answer the report cannot read is an error, not a pass
+        return report.host_row(host.name, None, f"could not read the fact's answer: {type(exc).__name__}: {exc}")
+
+
+def check_hosts(state, hosts: list, timeout: float, log: _HostLog | None = None,
+                progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Every host's row, in the order of hosts, checked in parallel in pyinfra's greenlet pool."""
+    jobs = [state.pool.spawn(check_host, state, h, timeout, log) for h in hosts]
+    done = 0
+    for _ in gevent.iwait(jobs):
+        done += 1
+        if progress:
+            progress(done, len(hosts))
+    rows = []
+    for h, job in zip(hosts, jobs):
+        if job.successful():
+            rows.append(job.value)
+        else:  # cannot happen unless check_host itself is broken: still a row, never a pass
+            rows.append(report.host_row(h.name, None, f"internal error: {job.exception!r}"))
+    return rows
+
+
+def disconnect(state) -> None:
+    """Close every connection, giving up after 10 s (the check's result is already known)."""
+    from pyinfra.api.connect import disconnect_all
+
+    try:
+        with gevent.Timeout(10):
+            disconnect_all(state)
+    except (gevent.Timeout, Exception):  # noqa: BLE001 - nothing left to learn from a host
+        pass
+
+
+def progress_printer(stream: TextIO) -> Callable[[int, int], None] | None:
+    """A progress line on stream (hosts checked out of N), only when it is a terminal."""
+    if not stream.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\r\x1b[K" if done == total else ""
+        stream.write(f"\r\x1b[Kkvm-drivers: {done}/{total} hosts checked{end}")
+        stream.flush()
+
+    return show
+
+
+def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+    """The check command; returns the exit code."""
+    started = time.time()
+    for path in args.report:
+        if path.suffix.lower() not in report.FORMATS:
+            print(f"kvm-drivers: --report {path}: unknown format; use a suffix among {', '.join(report.FORMATS)}",
+                  file=stderr)  # fmt: skip
+            return report.EXIT_USAGE
+    if args.timeout <= 0:
+        print("kvm-drivers: --timeout must be positive", file=stderr)
+        return report.EXIT_USAGE
+
+    pyinfra_log = logging.getLogger("pyinfra")
+    host_log = _HostLog()
+    pyinfra_log.addHandler(host_log)
+    pyinfra_log.setLevel(logging.INFO)
+    pyinfra_log.propagate = False
+    if args.verbose:
+        pyinfra_log.addHandler(logging.StreamHandler(stderr))
+    forbid_prompts()
+
+    state, config = new_state(args.timeout, args.parallel)
+    try:
+        inventory = load_inventory(args.inventory, parse_data(args.data))
+    except Exception as exc:  # noqa: BLE001 - a broken inventory is a usage error with a message
+        print(f"kvm-drivers: cannot load inventory {args.inventory}: {type(exc).__name__}: {exc}", file=stderr)
+        return report.EXIT_USAGE
+    hosts = hosts_in_scope(inventory, args.limit)
+    rows: list[dict[str, Any]] = []
+    if hosts:
+        start_state(state, config, inventory, hosts)
+        try:
+            rows = check_hosts(state, hosts, args.timeout, host_log, None if args.quiet else progress_printer(stderr))
+        finally:
+            disconnect(state)
+        code = report.exit_code(rows)
+    else:
+        what = f"--limit {' '.join(args.limit)} matched no host" if args.limit else "the inventory has no host"
+        print(f"kvm-drivers: {what} in {args.inventory}: nothing was checked", file=stderr)
+        code = report.EXIT_NO_HOSTS
+
+    meta = {"generated_at": time.time(), "duration_seconds": time.time() - started, "exit_code": code}
+    width = shutil.get_terminal_size().columns if stdout.isatty() else None
+    text = report.text_table(rows, width=width, quiet=args.quiet) if rows else ""
+    if text:
+        print(text, file=stdout, flush=True)
+    for path in args.report:
+        try:
+            report.write_report(path, rows, meta)
+        except (OSError, ValueError) as exc:
+            print(f"kvm-drivers: report {path} could not be written: {exc}", file=stderr)
+            code = max(code, report.EXIT_REPORT_FAILED)
+        else:
+            if not args.quiet:
+                print(f"report written to {path}", file=stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the kvm-drivers console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("kvm-drivers: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure must still be a non-zero exit
+        LOG.exception("internal error")
+        print(f"kvm-drivers: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return report.EXIT_USAGE
+
+
+_LEGACY_STARTED: set[int] = set()
+
+
+def legacy_deploy(state, data: dict[str, Any]) -> None:
+    """What the deprecated deploys/drift_check.py does inside a pyinfra run: the first host to arrive runs
+    the whole check (every host in pyinfra's scope, failed connections included), prints it, writes the
+    report named by data["report"], and ends the process with the check's exit code (os._exit: the
+    result cannot depend on which host finishes last, nor on gevent passing SystemExit on). The other
+    hosts return at once.
+    """
+    from pyinfra.context import ctx_state
+
+    state = ctx_state.get() or state  # the State itself, not pyinfra's context proxy of it
+    if id(state) in _LEGACY_STARTED:
+        return
+    _LEGACY_STARTED.add(id(state))
+    started = time.time()
+    timeout = float(data.get("check_timeout") or DEFAULT_TIMEOUT)
+    host_log = _HostLog()
+    logging.getLogger("pyinfra").addHandler(host_log)
+    forbid_prompts()
+    scope = [h for h in state.inventory if state.is_host_in_limit(h)]
+    jobs = [gevent.spawn(check_host, state, h, timeout, host_log) for h in scope]  # not the pool: it is full
+    gevent.joinall(jobs)
+    rows = [j.value if j.successful() else report.host_row(h.name, None, f"internal error: {j.exception!r}")
+            for h, j in zip(scope, jobs)]  # fmt: skip
+    code = report.exit_code(rows) if rows else report.EXIT_NO_HOSTS
+    print(report.text_table(rows), flush=True)
+    target = data.get("report")
+    if target:
+        meta = {"generated_at": time.time(), "duration_seconds": time.time() - started, "exit_code": code}
+        try:
+            report.write_report(target, rows, meta)
+            print(f"report written to {target}", flush=True)
+        except (OSError, ValueError) as exc:
+            print(f"report {target} could not be written: {exc}", file=sys.stderr, flush=True)
+            code = max(code, report.EXIT_REPORT_FAILED)
+    print("deploys/drift_check.py is deprecated: use 'kvm-drivers check INVENTORY' (see the README)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

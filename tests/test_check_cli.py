@@ -1,0 +1,184 @@
+"""kvm-drivers check without the lab: the real CLI in a subprocess, hosts from tests/fake_connector.py.
+
+Every way a host can fail to be checked must end in a non-zero exit code and a row for that host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fake_connector import ROOT, run_cli
+
+
+def inventory(tmp_path: Path, hosts: dict[str, dict], groups: dict[str, list[str]] | None = None) -> str:
+    """An inventory file of @fake hosts (name -> data), in that order, plus optional groups."""
+    lines = ["hosts = ["] + [f"    ('@fake/{n}', {d!r})," for n, d in hosts.items()] + ["]"]
+    for group, names in (groups or {}).items():
+        lines.append(f"{group} = [h for h in hosts if h[0][6:] in {names!r}]")
+    path = tmp_path / "inv.py"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def rows_of(path: Path) -> dict[str, dict]:
+    return {h["host"]: h for h in json.loads(path.read_text())["hosts"]}
+
+
+def test_all_compliant_exits_0(tmp_path):
+    inv = inventory(tmp_path, {"a": {"fake": "compliant"}, "b": {"fake": "compliant"}})
+    run = run_cli("check", inv, "--report", str(tmp_path / "r.json"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.splitlines()[-1] == "2 hosts: 2 compliant"
+    assert {r["status"] for r in rows_of(tmp_path / "r.json").values()} == {"compliant"}
+
+
+def test_drifted_exits_2_and_quiet_prints_only_problems(tmp_path):
+    inv = inventory(tmp_path, {"ok": {"fake": "compliant"}, "old": {"fake": "drifted"}})
+    run = run_cli("check", inv, "--quiet")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "old" in run.stdout and "virtio_blk" in run.stdout
+    assert " ok " not in run.stdout and "COMPLIANT" not in run.stdout
+    assert run_cli("check", inv, "--quiet", "--limit", "ok").stdout == ""  # nothing to say when all is well
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("raise", "RuntimeError: fake connector exploded"),
+    ("hang", "timed out after 2 s"),
+    ("fail", "the state gathering command failed: sh: 1: gather: Permission denied"),
+    ("noconnect", "unreachable: Could not connect"),
+    ("prompt", "would have prompted 'sudo password:'"),
+])  # fmt: skip
+def test_a_host_not_checked_is_an_error_whatever_happened(tmp_path, kind, expected):
+    inv = inventory(tmp_path, {"good": {"fake": "compliant"}, "bad": {"fake": kind}})
+    run = run_cli("check", inv, "--timeout", "2", "--report", str(tmp_path / "r.json"))
+    assert run.returncode == 4, run.stdout + run.stderr
+    rows = rows_of(tmp_path / "r.json")
+    assert rows["good"]["status"] == "compliant"
+    assert rows["bad"]["status"] == "error" and expected in rows["bad"]["errors"][0], rows["bad"]
+    assert expected in run.stdout
+
+
+def test_output_cut_short_is_never_compliant(tmp_path):
+    inv = inventory(tmp_path, {"cut": {"fake": "cut"}})
+    run = run_cli("check", inv, "--report", str(tmp_path / "r.json"))
+    assert run.returncode not in (0, 2), run.stdout
+    assert any("did not finish" in e for e in rows_of(tmp_path / "r.json")["cut"]["errors"])
+
+
+@pytest.mark.parametrize("order", ["failing host first", "failing host last"])
+def test_the_host_finishing_last_does_not_decide(tmp_path, order):
+    # The hanging host is the last to finish (at its time limit); the others answered long before.
+    hosts = {f"ok{i}": {"fake": "compliant"} for i in range(5)}
+    slow = {"slow": {"fake": "hang"}}
+    inv = inventory(tmp_path, {**slow, **hosts} if order == "failing host first" else {**hosts, **slow})
+    run = run_cli("check", inv, "--timeout", "2", "--report", str(tmp_path / "r.json"))
+    assert run.returncode == 4, run.stdout + run.stderr
+    rows = rows_of(tmp_path / "r.json")
+    assert len(rows) == 6 and rows["slow"]["status"] == "error"
+    # and the other way round: a failing host that finishes first, compliant ones after it
+    inv = inventory(tmp_path, {"gone": {"fake": "noconnect"}, **hosts})
+    assert run_cli("check", inv).returncode == 4
+
+
+def test_each_host_gets_its_own_data(tmp_path):
+    inv = inventory(tmp_path, {"plain": {"fake": "compliant"},
+                               "ata": {"fake": "compliant", "kvm_drivers": ["ata_piix"]}})  # fmt: skip
+    run = run_cli("check", inv, "--report", str(tmp_path / "r.json"))
+    rows = rows_of(tmp_path / "r.json")
+    assert rows["plain"]["status"] == "compliant"
+    assert rows["ata"]["status"] == "drifted" and "ata_piix" in rows["ata"]["not_declared"]
+    assert run.returncode == 2
+    # --data overrides every host's data, as pyinfra's does
+    assert run_cli("check", inv, "--data", "fake=hang", "--timeout", "1").returncode == 4
+
+
+def test_limit_by_group_and_glob(tmp_path):
+    inv = inventory(tmp_path, {"web1": {"fake": "compliant"}, "web2": {"fake": "compliant"},
+                               "db1": {"fake": "drifted"}}, groups={"webs": ["web1", "web2"]})  # fmt: skip
+    assert run_cli("check", inv, "--limit", "webs").returncode == 0
+    assert run_cli("check", inv, "--limit", "web*").returncode == 0
+    run = run_cli("check", inv, "--limit", "web1", "--limit", "db*")
+    assert run.returncode == 2 and run.stdout.splitlines()[-1] == "2 hosts: 1 compliant, 1 drifted"
+
+
+def test_limit_matching_nothing_exits_6_without_prompting(tmp_path):
+    inv = inventory(tmp_path, {"web1": {"fake": "compliant"}})
+    run = run_cli("check", inv, "--limit", "nomatch*", "--report", str(tmp_path / "r.prom"),
+                  "--report", str(tmp_path / "r.json"), timeout=60)  # fmt: skip
+    assert run.returncode == 6, run.stdout + run.stderr
+    assert "matched no host" in run.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["hosts"] == [] and data["exit_code"] == 6  # a stale "all compliant" file is replaced
+    assert "kvm_drivers_check_exit_code 6" in (tmp_path / "r.prom").read_text()
+    (tmp_path / "empty.py").write_text("hosts = []\n")
+    assert run_cli("check", str(tmp_path / "empty.py")).returncode == 6
+
+
+def test_report_that_cannot_be_written_exits_5_and_others_are_written(tmp_path):
+    inv = inventory(tmp_path, {"a": {"fake": "compliant"}})
+    blocked = tmp_path / "blocked.json"  # a directory
+    blocked.mkdir()
+    run = run_cli("check", inv, "--report", str(tmp_path / "missing-dir" / "r.json"), "--report", str(blocked),
+                  "--report", str(tmp_path / "ok.xml"))  # fmt: skip
+    assert run.returncode == 5, run.stdout + run.stderr
+    assert "missing-dir/r.json could not be written" in run.stderr
+    assert (tmp_path / "ok.xml").exists()
+    # a drifted or broken fleet keeps the larger code
+    inv = inventory(tmp_path, {"a": {"fake": "noconnect"}})
+    assert run_cli("check", inv, "--report", "/proc/kvm-drivers.json").returncode == 5
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary file left behind
+
+
+def test_usage_errors_exit_1_before_checking(tmp_path):
+    inv = inventory(tmp_path, {"a": {"fake": "hang"}})
+    assert run_cli("check", inv, "--report", str(tmp_path / "r.csv")).returncode == 1
+    assert run_cli("check", str(tmp_path / "nope.py")).returncode == 1
+    assert run_cli("check", inv, "--data", "novalue").returncode == 1
+    assert run_cli("check", inv, "--timeout", "0").returncode == 1
+    assert run_cli("check").returncode == 1  # argparse's own code would be 2, which means "drifted"
+    (tmp_path / "broken.py").write_text("hosts = [\n")
+    run = run_cli("check", str(tmp_path / "broken.py"))
+    assert run.returncode == 1 and "cannot load inventory" in run.stderr
+
+
+def test_progress_only_on_a_terminal(tmp_path):
+    inv = inventory(tmp_path, {f"h{i}": {"fake": "compliant"} for i in range(3)})
+    assert "hosts checked" not in run_cli("check", inv).stderr  # stderr is a pipe: no progress line
+    master, slave = pty.openpty()
+    env = {**os.environ, "KVM_DRIVERS_CACHE": "off", "PYTHONPATH": str(ROOT)}
+    from tests.fake_connector import RUNNER
+
+    proc = subprocess.run([sys.executable, "-c", RUNNER, "check", inv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=slave, stdin=subprocess.DEVNULL, timeout=60)  # fmt: skip
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"kvm-drivers: 3/3 hosts checked" in seen
+    assert b"hosts checked" not in proc.stdout
+
+
+def test_console_script_and_module_entry_point():
+    scripts = (ROOT / "pyproject.toml").read_text().split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    module, func = re.search(r'^kvm-drivers = "([\w.]+):(\w+)"$', scripts, re.M).groups()
+    code = f"import {module} as m; import sys; sys.exit(m.{func}(['check', '--help']))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True).returncode == 0
+    run = subprocess.run([sys.executable, "-m", "kvm_drivers_cli", "check", "--help"], cwd=ROOT, capture_output=True,
+                         text=True)  # fmt: skip
+    assert run.returncode == 0 and "--timeout" in run.stdout and "exit codes" in run.stdout
