@@ -6,7 +6,8 @@ picks the default entry itself and loads that entry's kernel and initrd from the
 on virtio-blk. Nothing here decides what to boot: no parser of ours is consulted.
 
 The disk is a copy of the host's tree (``mkfs.ext4 -d``, partitioned as the host's layout
-needs) in which ``/sbin/init`` is the probe (in the copy only, never in the host). The probe
+needs) in which the root's init (``/sbin/init``, and systemd's binary that dracut's systemd
+re-executes on switch-root) is the probe: in the copy only, never in the host. The probe
 writes what it saw to ``/probe-result`` in the image, syncs and powers off; the result is read
 back with ``debugfs`` after QEMU exits. A boot that never reaches the root file system leaves
 no file. The NIC is attached to an empty hub: the guest has a virtio-net device but no network.
@@ -112,9 +113,12 @@ class BootResult:
     @property
     def cause(self) -> str:
         """The console line that shows why a boot failed ('' if none was seen)."""
-        for line in self.log.splitlines():
-            if FAILED.search(line) or re.search(r"\berror: |Timed out|Gave up|rdsosreport", line):
-                return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line).strip()
+        lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", ln).strip() for ln in self.log.splitlines()]
+        for pattern in (r"ALERT!", r"Timed out waiting|Could not boot|emergency mode", FAILED.pattern,
+                        r"\berror: |Gave up|rdsosreport|time limit"):  # fmt: skip
+            for line in lines:
+                if re.search(pattern, line):
+                    return line
         return ""
 
     def summary(self) -> str:
@@ -230,14 +234,21 @@ def mkfs_ext4(src: Path, image: Path, offset: int, size: int, uuid: str) -> None
     run(["mkfs.ext4", "-q", "-F", "-U", uuid, "-E", f"offset={offset}", "-d", str(src), str(image), f"{size // 1024}k"])
 
 
+# The root's init: /sbin/init (run-init of initramfs-tools execs it), and systemd's own binary,
+# which dracut's systemd re-executes from the new root on switch-root (no init= on the command line).
+INITS = ["/sbin/init", "/lib/systemd/systemd"]
+
+
 def put_probe(image: str, tree: Path) -> None:
-    """Replace /sbin/init in the ext4 file system image (path?offset=N) by the probe."""
-    init = inside(tree, "/sbin/init")
-    folder, name = init.rsplit("/", 1)
+    """Replace the root's init (INITS) in the ext4 file system image (path?offset=N) by the probe."""
     with tempfile.NamedTemporaryFile("w", suffix=".probe", delete=False) as f:
         f.write(PROBE)
     os.chmod(f.name, 0o755)
-    script = f"cd {folder or '/'}\nrm {name}\nwrite {f.name} {name}\n"
+    script = ""
+    for init in INITS:
+        if (tree / init.lstrip("/")).exists() or (tree / init.lstrip("/")).is_symlink():
+            folder, name = inside(tree, init).rsplit("/", 1)
+            script += f"cd {folder or '/'}\nrm {name}\nwrite {f.name} {name}\n"
     try:
         run(["debugfs", "-w", "-f", "-", image], input=script)
     finally:
@@ -328,10 +339,12 @@ def make_btrfs(tree: Path, image: Path, size: int) -> None:
         try:
             run(["btrfs", "subvolume", "create", f"{mnt}/@"])
             run(["cp", "-a", f"{tree}/.", f"{mnt}/@/"])
-            init = Path(mnt) / "@" / inside(tree, "/sbin/init").lstrip("/")
-            init.unlink(missing_ok=True)
-            init.write_text(PROBE)
-            init.chmod(0o755)
+            for path in INITS:
+                if (tree / path.lstrip("/")).exists():
+                    init = Path(mnt) / "@" / inside(tree, path).lstrip("/")
+                    init.unlink(missing_ok=True)
+                    init.write_text(PROBE)
+                    init.chmod(0o755)
         finally:
             run(["umount", mnt])
 
