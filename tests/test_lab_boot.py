@@ -98,3 +98,18 @@ def test_bls_model_replaces_only_the_blscfg_line(tmp_path):
     assert "blscfg\n" not in out and out.startswith("set timeout=5\n") and out.endswith("set after=1\n")
     assert "menuentry 'Rocky Linux (x)' --class rocky --unrestricted --id 'a-6.1.0-47-amd64' {" in out
     assert "\tlinux /vmlinuz-6.1.0-47-amd64 root=UUID=u ro\n\tinitrd /initramfs-6.1.0-47-amd64.img\n" in out
+
+
+# GRUB 2.14 (blscfg hosts) prints no "Booting" line and wraps its initrd line.
+CONSOLE_214 = (
+    "      previous menu.  \x1b[5;80H \x1b[7m\x1b[5;3H*Rocky Linux (6.1.0-50-amd64)          \x1b[m\x1b[6;3H"
+    " Rocky Linux (6.1.0-47-amd64)          \x1b[m   The highlighted entry will be executed automatically in 0s.\n"
+    "loader/i386/linux.c:1154:linux: Initrd (0x3674d000) at 0x3674d000,\r\n\r\nsize=0xc500ff\r\n"
+)
+
+
+def test_grub_214_output_names_the_highlighted_entry_and_the_initrd():
+    files = {"/boot/initramfs-6.1.0-50-amd64.img": 0xC500FF, "/boot/initramfs-6.1.0-47-amd64.img": 0xC500FE}
+    r = boot.parse_result(hosts.spec("rocky9-counting"), CONSOLE_214, "", files, 9.0)
+    assert r.entry == "Rocky Linux (6.1.0-50-amd64)"
+    assert r.initrd == "/boot/initramfs-6.1.0-50-amd64.img"

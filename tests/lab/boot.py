@@ -435,10 +435,15 @@ class Launched:
 
 def parse_result(h: HostSpec, out: str, probe: str, files: dict[str, int], seconds: float) -> BootResult:
     """A BootResult from the serial console and the probe's file."""
-    clean = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    clean = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", " ", out).replace("\r", "")
     result = BootResult(h.name, LOADERS[h.loader], seconds, log=out)
     result.entry = ">".join(re.findall(r"Booting `(.*?)'", clean))
-    sizes = re.findall(r"Initrd, addr=0x[0-9a-f]+, size=0x([0-9a-f]+)", clean)
+    if not result.entry:  # GRUB 2.14 prints no "Booting" line: the entry highlighted when the menu timed out
+        menu = clean.rsplit("will be executed automatically", 1)[0]
+        if marked := re.findall(r"\*(\S.*?)\s{3,}", menu):
+            result.entry = marked[-1].strip()
+    # 2.06: "Initrd, addr=0x..., size=0x..."; 2.14: "Initrd (0x...) at 0x...,\n size=0x..."
+    sizes = re.findall(r"Initrd(?:, addr=0x[0-9a-f]+,| \(0x[0-9a-f]+\) at 0x[0-9a-f]+,)\s*size=0x([0-9a-f]+)", clean)
     if sizes:
         result.grub_initrd_size = int(sizes[-1], 16)
     for line in probe.splitlines():
