@@ -39,6 +39,7 @@ GRUB_PC = Path("/usr/lib/grub/i386-pc")  # Debian's grub-pc-bin (GRUB 2.06 on De
 GRUB_EFI = Path("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed")  # Debian's signed GRUB (grub-efi-amd64-signed)
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 MiB = 1 << 20
+OS_RELEASE_STUB = Path(__file__).with_name("os-release.lab-disk-copy")
 
 # Where a GRUB core would find its directory: grub-install bakes the prefix into core.img;
 # the rescue image plays that part by looking for the disk's GRUB directory in this order.
@@ -249,6 +250,10 @@ def put_probe(image: str, tree: Path) -> None:
         if (tree / init.lstrip("/")).exists() or (tree / init.lstrip("/")).is_symlink():
             folder, name = inside(tree, init).rsplit("/", 1)
             script += f"cd {folder or '/'}\nrm {name}\nwrite {f.name} {name}\n"
+    if not any((tree / p).exists() for p in ("etc/os-release", "usr/lib/os-release", "etc/initrd-release")):
+        # Lab artifact: the lab's dracut is Debian's, with systemd, whose switch-root refuses a root
+        # without os-release (a real CentOS 6's dracut has no systemd). The DISK COPY gets one.
+        script += f"cd /usr/lib\nwrite {OS_RELEASE_STUB} os-release\n"
     try:
         run(["debugfs", "-w", "-f", "-", image], input=script)
     finally:
@@ -400,6 +405,7 @@ class Launched:
     timeout: int
     output: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
+    ended: float | None = None  # when QEMU's console closed (the boot's own duration ends there)
 
     def _read(self) -> None:
         """Collect the serial console; stop QEMU shortly after a line that ends all hope."""
@@ -410,6 +416,7 @@ class Launched:
             if failed_at is None and FAILED.search(line):
                 failed_at = time.monotonic()
                 threading.Timer(3, self.proc.kill).start()
+        self.ended = time.monotonic()
 
     def wait(self) -> BootResult:
         """Wait for the boot to end (power-off, failure or time limit) and read the probe's file."""
@@ -421,7 +428,7 @@ class Launched:
             self.output.append("\n[time limit reached]\n")
         if self.reader:
             self.reader.join(10)
-        seconds = time.monotonic() - self.start
+        seconds = (self.ended or time.monotonic()) - self.start
         out = "".join(self.output)
         probe = read_probe(self.disk)
         for f in [self.disk.image, *self.disk.extra]:
