@@ -16,7 +16,7 @@ from pathlib import Path
 from pyinfra import host, state
 
 from facts import report
-from facts.kvm_drivers import KvmDrivers
+from facts.kvm_drivers import GATHER_TIMEOUT, KvmDrivers
 
 try:
     info = host.get_fact(
@@ -24,6 +24,7 @@ try:
         drivers=host.data.get("kvm_drivers"),
         extra=host.data.get("kvm_drivers_extra"),
         kernels=host.data.get("kvm_kernels", "all"),
+        _timeout=host.data.get("kvm_gather_timeout", GATHER_TIMEOUT),  # a host that never answers is an error
         _ignore_errors=True,  # a host whose state cannot be read is reported, not dropped
     )
     problem = "" if info is not None else "the state gathering command failed (see its output above)"

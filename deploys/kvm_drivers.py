@@ -13,7 +13,7 @@ One remote command gathers the state; a host already in the wanted state gets no
 
 from pyinfra import host
 
-from facts.kvm_drivers import KvmDrivers
+from facts.kvm_drivers import GATHER_TIMEOUT, KvmDrivers
 from operations import kvm_drivers as kvm
 
 settings = {
@@ -21,7 +21,7 @@ settings = {
     "extra": host.data.get("kvm_drivers_extra"),
     "kernels": host.data.get("kvm_kernels", "all"),
 }
-info = host.get_fact(KvmDrivers, **settings)
+info = host.get_fact(KvmDrivers, **settings, _timeout=host.data.get("kvm_gather_timeout", GATHER_TIMEOUT))
 
 if info is None:
     pass  # the fact failed: pyinfra has already reported this host as failed
@@ -32,9 +32,10 @@ elif info["errors"]:
     )
 else:
     kvm.report(info)
+    run_id = kvm.new_run_id()  # ties the declaration's rollback copy to this run's rebuilds
     if host.data.get("kvm_remove_blacklists") and info["blacklisted"]:
-        kvm.remove_blacklists(name="Remove modprobe.d blacklists of KVM drivers", info=info)
+        kvm.remove_blacklists(name="Remove modprobe.d blacklists of KVM drivers", info=info, run_id=run_id)
         # the initrds carry a copy of modprobe.d: rebuild them all
         info = {**info, "to_rebuild": [k["version"] for k in info["kernels"] if not k["too_old"]]}
-    kvm.declare_drivers(name="Declare the KVM drivers", info=info)
-    kvm.rebuild_initrds(name="Rebuild initrds lacking KVM drivers", info=info)
+    kvm.declare_drivers(name="Declare the KVM drivers", info=info, run_id=run_id)
+    kvm.rebuild_initrds(name="Rebuild initrds lacking KVM drivers", info=info, run_id=run_id)

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facts.parsers import MARK, Snapshot
+from facts.parsers import MARK, MODULE_NAME, Snapshot
 
 
 @dataclass
@@ -49,9 +49,26 @@ def load(host_name: str) -> HostCache:
         data = json.loads(path.read_text()) if path else {}
     except (OSError, ValueError):
         return HostCache()
-    if not isinstance(data, dict) or "listings" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("listings"), dict):
         return HostCache()  # unknown or older layout: start again
-    return HostCache(data["listings"], data.get("snapshot") or {})
+    snapshot = data.get("snapshot") or {}
+    if not (isinstance(snapshot, dict) and isinstance(snapshot.get("lines", []), list)
+            and all(isinstance(line, str) for line in snapshot.get("lines", []))):  # fmt: skip
+        snapshot = {}
+    # A listing of the wrong shape is dropped: that initrd is then listed again by the host.
+    listings = {key: entry for key, entry in data["listings"].items() if _valid_listing(entry)}
+    return HostCache(listings, snapshot)
+
+
+def _valid_listing(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("modules"), list)
+        and all(isinstance(m, str) and MODULE_NAME.match(m) for m in entry["modules"])
+        and isinstance(entry.get("kernel_dirs"), list)
+        and isinstance(entry.get("modprobe_files"), list)
+        and isinstance(entry.get("lister"), str)
+    )
 
 
 def seen(cached: HostCache, version: str) -> str:
@@ -97,10 +114,12 @@ def apply(host_name: str, cached: HostCache, snap: Snapshot, output: list[str], 
         snapshot = {"version": version, "fingerprint": snap.fingerprint, "lines": lines} if trusted else {}
     path = _file(host_name)
     if path and (keep != cached.listings or snapshot != cached.snapshot):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # private: it holds bootloader configurations (they may carry password hashes)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"listings": keep, "snapshot": snapshot}))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(json.dumps({"listings": keep, "snapshot": snapshot}))
             tmp.replace(path)
         except OSError:
             pass  # a cache we cannot write only costs speed

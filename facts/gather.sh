@@ -12,6 +12,12 @@ shift 3
 W="$*"
 
 sec() { echo "@@KVM $*"; }
+# Only printable ASCII travels outside file contents (pyinfra decodes output as UTF-8, and
+# host data is untrusted): anything else becomes '?'.
+ascii() { tr -c '\t\n -~' '?'; }
+# A file name that is not plain ASCII cannot be reported or read safely: say so (the host is
+# then an error, never "compliant") and skip the file.
+odd() { case "$1" in *[!A-Za-z0-9._@+,:=~/-]*) sec oddname "$(printf '%s' "$1" | ascii)"; return 0 ;; esac; return 1; }
 
 # Each program started costs about a millisecond here: the script starts as few as it can.
 # Live values, sent on every run.
@@ -30,19 +36,21 @@ df -Pk /boot 2>/dev/null | awk 'NR == 2 { f = $4 } END {
 # The files the facts parse (shell built-ins only: no program started).
 dumps=""
 for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-release \
-    /etc/centos-release /etc/euleros-release /etc/openEuler-release /etc/lsb-release \
+    /etc/centos-release /etc/euleros-release /etc/openEuler-release /etc/system-release /etc/lsb-release \
     /etc/debian_version /etc/initramfs-tools/modules /etc/initramfs-tools/initramfs.conf \
     /etc/dracut.conf /etc/sysconfig/kernel /etc/sysconfig/bootloader /etc/default/grub \
     /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/grubenv /boot/grub2/grubenv \
     /boot/grub/menu.lst /boot/grub/grub.conf /boot/grub/default \
     /etc/dracut.conf.d/*.conf /usr/lib/dracut/dracut.conf.d/*.conf \
     /boot/loader/entries/*.conf /boot/efi/EFI/*/grub.cfg; do
-    { [ -f "$f" ] || [ -L "$f" ]; } && dumps="$dumps $f"
+    { [ -f "$f" ] || [ -L "$f" ]; } || continue
+    odd "$f" || dumps="$dumps $f"
 done
 # modprobe.d files in effect: a same-named file in /etc (or /run) overrides a vendor one.
 mp=""
 for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/lib/modprobe.d/*.conf /lib/modprobe.d/*.conf; do
     [ -f "$f" ] || continue
+    odd "$f" && continue
     b=${f##*/}
     case "$f" in
         /run/*) [ -f "/etc/modprobe.d/$b" ] && continue ;;
@@ -115,11 +123,12 @@ fi
 sec blacklist
 [ -n "$mp" ] && awk -v want=" $W " '
     $1 == "blacklist" || ($1 == "install" && $3 ~ /^\/(usr\/)?bin\/(false|true)$/) {
-        n = $2; gsub(/-/, "_", n); if (index(want, " " n " ")) print FILENAME ":" FNR ":" n ":" $0 }' $mp
+        n = $2; gsub(/-/, "_", n); if (index(want, " " n " ")) print FILENAME ":" FNR ":" n ":" $0 }' $mp | ascii
 
 kernels=""
 for d in /lib/modules/*; do
     [ -d "$d" ] || continue
+    odd "$d" && continue
     k=${d##*/}
     kernels="$kernels $k"
     sec kernel "$k"
@@ -165,7 +174,7 @@ for f in /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/menu.lst /boot/grub
 done
 refs=""
 [ -n "$bl" ] && refs=$(awk '$1 ~ /^(initrd|initrd16|initrdefi)$/ {
-    for (i = 2; i <= NF; i++) { p = $i; sub(/^\([^)]*\)/, "", p); print p } }' $bl)
+    for (i = 2; i <= NF; i++) { p = $i; sub(/^\([^)]*\)/, "", p); print p } }' $bl | ascii)
 cands=""
 for k in $kernels; do
     cands="$cands /boot/initrd.img-$k /boot/initramfs-$k.img /boot/initrd-$k /boot/initrd-$k.img"
@@ -174,26 +183,56 @@ listed=" "
 for p in $refs $cands; do
     r=""
     if [ -f "$p" ]; then r=$p; elif [ -f "/boot$p" ]; then r=/boot$p; fi
+    # btrfs: GRUB names /@/boot/x (the subvolume mounted as /) for /boot/x, /@boot/x for /boot/x
+    # ("$r$p" starts with /@ only when nothing was found and p does)
+    case "$r$p" in /@*/*) q=/${p#/@*/}; if [ -f "$q" ]; then r=$q; elif [ -f "/boot$q" ]; then r=/boot$q; fi ;; esac
     case "$r" in "") ;; */./*|*/../*|*//*) r=$(readlink -f "$r") ;; *) [ -L "$r" ] && r=$(readlink -f "$r") ;; esac
     sec ref "$p" "$r"
     [ -n "$r" ] || continue
     case "$listed" in *" $r "*) continue ;; esac
     case "$r" in *kdump*|*rescue*|*ucode*|*microcode*) continue ;; esac
     listed="$listed$r "
+    case "$r" in /boot/*) ;; *) continue ;; esac  # never read a file outside /boot as an initrd
     st=$(stat -c '%s|%Y|%Z' "$r" 2>/dev/null)
     sec initrd "$r" "${st%%|*}"
     key="$r|$st"
     echo "key $key"
+    echo "magic $(od -An -tx1 -N6 "$r" 2>/dev/null | tr -d ' \n')"
     case "$KNOWN" in *" $key "*) echo "cached"; continue ;; esac
     if out=$(list_initrd "$r"); then
         printf '%s\n' "$out" | awk '
             $1 == "lister" { print; next }
             $NF ~ /\.ko(\.(gz|xz|zst|bz2|lz4))?$/ { n = $NF; sub(/.*\//, "", n); sub(/\.ko(\.[a-z0-9]+)?$/, "", n); gsub(/-/, "_", n); print "m " n }
             $NF ~ /^\/?(usr\/)?lib\/modules\/[^\/]+\/?$/ { n = $NF; sub(/\/$/, "", n); sub(/.*\//, "", n); print "kver " n }
-            $NF ~ /(^|\/)modprobe\.d\/[^\/]+\.conf$/ { print "modprobe " $NF }' | sort -u
+            $NF ~ /(^|\/)modprobe\.d\/[^\/]+\.conf$/ { print "modprobe " $NF }' | sort -u | ascii
     else
         sec listfail "$?"
-        printf '%s\n' "$out" | tail -n 5
+        printf '%s\n' "$out" | tail -n 5 | ascii
     fi
+done
+# Kernel images that bootloader entries name without a version (SLES 11 KIWI images boot
+# /boot/linux.vmx): tie each to its kernel through the image itself, never by its name. The
+# version string from the x86 boot protocol header ("HdrS" at 0x202; kernel_version at 0x20E,
+# a pointer to the string at that value + 0x200), and the versioned images that are the same file.
+kimgs=""
+[ -n "$bl" ] && kimgs=$(awk '$1 ~ /^(linux|linux16|linuxefi|kernel)$/ && $2 !~ /^[$-]/ {
+    p = $2; sub(/^\([^)]*\)/, "", p); b = p; sub(/.*\//, "", b)
+    if (b !~ /^(vmlinuz|vmlinux|bzImage|Image|image|kernel)-./) print p }' $bl | sort -u)
+for p in $kimgs; do
+    odd "$p" && continue
+    r=""
+    if [ -f "$p" ]; then r=$p; elif [ -f "/boot$p" ]; then r=/boot$p; fi
+    case "$r$p" in /@*/*) q=/${p#/@*/}; if [ -f "$q" ]; then r=$q; elif [ -f "/boot$q" ]; then r=/boot$q; fi ;; esac
+    sec kimage "$p" "$r"
+    [ -n "$r" ] || continue
+    if [ "$(dd if="$r" bs=1 skip=514 count=4 2>/dev/null)" = HdrS ]; then
+        set -- $(od -An -tu1 -j 526 -N 2 "$r")
+        [ $# -eq 2 ] && dd if="$r" bs=1 skip=$(($1 + 256 * $2 + 512)) count=200 2>/dev/null |
+            tr '\000' '\n' | sed -n '1s/^\([A-Za-z0-9._+~-]*\).*/version \1/p'
+    fi
+    for f in /boot/vmlinuz-* /boot/vmlinux-* /boot/Image-* /boot/image-*; do
+        case "$f" in *[!A-Za-z0-9._@+,:=~/-]*) continue ;; esac  # reported as oddname above
+        [ -f "$f" ] && [ "$f" -ef "$r" ] && echo "same $f"
+    done
 done
 sec end

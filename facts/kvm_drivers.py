@@ -35,6 +35,8 @@ SCRIPT_VERSION = hashlib.sha256((GATHER_SCRIPT + LISTER).encode()).hexdigest()[:
 VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
 SUSE_FIRST = ["ata_piix", "ata_generic"]
 OLDEST_KERNEL = (2, 6, 24)  # virtio needs a newer kernel than this
+OUTPUT_CAP = 32 * 1024 * 1024  # bytes of gather output accepted from one host
+GATHER_TIMEOUT = 300  # seconds a host may take to answer (inventory data kvm_gather_timeout)
 CONFIG_PATHS = {
     "initramfs-tools": "/etc/initramfs-tools/modules",
     "dracut": "/etc/dracut.conf.d/90-kvm-drivers.conf",
@@ -56,6 +58,38 @@ def wanted_drivers(family: str | None, drivers: list[str] | None, extra: list[st
         if p.norm(d) not in out:
             out.append(p.norm(d))
     return out
+
+
+def settings_errors(drivers: object, extra: object, kernels: object) -> list[str]:
+    """Why the inventory data (kvm_drivers, kvm_drivers_extra, kvm_kernels) cannot be used."""
+    errors = []
+    for key, value in (("kvm_drivers", drivers), ("kvm_drivers_extra", extra)):
+        if value is None:
+            continue
+        if not isinstance(value, (list, tuple)) or not all(isinstance(d, str) for d in value):
+            errors.append(f"{key} must be a list of module names, got {type(value).__name__} {value!r:.60}")
+            continue
+        bad = [d for d in value if not p.MODULE_NAME.match(p.norm(d)) or "/" in d]
+        if bad:
+            errors.append(f"{key}: not a module name: {', '.join(repr(d)[:60] for d in bad)}")
+        if key == "kvm_drivers" and not value:
+            errors.append("kvm_drivers is empty: give the drivers to guarantee, or leave it unset")
+    if isinstance(kernels, (list, tuple)):
+        if not kernels or not all(isinstance(k, str) and p.KERNEL_NAME.match(k) for k in kernels):
+            errors.append(f"kvm_kernels must be 'all', 'default' or a non-empty list of kernel versions, "
+                          f"got {kernels!r:.80}")  # fmt: skip
+    elif kernels not in ("all", "default"):
+        errors.append(f"kvm_kernels must be 'all', 'default' or a list of kernel versions, got {kernels!r:.80}")
+    return errors
+
+
+def valid_drivers(drivers: object) -> list[str] | None:
+    """The driver list if it is a valid one, else None (settings_errors says why)."""
+    if isinstance(drivers, (list, tuple)) and all(isinstance(d, str) for d in drivers):
+        names = [p.norm(d) for d in drivers]
+        if all(p.MODULE_NAME.match(n) for n in names) and not any("/" in d for d in drivers):
+            return names
+    return None
 
 
 def choose_generator(family: str | None, tools: dict[str, str]) -> tuple[str | None, str]:
@@ -136,9 +170,13 @@ def analyse(
     """Turn a gathered Snapshot into the host's KVM-driver state and the work it needs."""
     distro = p.parse_distro(snap.files)
     generator, generator_error = choose_generator(distro.family, snap.tools)
-    wanted = wanted_drivers(distro.family, drivers, extra)
-    errors: list[str] = []
+    errors: list[str] = settings_errors(drivers, extra, kernels)
     warnings: list[str] = []
+    bad_settings = bool(errors)
+    if bad_settings:  # check with the defaults; nothing is changed on a host with bad settings
+        drivers, extra, kernels = None, None, "all"
+    wanted = wanted_drivers(distro.family, drivers, extra)
+    errors += [f"malformed answer from the host: {x}" for x in snap.problems]
     if not snap.complete:
         errors.append("the state gathering script did not finish (output cut short)")
     if distro.family is None:
@@ -155,6 +193,7 @@ def analyse(
         warnings.append("no bootloader configuration found; using the distribution's initrd names")
     else:
         warnings += [f"bootloader: {w}" for w in boot.warnings]
+        warnings += tie_unversioned_entries(boot, snap)
     default_entry = boot.entries[boot.default] if boot and boot.default is not None else None
 
     running = snap.meta.get("uname", "")
@@ -171,8 +210,13 @@ def analyse(
     chosen = installed
     if kernels == "default":
         chosen = [k for k in installed if default_entry and k.version == default_entry.kernel] or installed[:1]
-    elif isinstance(kernels, list):
+    elif isinstance(kernels, (list, tuple)):
         chosen = [k for k in installed if k.version in kernels]
+        unknown = [v for v in kernels if v not in {k.version for k in installed}]
+        if unknown:
+            have = ", ".join(k.version for k in installed) or "none"
+            errors.append(f"kvm_kernels names kernels that are not installed: {', '.join(unknown)} "
+                          f"(installed: {have})")  # fmt: skip
 
     result_kernels = []
     for k in sorted(chosen, key=lambda k: p.kernel_version_tuple(k.version), reverse=True):
@@ -184,11 +228,18 @@ def analyse(
     for k in result_kernels:
         if k["too_old"] and usable:
             warnings.append(f"kernel {k['version']} is 2.6.24 or older: skipped")
-        if k["initrd_error"] and not k["initrd"]:  # no initrd to rebuild: a person must add one
+        if k["initrd_refused"]:
+            errors.append(f"kernel {k['version']}: {k['initrd_refused']}")
+        elif k["initrd_error"] and not k["initrd"]:  # no initrd to rebuild: a person must add one
             errors.append(f"kernel {k['version']}: {k['initrd_error']} (add an initrd to its bootloader entry)")
         elif k["initrd_error"]:
             warnings.append(f"initrd {k['initrd']} of kernel {k['version']}: {k['initrd_error']}")
 
+    named = list(drivers or []) + list(extra or [])  # drivers the user asked for by name must exist
+    nowhere = [p.norm(d) for d in named if installed and all(driver_kind(k, p.norm(d)) == "absent" for k in installed)]
+    if nowhere:
+        errors.append(f"driver(s) named in the inventory exist in no installed kernel: {' '.join(nowhere)} "
+                      "(a typo?)")  # fmt: skip
     declared = declared_drivers(generator, snap.files)
     if declared["path"] in snap.files and snap.files[declared["path"]] is None:
         errors.append(f"{declared['path']} exists but could not be read (permissions, or not UTF-8 text): "
@@ -207,7 +258,9 @@ def analyse(
         errors += boot_prechecks(snap, [k for k in usable if k["version"] in to_rebuild])
 
     if errors:
-        status = "unsupported" if distro.family is None or (result_kernels and not usable) else "error"
+        unreadable = bool(snap.problems) or not snap.complete or bad_settings
+        unsupported = distro.family is None or (result_kernels and not usable)
+        status = "unsupported" if unsupported and not unreadable else "error"  # not fully checked: error
     elif to_rebuild or to_declare or blacklisted:
         status = "drifted"
     else:
@@ -220,7 +273,7 @@ def analyse(
         "generator": generator,
         "tools": snap.tools,
         "running_kernel": running,
-        "boot_free_kib": int(snap.meta.get("bootfree") or 0) if (snap.meta.get("bootfree") or "").isdigit() else None,
+        "boot_free_kib": int(snap.meta["bootfree"]) if p.DIGITS.match(snap.meta.get("bootfree", "")) else None,
         "boot": {
             "source": boot.source if boot else None,
             "default_kernel": default_entry.kernel if default_entry else None,
@@ -236,13 +289,37 @@ def analyse(
     }
 
 
+def tie_unversioned_entries(boot: p.BootConfig, snap: p.Snapshot) -> list[str]:
+    """Give entries that boot an image without a version in its name (/boot/linux.vmx) their kernel.
+
+    Through the image itself, never its name: the version in its bzImage header when that kernel
+    is installed (/lib/modules/<version>), else a versioned image that is the same file.
+    """
+    notes = []
+    for entry in boot.entries:
+        img = snap.kimages.get(entry.linux_path) if not entry.kernel and entry.linux_path else None
+        if img is None:
+            continue
+        if img.version and img.version in snap.kernels:
+            entry.kernel, how = img.version, "its header's version string"
+        else:
+            owner = [k.version for k in snap.kernels.values() if set(k.images) & set(img.same)]
+            if not owner:
+                notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}, which is not tied to "
+                             f"an installed kernel (header version {img.version or 'unreadable'})")  # fmt: skip
+                continue
+            entry.kernel, how = owner[0], f"the same file as {' '.join(img.same)}"
+        notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}: kernel {entry.kernel} ({how})")
+    return notes
+
+
 def boot_prechecks(snap: p.Snapshot, rebuild: list[dict[str, Any]]) -> list[str]:
     """Why the initrds cannot be rebuilt safely (read-only or too full /boot), checked before any change."""
     options = snap.meta.get("bootmount", "").split(",")
     if "ro" in options:
         return ["/boot is mounted read-only: cannot write a new initrd (remount it rw first)"]
     free = snap.meta.get("bootfree", "")
-    if not free.isdigit():
+    if not p.DIGITS.match(free):
         return []
     sizes = [k["initrd_size"] or 64 * 1024 * 1024 for k in rebuild]
     # a backup of each old image, the largest new one built beside it (it grows), and slack
@@ -268,9 +345,7 @@ def _kernel_state(
     initrd, source = "", ""
     for entry in entries:
         if entry.initrd:
-            initrd = snap.refs.get(entry.initrd) or (
-                entry.initrd if entry.initrd.startswith("/boot/") else "/boot" + entry.initrd
-            )
+            initrd = snap.refs.get(entry.initrd) or p.system_path(entry.initrd)
             source = f"bootloader entry '{entry.title}'"
             break
     no_initrd = bool(entries) and not initrd  # the bootloader boots this kernel without any initrd
@@ -287,6 +362,7 @@ def _kernel_state(
         initrd = found[0] if found else names[0 if family == "debian" else 1 if family == "rhel" else 2]
         source = "distribution naming convention"
     raw = snap.initrds.get(initrd)
+    refused = "" if no_initrd else initrd_refusal(initrd, raw)
     kinds = {d: driver_kind(k, d) for d in wanted}
     needed: list[str] = []
     for d in wanted:
@@ -313,6 +389,7 @@ def _kernel_state(
         "initrd_source": source,
         "initrd_size": raw.size if raw else None,
         "initrd_error": error,
+        "initrd_refused": refused,
         "lister": raw.lister if raw else None,
         "builtin": [d for d in wanted if kinds[d] == "builtin"],
         "modules": [d for d in wanted if kinds[d] == "module"],
@@ -320,6 +397,23 @@ def _kernel_state(
         "needed": needed,
         "missing": missing,
     }
+
+
+# First bytes of the formats an initrd comes in: cpio (newc, crc; early microcode too), gzip,
+# xz, zstd, lz4 (legacy and frame), bzip2, lzop, lzma.
+INITRD_MAGIC = ("303730373031", "303730373032", "1f8b", "fd377a585a00", "28b52ffd", "02214c18", "04224d18",
+                "425a68", "894c5a4f", "5d0000")  # fmt: skip
+
+
+def initrd_refusal(path: str, raw: p.RawInitrd | None) -> str:
+    """Why kvm-drivers must not rebuild path as an initrd ('' when it may): whatever the
+    bootloader configuration says, only a file in /boot that looks like an initrd is replaced.
+    """
+    if not p.safe_path(path) or not path.startswith("/boot/"):
+        return f"the bootloader names {path!r} as an initrd: not a file in /boot, refusing to touch it"
+    if raw is not None and raw.magic and not raw.magic.startswith(INITRD_MAGIC):
+        return f"{path} does not look like an initrd (first bytes {raw.magic[:12]}): refusing to replace it"
+    return ""
 
 
 def gather_command(drivers: list[str], known: list[str] | None = None, seen: str = "") -> StringCommand:
@@ -337,6 +431,10 @@ def gather_command(drivers: list[str], known: list[str] | None = None, seen: str
         QuoteString(" ".join(known or [])),
         QuoteString(seen),
         *[QuoteString(d) for d in drivers],
+        "|",  # an answer past the cap is cut (no "end" line: an error), whatever the host holds
+        "head",
+        "-c",
+        str(OUTPUT_CAP),
     )
 
 
@@ -369,17 +467,37 @@ class KvmDrivers(FactBase[dict]):
         self._args = (drivers, extra, kernels)
         self._host = ctx_host.get().name if ctx_host.isset() else ""
         self._cached = cache.load(self._host) if self._host else cache.HostCache()
-        lookup = wanted_drivers("suse", drivers, extra) if drivers is None else wanted_drivers(None, drivers, extra)
+        # Only well-formed names travel (bad inventory data is reported by analyse()).
+        names, more = valid_drivers(drivers), valid_drivers(extra) or []
+        lookup = wanted_drivers("suse", None, more) if names is None else wanted_drivers(None, names, more)
         return gather_command(lookup, sorted(self._cached.listings), cache.seen(self._cached, SCRIPT_VERSION))
 
     def process(self, output: list[str]) -> dict:
         drivers, extra, kernels = getattr(self, "_args", (None, None, "all"))
-        cached = getattr(self, "_cached", cache.HostCache())
-        lines = cache.expand(cached, output)
-        snap = p.parse_snapshot(lines)
-        if getattr(self, "_host", ""):
-            cache.apply(self._host, cached, snap, lines, SCRIPT_VERSION)
-        return analyse(snap, drivers, extra, kernels)
+        try:
+            size = sum(len(line) + 1 for line in output)
+            if size >= OUTPUT_CAP:
+                return failed_state(f"the host sent {size} bytes or more (limit {OUTPUT_CAP}): answer refused")
+            cached = getattr(self, "_cached", cache.HostCache())
+            lines = cache.expand(cached, output)
+            snap = p.parse_snapshot(lines)
+            if getattr(self, "_host", ""):
+                cache.apply(self._host, cached, snap, lines, SCRIPT_VERSION)
+            return analyse(snap, drivers, extra, kernels)
+        except Exception as exc:  # noqa: BLE001 - one host's odd answer must not stop the others
+            return failed_state(f"could not make sense of the host's answer ({type(exc).__name__}: {exc})")
+
+
+def failed_state(message: str) -> dict[str, Any]:
+    """The state of a host that could not be checked: an error, with every key analyse() gives."""
+    return {
+        "status": "error", "errors": [message], "warnings": [],
+        "distro": {"id": "unknown", "name": "unknown", "version": "", "family": None, "reason": message},
+        "generator": None, "tools": {}, "running_kernel": "", "boot_free_kib": None,
+        "boot": {"source": None, "default_kernel": None, "default_title": None, "entries": []},
+        "wanted": [], "kernels": [], "declared": declared_drivers(None, {}), "to_declare": [], "to_rebuild": [],
+        "blacklisted": [],
+    }  # fmt: skip
 
 
 class _Part(ShortFactBase[Any]):

@@ -17,7 +17,10 @@ list_initrd() {
     # No native lister, it failed, or it saw no module (old lsinitrd shows only early microcode).
     if [ $_rc -ne 0 ] || ! printf '%s\n' "$_out" | grep -q '\.ko'; then
         if [ -n "$PYLIST" ] && _py=$(command -v python3 || command -v python); then
-            _out=$("$_py" -c "$PYLIST" "$1" 2>&1) || { _rc=$?; printf '%s\n' "$_out"; return $_rc; }
+            # -I (-E -s on Python 2): no module is picked up from the working directory or
+            # the environment; and that directory is /.
+            _iso=-I; "$_py" -I -c '' 2>/dev/null || _iso="-E -s"
+            _out=$(cd / && "$_py" $_iso -c "$PYLIST" "$1" 2>&1) || { _rc=$?; printf '%s\n' "$_out"; return $_rc; }
             echo "lister python"
         elif [ $_rc -eq 127 ]; then
             echo "no initrd lister found (lsinitrd, lsinitramfs, python3)"
@@ -36,15 +39,55 @@ initrd_modules() {
         n = $NF; sub(/.*\//, "", n); sub(/\.ko(\.[a-z0-9]+)?$/, "", n); gsub(/-/, "_", n); print n }' | sort -u
 }
 
-# kvm_lock: one kvm-drivers change at a time on this host. Holds fd 9 on the lock file until
+# kvm_lock: one kvm-drivers change at a time on this host. The lock, the logs and the rollback
+# state live in $KVM_STATE, a directory only root can use (/run/kvm-drivers; /var/lib/kvm-drivers
+# without /run): made with mkdir (which never follows a link) and refused when it is a link,
+# not owned by root or open to others. Nothing goes to world-writable places such as /var/lock
+# or /tmp, where another user could plant a link or hold the lock. Holds fd 9 on the lock until
 # the shell exits; waits up to KVM_DRIVERS_LOCK_WAIT seconds (no flock: no lock). On failure
 # returns 1 with the reason in $KVM_LOCK_ERR.
 kvm_lock() {
-    _lockdir=/var/lock
-    [ -d "$_lockdir" ] || _lockdir=/tmp
+    KVM_STATE=/var/lib/kvm-drivers
+    [ -d /run ] && [ ! -L /run ] && KVM_STATE=/run/kvm-drivers
+    mkdir -m 700 "$KVM_STATE" 2>/dev/null
+    if [ -L "$KVM_STATE" ] || [ ! -d "$KVM_STATE" ] || [ "$(stat -c '%u %a' "$KVM_STATE" 2>/dev/null)" != "0 700" ]; then
+        KVM_LOCK_ERR="$KVM_STATE is not a directory that only root can use (mode 700): refusing to change this host"
+        return 1
+    fi
     command -v flock >/dev/null 2>&1 || return 0
-    exec 9>"$_lockdir/kvm-drivers.lock"
+    exec 9>>"$KVM_STATE/lock"
     flock -w "${KVM_DRIVERS_LOCK_WAIT:-600}" 9 && return 0
-    KVM_LOCK_ERR="another kvm-drivers run is still changing this host (lock $_lockdir/kvm-drivers.lock)"
+    KVM_LOCK_ERR="another kvm-drivers run is still changing this host (lock $KVM_STATE/lock)"
     return 1
+}
+
+# kvm_stale RUN: with the lock held, forget the rollback state of every other run (an
+# interrupted run's copy must never be restored over later edits), and remove the rollback
+# copies older kvm-drivers versions kept beside the configuration files.
+kvm_stale() {
+    for _r in "$KVM_STATE"/rollback.*; do
+        if [ -d "$_r" ] && [ "$_r" != "$KVM_STATE/rollback.$1" ]; then rm -rf "$_r"; fi
+    done
+    for _c in /etc/initramfs-tools/modules /etc/dracut.conf.d/90-kvm-drivers.conf /etc/sysconfig/kernel; do
+        rm -f "$_c.kvm-drivers.prev" "$_c.kvm-drivers.absent"
+    done
+    return 0
+}
+
+# kvm_rollback RUN: undo the declaration RUN wrote (kept in $KVM_STATE/rollback.RUN), but only
+# while the file still holds exactly what RUN wrote: a later edit is never overwritten.
+kvm_rollback() {
+    _r="$KVM_STATE/rollback.$1"
+    [ -n "$1" ] && [ -f "$_r/path" ] || return 0
+    _f=$(cat "$_r/path")
+    if [ "$(cksum < "$_f" 2>/dev/null)" != "$(cat "$_r/written" 2>/dev/null)" ]; then
+        _m="$_f changed since this run wrote it: not rolled back"
+    elif [ -f "$_r/prev" ]; then
+        cp -p "$_r/prev" "$_f.kvm-drivers.$$" && mv -f "$_f.kvm-drivers.$$" "$_f" && _m="restored $_f"
+    else
+        rm -f "$_f" && _m="removed $_f again"
+    fi
+    rm -rf "$_r"
+    echo "kvm-drivers: $_m" >&2
+    return 0
 }

@@ -6,11 +6,13 @@ Every function here is unit-tested on captured real outputs (tests/fixtures).
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import distro
 
@@ -72,6 +74,17 @@ class RawInitrd:
     error: str | None = None
     key: str = ""  # "path|size|mtime|ctime": identifies this exact file for the listing cache
     cached: bool = False  # the host did not list it: the caller's cache has its listing
+    magic: str = ""  # its first bytes in hex ('' when the host did not send them)
+
+
+@dataclass
+class KernelImage:
+    """A kernel image a bootloader entry names without a version in its file name."""
+
+    path: str  # as written in the bootloader configuration
+    resolved: str = ""  # the file on the running system ('' if not found)
+    version: str = ""  # first word of the bzImage header's version string
+    same: list[str] = field(default_factory=list)  # versioned images that are the same file
 
 
 @dataclass
@@ -87,13 +100,48 @@ class Snapshot:
     blacklists: list[dict[str, str]] = field(default_factory=list)  # {file, line, driver, text}
     fingerprint: str = ""  # of everything but the live values ('' when it cannot be trusted)
     complete: bool = False
+    problems: list[str] = field(default_factory=list)  # what in the answer was malformed or refused
+    kimages: dict[str, KernelImage] = field(default_factory=dict)  # unversioned kernel image paths as written
+
+
+# What a host may send. Its output is untrusted: anything else is refused (and makes the host
+# an error, never "compliant"), and no value outside these shapes reaches a command or a path.
+MODULE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+KERNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._@+,-]{0,127}"
+DUMPED_FILES = re.compile(
+    "^(?:/etc/os-release|/usr/lib/os-release|/etc/(?:SuSE|redhat|centos|euleros|openEuler|system|lsb)-release"
+    "|/etc/debian_version|/etc/initramfs-tools/modules|/etc/initramfs-tools/initramfs\\.conf|/etc/dracut\\.conf"
+    "|/etc/sysconfig/kernel|/etc/sysconfig/bootloader|/etc/default/grub"
+    "|/boot/grub2?/(?:grub\\.cfg|grubenv)|/boot/grub/(?:menu\\.lst|grub\\.conf|default)"
+    f"|/etc/dracut\\.conf\\.d/{_NAME}\\.conf|/usr/lib/dracut/dracut\\.conf\\.d/{_NAME}\\.conf"
+    f"|/boot/loader/entries/{_NAME}\\.conf|/boot/efi/EFI/{_NAME}/grub\\.cfg)$"
+)
+MODPROBE_FILE = re.compile(f"^/(?:etc|run|usr/lib|lib)/modprobe\\.d/{_NAME}\\.conf$")
+# An absolute path without "." or ".." components, empty components or control characters.
+SAFE_PATH = re.compile(r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f]+)+$")
+DIGITS = re.compile(r"^[0-9]{1,18}$")
+
+
+def safe_path(path: str) -> bool:
+    """An absolute, normalised path (no '.', '..', '//', control characters)."""
+    return bool(SAFE_PATH.match(path)) and "//" not in path
 
 
 def parse_snapshot(lines: list[str]) -> Snapshot:
-    """Split the gather script's output into a Snapshot."""
+    """Split the gather script's output into a Snapshot.
+
+    The output is untrusted: malformed lines, unknown sections and values of the wrong shape
+    are not used; each is recorded in ``problems`` (the host is then an error).
+    """
     snap = Snapshot()
     kind, arg = "", ""
     body: list[str] = []
+    initrd: RawInitrd | None = None
+
+    def problem(text: str) -> None:
+        if len(snap.problems) < 20:
+            snap.problems.append(text[:200].encode("ascii", "backslashreplace").decode())
 
     def close() -> None:
         if kind == "file":  # gather.sh adds one newline after the file: join() drops it again
@@ -103,24 +151,55 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
         if line.startswith(MARK):
             words = line[len(MARK) :].split(" ")
             close()
-            if words[0] == "unreadable":
-                snap.files[words[1]] = None
-                kind = ""
-                continue
             kind, arg, body = words[0], (words[1] if len(words) > 1 else ""), []
-            if kind == "kernel":
-                snap.kernels[arg] = RawKernel(arg)
+            if kind in ("file", "unreadable") and not DUMPED_FILES.match(arg):
+                problem(f"unexpected file section {arg!r}")
+                kind = "ignored"
+            elif kind == "unreadable":
+                snap.files[arg] = None
+                kind = ""
+            elif kind == "kernel":
+                if len(words) == 2 and KERNEL_NAME.match(arg):
+                    snap.kernels[arg] = RawKernel(arg)
+                else:
+                    problem(f"unexpected kernel directory name {arg!r}")
+                    kind = "ignored"
             elif kind == "ref":
-                snap.refs[arg] = words[2] if len(words) > 2 else ""
+                resolved = words[2] if len(words) > 2 else ""
+                # initrd words as a config writes them (e.g. "$tuned_initrd"): odd ones are not used
+                if len(words) <= 3 and safe_path(arg) and (not resolved or safe_path(resolved)):
+                    snap.refs[arg] = resolved
             elif kind == "initrd":
-                size = words[2] if len(words) > 2 and words[2].isdigit() else "0"
-                snap.initrds[arg] = current_initrd = RawInitrd(arg, int(size))
+                size = words[2] if len(words) > 2 else ""
+                if len(words) != 3 or not safe_path(arg) or not DIGITS.match(size):
+                    problem(f"unexpected initrd section {' '.join(words[1:])!r}")
+                    kind, initrd = "ignored", None
+                else:
+                    snap.initrds[arg] = initrd = RawInitrd(arg, int(size))
             elif kind == "listfail":
-                current_initrd.error = f"listing failed (exit {arg})"
+                if initrd is None:
+                    problem("a listing failure outside any initrd section")
+                    kind = "ignored"
+                else:
+                    initrd.error = f"listing failed (exit {arg})"
+            elif kind == "kimage":
+                resolved = words[2] if len(words) > 2 else ""
+                if len(words) <= 3 and safe_path(arg) and (not resolved or safe_path(resolved)):
+                    snap.kimages[arg] = KernelImage(arg, resolved)
+                else:
+                    problem(f"unexpected kernel image section {' '.join(words[1:])!r}")
+                    kind = "ignored"
             elif kind == "fingerprint":
                 snap.fingerprint = arg
             elif kind == "end":
                 snap.complete = True
+            elif kind not in ("file", "meta", "blacklist", "unchanged", "oddname"):
+                problem(f"unknown section {kind!r}")
+                kind = "ignored"
+            if kind == "unchanged":  # cache.expand() replaces it with our copy: here that copy is gone
+                problem("the host answered 'unchanged' but the cached answer it refers to is gone; run again")
+            if kind == "oddname":
+                problem(f"a file name that is not plain ASCII in {arg!r}: it cannot be read safely")
             continue
         if kind == "file":
             body.append(line)
@@ -130,53 +209,77 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 name, _, path = value.partition(" ")
                 if path:
                     snap.tools[name] = path
+            elif key in ("bootfree", "uid") and value and not DIGITS.match(value):
+                problem(f"unexpected {key} value {value!r}")
             else:
                 snap.meta[key] = value
         elif kind == "kernel":
-            _parse_kernel_line(snap.kernels[arg], line)
-        elif kind == "blacklist" and line.count(":") >= 3:
-            path, lineno, driver, text = line.split(":", 3)
-            snap.blacklists.append({"file": path, "line": lineno, "driver": driver, "text": text})
-        elif kind == "listfail":
-            if line.strip():
-                sep = ": " if current_initrd.error.endswith(")") else " "
-                current_initrd.error += sep + line.strip()
-        elif kind == "initrd":
+            if not _parse_kernel_line(snap.kernels[arg], line):
+                problem(f"unexpected line for kernel {arg}: {line!r}")
+        elif kind == "blacklist":
+            path, lineno, driver, text = (line.split(":", 3) + ["", "", ""])[:4]
+            if MODPROBE_FILE.match(path) and DIGITS.match(lineno) and MODULE_NAME.match(driver):
+                snap.blacklists.append({"file": path, "line": lineno, "driver": driver, "text": text})
+            else:
+                problem(f"unexpected modprobe.d line {line!r}")
+        elif kind == "kimage":
             key, _, value = line.partition(" ")
-            if key == "m":
-                current_initrd.modules.add(value)
+            if key == "version" and KERNEL_NAME.match(value):
+                snap.kimages[arg].version = value
+            elif key == "same" and safe_path(value):
+                snap.kimages[arg].same.append(value)
+            else:
+                problem(f"unexpected line for kernel image {arg}: {line!r}")
+        elif kind == "listfail" and initrd is not None:
+            if line.strip():
+                sep = ": " if initrd.error and initrd.error.endswith(")") else " "
+                initrd.error = (initrd.error or "") + sep + line.strip()
+        elif kind == "initrd" and initrd is not None:
+            key, _, value = line.partition(" ")
+            if key == "m" and MODULE_NAME.match(value):
+                initrd.modules.add(value)
             elif key == "kver":
-                current_initrd.kernel_dirs.add(value)
+                initrd.kernel_dirs.add(value)
             elif key == "modprobe":
-                current_initrd.modprobe_files.append(value)
+                initrd.modprobe_files.append(value)
             elif key == "lister":
-                current_initrd.lister = value
+                initrd.lister = value
             elif key == "key":
-                current_initrd.key = value
+                initrd.key = value
             elif key == "cached":
-                current_initrd.cached = True
+                initrd.cached = True
+            elif key == "magic":
+                initrd.magic = value
+            else:
+                problem(f"unexpected line for initrd {initrd.path}: {line!r}")
     close()
     return snap
 
 
-def _parse_kernel_line(kernel: RawKernel, line: str) -> None:
+def _parse_kernel_line(kernel: RawKernel, line: str) -> bool:
+    """Add one line of a kernel section to kernel; False when the line is malformed."""
     words = line.split()
     if not words:
-        return
-    if words[0] == "image":
+        return True
+    if words[0] == "image" and len(words) == 2 and safe_path(words[1]):
         kernel.images.append(words[1])
-    elif words[0] == "has":
+    elif words[0] == "has" and len(words) == 2 and words[1] in ("builtin", "dep"):
         setattr(kernel, f"has_{words[1]}", True)
-    elif words[0] == "builtin":
-        kernel.builtin.add(words[1])
-    elif words[0] == "absent":
-        kernel.absent.add(words[1])
-    elif words[0] == "module" and len(words) >= 4:
-        kernel.modules[words[1]] = [] if words[3] == "-" else [d for d in words[3].split(",") if d]
-    elif m := re.match(r"^CONFIG_(\w+)=(\w+)", line):
-        kernel.config[m.group(1)] = m.group(2)
-    elif m := re.match(r"^# CONFIG_(\w+) is not set", line):
-        kernel.config[m.group(1)] = "n"
+    elif words[0] in ("builtin", "absent") and len(words) == 2 and MODULE_NAME.match(words[1]):
+        (kernel.builtin if words[0] == "builtin" else kernel.absent).add(words[1])
+    elif words[0] == "module" and len(words) == 4 and MODULE_NAME.match(words[1]):
+        deps = [] if words[3] == "-" else [d for d in words[3].split(",") if d]
+        if not all(MODULE_NAME.match(d) for d in deps):
+            return False
+        kernel.modules[words[1]] = deps
+    elif line.startswith(("CONFIG_", "# CONFIG_")):  # kernel config lines; odd values are not used
+        if m := re.match(r"^CONFIG_(\w+)=(\w+)$", line):
+            kernel.config[m.group(1)] = m.group(2)
+        elif m := re.match(r"^# CONFIG_(\w+) is not set", line):
+            kernel.config[m.group(1)] = "n"
+    else:
+        return False
+    return True
 
 
 # --- distribution ---------------------------------------------------------------------------
@@ -212,7 +315,17 @@ SUSE_IDS = {
     "opensuse-slowroll",
     "sle-micro",
     "sl-micro",
+    "suse-microos",
+    "opensuse-microos",
+    "alp",
+    "alp-dolomite",
+    "alp-micro",
 }
+# SUSE products whose version numbers the procedure's thresholds speak of (SLES 11 / 12 SP1,
+# openSUSE 13). The others (SUSE Linux Micro 5.x/6.x, SLE Micro, ALP, MicroOS, Tumbleweed)
+# number their releases their own way and all build their initrds with dracut.
+SLES_NUMBERED = {"sles", "sled", "sles_sap", "sle_hpc", "suse"}
+OPENSUSE_NUMBERED = {"opensuse", "opensuse-leap"}
 
 
 @dataclass
@@ -230,25 +343,38 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
 
 
+# The release files distro may read, each copied to a fixed place of a private directory.
+# The destination is ours, never a path the host sent (host output is untrusted input).
+RELEASE_FILES = (
+    "/etc/os-release",
+    "/usr/lib/os-release",
+    "/etc/SuSE-release",
+    "/etc/redhat-release",
+    "/etc/centos-release",
+    "/etc/euleros-release",
+    "/etc/openEuler-release",
+    "/etc/system-release",
+)
+
+
 def parse_distro(files: dict[str, str | None]) -> Distro:
     """Identify the distribution from its release files (os-release or the legacy ones)."""
     with tempfile.TemporaryDirectory(prefix="kvm-distro-") as tmp:
         root = Path(tmp)
         (root / "etc").mkdir()
         (root / "usr/lib").mkdir(parents=True)
-        for path, text in files.items():
-            name = path.rsplit("/", 1)[-1]
-            is_release = name in ("os-release", "SuSE-release") or name.endswith("-release")
-            if text is not None and is_release and name != "lsb-release":
-                target = root / path.lstrip("/")
-                if target.parent.is_dir():
-                    target.write_text(text)
+        for path in RELEASE_FILES:  # our constants: only these names are ever written
+            text = files.get(path)
+            if text is not None:
+                (root / path.lstrip("/")).write_text(text, errors="replace")
         try:
-            info = distro.LinuxDistribution(root_dir=str(root))
+            info = distro.LinuxDistribution(root_dir=str(root), include_lsb=False, include_uname=False)
             did, name, version, like = info.id(), info.name(), info.version(best=True), info.like()
         except Exception as exc:  # noqa: BLE001 - distro chokes on some garbage; report it
             return Distro("unknown", "unknown", "", None, f"release files could not be parsed: {exc}")
     did = did.lower()
+    if not did:  # no os-release nor a release file distro reads: the older files, parsed here
+        did, name, version = _legacy_release(files)
     suse_release = files.get("/etc/SuSE-release")
     if suse_release and not files.get("/etc/os-release") and not files.get("/usr/lib/os-release"):
         fields = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", suse_release, re.M))
@@ -267,7 +393,14 @@ def parse_distro(files: dict[str, str | None]) -> Distro:
     likes = set(like.lower().split())
     family: str | None = None
     reason = ""
-    if did in SUSE_IDS or "suse" in likes:
+    os_release = files.get("/etc/os-release") or files.get("/usr/lib/os-release") or ""
+    platform = re.search(r"^PLATFORM_ID=[\"']?platform:(\w+)", os_release, re.M)
+    if did == "uos" and platform and re.match(r"^uelc?\d+$", platform.group(1)):
+        # UOS / UnionTech OS Server 20 (PLATFORM_ID platform:uel20 or uelc20) is RPM-based with
+        # dracut; the UOS desktop and Deepin are Debian-based (Ansible's distribution facts
+        # route them the same way: test/units/module_utils/facts/system/distribution/fixtures).
+        family = "rhel"
+    elif did in SUSE_IDS or "suse" in likes:
         family = suse_family(did, version)
     elif did in RHEL_IDS or likes & {"rhel", "fedora", "centos"}:
         family = "rhel"
@@ -278,13 +411,34 @@ def parse_distro(files: dict[str, str | None]) -> Distro:
     return Distro(did, name or did, version, family, reason)
 
 
+def _legacy_release(files: dict[str, str | None]) -> tuple[str, str, str]:
+    """(id, name, version) from the files older hosts have instead of os-release.
+
+    /etc/system-release alone (Amazon Linux AMI before 2016), /etc/lsb-release alone
+    (DISTRIB_ID/DISTRIB_RELEASE), /etc/debian_version alone. ('', '', '') when none tells.
+    """
+    system = (files.get("/etc/system-release") or "").strip()
+    if m := re.match(r"^(.*?)\s+release\s+(\S+)", system):
+        name = m.group(1)
+        did = "amzn" if name.lower().startswith("amazon linux") else name.split()[0].lower()
+        return did, name, m.group(2)
+    lsb = dict(re.findall(r"^(DISTRIB_\w+)=[\"']?([^\"'\n]*)", files.get("/etc/lsb-release") or "", re.M))
+    if lsb.get("DISTRIB_ID"):
+        did = lsb["DISTRIB_ID"]
+        return did.lower(), lsb.get("DISTRIB_DESCRIPTION") or did, lsb.get("DISTRIB_RELEASE", "")
+    debian = (files.get("/etc/debian_version") or "").strip()
+    if debian:
+        return "debian", "Debian", debian if re.match(r"^\d", debian) else ""
+    return "", "", ""
+
+
 def suse_family(did: str, version: str) -> str:
     """SUSE procedure: legacy (SLES < 12 SP1, openSUSE < 13), 12 SP1, or later."""
     v = _version_tuple(version) or (0,)
     major, minor = v[0], (v[1] if len(v) > 1 else 0)
-    if "tumbleweed" in did or "slowroll" in did:
-        return "suse"
-    if did.startswith("opensuse"):
+    if did not in SLES_NUMBERED | OPENSUSE_NUMBERED:
+        return "suse"  # Micro, ALP, MicroOS, Tumbleweed, Slowroll: dracut, their own numbering
+    if did in OPENSUSE_NUMBERED:
         return "suse-legacy" if major < 13 else "suse"
     if major < 12 or (major == 12 and minor == 0):
         return "suse-legacy"
@@ -299,6 +453,23 @@ def kernel_version_tuple(version: str) -> tuple[int, ...]:
 
 
 # --- bootloader -----------------------------------------------------------------------------
+#
+# The default entry is worked out the way GRUB itself does it; the sources read (rhboot/grub2,
+# whose branches carry upstream GRUB plus the Fedora/RHEL patches) are cited where used:
+# - upstream grub-core/normal/menu.c (branch master, rhel-7.9): get_entry_number() parses the
+#   "default" variable with grub_strtoul(); only when it does not start with a number is it
+#   compared, with menuentry_eq(), to the title or id of the entries of the CURRENT menu (the
+#   top level first). menuentry_eq() compares one '>'-separated component ('>>' is a literal
+#   '>'). Not found or out of range: entry 0. grub_menu_execute_entry(): a submenu that is
+#   booted gets as its own "default" what follows the first '>' (else "default" is unset:
+#   its entry 0).
+# - Fedora/RHEL menu.c (rhel-8-main, rhel-9-main, fedora-44; patch "Fix menu entry selection
+#   based on ID and title", 2018): get_entry_number_helper() tries the ids first, then the
+#   titles, and only then a number that must be the whole value ("1>2" is not a number there).
+#   rhel-9-main and fedora-44 no longer unset "default" when entering a submenu (the new
+#   environment context copies it, normal/context.c grub_env_context_open()).
+# - grub-core/commands/menuentry.c: an entry without --id has its title as its id.
+# - grub-core/commands/blscfg.c: see parse_bls().
 
 
 @dataclass
@@ -310,6 +481,7 @@ class BootEntry:
     initrd: str  # initrd path as written in the config ('' if none)
     ident: str = ""
     path: str = ""  # GRUB index path, e.g. "0" or "1>2"
+    linux_path: str = ""  # kernel image path as written in the config (no device prefix)
 
 
 @dataclass
@@ -329,18 +501,27 @@ def kernel_from_path(path: str) -> str:
     return m.group(1) if m else ""
 
 
+def strip_device(path: str) -> str:
+    """A GRUB file name without its device: (hd0,1)/vmlinuz -> /vmlinuz, ($root)/x -> /x."""
+    return re.sub(r"^\([^)]*\)", "", path)
+
+
+def system_path(path: str) -> str:
+    """Where a file a bootloader names is on the running system.
+
+    GRUB names files on the file system it reads: /vmlinuz-K on a separate /boot partition,
+    /boot/vmlinuz-K on the root file system, /@/boot/vmlinuz-K when the root is the btrfs
+    subvolume @ (Debian/Ubuntu installers), /@boot/vmlinuz-K for a subvolume mounted on /boot.
+    """
+    path = re.sub(r"^/@[^/]*(?=/)", "", path)
+    return path if path.startswith("/boot/") else "/boot" + path
+
+
 def choose_initrd(paths: list[str]) -> str:
     """The main initrd of an entry's initrd line (skipping early-microcode images)."""
-    paths = [p for p in paths if not p.startswith("$")]  # e.g. RHEL's $tuned_initrd
+    paths = [strip_device(p) for p in paths if not p.startswith("$")]  # e.g. RHEL's $tuned_initrd
     main = [p for p in paths if not re.search(r"ucode|microcode", p.rsplit("/", 1)[-1])]
     return (main or paths or [""])[-1]
-
-
-def _grub_words(line: str) -> list[str]:
-    try:
-        return shlex.split(line, comments=True)
-    except ValueError:
-        return line.split()
 
 
 def parse_grubenv(text: str | None) -> dict[str, str]:
@@ -353,108 +534,723 @@ def parse_grubenv(text: str | None) -> dict[str, str]:
     return env
 
 
-def parse_grub2(text: str, env: dict[str, str], source: str) -> BootConfig:
-    """Entries and default of a GRUB 2 grub.cfg (menuentry/submenu blocks, set default=)."""
-    cfg = BootConfig(source)
-    stack: list[tuple[str, int]] = []  # (kind, index) of open menuentry/submenu blocks
-    counters: list[int] = [0]  # entry counter per nesting level of submenus
-    current: BootEntry | None = None
-    defaults: list[str] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        words = _grub_words(line)
-        if not words:
-            continue
-        head = words[0]
-        if head in ("menuentry", "submenu"):
-            title = words[1] if len(words) > 1 else ""
-            ident = ""
-            for i, w in enumerate(words):
-                if w in ("$menuentry_id_option", "--id") and i + 1 < len(words):
-                    ident = words[i + 1]
-            index = counters[-1]
-            counters[-1] += 1
-            path = ">".join([str(i) for _, i in stack if _ == "submenu"] + [str(index)])
-            if head == "submenu":
-                stack.append(("submenu", index))
-                counters.append(0)  # a submenu is not bootable; its entries count from 0
-            else:
-                stack.append(("menuentry", index))
-                current = BootEntry(title, "", "", ident, path)
-            continue
-        if head == "}" or line == "}":
-            if stack:
-                kind, _ = stack.pop()
-                if kind == "menuentry" and current is not None:
-                    cfg.entries.append(current)
-                    current = None
-                elif kind == "submenu":
-                    counters.pop()
-            continue
-        if current is not None and head in ("linux", "linux16", "linuxefi", "kernel") and len(words) > 1:
-            current.kernel = kernel_from_path(words[1])
-        elif current is not None and head in ("initrd", "initrd16", "initrdefi") and len(words) > 1:
-            current.initrd = choose_initrd(words[1:])
-        elif head == "set" and len(words) > 1 and words[1].startswith("default="):
-            defaults.append(words[1].split("=", 1)[1])
-    if not cfg.entries:
-        return cfg
-    wanted = [d for d in defaults if "next_entry" not in d] or ["0"]
-    value = wanted[-1]
-    if "saved_entry" in value or value == "saved":
-        value = env.get("saved_entry", "0") or "0"
-    cfg.default = _resolve_default(cfg.entries, value, cfg.warnings)
-    return cfg
+# rpm version comparison ----------------------------------------------------------------------
 
 
-def _resolve_default(entries: list[BootEntry], value: str, warnings: list[str]) -> int:
-    value = value.strip().strip("'\"")
-    for i, entry in enumerate(entries):
-        if value and value in (entry.path, entry.ident, entry.title):
-            return i
-    # "gnulinux-advanced-xxx>gnulinux-5.10-advanced-xxx": the last part names the entry.
-    last = value.rsplit(">", 1)[-1]
-    for i, entry in enumerate(entries):
-        if last and last in (entry.ident, entry.title):
-            return i
-    if value.isdigit() and int(value) == 0:
+def _is_alnum(c: str) -> bool:
+    return c.isascii() and c.isalnum()
+
+
+def rpmvercmp(a: str, b: str, caret: str | None = "^") -> int:
+    """Segment-wise version comparison of rpm: 1 if a is newer, 0 if equal, -1 if b is newer.
+
+    Written after rpm's rpmvercmp() (rpmio/rpmvercmp.c) and checked against rpm's own table
+    tests/rpmvercmp.at. '~' sorts before anything, even the end of the string; ``caret`` sorts
+    after the end of the string but before anything else: '^' in rpm, '+' in the copy inside
+    GRUB's blscfg.c on Fedora and RHEL 9 (vercmp()), None in RHEL 8's copy (no such separator).
+    Only ASCII letters and digits make segments; anything else separates them.
+    """
+    if a == b:
         return 0
-    warnings.append(f"default entry {value!r} not found; GRUB falls back to the first entry")
+    i, j, la, lb = 0, 0, len(a), len(b)
+
+    def skip(s: str, k: int, n: int) -> int:
+        while k < n and not _is_alnum(s[k]) and s[k] != "~" and s[k] != caret:
+            k += 1
+        return k
+
+    while i < la or j < lb:
+        i, j = skip(a, i, la), skip(b, j, lb)
+        ca, cb = a[i : i + 1], b[j : j + 1]
+        if ca == "~" or cb == "~":
+            if ca != "~":
+                return 1
+            if cb != "~":
+                return -1
+            i, j = i + 1, j + 1
+            continue
+        if caret and (ca == caret or cb == caret):
+            if not ca:
+                return -1
+            if not cb:
+                return 1
+            if ca != caret:
+                return 1
+            if cb != caret:
+                return -1
+            i, j = i + 1, j + 1
+            continue
+        if not (ca and cb):
+            break
+        test = str.isdigit if ca.isdigit() else str.isalpha
+        isnum = test is str.isdigit
+        i2, j2 = i, j
+        while i2 < la and a[i2].isascii() and test(a[i2]):
+            i2 += 1
+        while j2 < lb and b[j2].isascii() and test(b[j2]):
+            j2 += 1
+        one, two = a[i:i2], b[j:j2]
+        if not two:  # segments of different types: the numeric one is newer
+            return 1 if isnum else -1
+        if isnum:
+            one, two = one.lstrip("0"), two.lstrip("0")
+            if len(one) != len(two):
+                return 1 if len(one) > len(two) else -1
+        if one != two:
+            return 1 if one > two else -1
+        i, j = i2, j2
+    if i >= la and j >= lb:
+        return 0
+    return -1 if i >= la else 1
+
+
+def _split_nvr(text: str, has_name: bool) -> tuple[str, str, str]:
+    """(name, version, release) as blscfg.c split_package_string() cuts them at the last '-'s."""
+    rest, dash, release = text.rpartition("-")
+    if not dash:
+        rest, release = text, ""
+    has_release = bool(dash)
+    if not has_name:
+        version, name = rest, ""
+    else:
+        name, dash2, version = rest.rpartition("-")
+        if not dash2:
+            name, version = rest, ""
+        if not dash2:  # no version: the release moves up into it
+            version, release, has_release = release, "", False
+    if not version and has_release:
+        version, release = release, ""
+    return name, version, release
+
+
+def _split_cmp(a: str, b: str, has_name: bool, caret: str | None) -> int:
+    """blscfg.c split_cmp(): name, then version, then release, each with vercmp()."""
+    na, va, ra = _split_nvr(a, has_name)
+    nb, vb, rb = _split_nvr(b, has_name)
+    for x, y in ((na, nb), (va, vb), (ra, rb)):
+        r = rpmvercmp(x, y, caret)
+        if r:
+            return r
     return 0
 
 
-def bls_sort_key(entry: BootEntry) -> list:
-    """Sort key approximating GRUB's BLS order (rpm version compare, newest first)."""
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[a-zA-Z]+", entry.kernel)]
+# GRUB 2 script (the subset grub.cfg files use) -----------------------------------------------
+
+# Variables GRUB >= 2.00 sets itself (grub-core/normal/main.c, features[]).
+GRUB_FEATURES = (
+    "feature_chainloader_bpb feature_ntldr feature_platform_search_hint feature_default_font_path "
+    "feature_all_video_module feature_menuentry_id feature_menuentry_options feature_200_final "
+    "feature_nativedisk_cmd feature_timeout_style"
+).split()
+# Variables GRUB sets at run time that a file cannot tell: a test on them has no known answer.
+GRUB_RUNTIME = set(
+    "grub_platform grub_cpu prefix root cmdpath config_directory config_file boot "
+    "lang locale_dir secondary_locale_dir net_default_server pxe_default_server".split()
+)
+
+_VAR = re.compile(r"\$\{([A-Za-z0-9_#?*@]+)\}|\$([A-Za-z_][A-Za-z0-9_]*|[0-9#?*@])")
+_Word = list  # parts (text, quote) with quote "'", '"' or ''
 
 
-def parse_bls(files: dict[str, str | None], env: dict[str, str]) -> BootConfig:
-    """Entries of /boot/loader/entries/*.conf (Boot Loader Specification), newest first."""
+def _add(word: list | None, text: str, quote: str) -> list:
+    """Append a part to a word, merging it with a last part of the same quoting."""
+    word = word or []
+    if word and word[-1][1] == quote:
+        word[-1] = (word[-1][0] + text, quote)
+    else:
+        word.append((text, quote))
+    return word
+
+
+def _grub_lex(text: str) -> list:
+    """GRUB script tokens: words (lists of (text, quote) parts), and newline (also for ';'), '{', '}'.
+
+    Blocks opened and closed on one line ('{ true; }') come out as multi-line ones do.
+    """
+    tokens: list = []
+    word: list | None = None
+    i, n = 0, len(text)
+
+    def flush() -> None:
+        nonlocal word
+        if word is not None:
+            tokens.append(word)
+            word = None
+
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n:
+            if text[i + 1] != "\n":
+                word = _add(word, text[i + 1], "'")
+            i += 2
+        elif c in " \t\r":
+            flush()
+            i += 1
+        elif c in "\n;":
+            flush()
+            tokens.append("\n")
+            i += 1
+        elif c == "#" and word is None:
+            while i < n and text[i] != "\n":
+                i += 1
+        elif c in "{}":
+            flush()
+            tokens.append(c)
+            i += 1
+        elif c == "'":
+            j = text.find("'", i + 1)
+            j = n if j < 0 else j
+            word = _add(word, text[i + 1 : j], "'")
+            i = j + 1
+        elif c == '"':
+            j, buf = i + 1, []
+            while j < n and text[j] != '"':
+                if text[j] == "\\" and j + 1 < n and text[j + 1] in '"\\$':
+                    j += 1
+                buf.append(text[j])
+                j += 1
+            word = _add(word, "".join(buf), '"')
+            i = j + 1
+        elif c == "$" and text.startswith("${", i):
+            j = text.find("}", i)
+            j = n - 1 if j < 0 else j
+            word = _add(word, text[i : j + 1], "")
+            i = j + 1
+        else:
+            word = _add(word, c, "")
+            i += 1
+    flush()
+    return tokens
+
+
+class _Unknown(Exception):
+    """A value GRUB would know at boot time but the files do not tell."""
+
+
+@dataclass
+class _Item:
+    """A menu item as GRUB builds it: an entry, or a submenu with its own items."""
+
+    title: str
+    ident: str
+    children: list[_Item] | None = None  # None: a menuentry
+    entry: BootEntry | None = None
+    bls: bool = False  # the place where 'blscfg' adds the BLS entries
+
+
+@dataclass
+class _Block:
+    kind: str  # menuentry, submenu, function, if, loop
+    item: _Item | None = None
+    state: bool | None = True  # the current branch runs (True), does not (False), or unknown
+    taken: bool | None = False  # an earlier branch of this if ran
+    saved: dict[str, str | None] | None = None  # the variables outside a submenu's own context
+
+
+class _GrubScript:
+    """Runs the statements of a grub.cfg that decide the menu and the default, nothing else."""
+
+    def __init__(self, env: dict[str, str], export_all: bool = False):
+        self.vars: dict[str, str | None] = {f: "y" for f in GRUB_FEATURES}
+        self.vars.update(env)  # load_env: grubenv's variables (00_header loads them first)
+        self.exported = set(GRUB_FEATURES)  # normal/main.c exports the feature variables
+        self.export_all = export_all
+        self.top: list[_Item] = []
+        self.stack: list[_Block] = []
+        self.warnings: list[str] = []
+        self.default_doubt = ""
+
+    # values
+    def expand(self, word: _Word, keep_empty: bool = False) -> str | None:
+        out = []
+        for text, quote in word:
+            if quote == "'":
+                out.append(text)
+                continue
+            pos = 0
+            for m in _VAR.finditer(text):
+                out.append(text[pos : m.start()])
+                name = m.group(1) or m.group(2)
+                if name in GRUB_RUNTIME or (name in self.vars and self.vars[name] is None):
+                    raise _Unknown(name)
+                out.append(self.vars.get(name) or "")
+                pos = m.end()
+            out.append(text[pos:])
+        value = "".join(out)
+        if not value and not keep_empty and all(q == "" for _, q in word):
+            return None  # an unquoted empty expansion is no argument at all
+        return value
+
+    def args(self, words: list[_Word]) -> list[str]:
+        return [v for v in (self.expand(w) for w in words) if v is not None]
+
+    # context
+    def runs(self) -> bool | None:
+        """Whether a statement here runs when grub.cfg is read (None: cannot tell)."""
+        result: bool | None = True
+        for b in self.stack:
+            if b.kind in ("menuentry", "submenu", "function") or b.state is False:
+                return False
+            if b.state is None or b.kind == "loop":
+                result = None
+        return result
+
+    def entry_block(self) -> _Block | None:
+        for b in reversed(self.stack):
+            if b.kind in ("menuentry", "submenu", "function"):
+                return b
+        return None
+
+    def menu(self) -> list[_Item] | None:
+        """The item list that a menuentry here would join (None: not built now)."""
+        for b in reversed(self.stack):
+            if b.kind == "submenu":
+                return b.item.children if b.item is not None and b.state is not False else None
+            if b.kind in ("menuentry", "function") or b.state is False:
+                return None
+        return self.top
+
+    # statements
+    def test(self, words: list[_Word]) -> bool | None:
+        """GRUB's test command (grub-core/commands/test.c) on what a file can know."""
+        try:
+            args = self.args(words)
+        except _Unknown:
+            return None
+        if args and args[0] == "[" and args[-1] == "]":
+            args = args[1:-1]
+        elif args and args[0] == "test":
+            args = args[1:]
+        elif args in (["true"], ["false"]):
+            return args == ["true"]
+        else:
+            return None  # a command's exit status (search, keystatus, ...)
+
+        def primary(a: list[str]) -> bool | None:
+            if a and a[0] == "!":
+                r = primary(a[1:])
+                return None if r is None else not r
+            if len(a) == 1:
+                return a[0] != ""
+            if len(a) == 2 and a[0] in ("-n", "-z"):
+                return (a[1] != "") == (a[0] == "-n")
+            if len(a) == 3 and a[1] in ("=", "==", "!="):
+                return (a[0] == a[2]) == (a[1] != "!=")
+            if len(a) == 3 and a[1] in ("-eq", "-ne", "-lt", "-gt", "-le", "-ge"):
+                try:
+                    x, y = int(a[0]), int(a[2])
+                except ValueError:
+                    return None
+                return {"-eq": x == y, "-ne": x != y, "-lt": x < y, "-gt": x > y, "-le": x <= y, "-ge": x >= y}[a[1]]
+            return None  # file tests and the rest
+
+        def split(a: list[str], op: str) -> list[list[str]]:
+            out: list[list[str]] = [[]]
+            for x in a:
+                out.append([]) if x == op else out[-1].append(x)
+            return out
+
+        any_true = False
+        unknown = False
+        for group in split(args, "-o"):
+            values = [primary(p) for p in split(group, "-a")]
+            value = False if False in values else None if None in values else True
+            any_true |= value is True
+            unknown |= value is None
+        return True if any_true else None if unknown else False
+
+    def assign(self, name: str, word: _Word) -> None:
+        runs = self.runs()
+        if runs is False:
+            return
+        value: str | None
+        try:
+            value = self.expand(word, keep_empty=True)
+        except _Unknown as exc:
+            value = None
+            if name == "default":
+                self.default_doubt = f"default set from ${exc.args[0]}, which only GRUB knows"
+        if runs is None:
+            if name == "default":
+                self.default_doubt = "a 'set default' runs under a condition that cannot be evaluated"
+            value = None
+        self.vars[name] = value
+
+    def statement(self, words: list[_Word], opens: bool) -> None:
+        if not words and not opens:
+            return
+        heads = []
+        while words and len(words[0]) == 1 and words[0][0][1] == "" and words[0][0][0] in ("then", "else", "do"):
+            heads.append(words[0][0][0])
+            words = words[1:]
+        for h in heads:
+            if h == "else" and self.stack and self.stack[-1].kind == "if":
+                b = self.stack[-1]
+                b.state = False if b.taken is True else None if b.taken is None else True
+        if not words:
+            if opens:
+                self.stack.append(_Block("function"))
+            return
+        head = "".join(t for t, _ in words[0])
+        inner = self.entry_block()
+        if head == "if" or head == "elif":
+            if head == "if":
+                self.stack.append(_Block("if"))
+            b = self.stack[-1] if self.stack and self.stack[-1].kind == "if" else _Block("if")
+            cond = self.test(words[1:]) if not (inner and inner.kind != "submenu") else None
+            if b.taken is True:
+                b.state = False
+            else:
+                b.state = cond if b.taken is False else (None if cond is not False else False)
+                b.taken = True if cond is True and b.taken is False else (b.taken if cond is False else None)
+            return
+        if head == "fi" or head == "done":
+            if self.stack and self.stack[-1].kind in ("if", "loop"):
+                self.stack.pop()
+            return
+        if head in ("while", "until", "for"):
+            self.stack.append(_Block("loop", state=None))
+            return
+        if head in ("menuentry", "submenu") and opens:
+            item = self.new_item(head, words[1:])
+            where = self.menu()
+            if where is not None and item is not None:
+                where.append(item)
+            block = _Block(head, item, state=True)
+            if head == "submenu":
+                # Its body runs in a new context (normal/context.c grub_env_context_open()):
+                # upstream and RHEL 8 copy only exported variables, RHEL 9 and Fedora all of them.
+                block.saved = self.vars
+                self.vars = {k: v for k, v in self.vars.items() if self.export_all or k in self.exported}
+            self.stack.append(block)
+            return
+        if opens:  # function NAME {, or anything else that opens a block
+            self.stack.append(_Block("function"))
+            return
+        if inner is not None:
+            if inner.kind == "menuentry" and inner.item is not None and self.runs_in_entry():
+                self.entry_line(inner.item.entry, head, words[1:])
+            return
+        if head == "export" and self.runs() is not False:
+            self.exported.update(self.args(words[1:]))
+        elif head == "blscfg" and self.runs() is not False:
+            where = self.menu()
+            if where is not None:
+                where.append(_Item("", "", None, None, bls=True))
+        elif head == "set" and len(words) > 1:
+            self.assign_word(words[1])
+        elif len(words) == 1:
+            self.assign_word(words[0])
+
+    def assign_word(self, word: _Word) -> None:
+        """'name=value' as one word ('set name=value' or 'name=value'): the value follows the '='."""
+        first, quote = word[0]
+        m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", first, re.S)
+        if quote == "" and m:
+            self.assign(m.group(1), [(m.group(2), quote)] + word[1:])
+
+    def runs_in_entry(self) -> bool:
+        for b in reversed(self.stack):
+            if b.kind in ("menuentry", "submenu", "function"):
+                return True
+            if b.state is False:
+                return False
+        return True
+
+    def new_item(self, kind: str, words: list[_Word]) -> _Item | None:
+        words = [[("--id", "")] if w == [("$menuentry_id_option", "")] else w for w in words]  # 00_header's
+        try:
+            args = self.args(words)
+        except _Unknown:
+            args = ["".join(t for t, _ in w) for w in words]
+        # commands/menuentry.c options, parsed as lib/arg.c grub_arg_parse() does: "--opt value"
+        # takes the next word only if it does not start with '-'; an option that needs a value
+        # and gets none, or an unknown option, is an error and the entry is not added (e.g.
+        # RHEL's "--users $grub_users --id X" with grub_users unset).
+        title, ident, error, i = "", "", "", 0
+        while i < len(args):
+            a = args[i]
+            if a.startswith("--") and a != "--":
+                name, eq, value = a[2:].partition("=")
+                if name not in ("class", "users", "hotkey", "source", "id", "unrestricted"):
+                    error = f"unknown argument `{a}'"
+                elif name != "unrestricted" and not eq:
+                    if i + 1 < len(args) and not args[i + 1].startswith("-"):
+                        value, i = args[i + 1], i + 1
+                    else:
+                        error = f"missing mandatory option for `{name}'"
+                if name == "id":
+                    ident = value
+            elif not title:
+                title = a
+            i += 1
+        if error:
+            self.warnings.append(f"{kind} {title!r}: {error}: GRUB does not add it")
+            return None
+        ident = ident or title  # menuentry.c: menu_id = id ? : menu_title
+        if kind == "submenu":
+            return _Item(title, ident, [])
+        return _Item(title, ident, None, BootEntry(title, "", "", ident))
+
+    def entry_line(self, entry: BootEntry | None, head: str, words: list[_Word]) -> None:
+        if entry is None:
+            return
+        try:
+            args = self.args(words)
+        except _Unknown:
+            args = ["".join(t for t, _ in w) for w in words]
+        if head in ("linux", "linux16", "linuxefi", "kernel") and args and not entry.linux_path:
+            entry.linux_path = strip_device(args[0])
+            entry.kernel = kernel_from_path(entry.linux_path)
+        elif head in ("initrd", "initrd16", "initrdefi") and args and not entry.initrd:
+            entry.initrd = choose_initrd(args)
+
+    def close(self) -> None:
+        while self.stack:
+            b = self.stack.pop()
+            if b.saved is not None:
+                self.vars = b.saved
+            if b.kind in ("menuentry", "submenu", "function"):
+                return
+
+    def run(self, text: str) -> None:
+        words: list[_Word] = []
+        for tok in _grub_lex(text):
+            if tok == "\n":
+                self.statement(words, False)
+                words = []
+            elif tok == "{":
+                self.statement(words, True)
+                words = []
+            elif tok == "}":
+                self.statement(words, False)
+                words = []
+                self.close()
+            else:
+                words.append(tok)
+        self.statement(words, False)
+
+
+def _grub_strtoul(value: str) -> tuple[int, str] | None:
+    """grub_strtoul(value, &tail, 0) (kern/misc.c): (number, tail), None for GRUB_ERR_BAD_NUMBER."""
+    s = value.lstrip(" \t\n\r\f\v")
+    base = 10
+    if s[:2].lower() == "0x":
+        base, s = 16, s[2:]
+    elif len(s) > 1 and s[0] == "0" and s[1] in "01234567":
+        base = 8
+    digits = {10: "0123456789", 8: "01234567", 16: "0123456789abcdefABCDEF"}[base]
+    k = 0
+    while k < len(s) and s[k] in digits:
+        k += 1
+    if k == 0:
+        return None
+    return int(s[:k], base), s[k:]
+
+
+def _first_component(spec: str) -> tuple[str, str | None]:
+    """('a>b' -> 'a', 'b'): the first '>'-separated component ('>>' is a '>'), and the rest."""
+    out, k = [], 0
+    while k < len(spec):
+        if spec[k] == ">":
+            if spec[k + 1 : k + 2] == ">":
+                out.append(">")
+                k += 2
+                continue
+            return "".join(out), spec[k + 1 :]
+        out.append(spec[k])
+        k += 1
+    return "".join(out), None
+
+
+def _entry_number(items: list[_Item], spec: str, fedora: bool) -> int:
+    """GRUB's get_entry_number() for one menu level; -1 when nothing matches."""
+    first, _ = _first_component(spec)
+    if not fedora:  # upstream: a leading number wins, else title or id, entry by entry
+        number = _grub_strtoul(spec)
+        if number is not None:
+            return number[0]
+        return next((i for i, it in enumerate(items) if first in (it.title, it.ident)), -1)
+    # Fedora/RHEL: ids (the value up to the first blank), then titles, then a whole number.
+    if not re.search(r"\s", spec):
+        for i, it in enumerate(items):
+            if it.ident and it.ident == first:
+                return i
+    for i, it in enumerate(items):
+        if it.title == first:
+            return i
+    number = _grub_strtoul(spec)
+    return number[0] if number is not None and number[1] == "" else -1
+
+
+def _resolve(
+    items: list[_Item], value: str | None, fedora: bool, keep: bool, warnings: list[str]
+) -> tuple[_Item | None, str]:
+    """The item GRUB boots by default, and its index path ('1>0')."""
+    path: list[str] = []
+    spec = value
+    while True:
+        if not items:
+            return None, ">".join(path)
+        idx = _entry_number(items, spec, fedora) if spec else -1
+        if spec and not 0 <= idx < len(items):
+            where = "the top level" if not path else f"submenu {'>'.join(path)}"
+            warnings.append(f"default entry {spec!r} not found at {where} of the menu (GRUB looks titles and ids "
+                            "up there only; an entry inside a submenu needs the 'submenu>entry' form): "
+                            "GRUB falls back to its first entry")  # fmt: skip
+        if not 0 <= idx < len(items):
+            idx = 0
+        item = items[idx]
+        path.append(str(idx))
+        if item.children is None:
+            return item, ">".join(path)
+        _, rest = _first_component(spec or "")
+        spec = rest if rest else (spec if keep else None)  # a submenu named itself: its first entry
+        items = item.children
+
+
+def _flatten(items: list[_Item], prefix: str, out: list[BootEntry]) -> None:
+    for i, item in enumerate(items):
+        path = f"{prefix}{i}"
+        if item.children is not None:
+            _flatten(item.children, path + ">", out)
+        elif item.entry is not None:
+            item.entry.path = path
+            out.append(item.entry)
+
+
+def _grub_variant(files: dict[str, str | None]) -> str:
+    """Which GRUB reads the menu, from os-release: 'upstream', 'rhel8' or 'fedora'.
+
+    'rhel8': Fedora's entry lookups, RHEL 8's blscfg order; 'fedora': Fedora's lookups, BLS
+    order by file name (Fedora >= 30, RHEL >= 9 and its rebuilds).
+    """
+    text = files.get("/etc/os-release") or files.get("/usr/lib/os-release") or ""
+    fields = {k: v.strip("\"'") for k, v in re.findall(r"^([A-Z_]+)=(.*)$", text, re.M)}
+    ids = {fields.get("ID", "")} | set(fields.get("ID_LIKE", "").split())
+    major = (_version_tuple(fields.get("VERSION_ID", "")) or (0,))[0]
+    if fields.get("ID") == "fedora":
+        return "fedora" if major >= 30 or not major else "rhel8"
+    if ids & {"rhel", "centos", "fedora"}:
+        return "upstream" if 0 < major <= 7 else "rhel8" if major == 8 else "fedora"
+    return "upstream"
+
+
+def parse_grub2(
+    text: str, env: dict[str, str], source: str, bls: list[BootEntry] | None = None, variant: str = "upstream"
+) -> BootConfig:
+    """Entries and default of a GRUB 2 grub.cfg, evaluated as GRUB does (see the notes above).
+
+    Blocks opened and closed on one line, if/elif/else/fi (a 'set default' runs only when its
+    condition holds for the grubenv given), variables, submenus. ``bls``: the entries that a
+    'blscfg' command in the file adds, in their menu order.
+    """
+    cfg = BootConfig(source)
+    script = _GrubScript(env, export_all=variant == "fedora")
+    script.run(text)
+    cfg.warnings += script.warnings
+    top = script.top
+    if bls is not None:  # blscfg puts the BLS entries where it is called
+        spliced: list[_Item] = []
+        for item in top:
+            spliced += [_Item(e.title, e.ident, None, e) for e in bls] if item.bls else [item]
+        top = spliced
+    top = [i for i in top if not i.bls]
+    _flatten(top, "", cfg.entries)
+    if not cfg.entries:
+        return cfg
+    value = script.vars.get("default")
+    if script.default_doubt or value is None and "default" in script.vars:
+        cfg.warnings.append(f"{script.default_doubt or 'default cannot be evaluated'}: using the first entry")
+        value = None
+    if env.get("next_entry") and value == env.get("next_entry"):
+        cfg.warnings.append(f"next_entry={value!r} in grubenv: the next boot only boots it")
+    fedora = variant != "upstream"
+    item, _ = _resolve(top, value, fedora, variant == "fedora", cfg.warnings)
+    if item is not None and item.entry in cfg.entries:
+        cfg.default = cfg.entries.index(item.entry)
+    else:
+        cfg.warnings.append("the default is an empty submenu")
+    return cfg
+
+
+def _resolve_default(entries: list[BootEntry], value: str, warnings: list[str], variant: str = "upstream") -> int:
+    """Index into a flat menu (BLS, GRUB legacy) of the entry GRUB boots for ``value``."""
+    items = [_Item(e.title, e.ident, None, e) for e in entries]
+    item, _ = _resolve(items, value, variant != "upstream", variant == "fedora", warnings)
+    return entries.index(item.entry) if item is not None else 0
+
+
+def bls_sort_key(variant: str = "fedora", use_version: bool = True) -> Callable[[tuple[str, str]], Any]:
+    """Sort key that puts BLS entries in the menu order of GRUB's blscfg (newest first).
+
+    rhboot/grub2 grub-core/commands/blscfg.c: on RHEL 8 (branch rhel-8-main) bls_cmp() compares
+    the 'version' fields with split_cmp() (version, then release, by vercmp()) when every entry
+    has one, then the file names (name-version-release without '.conf'); the sorted array is
+    added to the menu from its end. From Fedora 30 and RHEL 9 on (commit 5b463a17e, "store the
+    BLS entries in a sorted linked list"; branches rhel-9-main, fedora-44) only the file name
+    is compared (split_cmp(), name first: the machine-id), newest first, and a second entry that
+    compares equal is dropped.
+    """
+    caret = None if variant == "rhel8" else "+"
+
+    def cmp(x: tuple[str, str], y: tuple[str, str]) -> int:
+        (fx, vx), (fy, vy) = x, y
+        if variant == "rhel8" and use_version:
+            r = _split_cmp(vx, vy, False, caret)
+            if r:
+                return -r
+        return -_split_cmp(fx, fy, True, caret)
+
+    return functools.cmp_to_key(cmp)
+
+
+def parse_bls(files: dict[str, str | None], env: dict[str, str], variant: str = "fedora") -> BootConfig:
+    """Entries of /boot/loader/entries/*.conf (Boot Loader Specification) in blscfg's menu order."""
     cfg = BootConfig("/boot/loader/entries")
+    found: list[tuple[str, str, BootEntry]] = []
     for path, text in sorted(files.items()):
-        if not path.startswith("/boot/loader/entries/") or text is None:
+        if not path.startswith("/boot/loader/entries/") or not path.endswith(".conf") or text is None:
             continue
         keys: dict[str, list[str]] = {}
-        for line in text.splitlines():
-            parts = line.strip().split(None, 1)
+        for line in text.splitlines():  # blscfg.c read_entry(): key, blanks, value
+            parts = line.strip(" \t").split(None, 1)
             if len(parts) == 2 and not parts[0].startswith("#"):
-                keys.setdefault(parts[0], []).append(parts[1])
+                keys.setdefault(parts[0], []).append(parts[1].strip())
         ident = path.rsplit("/", 1)[-1][: -len(".conf")]
-        kernel = keys.get("version", [""])[0] or kernel_from_path(keys.get("linux", [""])[0])
+        linux = keys.get("linux", [""])[0]
+        version = keys.get("version", [""])[0]
+        # ostree (Fedora CoreOS): 'version 2' is a deployment serial; the kernel is in the path.
+        kernel = kernel_from_path(linux) or (version if re.match(r"^\d+\.\d+", version) else "")
         initrds = " ".join(keys.get("initrd", [])).split()
-        cfg.entries.append(BootEntry(keys.get("title", [ident])[0], kernel, choose_initrd(initrds), ident, ""))
-    cfg.entries.sort(key=bls_sort_key, reverse=True)
+        title = keys.get("title", [linux])[0]
+        entry = BootEntry(title, kernel, choose_initrd(initrds), ident, "", linux)
+        found.append((ident, version if "version" in keys else "", entry))
+    use_version = all(v for _, v, _ in found)  # blscfg.c: sort by version only if every entry has one
+    found.sort(key=lambda f: bls_sort_key(variant, use_version)((f[0], f[1])))
+    seen: list[str] = []
+    for ident, _, entry in found:
+        if variant != "rhel8" and any(_split_cmp(ident, s, True, "+") == 0 for s in seen):
+            cfg.warnings.append(f"BLS entry {ident} compares equal to another one: blscfg drops it")
+            continue
+        seen.append(ident)
+        if not entry.linux_path:  # blscfg.c create_entry(): "Skipping file ... with no 'linux' key"
+            continue
+        cfg.entries.append(entry)
     for i, entry in enumerate(cfg.entries):
         entry.path = str(i)
     if cfg.entries:
-        cfg.default = _resolve_default(cfg.entries, env.get("saved_entry", "0") or "0", cfg.warnings)
+        cfg.default = _resolve_default(cfg.entries, env.get("saved_entry", ""), cfg.warnings, variant)
     return cfg
 
 
 def parse_grub_legacy(text: str, saved: str | None, source: str) -> BootConfig:
-    """Entries and default of a GRUB legacy menu.lst / grub.conf."""
+    """Entries and default of a GRUB legacy menu.lst / grub.conf.
+
+    GRUB 0.97 stage2/cmdline.c and builtins.c: 'default N' counts titles from 0, 'default saved'
+    takes the number stored by savedefault/grub-set-default (the file /boot/grub/default);
+    a default past the last entry boots entry 0.
+    """
     cfg = BootConfig(source)
     default = "0"
     current: BootEntry | None = None
@@ -470,13 +1266,21 @@ def parse_grub_legacy(text: str, saved: str | None, source: str) -> BootConfig:
             current = BootEntry(rest.strip(), "", "", "", str(len(cfg.entries)))
             cfg.entries.append(current)
         elif current is not None and key == "kernel" and rest:
-            current.kernel = kernel_from_path(rest.split()[0].split(")")[-1])
+            words = [w for w in rest.split() if not w.startswith("--")]
+            if words:
+                current.linux_path = strip_device(words[0])
+                current.kernel = kernel_from_path(current.linux_path)
         elif current is not None and key == "initrd" and rest:
-            current.initrd = choose_initrd([w.split(")")[-1] for w in rest.split()])
+            current.initrd = choose_initrd(rest.split())
     if cfg.entries:
         if default == "saved":
             default = (saved or "0").strip().split()[0] if (saved or "").strip() else "0"
-        cfg.default = _resolve_default(cfg.entries, default, cfg.warnings)
+        number = _grub_strtoul(default)
+        index = number[0] if number is not None else -1
+        if not 0 <= index < len(cfg.entries):
+            cfg.warnings.append(f"default {default!r} is not an entry number: GRUB boots the first entry")
+            index = 0
+        cfg.default = index
     return cfg
 
 
@@ -485,6 +1289,7 @@ def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
     env: dict[str, str] = {}
     for p in ("/boot/grub2/grubenv", "/boot/grub/grubenv"):
         env = env or parse_grubenv(files.get(p))
+    variant = _grub_variant(files)
     grub2 = [(p, files.get(p)) for p in ("/boot/grub2/grub.cfg", "/boot/grub/grub.cfg")]
     grub2 += sorted((p, t) for p, t in files.items() if p.startswith("/boot/efi/EFI/"))
     has_bls = any(p.startswith("/boot/loader/entries/") for p in files)
@@ -492,17 +1297,19 @@ def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
     for path, text in grub2:
         if not text:
             continue
-        if has_bls and re.search(r"^\s*blscfg\b", text, re.M):
-            cfg = parse_bls(files, env)
-            cfg.source = f"{path} (blscfg) + /boot/loader/entries"
-            cfg.warnings = warnings + cfg.warnings
-            return cfg
-        cfg = parse_grub2(text, env, path)
+        if re.search(r"^\s*blscfg\b", text, re.M):
+            bls = parse_bls(files, env, variant if variant != "upstream" else "fedora")
+            cfg = parse_grub2(text, env, f"{path} (blscfg) + /boot/loader/entries", bls.entries, variant)
+            cfg.warnings = warnings + bls.warnings + cfg.warnings
+            if cfg.entries:
+                return cfg
+            continue
+        cfg = parse_grub2(text, env, path, None, variant)
         if cfg.entries:
             cfg.warnings = warnings + cfg.warnings
             return cfg
     if has_bls:
-        cfg = parse_bls(files, env)
+        cfg = parse_bls(files, env, variant if variant != "upstream" else "fedora")
         cfg.warnings = warnings + cfg.warnings
         return cfg
     for path in ("/boot/grub/menu.lst", "/boot/grub/grub.conf"):
@@ -530,11 +1337,41 @@ def parse_modules_file(text: str | None) -> list[str]:
     return names
 
 
+def shell_statements(text: str | None) -> list[tuple[int, int, str]]:
+    """(first line, last line, statement) of a shell-style file, lines counted from 0 in
+    text.split(newline): a backslash-newline or a quote left open continues on the next line.
+    """
+    out = []
+    lines = (text or "").split("\n")
+    i = 0
+    while i < len(lines):
+        first, stmt = i, lines[i].replace("\r", "")
+        while i + 1 < len(lines):
+            if stmt.endswith("\\") and not stmt.endswith("\\\\"):
+                stmt = stmt[:-1] + lines[i + 1].replace("\r", "")
+            elif _open_quote(stmt):
+                stmt = stmt + "\n" + lines[i + 1].replace("\r", "")
+            else:
+                break
+            i += 1
+        out.append((first, i, stmt))
+        i += 1
+    return out
+
+
+def _open_quote(stmt: str) -> bool:
+    try:
+        shlex.split(stmt, comments=True)
+    except ValueError as exc:
+        return "quotation" in str(exc)
+    return False
+
+
 def shell_assignments(text: str | None) -> list[tuple[str, str, str]]:
     """(key, operator, value) of the shell-style assignments in a dracut/sysconfig file."""
     out = []
-    for line in (text or "").replace("\r", "").splitlines():
-        m = re.match(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)(\+?=)(.*)$", line)
+    for _, _, line in shell_statements(text):
+        m = re.match(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)(\+?=)(.*)$", line, re.S)
         if not m:
             continue
         key, op, rest = m.groups()

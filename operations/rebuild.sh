@@ -1,43 +1,64 @@
 # kvm-drivers: rebuild ONE initrd safely, then prove it. Prepended with facts/lib.sh.
-# Usage: sh -c "$(cat lib.sh rebuild.sh)" kvm-rebuild PY_LISTER GENERATOR IMAGE KVER CONFIG LAST FORCE MODULE...
+# Usage: sh -c "$(cat lib.sh rebuild.sh)" kvm-rebuild PY_LISTER GENERATOR IMAGE KVER RUN LAST FORCE MODULE...
 # The new image is built beside the old one under a temporary name, listed, checked for
-# every required module, and only then renamed over the old one (atomic on one file
-# system). The original image is kept once as IMAGE.kvm-drivers.bak. On any failure the
-# old image stays in place untouched, the declaration CONFIG written by this run is rolled
-# back (from CONFIG.kvm-drivers.prev) and the exit status is non-zero. LAST=1 on the last
-# rebuild of the run: on success it drops the rollback copy.
-# One run at a time per host: a lock (flock) waits up to KVM_DRIVERS_LOCK_WAIT seconds.
+# every required module, flushed to disk, and only then renamed over the old one (atomic on
+# one file system). The original image is kept once as IMAGE.kvm-drivers.bak. On any failure
+# the old image stays in place untouched, the declaration that run RUN wrote is rolled back
+# (lib.sh kvm_rollback: only while it holds what RUN wrote) and the exit status is non-zero.
+# LAST=1 on the run's last rebuild: on success it drops the rollback state.
+# IMAGE must be a regular file in /boot (or absent): anything else is refused.
+# One run at a time per host: the lock (lib.sh kvm_lock) waits up to KVM_DRIVERS_LOCK_WAIT seconds.
+trap '' PIPE  # a dropped SSH channel must not kill the script between two steps: it finishes
 PYLIST=$1
 gen=$2
 img=$3
 kver=$4
-config=$5
+run=$5
 last=$6
 force=$7  # 1: rebuild even if the image holds every module (e.g. a blacklist was removed)
 shift 7
 required="$*"
-tmp="$img.kvm-drivers.new"
-bak="$img.kvm-drivers.bak"
-log=$(mktemp 2>/dev/null || echo "/tmp/kvm-drivers.$$.log")
+locked=0
+tmp=""
+log=""
 
-rollback() {
-    [ -n "$config" ] || return 0
-    if [ -f "$config.kvm-drivers.prev" ]; then
-        mv -f "$config.kvm-drivers.prev" "$config" && echo "kvm-drivers: restored $config" >&2
-    elif [ -f "$config.kvm-drivers.absent" ]; then
-        rm -f "$config" "$config.kvm-drivers.absent" && echo "kvm-drivers: removed $config again" >&2
-    fi
+cleanup() {
+    [ -z "$tmp" ] || rm -f "$tmp"
+    [ -z "$log" ] || rm -f "$log"
 }
-fail() {
-    echo "kvm-drivers: $*" >&2
-    rm -f "$tmp" "$log"
+rollback() {
+    [ "$locked" = 1 ] && kvm_rollback "$run"  # never another run's: only with the lock held
+}
+fail() {  # clean up first: the message may not reach anyone
+    cleanup
     rollback
+    echo "kvm-drivers: $*" >&2
     exit 1
 }
-trap 'rm -f "$tmp" "$log"; rollback; exit 1' HUP INT TERM
+trap 'cleanup; rollback; exit 1' HUP INT TERM
 
-# One kvm-drivers change at a time on this host; released on every exit path.
+case "$run" in *[!a-z0-9]*) fail "bad run id" ;; esac
 kvm_lock || fail "$KVM_LOCK_ERR"
+locked=1
+kvm_stale "$run"
+case "$img" in
+    */../*|*/./*|*//*|*/.|*/..) fail "refusing to rebuild $img: not a plain path" ;;
+    /boot/?*) ;;
+    *) fail "refusing to rebuild $img: not in /boot" ;;
+esac
+[ -L "$img" ] && fail "refusing to replace $img: it is a symbolic link"
+[ ! -e "$img" ] || [ -f "$img" ] || fail "refusing to replace $img: not a regular file"
+tmp="$img.kvm-drivers.new"
+bak="$img.kvm-drivers.bak"
+log=$(mktemp "$KVM_STATE/log.XXXXXX") || fail "cannot create a log file in $KVM_STATE"
+# Left by interrupted runs: temporary images; backups of initrds that no longer exist.
+for f in /boot/*.kvm-drivers.new /boot/*.kvm-drivers.bak; do
+    case "$f" in
+        *.new) [ -f "$f" ] && rm -f "$f" ;;
+        *.bak) [ -f "$f" ] && [ ! -e "${f%.kvm-drivers.bak}" ] && rm -f "$f" ;;
+    esac
+done
+
 # A run that held the lock may have done the work already: then there is nothing to do.
 if [ "$force" != 1 ] && [ -f "$img" ] && have=$(initrd_modules "$img") && [ -n "$have" ]; then
     lacking=""
@@ -45,8 +66,9 @@ if [ "$force" != 1 ] && [ -f "$img" ] && have=$(initrd_modules "$img") && [ -n "
         printf '%s\n' "$have" | grep -qx "$m" || lacking="$lacking $m"
     done
     if [ -z "$lacking" ]; then
+        cleanup
+        [ "$last" = 1 ] && rm -rf "$KVM_STATE/rollback.$run"
         echo "kvm-drivers: $img already holds the drivers (rebuilt by another run); nothing to do"
-        [ "$last" = 1 ] && rm -f "$config.kvm-drivers.prev" "$config.kvm-drivers.absent"
         exit 0
     fi
 fi
@@ -88,10 +110,17 @@ if [ -f "$img" ] && [ ! -f "$bak" ]; then
     cp -p "$img" "$bak" || fail "cannot back up $img"
 fi
 chmod --reference="$img" "$tmp" 2>/dev/null || chmod 600 "$tmp"
+sync "$tmp" 2>/dev/null || sync  # the new image is on disk before it takes the old one's name
 mv -f "$tmp" "$img" || fail "cannot move the new initrd into place as $img"
+tmp=""
 sync
-rm -f "$log"
-[ "$last" = 1 ] && [ -n "$config" ] && rm -f "$config.kvm-drivers.prev" "$config.kvm-drivers.absent"
+# What update-initramfs does after writing an image (flash-kernel, copies to an ESP, ...).
+if [ "$gen" = initramfs-tools ] && [ -d /etc/initramfs/post-update.d ]; then
+    run-parts --arg="$kver" --arg="$img" /etc/initramfs/post-update.d/ >"$log" 2>&1 ||
+        echo "kvm-drivers: warning: /etc/initramfs/post-update.d hooks failed: $(tail -n 5 "$log")" >&2
+fi
+cleanup
+[ "$last" = 1 ] && rm -rf "$KVM_STATE/rollback.$run"
 msg="rebuilt $img for kernel $kver; it holds: $required"
 echo "$(date '+%Y-%m-%dT%H:%M:%S%z') $msg" >> /var/log/kvm-drivers.log 2>/dev/null
 echo "kvm-drivers: $msg"

@@ -245,7 +245,10 @@ def test_grub2_saved_entry_by_id_and_title():
     env = {"saved_entry": "gnulinux-advanced-8f1e>gnulinux-5.15.0-88-generic-advanced-8f1e"}
     cfg = p.parse_grub2(text, env, "x")
     assert cfg.entries[cfg.default].kernel == "5.15.0-88-generic"
+    # A bare title is looked up at the top level only (menu.c get_entry_number): not found, entry 0.
     cfg = p.parse_grub2(text, {"saved_entry": "Ubuntu, with Linux 5.15.0-88-generic"}, "x")
+    assert cfg.default == 0 and "not found at the top level" in cfg.warnings[0]
+    cfg = p.parse_grub2(text, {"saved_entry": "Advanced options for Ubuntu>Ubuntu, with Linux 5.15.0-88-generic"}, "x")
     assert cfg.entries[cfg.default].kernel == "5.15.0-88-generic"
     cfg = p.parse_grub2(text, {"saved_entry": "no-such-entry"}, "x")
     assert cfg.default == 0 and "not found" in cfg.warnings[0]
@@ -375,10 +378,11 @@ def test_prechecks_full_or_readonly_boot_refuse_before_any_change():
 
 
 def test_file_without_final_newline_is_kept_exactly():
-    lines = ["@@KVM file /etc/initramfs-tools/modules", "# c", "ext4", "@@KVM file /etc/x", "a", "", "@@KVM end"]
+    lines = ["@@KVM file /etc/initramfs-tools/modules", "# c", "ext4", "@@KVM file /etc/dracut.conf", "a", "",
+             "@@KVM end"]  # fmt: skip
     snap = p.parse_snapshot(lines)
     assert snap.files["/etc/initramfs-tools/modules"] == "# c\next4"
-    assert snap.files["/etc/x"] == "a\n"
+    assert snap.files["/etc/dracut.conf"] == "a\n"
 
 
 def test_kernel_directory_without_image_or_modules_dep_is_skipped_with_a_warning():
@@ -407,6 +411,7 @@ def test_unreadable_declaration_file_is_never_rewritten():
 
 
 def test_unreadable_marker_after_a_file_keeps_that_file():
-    lines = ["@@KVM file /etc/a", "x", "", "@@KVM unreadable /etc/b", "@@KVM file /etc/c", "y", "", "@@KVM end"]
+    a, b, c = "/etc/dracut.conf", "/etc/sysconfig/kernel", "/etc/default/grub"
+    lines = [f"@@KVM file {a}", "x", "", f"@@KVM unreadable {b}", f"@@KVM file {c}", "y", "", "@@KVM end"]
     snap = p.parse_snapshot(lines)
-    assert snap.files == {"/etc/a": "x\n", "/etc/b": None, "/etc/c": "y\n"}
+    assert snap.files == {a: "x\n", b: None, c: "y\n"}

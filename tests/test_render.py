@@ -1,9 +1,5 @@
 """Unit tests of the configuration edits: every unrelated line kept, nothing duplicated."""
 
-import fcntl
-import os
-import subprocess
-from pathlib import Path
 
 from facts import parsers as p
 from operations import kvm_drivers as ops
@@ -75,59 +71,3 @@ def test_new_declaration_for_dracut_keeps_our_previous_drivers():
     assert list(conf.add_drivers) == VIRTIO + ["virtio_console"]
     info["to_declare"] = []
     assert ops.new_declaration(info) is None
-
-
-def write(path, content: str, keep: str = "1") -> subprocess.CompletedProcess:
-    """Run the operation's remote write script locally (real sh), as the host would."""
-    cmd = ["sh", "-c", ops.WRITE_SCRIPT, "kvm-write", str(path), content, keep]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True)
-
-
-def test_write_script_keeps_mode_and_a_rollback_copy(tmp_path):
-    f = tmp_path / "modules"
-    f.write_text("ext4\n")
-    f.chmod(0o600)
-    write(f, "ext4\nvirtio_blk\n")
-    assert f.read_text() == "ext4\nvirtio_blk\n"
-    assert oct(f.stat().st_mode & 0o777) == "0o600"
-    assert (tmp_path / "modules.kvm-drivers.prev").read_text() == "ext4\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["modules", "modules.kvm-drivers.prev"]  # no temp file
-
-
-def test_write_script_new_file_gets_an_absent_marker(tmp_path):
-    f = tmp_path / "conf.d" / "90-kvm-drivers.conf"
-    write(f, 'add_drivers+=" virtio "\n')
-    assert oct(f.stat().st_mode & 0o777) == "0o644"
-    assert (f.parent / "90-kvm-drivers.conf.kvm-drivers.absent").exists()
-
-
-def test_write_script_leaves_a_file_that_already_has_the_content(tmp_path):
-    # what a second run, racing the first, finds: it must not take the new file as the rollback copy
-    f = tmp_path / "modules"
-    f.write_text("ext4\nvirtio_blk\n")
-    out = write(f, "ext4\nvirtio_blk\n").stdout
-    assert "already has the wanted content" in out
-    assert not (tmp_path / "modules.kvm-drivers.prev").exists()
-
-
-def test_concurrent_writes_end_with_the_content_and_no_leftovers(tmp_path):
-    f = tmp_path / "90-kvm-drivers.conf"
-    cmd = ["sh", "-c", ops.WRITE_SCRIPT, "kvm-write", str(f), "x\n", "1"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
-    assert [p.wait() for p in procs] == [0] * 8
-    assert f.read_text() == "x\n"
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["90-kvm-drivers.conf", "90-kvm-drivers.conf.kvm-drivers.absent"]
-
-
-def test_write_script_waits_for_the_host_lock_then_gives_up_with_a_message(tmp_path):
-    lock = Path("/var/lock" if Path("/var/lock").is_dir() else "/tmp") / "kvm-drivers.lock"
-    f = tmp_path / "modules"
-    with open(lock, "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another kvm-drivers run holds the host
-        cmd = ["sh", "-c", ops.WRITE_SCRIPT, "kvm-write", str(f), "x\n", "1"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KVM_DRIVERS_LOCK_WAIT": "1"})
-    assert proc.returncode == 1 and "another kvm-drivers run is still changing this host" in proc.stderr
-    assert not f.exists()
-    write(f, "x\n")  # lock released: the write goes through
-    assert f.read_text() == "x\n"

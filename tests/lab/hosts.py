@@ -264,7 +264,7 @@ def write_inventory(specs: list[HostSpec], name: str) -> Path:
     path = STATE / f"{name}_inventory.py"
     rows = ",\n".join(
         f"    ({s.name!r}, {{'ssh_hostname': {s.address!r}, 'ssh_user': 'root', 'ssh_key': {str(KEY)!r},"
-        f" 'ssh_strict_host_key_checking': 'no', 'ssh_known_hosts_file': '/dev/null'}})"
+        f" 'ssh_strict_host_key_checking': 'no', 'ssh_known_hosts_file': '/dev/null', **{dict(s.data)!r}}})"
         for s in specs
     )
     path.write_text(f"{name} = [\n{rows},\n]\n")

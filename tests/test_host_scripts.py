@@ -1,0 +1,166 @@
+"""The host-side write, rollback and lock scripts, run for real (sh) on this machine as root,
+as they run on a host: compare-then-swap, run-tagged rollback, a lock nobody else can reach.
+
+They use this machine's /run/kvm-drivers (root only), as a host would.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from facts import kvm_drivers as kd
+from operations import kvm_drivers as ops
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root")
+STATE = Path("/run/kvm-drivers")
+LIB = (Path(kd.__file__).parent / "lib.sh").read_text()
+
+
+def write(path: Path, content: str, old: str | None = None, run: str = "", check: bool = True, **env: str):
+    """Run the declaration write locally: OLD is what the state gathered (None: no file)."""
+    cmd = ["sh", "-c", ops.WRITE_SCRIPT, "kvm-write", str(path), content, "0" if old is None else "1", old or "", run]
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, env={**os.environ, **env})
+
+
+def lib(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", LIB + script, "kvm-test", *args], capture_output=True, text=True,
+                          env={**os.environ, **env})  # fmt: skip
+
+
+def test_write_keeps_mode_and_a_rollback_copy_tied_to_its_run(tmp_path):
+    f = tmp_path / "modules"
+    f.write_text("ext4\n")
+    f.chmod(0o600)
+    write(f, "ext4\nvirtio_blk\n", old="ext4\n", run="aaaa1111")
+    assert f.read_text() == "ext4\nvirtio_blk\n"
+    assert oct(f.stat().st_mode & 0o777) == "0o600"
+    assert (STATE / "rollback.aaaa1111" / "prev").read_text() == "ext4\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["modules"]  # no temp file, no copy in /etc
+    assert oct(STATE.stat().st_mode & 0o777) == "0o700" and STATE.stat().st_uid == 0
+
+
+def test_edit_made_after_gathering_is_never_overwritten(tmp_path):
+    # Medium: an admin edit made while pyinfra waited at its prompt used to be overwritten.
+    f = tmp_path / "modules"
+    f.write_text("ext4\nadmin_line\n")  # the state was gathered when it held only "ext4"
+    proc = write(f, "ext4\nvirtio_blk\n", old="ext4\n", run="bbbb2222", check=False)
+    assert proc.returncode == 1 and "changed since its state was gathered" in proc.stderr
+    assert f.read_text() == "ext4\nadmin_line\n"
+    f.unlink()
+    f.write_text("new\n")  # created after a gather that saw no file
+    assert write(f, "virtio\n", old=None, check=False).returncode == 1 and f.read_text() == "new\n"
+
+
+def test_symlinked_config_is_written_through_to_its_target(tmp_path):
+    # Low: a symlinked config file used to be replaced by a plain file.
+    target = tmp_path / "real-modules"
+    target.write_text("ext4\n")
+    link = tmp_path / "modules"
+    link.symlink_to(target)
+    write(link, "ext4\nvirtio\n", old="ext4\n")
+    assert link.is_symlink() and target.read_text() == "ext4\nvirtio\n"
+
+
+def test_rollback_restores_only_what_its_own_run_wrote(tmp_path):
+    f = tmp_path / "modules"
+    f.write_text("ext4\n")
+    write(f, "ext4\nvirtio\n", old="ext4\n", run="cccc3333")
+    assert "restored" in lib('kvm_lock && kvm_rollback "$1"', "cccc3333").stderr
+    assert f.read_text() == "ext4\n" and not (STATE / "rollback.cccc3333").exists()
+    # another run's id: nothing happens
+    write(f, "ext4\nvirtio\n", old="ext4\n", run="dddd4444")
+    lib('kvm_lock && kvm_rollback "$1"', "eeee5555")
+    assert f.read_text() == "ext4\nvirtio\n"
+
+
+def test_interrupted_run_copy_is_never_restored_over_a_later_edit(tmp_path):
+    # High: a copy left by a run killed between write and rebuild was later "restored" over
+    # the admin's newer edits by any failed rebuild.
+    f = tmp_path / "modules"
+    f.write_text("ext4\n")
+    write(f, "ext4\nvirtio\n", old="ext4\n", run="ffff6666")  # ...then the run is SIGKILLed
+    f.write_text("ext4\nvirtio\nadmin_line\n")  # the admin edits
+    out = lib('kvm_lock && kvm_rollback "$1"', "ffff6666")  # even its own rollback keeps the edit
+    assert "changed since this run wrote it: not rolled back" in out.stderr
+    assert f.read_text() == "ext4\nvirtio\nadmin_line\n"
+    write(f, "ext4\nvirtio\nadmin_line\n", old="ext4\nvirtio\nadmin_line\n", run="abab7777")
+    # a later run starts by forgetting every other run's state
+    write(f, "x\n", old="ext4\nvirtio\nadmin_line\n", run="cdcd8888")
+    assert not (STATE / "rollback.abab7777").exists() and (STATE / "rollback.cdcd8888").exists()
+
+
+def test_run_waiting_for_the_lock_never_rolls_back_the_holder(tmp_path):
+    # High: a run that timed out waiting for the lock rolled back the declaration of the run holding it.
+    f = tmp_path / "modules"
+    f.write_text("ext4\n")
+    write(f, "ext4\nvirtio\n", old="ext4\n", run="1234abcd")
+    with open(STATE / "lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # run 1234abcd is between its write and its rebuild
+        cmd = ["sh", "-c", ops.REBUILD_SCRIPT, "kvm-rebuild", "", "dracut", "/boot/x.img", "6.1", "1234abcd", "1", "0"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KVM_DRIVERS_LOCK_WAIT": "1"})
+    assert proc.returncode == 1 and "another kvm-drivers run is still changing this host" in proc.stderr
+    assert f.read_text() == "ext4\nvirtio\n" and (STATE / "rollback.1234abcd" / "prev").exists()
+
+
+def test_concurrent_writes_end_with_the_content_and_no_leftovers(tmp_path):
+    f = tmp_path / "90-kvm-drivers.conf"
+    cmd = ["sh", "-c", ops.WRITE_SCRIPT, "kvm-write", str(f), "x\n", "0", "", "9999aaaa"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
+    assert [p.wait() for p in procs] == [0] * 8
+    assert f.read_text() == "x\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["90-kvm-drivers.conf"]
+
+
+def test_lock_waits_then_gives_up_with_a_message(tmp_path):
+    f = tmp_path / "modules"
+    with open(STATE / "lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another kvm-drivers run holds the host
+        proc = write(f, "x\n", check=False, KVM_DRIVERS_LOCK_WAIT="1")
+    assert proc.returncode == 1 and "another kvm-drivers run is still changing this host" in proc.stderr
+    assert not f.exists()
+    write(f, "x\n")  # lock released: the write goes through
+    assert f.read_text() == "x\n"
+
+
+def test_world_writable_lock_places_are_not_used(tmp_path):
+    # High: the lock was /var/lock/kvm-drivers.lock (mode 1777 directory): a planted symlink
+    # got its target truncated by root, and any user could hold the lock forever.
+    victim = tmp_path / "shadow"
+    victim.write_text("root:secret\n")
+    old_lock = Path("/var/lock/kvm-drivers.lock")
+    old_lock.unlink(missing_ok=True)
+    old_lock.symlink_to(victim)
+    try:
+        with open(victim) as held:  # read-only descriptor, as any user could open it
+            fcntl.flock(held, fcntl.LOCK_EX)
+            write(tmp_path / "modules", "x\n", KVM_DRIVERS_LOCK_WAIT="1")
+    finally:
+        old_lock.unlink()
+    assert victim.read_text() == "root:secret\n"
+    assert (tmp_path / "modules").read_text() == "x\n"
+
+
+def test_state_directory_others_can_reach_is_refused(tmp_path):
+    STATE.mkdir(mode=0o700, exist_ok=True)
+    STATE.chmod(0o777)
+    try:
+        proc = write(tmp_path / "modules", "x\n", check=False)
+    finally:
+        STATE.chmod(0o700)
+    assert proc.returncode == 1 and "not a directory that only root can use" in proc.stderr
+    assert not (tmp_path / "modules").exists()
+
+
+def test_python_lister_ignores_modules_in_the_working_directory(tmp_path):
+    # Low: python3 -c put the working directory on the lister's module path.
+    (tmp_path / "subprocess.py").write_text("raise SystemExit('hijacked')\n")
+    img = tmp_path / "img"
+    img.write_bytes(b"070701" + b"0" * 104 + b"TRAILER!!!\0")
+    proc = subprocess.run(["sh", "-c", LIB + 'PYLIST=$1; list_initrd "$2"', "t", kd.LISTER, str(img)],
+                          cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert "hijacked" not in proc.stdout + proc.stderr

@@ -1,0 +1,173 @@
+"""A hostile or broken host: what it prints never chooses a path or a command on the control
+machine, never aborts the run for the other hosts, and never yields a false "compliant".
+
+Each test names the finding of issue #11 it covers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from facts import kvm_drivers as kd
+from facts import parsers as p
+
+FIX = Path(__file__).parent / "fixtures"
+ITOOLS = (FIX / "gather-bookworm-itools.txt").read_text().splitlines()
+
+
+def test_release_file_path_sent_by_host_writes_nothing_on_control_machine(tmp_path):
+    # Critical: "@@KVM file /etc/../../../../tmp/x/cron.d/kvm-release" used to be written there.
+    target = tmp_path / "cron.d"
+    target.mkdir()
+    evil = f"/etc/../../../../../../..{target}/kvm-release"
+    lines = ITOOLS[:-1] + [f"@@KVM file {evil}", "* * * * * root touch /pwned", "", "@@KVM end"]
+    info = kd.analyse(p.parse_snapshot(lines))
+    assert list(target.iterdir()) == []
+    assert info["status"] == "error" and any("unexpected file section" in e for e in info["errors"])
+    # parse_distro alone, given such a path, writes only its own fixed names in its own directory
+    p.parse_distro({evil: "ID=debian\n", "/etc/os-release": "ID=debian\nVERSION_ID=12\n"})
+    assert list(target.iterdir()) == []
+
+
+def process(lines: list[str], **args) -> dict:
+    """The fact's own processing of a host's answer (no cache)."""
+    fact = kd.KvmDrivers()
+    fact._args = (args.get("drivers"), args.get("extra"), args.get("kernels", "all"))
+    return fact.process(lines)
+
+
+@pytest.mark.parametrize(
+    "name,change",
+    [
+        ("bootfree ²", lambda ls: [("bootfree ²" if ln.startswith("bootfree ") else ln) for ln in ls]),
+        ("bare image line", lambda ls: [("image" if ln.startswith("image ") else ln) for ln in ls]),
+        ("listfail before any initrd", lambda ls: ls[:5] + ["@@KVM listfail 1", "boom"] + ls[5:]),
+        ("unknown section", lambda ls: ls[:5] + ["@@KVM exec rm -rf /"] + ls[5:]),
+        ("kernel name with spaces", lambda ls: [ln.replace("@@KVM kernel 6.1.0-50-amd64", "@@KVM kernel a b")
+                                                for ln in ls]),
+        ("blacklist line number that is a sed command", lambda ls: ls[:-1] + [
+            "@@KVM blacklist", "/etc/modprobe.d/x.conf:1e touch /x:virtio_blk:blacklist virtio_blk", "@@KVM end"]),
+    ],
+)
+def test_malformed_answer_is_that_hosts_error_never_an_exception_nor_compliant(name, change):
+    # Medium: one host's malformed output aborted the deploy for every host.
+    compliant = (FIX / "gather-bookworm-itools.txt").read_text().splitlines()
+    info = process(change(compliant))
+    assert info["status"] == "error", name
+    assert info["errors"], name
+
+
+def test_every_truncation_and_line_drop_of_a_real_answer_is_handled():
+    # never an exception; a cut answer is never "compliant"
+    for cut in range(0, len(ITOOLS), 7):
+        assert process(ITOOLS[:cut])["status"] in ("error", "unsupported")
+    for drop in range(len(ITOOLS)):
+        process(ITOOLS[:drop] + ITOOLS[drop + 1 :])  # must not raise
+
+
+def test_oversized_answer_is_refused():
+    # Medium: 300 MB of output took the control process to 870 MB: the host side cuts at the
+    # cap (head -c in the command) and the fact refuses an answer that reached it.
+    assert f"head -c {kd.OUTPUT_CAP}" in kd.gather_command(["virtio"]).get_raw_value()
+    big = ITOOLS[:-1] + ["x" * 1024] * (kd.OUTPUT_CAP // 1024 + 1)
+    info = process(big)
+    assert info["status"] == "error" and "limit" in info["errors"][0]
+
+
+def with_grub_initrd(path: str) -> list[str]:
+    """The answer of a host whose grub.cfg names path as the initrd (gather resolves it: /etc/shadow)."""
+    lines = [ln.replace("\tinitrd\t/boot/initrd.img-6.1.0-50-amd64", f"\tinitrd\t{path}") for ln in ITOOLS]
+    return lines[:-1] + [f"@@KVM ref {path} /etc/shadow", "@@KVM end"]
+
+
+@pytest.mark.parametrize("path", ["/etc/shadow", "/boot/../etc/shadow", "/../etc/shadow"])
+def test_initrd_outside_boot_named_by_the_bootloader_is_refused(path):
+    # High: with "initrd /etc/shadow" in grub.cfg, /etc/shadow became an initrd.
+    info = process(with_grub_initrd(path))
+    assert info["status"] == "error"  # the deploy refuses hosts with errors: nothing is rebuilt
+    assert any("not a file in /boot, refusing to touch it" in e for e in info["errors"]), info["errors"]
+
+
+def test_file_in_boot_that_is_not_an_initrd_is_refused():
+    lines = [ln for ln in ITOOLS]
+    i = lines.index("@@KVM initrd /boot/initrd.img-6.1.0-50-amd64 6046887")
+    lines.insert(i + 1, "magic 23206b766d2d")  # "# kvm-": a text file
+    info = process(lines)
+    assert info["status"] == "error" and any("does not look like an initrd" in e for e in info["errors"])
+    lines[i + 1] = "magic 1f8b08000000"  # gzip: an initrd
+    assert process(lines)["status"] == "drifted"
+
+
+@pytest.mark.parametrize(
+    "data,expect",
+    [
+        ({"drivers": "virtio_blk"}, "kvm_drivers must be a list of module names"),
+        ({"drivers": "virtio_blk", "extra": "virtio_net"}, "kvm_drivers_extra must be a list"),
+        ({"kernels": ["6.1.0-51-amd64"]}, "kvm_kernels names kernels that are not installed: 6.1.0-51-amd64"),
+        ({"kernels": "newest"}, "kvm_kernels must be 'all', 'default' or a list"),
+        ({"extra": ["virtio_console; touch /x"]}, "not a module name"),
+        ({"extra": ["virtio_consle"]}, "exist in no installed kernel: virtio_consle"),
+        ({"drivers": []}, "kvm_drivers is empty"),
+    ],
+)
+def test_bad_inventory_data_is_a_clear_error_never_compliant(data, expect):
+    # Medium: bad kvm_drivers / kvm_kernels data crashed the run or reported "compliant".
+    compliant = ITOOLS  # the state does not matter: bad settings are an error first
+    fact = kd.KvmDrivers()
+    cmd = fact.command(data.get("drivers"), data.get("extra"), data.get("kernels", "all")).get_raw_value()
+    assert "touch /x" not in cmd  # an invalid name never reaches the host
+    info = fact.process(compliant)
+    assert info["status"] == "error"
+    assert any(expect in e for e in info["errors"]), info["errors"]
+
+
+def test_tampered_cache_lines_are_validated_like_fresh_ones(tmp_path, monkeypatch):
+    # Medium: a tampered cache file turned a blacklist "line number" into a sed command.
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    from facts import cache
+
+    fp = "123-456"
+    lines = ITOOLS[:-1] + ["@@KVM blacklist", "/etc/modprobe.d/x.conf:1e touch /x:virtio_blk:blacklist virtio_blk",
+                           "@@KVM end"]  # fmt: skip
+    entry = {"listings": {}, "snapshot": {"version": kd.SCRIPT_VERSION, "fingerprint": fp, "lines": lines}}
+    (tmp_path / "h1.json").write_text(json.dumps(entry))
+    cached = cache.load("h1")
+    snap = p.parse_snapshot(cache.expand(cached, [f"@@KVM unchanged {fp}", "@@KVM end"]))
+    assert snap.blacklists == [] and any("unexpected modprobe.d line" in x for x in snap.problems)
+    assert kd.analyse(snap)["status"] == "error"
+
+
+def test_cache_files_are_private(tmp_path, monkeypatch):
+    # Low: cache files were 0644 and hold grub.cfg, which may contain password hashes.
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path / "c"))
+    from facts import cache
+
+    lines = ["@@KVM fingerprint 11-22", *ITOOLS]  # a full answer that can be kept
+    cache.apply("h2", cache.HostCache(), p.parse_snapshot(lines), lines, kd.SCRIPT_VERSION)
+    assert oct((tmp_path / "c").stat().st_mode & 0o777) == "0o700"
+    assert oct((tmp_path / "c" / "h2.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_multiline_initrd_modules_is_rendered_as_one_valid_assignment(tmp_path):
+    # Medium: a backslash-newline INITRD_MODULES was rendered into a file sh rejects.
+    from operations import kvm_drivers as ops
+
+    text = '# kernel\nINITRD_MODULES="xenblk \\\n  ext3"\nDOMU_INITRD_MODULES="xennet"\n'
+    assert p.parse_initrd_modules(text)[0] == ["xenblk", "ext3"]
+    out = ops.render_sysconfig_kernel(text, ["ata_piix", "virtio_blk"], ["virtio_blk"])
+    f = tmp_path / "kernel"
+    f.write_text(out)
+    got = subprocess.run(["sh", "-c", '. "$1" && echo "$INITRD_MODULES|$DOMU_INITRD_MODULES"', "t", str(f)],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert got == "ata_piix xenblk ext3 virtio_blk|xennet"
+    quoted = 'INITRD_MODULES="xenblk\next3"\n'  # a newline inside the quotes
+    assert ops.render_sysconfig_kernel(quoted, [], ["virtio"]) == 'INITRD_MODULES="xenblk ext3 virtio"\n'
+
+
+def test_unchanged_answer_without_our_copy_is_an_error():
+    info = process(["@@KVM meta", "uname 6.1", "@@KVM unchanged 1-2", "@@KVM end"])
+    assert info["status"] == "error" and any("cached answer" in e for e in info["errors"])

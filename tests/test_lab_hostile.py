@@ -1,0 +1,202 @@
+"""Hostile hosts, bad inventory data and interrupted runs, on real lab hosts (issue #11): one bad
+host fails alone with a clear message, nothing is lost, and nothing is ever called compliant
+that was not fully checked.
+
+Each scenario runs on its own hosts (127.0.31.x), with its own inventory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from facts import kvm_drivers as kd
+from facts import parsers
+from operations import kvm_drivers as ops
+from tests.conftest import pyinfra
+from tests.lab import hosts
+
+pytestmark = pytest.mark.lab
+DEPLOY, DRIFT = "deploys/kvm_drivers.py", "deploys/drift_check.py"
+MODULES = "/etc/initramfs-tools/modules"
+BROKEN_HOOK = """#!/bin/sh
+# lab fault injection: a broken initramfs-tools hook
+[ "$1" = prereqs ] && exit 0
+echo "broken-hook: simulated failure" >&2
+exit 1
+"""
+# SIGKILL the whole kvm-drivers rebuild (the script and pyinfra's shell around it), as a
+# reboot or an OOM kill would: no trap runs.
+KILL_RUN_HOOK = """#!/bin/sh
+[ "$1" = prereqs ] && exit 0
+for p in /proc/[0-9]*; do
+    grep -q kvm-rebuild "$p/cmdline" 2>/dev/null && kill -9 "${p#/proc/}"
+done
+sleep 5
+"""
+
+
+def make(name: str, n: int, setup=None, base_host: str = "deb12-itools", **data) -> hosts.HostSpec:
+    base = hosts.spec(base_host)
+    return dataclasses.replace(base, name=f"hostile-{name}", address=f"127.0.31.{n}", setup=setup or base.setup,
+                               data=tuple(data.items()))  # fmt: skip
+
+
+def ssh(h: hosts.HostSpec, cmd: str, check: bool = True, inp: str | None = None) -> str:
+    proc = subprocess.run(hosts.ssh_args(h) + [cmd], capture_output=True, text=True, timeout=300, input=inp)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{h.name}: {cmd[:200]}: {proc.stderr}")
+    return proc.stdout
+
+
+def hook(text: str):
+    def inject(root: Path) -> None:
+        p = root / "etc/initramfs-tools/hooks/zz-fault"
+        p.write_text(text)
+        p.chmod(0o755)
+
+    return inject
+
+
+@pytest.fixture
+def started():
+    """Start the given specs fresh; stop them after the test."""
+    specs: list[hosts.HostSpec] = []
+
+    def start(*new: hosts.HostSpec) -> Path:
+        for h in new:
+            hosts.start(h)
+            specs.append(h)
+        return hosts.write_inventory(list(new), "hostile")
+
+    yield start
+    for h in specs:
+        hosts.stop(h)
+
+
+def grub_initrd_is_etc_shadow(root: Path) -> None:
+    cfg = root / "boot/grub/grub.cfg"
+    cfg.write_text(cfg.read_text().replace("initrd\t/boot/initrd.img-", "initrd\t/etc/shadow #"))
+
+
+def odd_names(root: Path) -> None:
+    (root / "etc/modprobe.d").mkdir(exist_ok=True)
+    (root / "etc/modprobe.d" / "caf\xe9.conf".encode("latin-1").decode("utf-8", "surrogateescape")).write_bytes(
+        b"# caf\xe9\nblacklist virtio_blk\n"
+    )
+
+
+def test_bad_hosts_and_bad_data_fail_alone_with_clear_messages(started):
+    shadow = make("shadow", 1, grub_initrd_is_etc_shadow)
+    baddata = make("baddata", 2, kvm_drivers="virtio_blk")  # a string, not a list
+    typo = make("typo", 3, kvm_kernels=["6.1.0-51-amd64"])
+    odd = make("oddname", 4, odd_names)
+    ok = make("ok", 5)
+    inv = started(shadow, baddata, typo, odd, ok)
+    before = ssh(shadow, "sha256sum /etc/shadow; stat -c '%U:%G %a' /etc/shadow")
+    run = pyinfra("-y", str(inv), DEPLOY)
+    assert run.returncode != 0
+    out = run.output
+    assert "Traceback" not in out
+    assert f"[{shadow.name}]" in out and "'/etc/shadow' as an initrd: not a file in /boot" in out
+    assert ssh(shadow, "sha256sum /etc/shadow; stat -c '%U:%G %a' /etc/shadow") == before
+    assert f"[{baddata.name}]" in out and "kvm_drivers must be a list of module names" in out
+    assert f"[{typo.name}]" in out and "kvm_kernels names kernels that are not installed: 6.1.0-51-amd64" in out
+    assert f"[{odd.name}]" in out and "a file name that is not plain ASCII" in out
+    for bad in (shadow, baddata, typo, odd):  # refused: nothing changed
+        assert "virtio" not in ssh(bad, f"cat {MODULES}"), bad.name
+    assert ssh(ok, f"grep -c '^virtio_blk$' {MODULES}").strip() == "1"  # the good host was fixed
+    # the drift check never calls them compliant
+    report = hosts.STATE / "hostile-report.json"
+    drift = pyinfra("-y", str(inv), DRIFT, "--data", f"report={report}")
+    rows = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
+    assert drift.returncode == 4
+    assert {n: r["status"] for n, r in rows.items()} == {
+        shadow.name: "error", baddata.name: "error", typo.name: "error", odd.name: "error", ok.name: "compliant"
+    }  # fmt: skip
+
+
+def vendor_blacklist(root: Path) -> None:
+    (root / "usr/lib/modprobe.d").mkdir(parents=True, exist_ok=True)
+    (root / "usr/lib/modprobe.d/kvm-vendor.conf").write_text(
+        "# vendor defaults\nblacklist virtio_blk\noptions loop max_loop=8\ninstall virtio_net /bin/false\n"
+    )
+
+
+def test_vendor_file_with_several_blacklist_lines_has_all_of_them_disabled(started, tmp_path):
+    # High: each line's sed rewrote the same /etc override from the vendor file: only the last
+    # line ended up disabled, and the run reported success.
+    h = make("vendor", 6, vendor_blacklist, kvm_remove_blacklists=True)
+    inv = started(h)
+    run = pyinfra("-y", str(inv), DEPLOY)
+    assert run.returncode == 0, run.output
+    override = ssh(h, "cat /etc/modprobe.d/kvm-vendor.conf")
+    assert "# disabled by kvm-drivers (needed to boot on KVM): blacklist virtio_blk" in override
+    assert "# disabled by kvm-drivers (needed to boot on KVM): install virtio_net /bin/false" in override
+    assert "\noptions loop max_loop=8\n" in override
+    drift = pyinfra("-y", str(inv), DRIFT, "--data", f"report={tmp_path}/r.json")
+    assert drift.returncode == 0, drift.output
+
+
+def test_killed_run_then_admin_edit_then_failing_run_keeps_the_admin_line(started):
+    # High: the rollback copy of a SIGKILLed run was later "restored" over the admin's edit.
+    h = make("killed", 7, hook(KILL_RUN_HOOK))
+    inv = started(h)
+    first = pyinfra("-y", str(inv), DEPLOY)
+    assert first.returncode != 0  # killed between the declaration and the rebuild's end
+    assert ssh(h, f"grep -c '^virtio_blk$' {MODULES}").strip() == "1"
+    ssh(h, f"echo admin_line >> {MODULES}")  # the admin edits the declaration file
+    ssh(h, "cat > /etc/initramfs-tools/hooks/zz-fault", inp=BROKEN_HOOK)
+    second = pyinfra("-y", str(inv), DEPLOY)
+    assert second.returncode != 0 and "broken-hook: simulated failure" in second.output
+    text = ssh(h, f"cat {MODULES}")
+    assert "admin_line" in text and "virtio_blk" in text
+    assert ssh(h, "ls /etc/initramfs-tools/ /boot | grep -c kvm-drivers || true").strip() == "0"
+    ssh(h, "rm /etc/initramfs-tools/hooks/zz-fault")
+    third = pyinfra("-y", str(inv), DEPLOY)
+    assert third.returncode == 0, third.output
+    assert "admin_line" in ssh(h, f"cat {MODULES}")
+
+
+def test_dropped_channel_during_a_failing_rebuild_still_cleans_up_and_rolls_back(started):
+    # High: SIGPIPE on a dropped channel killed the script before its cleanup.
+    h = make("sigpipe", 8, hook(BROKEN_HOOK))
+    started(h)
+    out = ssh(h, kd.gather_command(kd.wanted_drivers("debian", None, None)).get_raw_value())
+    info = kd.analyse(parsers.parse_snapshot(out.splitlines()))
+    before = ssh(h, f"cat {MODULES}")
+    path, content = ops.new_declaration(info)
+    run_id = ops.new_run_id()
+    write = ["sh", "-c", ops.WRITE_SCRIPT, "kvm-write", path, content, "1", info["declared"]["current"], run_id]
+    ssh(h, " ".join(shlex.quote(a) for a in write))
+    assert "virtio_blk" in ssh(h, f"cat {MODULES}")
+    rebuild = ops.rebuild_command(info, info["kernels"][0], run_id=run_id).get_raw_value()
+    # every byte the script writes goes to a pipe nobody reads any more (the channel is gone)
+    ssh(h, f"( {rebuild} ) 2>&1 | true", check=False)
+    assert ssh(h, f"cat {MODULES}") == before  # rolled back
+    assert ssh(h, "ls /boot /run/kvm-drivers | grep -c -e kvm-drivers.new -e rollback || true").strip() == "0"
+
+
+def fifo_release(root: Path) -> None:
+    (root / "etc/os-release").unlink()
+    subprocess.run(["mkfifo", str(root / "etc/kvm-fifo")], check=True)
+    (root / "etc/os-release").symlink_to("kvm-fifo")  # reading it never ends
+
+
+def test_host_that_never_answers_is_an_error_after_its_time_limit(started, tmp_path):
+    # Medium: a host that never answered stalled the whole run.
+    hung = make("hung", 9, fifo_release, kvm_gather_timeout=5)
+    ok = make("answers", 10)
+    inv = started(hung, ok)
+    start = time.monotonic()
+    run = pyinfra("-y", str(inv), DRIFT, "--data", f"report={tmp_path}/r.json", timeout=300)
+    assert time.monotonic() - start < 120, run.output
+    rows = {r["host"]: r for r in json.loads((tmp_path / "r.json").read_text())["hosts"]}
+    assert run.returncode == 4
+    assert rows[hung.name]["status"] == "error" and rows[ok.name]["status"] == "drifted"
