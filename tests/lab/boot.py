@@ -115,6 +115,9 @@ class BootResult:
     def cause(self) -> str:
         """The console line that shows why a boot failed ('' if none was seen)."""
         lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", ln).strip() for ln in self.log.splitlines()]
+        # not causes: the rescue CD's own search for a /boot partition, and a host config's insmod
+        # of a module that GRUB has built in or lacks (e.g. RHEL's blscfg, increment)
+        lines = [ln for ln in lines if BOOT_UUID not in ln and not re.search(r"\.mod' not found", ln)]
         for pattern in (r"ALERT!", r"Timed out waiting|Could not boot|emergency mode", FAILED.pattern,
                         r"\berror: |Gave up|rdsosreport|time limit"):  # fmt: skip
             for line in lines:
