@@ -1,7 +1,9 @@
 # kvm-drivers: set-up, demo and tests. Run as root on Debian 12 (the lab needs namespaces).
 PYTHON ?= python3
 APT_PACKAGES = debootstrap qemu-system-x86 openssh-client e2fsprogs zstd lz4 xz-utils cpio iproute2 util-linux grub-emu \
-	build-essential flex bison bc libelf-dev linux-source-6.1 chromium
+	build-essential flex bison bc libelf-dev linux-source-6.1 \
+	grub-common grub-pc-bin grub-efi-amd64-bin grub-efi-amd64-signed xorriso mtools ovmf fdisk dosfstools \
+	btrfs-progs python3-rpm chromium
 
 .PHONY: setup deps lab demo test lint down
 

@@ -41,10 +41,29 @@ def remote(h: hosts.HostSpec):
 
 
 def remote_info(h: hosts.HostSpec) -> dict:
-    """The KvmDrivers fact of a host, gathered over SSH exactly as pyinfra does."""
+    """The KvmDrivers fact of a host, gathered over SSH exactly as pyinfra does (with its kvm_kernels)."""
     cmd = kd.gather_command(kd.wanted_drivers("suse", None, None)).get_raw_value()
     out = remote(h).check_output(cmd)
-    return kd.analyse(parsers.parse_snapshot(out.splitlines()))
+    return kd.analyse(parsers.parse_snapshot(out.splitlines()), kernels=dict(h.data).get("kvm_kernels", "all"))
+
+
+K47, K50 = "6.1.0-47-amd64", "6.1.0-50-amd64"
+# What real GRUB boots on the hosts where that is easy to get wrong: (GRUB's entry path, kernel,
+# an initrd file of that size). Seen in the serial console (entry, initrd size) and by the probe (uname -r).
+GRUB_CHOICE = {
+    "deb12-2kernels": (f"Debian GNU/Linux, with Linux {K47}", K47, f"/boot/initrd.img-{K47}"),
+    "deb12-custom-initrd": (f"Debian GNU/Linux, with Linux {K50}", K50, "/boot/initrd-kvm-custom.img"),
+    "sles11": (f"SUSE Linux Enterprise Server 11 SP4 ({K50})", K50, "/boot/initrd.vmx"),
+    "sles11-vmx": ("SUSE Linux Enterprise Server 11 SP4", K50, "/boot/initrd.vmx"),
+    "sles15-snapshot": ("SLES 15-SP5", K47, f"/boot/initrd-{K47}"),
+    "deb12-saved-title": ("Debian GNU/Linux", K50, f"/boot/initrd.img-{K50}"),
+    "deb12-default-submenu": (f"Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux {K50}", K50,
+                              f"/boot/initrd.img-{K50}"),
+    "rocky8-bls-rpm": ("Rocky Linux (4.18.0-240.1.1.el8_3.x86_64)", K47, f"/boot/initramfs-{K47}.img"),
+    "rocky9-counting": (f"Rocky Linux ({K50})", K50, f"/boot/initramfs-{K50}.img"),
+    "rocky9-bls": (f"Rocky Linux ({K50})", K50, f"/boot/initramfs-{K50}.img"),
+    "ubuntu2204-btrfs": (f"Ubuntu, with Linux {K50}", K50, f"/boot/initrd.img-{K50}"),
+}
 
 
 def sums(h: hosts.HostSpec) -> dict[str, str]:
@@ -67,7 +86,8 @@ def launch_failing_boots(specs: list[hosts.HostSpec]) -> Callable[[], dict[str, 
     groups: dict[str, list[hosts.HostSpec]] = {}
     for h in specs:
         groups.setdefault(boot.fingerprint(h), []).append(h)
-    launched = {key: boot.launch(group[0]) for key, group in groups.items()}
+    # their disk images on disk, not in RAM: they all run at once
+    launched = {key: boot.launch(g[0], scratch=hosts.STATE / "hosts" / g[0].name) for key, g in groups.items()}
 
     def collect() -> dict[str, boot.BootResult]:
         results = {key: run.wait() for key, run in launched.items()}
@@ -157,6 +177,8 @@ def test_boot_fails_before_the_deploy(story, h):
     result = story.before[h.name]
     assert not result.ok, result.summary()
     assert "virtio_blk" not in result.bound.values()
+    assert result.entry, result.summary()  # GRUB chose an entry and booted it
+    assert not result.kernel  # the root file system was never reached: no probe result
     assert story.info_before[h.name]["status"] == "drifted"
     assert "virtio_blk" in story.info_before[h.name]["kernels"][0]["missing"]
 
@@ -244,6 +266,18 @@ def test_boot_succeeds_after_the_deploy(story, h):
     assert result.ok, result.summary() + "\n" + result.log[-3000:]
     assert result.root.startswith("/dev/vda")
     assert "virtio_net" in result.bound.values()
+    assert result.boot_image and result.cmdline.startswith("BOOT_IMAGE="), result.cmdline
+
+
+@pytest.mark.parametrize("name", sorted(GRUB_CHOICE))
+def test_grub_boots_the_entry_expected(story, name):
+    entry, kernel, initrd = GRUB_CHOICE[name]
+    before, after = story.before[name], story.after[name]
+    assert before.entry == entry, before.summary()
+    if before.grub_initrd_size is not None:  # GRUB's linux16 loader (legacy menu.lst) does not print it
+        assert initrd in before.initrd.split(), before.summary()
+    assert after.entry == entry and after.kernel == kernel, after.summary()
+    assert initrd in after.initrd.split(), after.summary()
 
 
 def test_declaration_persists_through_the_distributions_own_rebuild(story):

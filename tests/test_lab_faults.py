@@ -28,8 +28,15 @@ MODULES = "/etc/initramfs-tools/modules"
 
 
 def make(name: str, base_host: str, n: int, setup=None) -> hosts.HostSpec:
+    """A copy of a lab host (its own setup, e.g. its bootloader configuration, then setup's fault)."""
     base = hosts.spec(base_host)
-    return dataclasses.replace(base, name=f"fault-{name}", address=f"127.0.30.{n}", setup=setup or base.setup)
+
+    def both(root: Path) -> None:
+        if base.setup:
+            base.setup(root)
+        setup(root)
+
+    return dataclasses.replace(base, name=f"fault-{name}", address=f"127.0.30.{n}", setup=both if setup else base.setup)
 
 
 def ssh(h: hosts.HostSpec, cmd: str, check: bool = True) -> str:

@@ -1,7 +1,20 @@
-"""Boot a lab host in QEMU (software emulation) as a KVM cloud would: root disk on
-virtio-blk, a virtio NIC, the default kernel and the initrd its bootloader names.
+"""Boot a lab host in QEMU as a KVM cloud would, through its real bootloader.
 
-The NIC is attached to an empty hub: the guest has a virtio-net device but no network.
+Firmware (SeaBIOS, or OVMF for UEFI) starts real GRUB 2 (Debian's), GRUB reads the host's own
+grub.cfg and grubenv (``configfile``), or its GRUB legacy menu.lst (``legacy_configfile``),
+picks the default entry itself and loads that entry's kernel and initrd from the host's disk
+on virtio-blk. Nothing here decides what to boot: no parser of ours is consulted.
+
+The disk is a copy of the host's tree (``mkfs.ext4 -d``, partitioned as the host's layout
+needs) in which the root's init (``/sbin/init``, and systemd's binary that dracut's systemd
+re-executes on switch-root) is the probe: in the copy only, never in the host. The probe
+writes what it saw to ``/probe-result`` in the image, syncs and powers off; the result is read
+back with ``debugfs`` after QEMU exits. A boot that never reaches the root file system leaves
+no file. The NIC is attached to an empty hub: the guest has a virtio-net device but no network.
+
+GRUB's own serial output tells which entry it booted (``Booting `TITLE'``) and, with
+``debug=linux``, the size of the initrd it loaded; the size is matched against the files in
+the host's /boot to name the initrd.
 """
 
 from __future__ import annotations
@@ -11,37 +24,86 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facts import parsers
-from tests.lab.bases import log, run
+from tests.lab.bases import BOOT_UUID, CACHE, ROOT_UUID, log, run
 from tests.lab.hosts import STATE, HostSpec, root
 
-TIMEOUT = int(os.environ.get("KVM_LAB_BOOT_TIMEOUT", "300"))
-BOOT_FILES = [
-    "/boot/grub/grub.cfg",
-    "/boot/grub2/grub.cfg",
-    "/boot/grub/grubenv",
-    "/boot/grub2/grubenv",
-    "/boot/grub/menu.lst",
-    "/boot/grub/grub.conf",
-    "/boot/grub/default",
-]
+TIMEOUT = int(os.environ.get("KVM_LAB_BOOT_TIMEOUT", "480"))
+ESP_ID = "4B5D1E2F"
+GRUB_PC = Path("/usr/lib/grub/i386-pc")  # Debian's grub-pc-bin (GRUB 2.06 on Debian 12)
+GRUB_EFI = Path("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed")  # Debian's signed GRUB (grub-efi-amd64-signed)
+OVMF = Path("/usr/share/ovmf/OVMF.fd")
+MiB = 1 << 20
+OS_RELEASE_STUB = Path(__file__).with_name("os-release.lab-disk-copy")
+
+# Where a GRUB core would find its directory: grub-install bakes the prefix into core.img;
+# the rescue image plays that part by looking for the disk's GRUB directory in this order.
+GRUB_DIRS = ["/boot/grub2", "/grub2", "/boot/grub", "/grub", "/@/boot/grub", "/@/boot/grub2"]
+PRELOAD = (
+    "part_msdos part_gpt ext2 btrfs xfs fat search search_fs_uuid search_fs_file search_label test echo"
+    " configfile normal loadenv linux linux16 gzio xzio lzopio zstd legacycfg blsuki sleep true cat ls"
+    " regexp halt reboot minicmd serial terminal probe all_video video gfxterm"
+).split()
+
+PROBE = r"""#!/bin/sh
+# kvm-drivers lab probe: /sbin/init of the DISK-IMAGE COPY only (never of the host). Writes what
+# it sees to /probe-result in the image, syncs and powers off.
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc 2>/dev/null
+mount -t sysfs sys /sys 2>/dev/null
+mount -o remount,rw / 2>/dev/null
+{
+echo "root: $(awk '$2 == "/" {print $1, $3}' /proc/mounts | tail -n 1)"
+echo "kernel: $(uname -r)"
+echo "cmdline: $(cat /proc/cmdline)"
+echo "initrd-freed: $(dmesg 2>/dev/null | sed -n 's/.*Freeing initrd memory: \([0-9]*\)K.*/\1/p' | head -n 1)"
+echo "virtio-drivers: $(ls /sys/bus/virtio/drivers 2>/dev/null | tr '\n' ' ')"
+for d in /sys/bus/virtio/devices/*; do
+    [ -e "$d/driver" ] && echo "bound: ${d##*/} $(basename "$(readlink "$d/driver")")"
+done
+echo "done"
+} > /probe-result 2>&1
+sed 's/^/KVM-PROBE /' /probe-result
+sync
+mount -o remount,ro / 2>/dev/null
+sync
+echo o > /proc/sysrq-trigger
+sleep 30
+"""
+
+# Console lines after which a boot cannot succeed any more: stop waiting.
+FAILED = re.compile(
+    r"ALERT! .* does not exist|Dropping to a shell|Could not boot|emergency mode|Kernel panic"
+    r"|Press any key to continue|KVM-GRUB no bootloader configuration"
+)
 
 
 @dataclass
 class BootResult:
-    """What a QEMU boot showed."""
+    """What a QEMU boot through GRUB showed."""
 
     host: str
-    kernel: str
-    initrd: str
+    loader: str  # the boot path: GRUB BIOS, GRUB UEFI, legacy_configfile, model
     seconds: float
+    entry: str = ""  # GRUB's "Booting `TITLE'" lines, joined with '>' (submenus)
+    grub_initrd_size: int | None = None  # bytes, from GRUB's debug=linux output (None: not seen)
+    initrd: str = ""  # /boot files whose size is what GRUB loaded ('' if it loaded none)
+    kernel: str = ""  # uname -r, from the probe ('' if root was never reached)
+    cmdline: str = ""  # /proc/cmdline, from the probe
     root: str = ""  # root device and fs type as the probe saw them ('' if never reached)
     bound: dict[str, str] = field(default_factory=dict)  # virtio device -> driver
     log: str = ""
+
+    @property
+    def boot_image(self) -> str:
+        """BOOT_IMAGE= of the kernel command line: the kernel path as GRUB's entry names it."""
+        m = re.search(r"BOOT_IMAGE=(\S+)", self.cmdline)
+        return m.group(1) if m else ""
 
     @property
     def ok(self) -> bool:
@@ -49,133 +111,399 @@ class BootResult:
         kernel itself mounts root=/dev/vda, and calls it /dev/root."""
         return self.root.startswith(("/dev/vda", "/dev/root ")) and "virtio_blk" in self.bound.values()
 
+    @property
+    def cause(self) -> str:
+        """The console line that shows why a boot failed ('' if none was seen)."""
+        lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", ln).strip() for ln in self.log.splitlines()]
+        # not causes: the rescue CD's own search for a /boot partition, and a host config's insmod
+        # of a module that GRUB has built in or lacks (e.g. RHEL's blscfg, increment)
+        lines = [ln for ln in lines if BOOT_UUID not in ln and not re.search(r"\.mod' not found", ln)]
+        for pattern in (r"ALERT!", r"Timed out waiting|Could not boot|emergency mode", FAILED.pattern,
+                        r"\berror: |Gave up|rdsosreport|time limit"):  # fmt: skip
+            for line in lines:
+                if re.search(pattern, line):
+                    return line
+        return ""
+
     def summary(self) -> str:
         """One line for people."""
+        what = f"GRUB entry `{self.entry or '?'}', initrd {self.initrd or 'none'}"
         if self.ok:
             return (
-                f"{self.host}: BOOTED {self.kernel} with {self.initrd or 'no initrd'} in {self.seconds:.0f}s;"
-                f" root {self.root}; bound: {' '.join(sorted(set(self.bound.values())))}"
+                f"{self.host} [{self.loader}]: BOOTED {what}, kernel {self.kernel} ({self.boot_image})"
+                f" in {self.seconds:.0f}s; root {self.root}; bound: {' '.join(sorted(set(self.bound.values())))}"
             )
-        lines = self.log.splitlines()
-        why = next((ln for ln in lines if "ALERT!" in ln), "")
-        cause = re.compile(r"Timed out|not exist|Gave up|panic")
-        why = why or next((ln for ln in lines if cause.search(ln)), "no probe output")
-        why = re.sub(r"\x1b\[[0-9;]*m", "", why).strip()
-        initrd = self.initrd or "no initrd"
-        return f"{self.host}: FAILED to boot {self.kernel} with {initrd} in {self.seconds:.0f}s: {why}"
+        return f"{self.host} [{self.loader}]: FAILED {what} in {self.seconds:.0f}s: {self.cause or 'no probe result'}"
 
 
-def default_boot(tree: Path) -> tuple[str, str]:
-    """(kernel image, initrd) paths inside tree that the bootloader's default entry boots."""
-    files = {}
-    for f in BOOT_FILES + [str(p)[len(str(tree)) :] for p in (tree / "boot/loader/entries").glob("*.conf")]:
-        path = tree / f.lstrip("/")
-        if path.exists():
-            files[f] = path.read_text(errors="replace")
-    cfg = parsers.parse_boot(files)
-    if cfg is None or cfg.default is None:
-        raise RuntimeError(f"{tree}: no bootloader configuration with entries")
-    entry = cfg.entries[cfg.default]
-    initrd = entry.initrd if entry.initrd.startswith("/boot/") or not entry.initrd else "/boot" + entry.initrd
-    return f"/boot/vmlinuz-{entry.kernel}", initrd  # initrd '': the entry boots without one
+def grub_script(efi: bool = False) -> str:
+    """GRUB commands that find the disk's GRUB directory and hand over to the host's own config.
+
+    They play core.img's part (grub-install bakes the prefix in): prefix is set to the host's
+    GRUB directory so that the host's ``load_env`` reads ITS grubenv. The host's config then
+    decides everything. ``debug=linux`` makes GRUB print the size of the initrd it loads; the
+    timeout exported here only applies where the host's config sets none.
+    """
+    dirs = " ".join(GRUB_DIRS)
+    serial = "" if efi else (
+        "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n"
+    )
+    return f"""{serial}set debug=linux
+export debug
+set timeout=3
+export timeout
+if search --no-floppy --fs-uuid --set=root {BOOT_UUID}; then true
+else search --no-floppy --fs-uuid --set=root {ROOT_UUID}; fi
+set kvm_dir=""
+for d in {dirs}; do
+  if [ -z "$kvm_dir" -a -f "($root)$d/grub.cfg" ]; then set kvm_dir="$d"; fi
+done
+if [ -n "$kvm_dir" ]; then
+  set prefix="($root)$kvm_dir"
+  echo "KVM-GRUB configfile $prefix/grub.cfg"
+  configfile "$prefix/grub.cfg"
+elif [ -f "($root)/boot/grub/menu.lst" ]; then
+  set prefix="($root)/boot/grub"
+  echo "KVM-GRUB legacy_configfile $prefix/menu.lst"
+  legacy_configfile "$prefix/menu.lst"
+fi
+echo "KVM-GRUB no bootloader configuration found on ($root)"
+sleep 5
+"""
+
+
+def grub_dir(version: str) -> Path:
+    """The i386-pc module directory of a GRUB: Debian 12's, or Debian's 2.14 (for blscfg)."""
+    if version == "2.06":
+        return GRUB_PC
+    return grub214()
+
+
+def grub214() -> Path:
+    """GRUB 2.14's i386-pc directory from Debian's grub-pc-bin (unstable): the first Debian GRUB
+    with a ``blscfg`` command (module blsuki). Fetched once with apt-get into the lab cache;
+    Debian 12's grub-mkrescue builds the image from its modules."""
+    target = CACHE / "grub-2.14" / "usr/lib/grub/i386-pc"
+    if (target / "blsuki.mod").exists():
+        return target
+    work = CACHE / "grub-2.14.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "lists/partial").mkdir(parents=True)
+    (work / "archives/partial").mkdir(parents=True)
+    mirror = os.environ.get("KVM_LAB_MIRROR", "http://deb.debian.org/debian")
+    (work / "sources.list").write_text(f"deb {mirror} unstable main\n")
+    opts = [f"-oDir::Etc::SourceList={work}/sources.list", "-oDir::Etc::SourceParts=/dev/null",
+            f"-oDir::State::Lists={work}/lists", f"-oDir::Cache={work}", "-oDir::State::status=/dev/null",
+            "-oAPT::Sandbox::User=root"]  # fmt: skip
+    log("GRUB 2.14 (Debian unstable's grub-pc-bin, for blscfg): apt-get download")
+    run(["apt-get", *opts, "update", "-qq"])
+    run(["apt-get", *opts, "download", "grub-pc-bin"], cwd=work)
+    deb = next(work.glob("grub-pc-bin_*.deb"))
+    run(["dpkg-deb", "-x", str(deb), str(work / "x")])
+    if not (work / "x/usr/lib/grub/i386-pc/blsuki.mod").exists():
+        raise RuntimeError(f"{deb.name} has no blsuki.mod (blscfg)")
+    shutil.rmtree(CACHE / "grub-2.14", ignore_errors=True)
+    (work / "x").rename(CACHE / "grub-2.14")
+    shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def rescue_iso(version: str) -> Path:
+    """A GRUB rescue CD (grub-mkrescue) whose config is grub_script(); cached by content."""
+    modules = grub_dir(version)
+    preload = [m for m in PRELOAD if (modules / f"{m}.mod").exists()]
+    cfg = "".join(f"insmod {m}\n" for m in preload) + grub_script()
+    key = hashlib.sha256(f"{version}\n{cfg}".encode()).hexdigest()[:12]
+    iso = CACHE / f"grub-rescue-{version}-{key}.iso"
+    if iso.exists():
+        return iso
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "boot/grub").mkdir(parents=True)
+        (Path(tmp) / "boot/grub/grub.cfg").write_text(cfg)
+        run(["grub-mkrescue", "-d", str(modules), "-o", f"{iso}.tmp", tmp])
+    Path(f"{iso}.tmp").rename(iso)
+    return iso
+
+
+def inside(tree: Path, path: str) -> str:
+    """path with the symlinks of its directories resolved inside tree (e.g. /sbin -> usr/sbin)."""
+    parent = (tree / path.lstrip("/")).parent.resolve()
+    if parent != tree.resolve() and tree.resolve() not in parent.parents:
+        parent = tree.resolve() / str(parent).lstrip("/")  # an absolute link: resolve it in the tree
+    return "/" + str(parent.relative_to(tree.resolve()) / Path(path).name).lstrip("/")
+
+
+def mkfs_ext4(src: Path, image: Path, offset: int, size: int, uuid: str) -> None:
+    """An ext4 file system holding src's tree, at offset bytes into image."""
+    run(["mkfs.ext4", "-q", "-F", "-U", uuid, "-E", f"offset={offset}", "-d", str(src), str(image), f"{size // 1024}k"])
+
+
+# The root's init: /sbin/init (run-init of initramfs-tools execs it), and systemd's own binary,
+# which dracut's systemd re-executes from the new root on switch-root (no init= on the command line).
+INITS = ["/sbin/init", "/lib/systemd/systemd"]
+
+
+def put_probe(image: str, tree: Path) -> None:
+    """Replace the root's init (INITS) in the ext4 file system image (path?offset=N) by the probe."""
+    with tempfile.NamedTemporaryFile("w", suffix=".probe", delete=False) as f:
+        f.write(PROBE)
+    os.chmod(f.name, 0o755)
+    script = ""
+    for init in INITS:
+        if (tree / init.lstrip("/")).exists() or (tree / init.lstrip("/")).is_symlink():
+            folder, name = inside(tree, init).rsplit("/", 1)
+            script += f"cd {folder or '/'}\nrm {name}\nwrite {f.name} {name}\n"
+    if not any((tree / p).exists() for p in ("etc/os-release", "usr/lib/os-release", "etc/initrd-release")):
+        # Lab artifact: the lab's dracut is Debian's, with systemd, whose switch-root refuses a root
+        # without os-release (a real CentOS 6's dracut has no systemd). The DISK COPY gets one.
+        script += f"cd /usr/lib\nwrite {OS_RELEASE_STUB} os-release\n"
+    try:
+        run(["debugfs", "-w", "-f", "-", image], input=script)
+    finally:
+        os.unlink(f.name)
+
+
+def partition(image: Path, parts: list[tuple[int, int, str]], label: str = "dos") -> None:
+    """Write a partition table: (offset, size, type) per partition, in bytes."""
+    lines = [f"label: {label}"] + [f"start={o // 512}, size={s // 512}, type={t}" for o, s, t in parts]
+    run(["sfdisk", "-q", "--wipe", "never", "--wipe-partitions", "never", str(image)], input="\n".join(lines) + "\n")
+
+
+@dataclass
+class Disk:
+    """A host's boot disk image, and where its root file system is (for reading the probe back)."""
+
+    image: Path
+    probe_fs: str  # debugfs device spec of the root fs ('' for btrfs: read through a loop mount)
+    extra: list[Path] = field(default_factory=list)
+
+
+def make_disk(h: HostSpec, tree: Path, image: Path) -> Disk:
+    """Write the host's tree as its boot disk (layout h.disk) with the probe as /sbin/init.
+
+    whole: one unpartitioned ext4 (/dev/vda). split: MBR, partition 1 /boot (its own ext4, as
+    RHEL installs it), partition 2 root. part: MBR, partition 1 root (GRUB legacy's (hd0,0)).
+    esp: MBR, partition 1 an EFI system partition, partition 2 root. btrfs: one btrfs whose
+    top level holds the tree in subvolume @ (Ubuntu's layout).
+    """
+    image.unlink(missing_ok=True)
+    root_size = 4 << 30
+    if h.disk == "whole":
+        mkfs_ext4(tree, image, 0, root_size, ROOT_UUID)
+        spec = str(image)
+    elif h.disk == "split":
+        boot_size = 1 << 30
+        mkfs_ext4(tree / "boot", image, MiB, boot_size, BOOT_UUID)
+        mkfs_ext4(tree, image, MiB + boot_size, root_size, ROOT_UUID)
+        partition(image, [(MiB, boot_size, "83"), (MiB + boot_size, root_size, "83")])
+        spec = f"{image}?offset={MiB + boot_size}"
+    elif h.disk == "part":
+        mkfs_ext4(tree, image, MiB, root_size, ROOT_UUID)
+        partition(image, [(MiB, root_size, "83")])
+        spec = f"{image}?offset={MiB}"
+    elif h.disk == "esp":
+        esp_size = 64 * MiB
+        mkfs_ext4(tree, image, MiB + esp_size, root_size, ROOT_UUID)
+        esp = image.with_suffix(".esp")
+        make_esp(esp, esp_size)
+        run(["dd", f"if={esp}", f"of={image}", "bs=1M", f"seek={MiB // MiB}", "conv=notrunc,sparse", "status=none"])
+        esp.unlink()
+        partition(image, [(MiB, esp_size, "ef"), (MiB + esp_size, root_size, "83")])
+        spec = f"{image}?offset={MiB + esp_size}"
+    elif h.disk == "btrfs":
+        make_btrfs(tree, image, root_size)
+        return Disk(image, "")
+    else:
+        raise ValueError(f"{h.name}: unknown disk layout {h.disk!r}")
+    put_probe(spec, tree)
+    return Disk(image, spec)
+
+
+def make_esp(esp: Path, size: int) -> None:
+    """An EFI system partition as Debian's grub-install makes it: the signed GRUB as the removable
+    path's loader, and EFI/debian/grub.cfg, the stub that only points at the real grub.cfg."""
+    run(["mkfs.vfat", "-C", "-i", ESP_ID, "-n", "EFI", str(esp), str(size // 1024)])
+    stub = (
+        f"search.fs_uuid {ROOT_UUID} root hd0,msdos2\n"
+        "set prefix=($root)'/boot/grub'\n"
+        "set debug=linux\nexport debug\n"  # lab addition: GRUB prints the initrd's size
+        "configfile $prefix/grub.cfg\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "grub.cfg").write_text(stub)
+        img = f"{esp}"
+        run(["mmd", "-i", img, "::/EFI", "::/EFI/BOOT", "::/EFI/debian"])
+        run(["mcopy", "-i", img, str(GRUB_EFI), "::/EFI/BOOT/BOOTX64.EFI"])
+        run(["mcopy", "-i", img, str(GRUB_EFI), "::/EFI/debian/grubx64.efi"])
+        run(["mcopy", "-i", img, str(Path(tmp) / "grub.cfg"), "::/EFI/debian/grub.cfg"])
+
+
+def make_btrfs(tree: Path, image: Path, size: int) -> None:
+    """A btrfs image whose subvolume @ holds the tree (GRUB sees /@/boot/..., Linux mounts @)."""
+    run(["truncate", "-s", str(size), str(image)])
+    run(["mkfs.btrfs", "-q", "-f", "-U", ROOT_UUID, str(image)])
+    with tempfile.TemporaryDirectory(dir=image.parent) as mnt:
+        run(["mount", "-o", "loop", str(image), mnt])
+        try:
+            run(["btrfs", "subvolume", "create", f"{mnt}/@"])
+            run(["cp", "-a", f"{tree}/.", f"{mnt}/@/"])
+            for path in INITS:
+                if (tree / path.lstrip("/")).exists():
+                    init = Path(mnt) / "@" / inside(tree, path).lstrip("/")
+                    init.unlink(missing_ok=True)
+                    init.write_text(PROBE)
+                    init.chmod(0o755)
+        finally:
+            run(["umount", mnt])
+
+
+def read_probe(disk: Disk) -> str:
+    """The probe's /probe-result from the disk image ('' if the boot never wrote it)."""
+    if disk.probe_fs:
+        proc = subprocess.run(["debugfs", "-R", "cat /probe-result", disk.probe_fs], capture_output=True, text=True)
+        return proc.stdout
+    with tempfile.TemporaryDirectory(dir=disk.image.parent) as mnt:
+        run(["mount", "-o", "loop,ro,subvol=@", str(disk.image), mnt])
+        try:
+            p = Path(mnt) / "probe-result"
+            return p.read_text() if p.exists() else ""
+        finally:
+            run(["umount", mnt])
+
+
+def boot_files(tree: Path) -> dict[str, int]:
+    """Size of every file under the host's /boot (to name the initrd GRUB loaded)."""
+    return {"/" + str(p.relative_to(tree)): p.stat().st_size for p in (tree / "boot").rglob("*") if p.is_file()}
 
 
 def fingerprint(h: HostSpec) -> str:
-    """sha256 of the default kernel and initrd: two hosts with the same fingerprint boot alike
-    up to the point where the initrd looks for the root disk."""
+    """sha256 of everything a boot reads before the root file system: the boot path, the disk
+    layout and every file under /boot. Two hosts with the same fingerprint boot alike up to the
+    point where the initrd looks for the root disk."""
     tree = root(h.name)
-    digest = hashlib.sha256()
-    for path in filter(None, default_boot(tree)):
-        digest.update(hashlib.sha256((tree / path.lstrip("/")).read_bytes()).digest())
+    digest = hashlib.sha256(f"{h.loader}\n{h.disk}\n".encode())
+    for p in sorted((tree / "boot").rglob("*")):
+        digest.update(str(p.relative_to(tree)).encode())
+        if p.is_symlink():
+            digest.update(os.readlink(p).encode())
+        elif p.is_file():
+            digest.update(hashlib.sha256(p.read_bytes()).digest())
     return digest.hexdigest()
+
+
+LOADERS = {"bios": "GRUB BIOS", "uefi": "GRUB UEFI", "legacy": "legacy_configfile", "bls": "GRUB BIOS (2.14 blscfg)",
+           "model": "model"}  # fmt: skip
 
 
 @dataclass
 class Launched:
-    """A QEMU boot under way. It runs on private copies of the disk, kernel and initrd, so
-    the host may change (e.g. be deployed to) while it runs."""
+    """A QEMU boot under way. It runs on a private disk image, so the host may change (e.g. be
+    deployed to) while it runs."""
 
-    host: str
-    kernel: str
-    initrd: str
+    host: HostSpec
+    disk: Disk
+    files: dict[str, int]
     proc: subprocess.Popen
-    files: list[Path]
     start: float
     timeout: int
+    output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+    ended: float | None = None  # when QEMU's console closed (the boot's own duration ends there)
+
+    def _read(self) -> None:
+        """Collect the serial console; stop QEMU shortly after a line that ends all hope."""
+        assert self.proc.stdout is not None
+        failed_at = None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if failed_at is None and FAILED.search(line):
+                failed_at = time.monotonic()
+                threading.Timer(3, self.proc.kill).start()
+        self.ended = time.monotonic()
 
     def wait(self) -> BootResult:
-        """Wait for the boot to end (power-off, panic or timeout) and read the probe's lines."""
+        """Wait for the boot to end (power-off, failure or time limit) and read the probe's file."""
         try:
-            out, err = self.proc.communicate(timeout=max(1.0, self.start + self.timeout - time.monotonic()))
-            out += err
+            self.proc.wait(timeout=max(1.0, self.start + self.timeout - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = self.proc.communicate()
-            out += err + "\n[timed out]"
-        seconds = time.monotonic() - self.start
-        for f in self.files:
+            self.proc.wait()
+            self.output.append("\n[time limit reached]\n")
+        if self.reader:
+            self.reader.join(10)
+        seconds = (self.ended or time.monotonic()) - self.start
+        out = "".join(self.output)
+        probe = read_probe(self.disk)
+        for f in [self.disk.image, *self.disk.extra]:
             f.unlink(missing_ok=True)
-        (STATE / "hosts" / self.host / "boot.log").write_text(out)
-        result = BootResult(self.host, self.kernel.rsplit("vmlinuz-", 1)[-1], self.initrd, seconds, log=out)
-        for line in out.splitlines():
-            if m := re.search(r"KVM-PROBE root: (.*)", line):
-                result.root = m.group(1).strip()
-            elif m := re.search(r"KVM-PROBE bound: (\S+) (\S+)", line):
-                result.bound[m.group(1)] = m.group(2)
+        h = self.host
+        (STATE / "hosts" / h.name / "boot.log").write_text(out + "\n--- /probe-result ---\n" + probe)
+        result = parse_result(h, out, probe, self.files, seconds)
         log(result.summary())
         return result
 
 
-def launch(h: HostSpec, timeout: int = TIMEOUT) -> Launched:
+def parse_result(h: HostSpec, out: str, probe: str, files: dict[str, int], seconds: float) -> BootResult:
+    """A BootResult from the serial console and the probe's file."""
+    clean = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", " ", out).replace("\r", "")
+    result = BootResult(h.name, LOADERS[h.loader], seconds, log=out)
+    result.entry = ">".join(re.findall(r"Booting `(.*?)'", clean))
+    if not result.entry:  # GRUB 2.14 prints no "Booting" line: the entry highlighted when the menu timed out
+        menu = clean.rsplit("will be executed automatically", 1)[0]
+        if marked := re.findall(r"\*(\S.*?)\s{3,}", menu):
+            result.entry = marked[-1].strip()
+    # 2.06: "Initrd, addr=0x..., size=0x..."; 2.14: "Initrd (0x...) at 0x...,\n size=0x..."
+    sizes = re.findall(r"Initrd(?:, addr=0x[0-9a-f]+,| \(0x[0-9a-f]+\) at 0x[0-9a-f]+,)\s*size=0x([0-9a-f]+)", clean)
+    if sizes:
+        result.grub_initrd_size = int(sizes[-1], 16)
+    for line in probe.splitlines():
+        key, _, value = line.partition(": ")
+        value = value.strip()
+        if key == "root":
+            result.root = value
+        elif key == "kernel":
+            result.kernel = value
+        elif key == "cmdline":
+            result.cmdline = value
+        elif key == "bound":
+            dev, _, drv = value.partition(" ")
+            result.bound[dev] = drv
+        elif key == "initrd-freed" and value and result.grub_initrd_size is None:
+            kib = int(value)  # the kernel frees the initrd in whole pages
+            result.initrd = " ".join(p for p, s in files.items() if -(-s // 4096) * 4 == kib and "/grub" not in p)
+    if result.grub_initrd_size is not None:
+        result.initrd = " ".join(p for p, s in files.items() if s == result.grub_initrd_size)
+    return result
+
+
+def launch(h: HostSpec, timeout: int = TIMEOUT, scratch: Path | None = None) -> Launched:
     """Start booting host h's current root file system (its overlay must be mounted)."""
     tree = root(h.name)
-    kernel, initrd = default_boot(tree)
-    scratch = Path("/dev/shm") if Path("/dev/shm").is_dir() else STATE / "hosts" / h.name  # RAM is faster
-    disk, kcopy, icopy = (scratch / f"kvm-drivers-lab-{h.name}.{ext}" for ext in ("img", "kernel", "initrd"))
-    log(f"{h.name}: boot {kernel} + {initrd} in QEMU (tcg), root on virtio-blk")
-    disk.unlink(missing_ok=True)
-    run(["truncate", "-s", "3G", str(disk)])
-    run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(disk)])
-    shutil.copyfile(tree / kernel.lstrip("/"), kcopy)
-    if initrd:
-        shutil.copyfile(tree / initrd.lstrip("/"), icopy)
-    # no_timer_check: under load, software emulation can fail the kernel's IO-APIC timer check
-    # ("IO-APIC + timer doesn't work!", a panic before any driver); cloud images set it too.
-    append = (
-        "root=/dev/vda rw console=ttyS0 init=/sbin/kvm-probe panic=-1 quiet no_timer_check"
-        " rd.shell=0 rd.emergency=reboot rd.timeout=15 rd.retry=5"
-    )
-    cmd = [
-        "qemu-system-x86_64",
-        "-machine",
-        "accel=tcg",
-        "-m",
-        "1024",
-        "-smp",
-        "1",
-        "-kernel",
-        str(kcopy),
-        *(["-initrd", str(icopy)] if initrd else []),
-        "-append",
-        append,
-        "-drive",
-        f"file={disk},format=raw,if=virtio",
-        "-netdev",
-        "hubport,id=n0,hubid=0",
-        "-device",
-        "virtio-net-pci,netdev=n0",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-        "-no-reboot",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
-    return Launched(h.name, kernel, initrd, proc, [disk, kcopy, icopy], time.monotonic(), timeout)
+    scratch = scratch or (Path("/dev/shm") if Path("/dev/shm").is_dir() else STATE / "hosts" / h.name)
+    image = scratch / f"kvm-drivers-lab-{h.name}.img"
+    log(f"{h.name}: boot through {LOADERS[h.loader]} in QEMU (tcg), disk layout {h.disk}, root on virtio-blk")
+    files = boot_files(tree)
+    if h.loader == "model":
+        from tests.lab import blsmodel
+
+        disk = blsmodel.make_disk(h, tree, image)
+    else:
+        disk = make_disk(h, tree, image)
+    cmd = ["qemu-system-x86_64", "-machine", "accel=tcg", "-m", "1024", "-smp", "1",
+           "-drive", f"file={disk.image},format=raw,if=virtio",
+           "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0",
+           "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"]  # fmt: skip
+    if h.loader == "uefi":
+        cmd += ["-bios", str(OVMF)]
+    else:
+        cmd += ["-boot", "d", "-cdrom", str(rescue_iso("2.14" if h.loader == "bls" else "2.06"))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    launched = Launched(h, disk, files, proc, time.monotonic(), timeout)
+    launched.reader = threading.Thread(target=launched._read, daemon=True)
+    launched.reader.start()
+    return launched
 
 
 def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
-    """Boot host h's current root file system in QEMU and probe it."""
+    """Boot host h's current root file system in QEMU through its bootloader, and probe it."""
     return launch(h, timeout).wait()

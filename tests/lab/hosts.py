@@ -32,16 +32,18 @@ class HostSpec:
     expect: str = "fixed"  # fixed: deploy makes it boot; compliant; fails: deploy must refuse it
     note: str = ""
     data: tuple[tuple[str, object], ...] = ()  # extra inventory data for this host
+    loader: str = "bios"  # boot path: bios, uefi, legacy (menu.lst), bls (GRUB 2.14 blscfg), model
+    disk: str = "whole"  # boot disk layout (tests/lab/boot.py make_disk): whole, split, part, esp, btrfs
 
 
 def _hosts() -> list[HostSpec]:
     v = variants
     table = [
         # name, base, setup, expect, note
-        ("deb12-itools", "bookworm-itools", None, "fixed", "Debian 12, initramfs-tools MODULES=list as on Xen"),
-        ("deb12-dracut", "bookworm-dracut", None, "fixed", "Debian 12 with dracut, initrd built without virtio"),
-        ("deb11-itools", "bullseye-itools", None, "fixed", "Debian 11, initramfs-tools MODULES=list"),
-        ("deb13-itools", "trixie-itools", None, "fixed", "Debian 13, initramfs-tools MODULES=list, .ko.xz modules"),
+        ("deb12-itools", "bookworm-itools", v.debian, "fixed", "Debian 12, initramfs-tools MODULES=list as on Xen"),
+        ("deb12-dracut", "bookworm-dracut", v.debian, "fixed", "Debian 12 with dracut, initrd built without virtio"),
+        ("deb11-itools", "bullseye-itools", v.debian, "fixed", "Debian 11, initramfs-tools MODULES=list"),
+        ("deb13-itools", "trixie-itools", v.debian, "fixed", "Debian 13, initramfs-tools MODULES=list, .ko.xz modules"),
         ("ubuntu2204", "bookworm-itools", v.ubuntu2204, "fixed", "Ubuntu 22.04 release files, initramfs-tools"),
         ("centos7", "bookworm-dracut", v.centos7, "fixed", "CentOS 7 release files, grub2 linux16, dracut"),
         ("euleros2", "bookworm-dracut", v.euleros2, "fixed", "EulerOS 2.0 SP8 release files, dracut"),
@@ -61,19 +63,43 @@ def _hosts() -> list[HostSpec]:
          "MODULES=most initrd with virtio, drivers declared: nothing to do"),
         ("arch-unsupported", "bookworm-itools", v.unsupported, "fails", "Arch Linux release files: unsupported"),
         ("centos5-2.6.18", "bookworm-itools", v.kernel_2_6_18, "fails", "only kernel is 2.6.18: refused"),
-        ("deb12-itools-b", "bookworm-itools", None, "fixed",
-         "plain Debian 12; after the deploy its kernel hook rebuilds the initrd: virtio must stay"),
+        ("deb12-itools-b", "bookworm-itools", v.debian_uefi, "fixed",
+         "plain Debian 12 booted through UEFI; after the deploy its kernel hook rebuilds the initrd: virtio must stay"),
         ("deb12-blacklist", "bookworm-itools", v.blacklisted, "fixed",
          "'install virtio_blk /bin/false' in modprobe.d; kvm_remove_blacklists on"),
-        ("deb12-sudo", "bookworm-sudo", None, "fixed", "reached as the non-root user 'ops' with sudo"),
-        ("deb12-builtin", "bookworm-builtin", None, "compliant",
+        ("deb12-sudo", "bookworm-sudo", v.debian, "fixed", "reached as the non-root user 'ops' with sudo"),
+        ("deb12-builtin", "bookworm-builtin", v.builtin, "compliant",
          "only kernel has every virtio driver built in, boots without an initrd: nothing to do"),
+        # issue 10: bootloader configurations where GRUB's choice is easy to get wrong
+        ("sles15-snapshot", "bookworm-2k-dracut", v.suse_snapshot_header, "fixed",
+         "SLES 15 on btrfs: snapshot block in 00_header; default boots the older kernel"),
+        ("sles11-vmx", "bookworm-itools", v.sles11_vmx, "fixed",
+         "SLES 11 SP4: menu.lst boots /boot/linux.vmx + /boot/initrd.vmx (no version in the names)"),
+        ("deb12-saved-title", "bookworm-2k-itools", v.saved_title_in_submenu, "fixed",
+         "saved_entry is the bare title of a submenu entry: GRUB falls back to entry 0"),
+        ("deb12-default-submenu", "bookworm-2k-itools", v.default_names_submenu, "fixed",
+         "set default=1 names the 'Advanced options' submenu: GRUB boots its first entry"),
+        ("rocky8-bls-rpm", "bookworm-2k-dracut", v.bls_rpm_order, "fixed",
+         "Rocky 8 BLS without saved_entry: rpm version order decides (240.1.1.el8_3 > 240.el8)"),
+        ("ubuntu2204-btrfs", "bookworm-itools", v.btrfs_subvolume, "fixed",
+         "Ubuntu on btrfs: grub.cfg names /@/boot/vmlinuz-K and /@/boot/initrd.img-K"),
+        ("rocky9-counting", "bookworm-2k-dracut", v.rhel_counting, "fixed",
+         "Rocky 9 BLS with the boot-success counting block (set default=1 inside its conditions)"),
     ]
+    default_kernel = (("kvm_kernels", "default"),)  # only the bootloader's default kernel is fixed
     data = {
         "deb12-blacklist": (("kvm_remove_blacklists", True),),
         "deb12-sudo": (("ssh_user", "ops"), ("_sudo", True)),
+        **{n: default_kernel for n in ("sles15-snapshot", "deb12-saved-title", "deb12-default-submenu",
+                                       "rocky8-bls-rpm", "rocky9-counting")},
     }
-    return [HostSpec(n, f"127.0.10.{i}", b, s, e, note, data.get(n, ()))
+    boot = {  # name -> (loader, disk); the rest boot through GRUB BIOS from one unpartitioned ext4
+        "centos7": ("bios", "split"), "euleros2": ("bios", "split"), "openeuler2203": ("bios", "split"),
+        "rocky9-bls": ("bls", "split"), "rocky9-counting": ("bls", "split"), "rocky8-bls-rpm": ("model", "split"),
+        "centos6": ("legacy", "part"), "sles11": ("legacy", "part"), "sles11-vmx": ("legacy", "part"),
+        "deb12-itools-b": ("uefi", "esp"), "ubuntu2204-btrfs": ("bios", "btrfs"),
+    }
+    return [HostSpec(n, f"127.0.10.{i}", b, s, e, note, data.get(n, ()), *boot.get(n, ("bios", "whole")))
             for i, (n, b, s, e, note) in enumerate(table, start=1)]  # fmt: skip
 
 

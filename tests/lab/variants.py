@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.lab.bases import kernels
+from tests.lab.bases import BOOT_UUID, CONSOLE, ROOT_UUID, chroot, grub_cfg, kernels
+
+# Kernel command lines of the lab's hosts: their own, as their configurations hold them. Every one
+# has a serial console (as cloud images do), so a boot's console shows why it failed.
+DEB_CMDLINE = f"root=/dev/vda ro quiet {CONSOLE}"
+UUID_CMDLINE = f"root=UUID={ROOT_UUID} ro quiet {CONSOLE}"
 
 OS_RELEASE = {
     "centos7": 'NAME="CentOS Linux"\nVERSION="7 (Core)"\nID="centos"\nID_LIKE="rhel fedora"\nVERSION_ID="7"\n'
@@ -26,6 +31,8 @@ OS_RELEASE = {
     'ID="sles"\nID_LIKE="suse"\nANSI_COLOR="0;32"\nCPE_NAME="cpe:/o:suse:sles:15:sp5"\n',
     "leap15": 'NAME="openSUSE Leap"\nVERSION="15.5"\nID="opensuse-leap"\nID_LIKE="suse opensuse"\nVERSION_ID="15.5"\n'
     'PRETTY_NAME="openSUSE Leap 15.5"\nCPE_NAME="cpe:/o:opensuse:leap:15.5"\n',
+    "rocky8": 'NAME="Rocky Linux"\nVERSION="8.10 (Green Obsidian)"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
+    'VERSION_ID="8.10"\nPLATFORM_ID="platform:el8"\nPRETTY_NAME="Rocky Linux 8.10 (Green Obsidian)"\n',
     "rocky9": 'NAME="Rocky Linux"\nVERSION="9.3 (Blue Onyx)"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
     'VERSION_ID="9.3"\nPLATFORM_ID="platform:el9"\nPRETTY_NAME="Rocky Linux 9.3 (Blue Onyx)"\n',
     "ubuntu2204": 'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\nVERSION="22.04.4 LTS (Jammy '
@@ -38,6 +45,8 @@ LEGACY = {
     "euleros2": {"euleros-release": "EulerOS release 2.0 (SP8)\n"},
     "openeuler2203": {"openEuler-release": "openEuler release 22.03 (LTS-SP1)\n"},
     "sles12sp1": {"SuSE-release": "SUSE Linux Enterprise Server 12 (x86_64)\nVERSION = 12\nPATCHLEVEL = 1\n"},
+    "rocky8": {"rocky-release": "Rocky Linux release 8.10 (Green Obsidian)\n",
+               "redhat-release": "Rocky Linux release 8.10 (Green Obsidian)\n"},
     "rocky9": {"rocky-release": "Rocky Linux release 9.3 (Blue Onyx)\n",
                "redhat-release": "Rocky Linux release 9.3 (Blue Onyx)\n"},
     "centos6": {"centos-release": "CentOS release 6.10 (Final)\n", "redhat-release": "CentOS release 6.10 (Final)\n"},
@@ -140,6 +149,12 @@ def drop_debian_grub(root: Path) -> None:
     (root / "boot/grub/grub.cfg").unlink(missing_ok=True)
 
 
+# RHEL's 00_header defines load_video (entries call it); as grub2-mkconfig writes it.
+LOAD_VIDEO = ["function load_video {", "  if [ x$feature_all_video_module = xy ]; then", "    insmod all_video",
+              "  else", "    insmod efi_gop", "    insmod efi_uga", "    insmod ieee1275_fb", "    insmod vbe",
+              "    insmod vga", "    insmod video_bochs", "    insmod video_cirrus", "  fi", "}"]
+
+
 def rhel_grub2(root: Path, title: str, linux: str = "linux16", initrd: str = "initrd16") -> None:
     """RHEL 7 / EulerOS / openEuler: /boot/grub2/grub.cfg, paths relative to a /boot partition."""
     names = rename_initrds(root, "initramfs-{k}.img")
@@ -147,13 +162,16 @@ def rhel_grub2(root: Path, title: str, linux: str = "linux16", initrd: str = "in
     lines = ["### BEGIN /etc/grub.d/00_header ###", "set pager=1", 'if [ -s $prefix/grubenv ]; then',
              "  load_env", "fi", 'if [ "${next_entry}" ] ; then', '   set default="${next_entry}"',
              "   set next_entry=", "   save_env next_entry", "   set boot_once=true", "else",
-             '   set default="${saved_entry}"', "fi", "### BEGIN /etc/grub.d/10_linux ###"]
+             '   set default="${saved_entry}"', "fi", *LOAD_VIDEO, "set timeout=5",
+             "### BEGIN /etc/grub.d/10_linux ###"]
     for k in sorted(names, reverse=True):
         lines += [f"menuentry '{title} ({k})' --class red --class gnu-linux --class gnu --class os --unrestricted"
                   f" $menuentry_id_option 'gnulinux-{k}-advanced-8c1d' {{",
                   "\tload_video", "\tset gfxpayload=keep", "\tinsmod gzio", "\tinsmod part_msdos", "\tinsmod xfs",
                   "\tset root='hd0,msdos1'",
-                  f"\t{linux} /vmlinuz-{k} root=/dev/mapper/vg-root ro crashkernel=auto rhgb quiet LANG=en_US.UTF-8",
+                  f"\tsearch --no-floppy --fs-uuid --set=root --hint='hd0,msdos1' {BOOT_UUID}",
+                  f"\t{linux} /vmlinuz-{k} root=UUID={ROOT_UUID} ro crashkernel=auto rhgb quiet {CONSOLE}"
+                  " LANG=en_US.UTF-8",
                   f"\t{initrd} {names[k].removeprefix('/boot')}", "}"]
     write(root, "/boot/grub2/grub.cfg", "\n".join(lines) + "\n")
     newest = sorted(names, reverse=True)[0]
@@ -165,34 +183,59 @@ def suse_grub2(root: Path, title: str) -> None:
     """SLES 12/15, openSUSE Leap: /boot/grub2/grub.cfg, initrd-K names, paths under /boot."""
     names = rename_initrds(root, "initrd-{k}")
     drop_debian_grub(root)
-    lines = ['if [ -s $prefix/grubenv ]; then', "  load_env", "fi", 'set default="${saved_entry}"']
+    lines = ['if [ -s $prefix/grubenv ]; then', "  load_env", "fi", 'set default="${saved_entry}"', "set timeout=5"]
     for k in sorted(names, reverse=True):
         lines += [f"menuentry '{title}' --class sles --class gnu-linux --class gnu --class os"
                   f" $menuentry_id_option 'gnulinux-simple-{k}' {{",
                   "\tinsmod gzio", "\tinsmod part_gpt", "\tinsmod btrfs",
-                  f"\tlinux\t/boot/vmlinuz-{k} root=UUID=3a5b ro splash=silent resume=/dev/sda2 quiet mitigations=auto",
+                  f"\tlinux\t/boot/vmlinuz-{k} root=UUID={ROOT_UUID} ro splash=silent quiet {CONSOLE} mitigations=auto",
                   f"\tinitrd\t{names[k]}", "}"]
     write(root, "/boot/grub2/grub.cfg", "\n".join(lines) + "\n")
     write(root, "/boot/grub2/grubenv", f"# GRUB Environment Block\nsaved_entry={title}\n".ljust(1024, "#"))
 
 
-def bls(root: Path, title: str) -> None:
-    """RHEL 8/9 family: BLS entries in /boot/loader/entries, grub.cfg with blscfg."""
+# Fedora/RHEL's 08_fallback_counting block (greenboot boot counting): its `set default=1`
+# only applies when boot_counter is set and boot_success is 0.
+COUNTING = """### BEGIN /etc/grub.d/08_fallback_counting ###
+insmod increment
+if [ -n "${boot_counter}" -a "${boot_success}" = "0" ]; then
+  if  [ "${boot_counter}" = "0" -o "${boot_counter}" = "-1" ]; then
+    set default=1
+    set boot_counter=-1
+  else
+    decrement boot_counter
+  fi
+  save_env boot_counter
+fi
+### END /etc/grub.d/08_fallback_counting ###
+"""
+MACHINE_ID = "4b7f1c2e9d8a4f6b8e2a1c3d5e7f9a0b"
+
+
+def bls(root: Path, title: str, versions: dict[str, str] | None = None, saved: bool = True,
+        counting: bool = False) -> None:
+    """RHEL 8/9 family: BLS entries in /boot/loader/entries, grub.cfg with blscfg.
+
+    versions: kernel -> the version its entry names (default: the kernel's own); saved: grubenv
+    names the newest kernel's entry; counting: grub.cfg has the boot-success counting block.
+    """
     names = rename_initrds(root, "initramfs-{k}.img")
     drop_debian_grub(root)
-    machine = "4b7f1c2e9d8a4f6b8e2a1c3d5e7f9a0b"
+    versions = versions or {k: k for k in names}
     for k in names:
-        write(root, f"/boot/loader/entries/{machine}-{k}.conf",
-              f"title {title} ({k})\nversion {k}\nlinux /vmlinuz-{k}\n"
+        write(root, f"/boot/loader/entries/{MACHINE_ID}-{versions[k]}.conf",
+              f"title {title} ({versions[k]})\nversion {versions[k]}\nlinux /vmlinuz-{k}\n"
               f"initrd {names[k].removeprefix('/boot')} $tuned_initrd\n"
-              "options root=/dev/mapper/rl-root ro crashkernel=1G-4G:192M resume=/dev/mapper/rl-swap\n"
+              f"options root=UUID={ROOT_UUID} ro crashkernel=1G-4G:192M {CONSOLE}\n"
               f"grub_users $grub_users\ngrub_arg --unrestricted\ngrub_class rocky\n")
-    write(root, "/boot/grub2/grub.cfg", "### BEGIN /etc/grub.d/00_header ###\nset pager=1\n"
+    write(root, "/boot/grub2/grub.cfg", "### BEGIN /etc/grub.d/00_header ###\nset pager=1\nset timeout=5\n"
           'if [ -f ${config_directory}/grubenv ]; then\n  load_env -f ${config_directory}/grubenv\nfi\n'
           'if [ "${next_entry}" ] ; then\n   set default="${next_entry}"\nelse\n   set default="${saved_entry}"\nfi\n'
-          "### BEGIN /etc/grub.d/10_linux ###\ninsmod blscfg\nblscfg\n")
+          + (COUNTING if counting else "")
+          + "### BEGIN /etc/grub.d/10_linux ###\ninsmod blscfg\nblscfg\n")
     newest = sorted(names, reverse=True)[0]
-    write(root, "/boot/grub2/grubenv", f"# GRUB Environment Block\nsaved_entry={machine}-{newest}\n".ljust(1024, "#"))
+    saved_line = f"saved_entry={MACHINE_ID}-{versions[newest]}\n" if saved else ""
+    write(root, "/boot/grub2/grubenv", f"# GRUB Environment Block\n{saved_line}".ljust(1024, "#"))
 
 
 def grub_legacy(root: Path, title: str, initrd_pattern: str, path: str, initrd_file: str | None = None) -> None:
@@ -205,7 +248,7 @@ def grub_legacy(root: Path, title: str, initrd_pattern: str, path: str, initrd_f
         if initrd_file:
             (root / initrd_file.lstrip("/")).write_bytes((root / names[k].lstrip("/")).read_bytes())
         lines += [f"title {title} ({k})", "\troot (hd0,0)",
-                  f"\tkernel /boot/vmlinuz-{k} ro root=/dev/sda2 rd_NO_LUKS rd_NO_MD crashkernel=auto",
+                  f"\tkernel /boot/vmlinuz-{k} ro root=/dev/vda1 rd_NO_LUKS rd_NO_MD crashkernel=auto {CONSOLE}",
                   f"\tinitrd {initrd}"]
     write(root, path, "\n".join(lines) + "\n")
 
@@ -264,31 +307,44 @@ def sles11(root: Path) -> None:
     (root / "sbin/mkinitrd").chmod(0o755)
 
 
+def debian(root: Path) -> None:
+    """Debian's grub.cfg (grub-mkconfig's layout) with the lab's command line."""
+    write(root, "/boot/grub/grub.cfg", grub_cfg(root, cmdline=DEB_CMDLINE))
+
+
+def debian_uefi(root: Path) -> None:
+    """Debian booted through UEFI: root on partition 2 (the ESP is partition 1), named by UUID."""
+    write(root, "/boot/grub/grub.cfg", grub_cfg(root, cmdline=UUID_CMDLINE))
+
+
+def builtin(root: Path) -> None:
+    """A kernel with every virtio driver built in: GRUB boots it without an initrd."""
+    write(root, "/boot/grub/grub.cfg", grub_cfg(root, cmdline=DEB_CMDLINE, initrd=False))
+
+
 def ubuntu2204(root: Path) -> None:
     release(root, "ubuntu2204")
+    debian(root)
 
 
 def two_kernels_default_older(root: Path) -> None:
     """Two kernels; GRUB's default is the older one (set default="1")."""
-    from tests.lab.bases import grub_cfg
-
-    write(root, "/boot/grub/grub.cfg", grub_cfg(root, default="1"))
+    write(root, "/boot/grub/grub.cfg", grub_cfg(root, default="1", cmdline=DEB_CMDLINE))
 
 
 def custom_initrd_name(root: Path) -> None:
     """GRUB boots /boot/initrd-kvm-custom.img, not Debian's initrd.img-K."""
-    from tests.lab.bases import grub_cfg
-
     for k in kernels(root):
         src = root / f"boot/initrd.img-{k}"
         (root / "boot/initrd-kvm-custom.img").write_bytes(src.read_bytes())
-    write(root, "/boot/grub/grub.cfg", grub_cfg(root, initrd_name="initrd-kvm-custom.img"))
+    write(root, "/boot/grub/grub.cfg", grub_cfg(root, initrd_name="initrd-kvm-custom.img", cmdline=DEB_CMDLINE))
 
 
 def declared_already(root: Path) -> None:
     """MODULES=most initrd (virtio inside) and the drivers already declared: nothing to do."""
     p = root / "etc/initramfs-tools/modules"
     p.write_text(p.read_text() + "virtio_blk\nvirtio_scsi\nvirtio_net\nvirtio_pci\nvirtio_ring\nvirtio\n")
+    debian(root)
 
 
 def unsupported(root: Path) -> None:
@@ -313,3 +369,135 @@ def blacklisted(root: Path) -> None:
     """A modprobe.d rule that stops virtio_blk loading even when asked for by name."""
     write(root, "/etc/modprobe.d/no-virtio.conf",
           "# left over from a Xen image template\ninstall virtio_blk /bin/false\noptions loop max_loop=8\n")
+    debian(root)
+
+
+# --- issue 10: bootloader configurations that real GRUB reads differently from a naive model ---
+
+
+def debian_entry(title: str, k: str, initrd: str, ident: str, indent: str = "", cmdline: str = DEB_CMDLINE,
+                 prefix: str = "") -> list[str]:
+    """One Debian-style menuentry (prefix: a path in front of /boot, e.g. /@ on btrfs)."""
+    return [f"{indent}menuentry '{title}' --class debian --class gnu-linux --class gnu --class os"
+            f" $menuentry_id_option '{ident}' {{",
+            f"{indent}\tinsmod ext2",
+            f"{indent}\tlinux\t{prefix}/boot/vmlinuz-{k} {cmdline}",
+            f"{indent}\tinitrd\t{prefix}/boot/{initrd}",
+            f"{indent}}}"]
+
+
+DEBIAN_HEADER = ["if [ -s $prefix/grubenv ]; then", "  set have_grubenv=true", "  load_env", "fi",
+                 'if [ "${next_entry}" ] ; then', '   set default="${next_entry}"', "   set next_entry=",
+                 "   save_env next_entry", "else", '   set default="{default}"', "fi", "set timeout=5"]
+
+
+def debian_submenu_cfg(root: Path, default: str, top: str) -> str:
+    """grub-mkconfig's layout: one top-level entry (kernel top), then 'Advanced options' holding
+    an entry per kernel, newest first."""
+    ks = sorted(kernels(root), reverse=True)
+    lines = [ln.replace("{default}", default) for ln in DEBIAN_HEADER]
+    lines += debian_entry("Debian GNU/Linux", top, f"initrd.img-{top}", "gnulinux-simple-3a5b")
+    lines += ["submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-3a5b' {"]
+    for k in ks:
+        lines += debian_entry(f"Debian GNU/Linux, with Linux {k}", k, f"initrd.img-{k}",
+                              f"gnulinux-{k}-advanced-3a5b", indent="\t")
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def saved_title_in_submenu(root: Path) -> None:
+    """grubenv's saved_entry is the bare title of an entry inside the submenu (the older kernel).
+    GRUB looks titles up at the top level only and falls back to entry 0 (the newest kernel)."""
+    older, newest = sorted(kernels(root))
+    write(root, "/boot/grub/grub.cfg", debian_submenu_cfg(root, "${saved_entry}", newest))
+    write(root, "/boot/grub/grubenv",
+          f"# GRUB Environment Block\nsaved_entry=Debian GNU/Linux, with Linux {older}\n".ljust(1024, "#"))
+
+
+def default_names_submenu(root: Path) -> None:
+    """set default="1" where entry 1 is 'Advanced options': GRUB boots the submenu's first entry
+    (the newest kernel). The top-level entry boots the older kernel (GRUB_TOP_LEVEL)."""
+    older, _newest = sorted(kernels(root))
+    write(root, "/boot/grub/grub.cfg", debian_submenu_cfg(root, "1", older))
+
+
+def suse_snapshot_header(root: Path) -> None:
+    """SLES 15 on btrfs: 00_header's snapshot block (one-line { ... } blocks) before the entries.
+    The default (saved_entry, the top entry's title) boots the older kernel."""
+    release(root, "sles15sp5")
+    names = rename_initrds(root, "initrd-{k}")
+    drop_debian_grub(root)
+    older, _newest = sorted(names)
+    title = "SLES 15-SP5"
+
+    def entry(t: str, k: str, ident: str, indent: str = "") -> list[str]:
+        return [f"{indent}menuentry '{t}' --class sles --class gnu-linux --class gnu --class os"
+                f" $menuentry_id_option '{ident}' {{",
+                f"{indent}\tinsmod gzio", f"{indent}\tinsmod part_gpt", f"{indent}\tinsmod btrfs",
+                f"{indent}\tlinux\t/boot/vmlinuz-{k} root=UUID={ROOT_UUID} ro splash=silent quiet {CONSOLE}",
+                f"{indent}\tinitrd\t{names[k]}", f"{indent}}}"]
+
+    lines = ["### BEGIN /etc/grub.d/00_header ###", "if [ -s $prefix/grubenv ]; then", "  load_env", "fi",
+             'set default="${saved_entry}"', "set timeout=5",
+             'if [ -n "$extra_cmdline" ]; then',
+             '  submenu "Bootable snapshot #$snapshot_num" {',
+             "    menuentry \"If OK, run 'snapper rollback' and reboot.\" { true; }",
+             "  }", "fi", "### END /etc/grub.d/00_header ###", "### BEGIN /etc/grub.d/10_linux ###"]
+    lines += entry(title, older, f"gnulinux-simple-{ROOT_UUID}")
+    lines += [f"submenu 'Advanced options for {title}' --hotkey=1 $menuentry_id_option 'gnulinux-advanced' {{"]
+    for k in sorted(names, reverse=True):
+        lines += entry(f"{title}, with Linux {k}", k, f"gnulinux-{k}-advanced", "\t")
+    lines += ["}", "### END /etc/grub.d/10_linux ###"]
+    write(root, "/boot/grub2/grub.cfg", "\n".join(lines) + "\n")
+    write(root, "/boot/grub2/grubenv", f"# GRUB Environment Block\nsaved_entry={title}\n".ljust(1024, "#"))
+
+
+def sles11_vmx(root: Path) -> None:
+    """SLES 11 SP4 as the procedure's example: menu.lst boots kernel /boot/linux.vmx and initrd
+    /boot/initrd.vmx, copies of the versioned files: only the image itself ties them to a kernel."""
+    release(root, "sles11", os_release=False)
+    names = rename_initrds(root, "initrd-{k}")
+    drop_debian_grub(root)
+    (k,) = names
+    (root / "boot/linux.vmx").write_bytes((root / f"boot/vmlinuz-{k}").read_bytes())
+    (root / "boot/initrd.vmx").write_bytes((root / names[k].lstrip("/")).read_bytes())
+    write(root, "/boot/grub/menu.lst",
+          "# Modified by YaST2. Last modification on Mon Jan 11 10:00:00 UTC 2016\ndefault 0\ntimeout 5\n\n"
+          "title SUSE Linux Enterprise Server 11 SP4\n    root (hd0,0)\n"
+          f"    kernel /boot/linux.vmx root=/dev/vda1 resume=/dev/vda2 splash=silent showopts {CONSOLE}\n"
+          "    initrd /boot/initrd.vmx\n")
+    write(root, "/etc/sysconfig/kernel", SYSCONFIG_KERNEL)
+    write(root, "/sbin/mkinitrd", MKINITRD_STANDIN)
+    (root / "sbin/mkinitrd").chmod(0o755)
+
+
+def bls_rpm_order(root: Path) -> None:
+    """Rocky 8, BLS, no saved_entry: RHEL's blscfg sorts the entries by rpm version order, and
+    4.18.0-240.1.1.el8_3 is newer than 4.18.0-240.el8. The versions are RHEL's; the images are
+    the lab's Debian kernels (the older kernel under the newer RHEL version)."""
+    release(root, "rocky8")
+    older, newest = sorted(kernels(root))
+    bls(root, "Rocky Linux", versions={older: "4.18.0-240.1.1.el8_3.x86_64", newest: "4.18.0-240.el8.x86_64"},
+        saved=False)
+
+
+def rhel_counting(root: Path) -> None:
+    """Rocky 9, BLS, saved_entry the newest kernel, and the boot-success counting block whose
+    `set default=1` (the older kernel) only applies while boot_counter counts down."""
+    release(root, "rocky9")
+    bls(root, "Rocky Linux", counting=True)
+
+
+def btrfs_subvolume(root: Path) -> None:
+    """Ubuntu on btrfs with the @ subvolume: grub.cfg names /@/boot/vmlinuz-K and /@/boot/initrd.img-K
+    (GRUB reads the top level); the running system sees them as /boot/... The initrd lists btrfs."""
+    release(root, "ubuntu2204")
+    modules = root / "etc/initramfs-tools/modules"
+    modules.write_text(modules.read_text() + "btrfs\n")
+    chroot(root, "update-initramfs -u -k all >/dev/null 2>&1")
+    (root / "etc/fstab").write_text(f"UUID={ROOT_UUID} / btrfs defaults,subvol=@ 0 1\n")
+    cmdline = f"root=UUID={ROOT_UUID} ro rootflags=subvol=@ quiet {CONSOLE}"
+    lines = [ln.replace("{default}", "0") for ln in DEBIAN_HEADER]
+    for k in sorted(kernels(root), reverse=True):
+        lines += debian_entry(f"Ubuntu, with Linux {k}", k, f"initrd.img-{k}", f"gnulinux-{k}-advanced",
+                              cmdline=cmdline, prefix="/@")
+    write(root, "/boot/grub/grub.cfg", "\n".join(lines).replace("insmod ext2", "insmod btrfs") + "\n")

@@ -1,0 +1,115 @@
+"""The lab's boot harness itself: it must not consult our parsers, and it reads GRUB's and the
+probe's output correctly. Runs without the lab (no root, no QEMU)."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.lab import blsmodel, boot, hosts
+
+LAB = Path(__file__).parent / "lab"
+
+
+@pytest.mark.parametrize("module", ["boot.py", "blsmodel.py"])
+def test_what_to_boot_is_never_asked_of_our_parsers(module):
+    tree = ast.parse((LAB / module).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.split(".")[0] == "facts"}, imported
+    assert "parse_boot" not in (LAB / module).read_text()
+
+
+# Excerpts of a real serial console (GRUB 2.06 with debug=linux, then the kernel) of a lab boot.
+CONSOLE = """KVM-GRUB configfile (hd0)/boot/grub/grub.cfg
+  Booting `Advanced options for Debian GNU/Linux'
+  Booting `Debian GNU/Linux, with Linux 6.1.0-50-amd64'
+loader/i386/linux.c:893: bzImage, setup=0x4e00, size=0x3f97000
+loader/i386/linux.c:1154: Initrd, addr=0x37a2a000, size=0x5c44c7
+[    0.000000] Command line: BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-amd64 root=/dev/vda ro quiet
+"""
+PROBE = """root: /dev/vda ext4
+kernel: 6.1.0-50-amd64
+cmdline: BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-amd64 root=/dev/vda ro quiet
+initrd-freed: 5908
+virtio-drivers: virtio_blk virtio_net
+bound: virtio0 virtio_net
+bound: virtio1 virtio_blk
+done
+"""
+FILES = {"/boot/initrd.img-6.1.0-50-amd64": 6046919, "/boot/initrd.img-6.1.0-47-amd64": 6046000,
+         "/boot/vmlinuz-6.1.0-50-amd64": 8222656}  # fmt: skip
+
+
+def test_result_names_grubs_entry_initrd_and_what_the_probe_saw():
+    r = boot.parse_result(hosts.spec("deb12-default-submenu"), CONSOLE, PROBE, FILES, 20.0)
+    assert r.entry == "Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-50-amd64"
+    assert r.grub_initrd_size == 6046919 and r.initrd == "/boot/initrd.img-6.1.0-50-amd64"
+    assert r.kernel == "6.1.0-50-amd64" and r.boot_image == "/boot/vmlinuz-6.1.0-50-amd64"
+    assert r.ok and r.bound == {"virtio0": "virtio_net", "virtio1": "virtio_blk"}
+
+
+def test_without_grubs_size_the_initrd_is_named_by_the_pages_the_kernel_freed():
+    console = CONSOLE.replace("loader/i386/linux.c:1154: Initrd, addr=0x37a2a000, size=0x5c44c7\n", "")
+    r = boot.parse_result(hosts.spec("sles11-vmx"), console, PROBE, FILES, 20.0)
+    assert r.grub_initrd_size is None
+    assert r.initrd.split() == ["/boot/initrd.img-6.1.0-50-amd64", "/boot/initrd.img-6.1.0-47-amd64"]  # same pages
+
+
+def test_a_boot_that_never_reached_root_is_a_failure_with_its_cause():
+    console = CONSOLE + "Gave up waiting for root file system device.\n"
+    console += "ALERT!  /dev/vda does not exist.  Dropping to a shell!\n"
+    r = boot.parse_result(hosts.spec("deb12-itools"), console, "", FILES, 50.0)
+    assert not r.ok and not r.kernel
+    assert r.cause.startswith("ALERT!  /dev/vda does not exist")
+    assert "FAILED" in r.summary() and "initrd.img-6.1.0-50-amd64" in r.summary()
+
+
+def test_grub_script_hands_over_to_the_hosts_own_configuration():
+    script = boot.grub_script()
+    assert 'configfile "$prefix/grub.cfg"' in script and 'legacy_configfile "$prefix/menu.lst"' in script
+    assert "set prefix=\"($root)$kvm_dir\"" in script  # so that the host's load_env reads ITS grubenv
+    assert "linux " not in script and "initrd " not in script  # it never names a kernel or an initrd
+
+
+def test_every_host_has_a_known_boot_path_and_layout():
+    for h in hosts.HOSTS:
+        assert h.loader in boot.LOADERS and h.disk in ("whole", "split", "part", "esp", "btrfs"), h
+
+
+@pytest.mark.skipif(not shutil.which("/usr/bin/python3") or not Path("/usr/lib/python3/dist-packages/rpm").is_dir(),
+                    reason="Debian's python3-rpm is not installed")
+def test_bls_model_sorts_with_rpms_own_version_comparison():
+    stems = ["4b7f-4.18.0-240.el8.x86_64", "4b7f-4.18.0-240.1.1.el8_3.x86_64", "4b7f-4.18.0-193.el8.x86_64"]
+    assert blsmodel.rpm_order(stems) == [stems[1], stems[0], stems[2]]
+    assert blsmodel.split_nvr(stems[1]) == ("4b7f", "4.18.0", "240.1.1.el8_3.x86_64")
+
+
+def test_bls_model_replaces_only_the_blscfg_line(tmp_path):
+    (tmp_path / "a-6.1.0-47-amd64.conf").write_text(
+        "title Rocky Linux (x)\nversion x\nlinux /vmlinuz-6.1.0-47-amd64\ninitrd /initramfs-6.1.0-47-amd64.img\n"
+        "options root=UUID=u ro\ngrub_arg --unrestricted\ngrub_class rocky\n"
+    )
+    cfg = "set timeout=5\ninsmod blscfg\nblscfg\nset after=1\n"
+    out = blsmodel.translate(cfg, tmp_path)
+    assert "blscfg\n" not in out and out.startswith("set timeout=5\n") and out.endswith("set after=1\n")
+    assert "menuentry 'Rocky Linux (x)' --class rocky --unrestricted --id 'a-6.1.0-47-amd64' {" in out
+    assert "\tlinux /vmlinuz-6.1.0-47-amd64 root=UUID=u ro\n\tinitrd /initramfs-6.1.0-47-amd64.img\n" in out
+
+
+# GRUB 2.14 (blscfg hosts) prints no "Booting" line and wraps its initrd line.
+CONSOLE_214 = (
+    "      previous menu.  \x1b[5;80H \x1b[7m\x1b[5;3H*Rocky Linux (6.1.0-50-amd64)          \x1b[m\x1b[6;3H"
+    " Rocky Linux (6.1.0-47-amd64)          \x1b[m   The highlighted entry will be executed automatically in 0s.\n"
+    "loader/i386/linux.c:1154:linux: Initrd (0x3674d000) at 0x3674d000,\r\n\r\nsize=0xc500ff\r\n"
+)
+
+
+def test_grub_214_output_names_the_highlighted_entry_and_the_initrd():
+    files = {"/boot/initramfs-6.1.0-50-amd64.img": 0xC500FF, "/boot/initramfs-6.1.0-47-amd64.img": 0xC500FE}
+    r = boot.parse_result(hosts.spec("rocky9-counting"), CONSOLE_214, "", files, 9.0)
+    assert r.entry == "Rocky Linux (6.1.0-50-amd64)"
+    assert r.initrd == "/boot/initramfs-6.1.0-50-amd64.img"
