@@ -91,3 +91,18 @@ kvm_rollback() {
     echo "kvm-drivers: $_m" >&2
     return 0
 }
+
+# kvm_attrs TMP FILE: give TMP the owner, mode and SELinux label of FILE (0644 when FILE does
+# not exist), then flush it to disk. kvm_swap TMP FILE does that and renames TMP over FILE.
+kvm_attrs() {
+    if [ -e "$2" ]; then
+        chown --reference="$2" "$1" && chmod --reference="$2" "$1" || return 1
+        if command -v chcon >/dev/null 2>&1; then chcon --reference="$2" "$1" 2>/dev/null || true; fi
+    else
+        chmod 644 "$1" || return 1
+    fi
+    sync "$1" 2>/dev/null || sync
+}
+kvm_swap() {
+    kvm_attrs "$1" "$2" && mv -f "$1" "$2"
+}

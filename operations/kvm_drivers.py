@@ -61,13 +61,7 @@ tmp=$(mktemp "$f.kvm-drivers.XXXXXX") || exit 1
 trap 'rm -f "$tmp"' EXIT
 trap 'rm -f "$tmp"; exit 1' HUP INT TERM
 printf '%s' "$new" > "$tmp" || exit 1
-if [ -e "$f" ]; then
-    chown --reference="$f" "$tmp" && chmod --reference="$f" "$tmp" || exit 1
-    if command -v chcon >/dev/null 2>&1; then chcon --reference="$f" "$tmp" 2>/dev/null || true; fi
-else
-    chmod 644 "$tmp" || exit 1
-fi
-sync "$tmp" 2>/dev/null || sync
+kvm_attrs "$tmp" "$f" || exit 1
 if [ -n "$run" ]; then
     r="$KVM_STATE/rollback.$run"
     rm -rf "$r" && mkdir -m 700 "$r" || exit 1
@@ -117,10 +111,7 @@ tmp=$(mktemp "$t.kvm-drivers.XXXXXX") || exit 1
 trap 'rm -f "$tmp" "$script"' EXIT
 trap 'rm -f "$tmp" "$script"; exit 1' HUP INT TERM
 sed -f "$script" "$f" > "$tmp" || exit 1
-if [ -f "$t" ]; then chown --reference="$t" "$tmp" && chmod --reference="$t" "$tmp" || exit 1
-else chmod 644 "$tmp" || exit 1; fi
-sync "$tmp" 2>/dev/null || sync
-mv -f "$tmp" "$t" || exit 1
+kvm_swap "$tmp" "$t" || exit 1
 echo "kvm-drivers: disabled in $t: line(s)$lines of $f"
 """
 
