@@ -16,6 +16,13 @@ sec() { echo "@@KVM $*"; }
 # Only printable ASCII travels outside file contents (pyinfra decodes output as UTF-8, and
 # host data is untrusted): anything else becomes '?'.
 ascii() { tr -c '\t\n -~' '?'; }
+# boot_path P: sets r to the file a path from a bootloader configuration is on this system ('' when none):
+# P itself, or under /boot (a separate /boot partition), or, for btrfs, without its leading
+# subvolume (GRUB names /@/boot/x, the subvolume mounted as /, for /boot/x; /@boot/x for /boot/x).
+boot_path() {
+    if [ -f "$1" ]; then r=$1; elif [ -f "/boot$1" ]; then r=/boot$1; else r=""; fi
+    case "$r$1" in /@*/*) q=/${1#/@*/}; if [ -f "$q" ]; then r=$q; elif [ -f "/boot$q" ]; then r=/boot$q; fi ;; esac
+}
 # A file name that is not plain ASCII cannot be reported or read safely: say so (the host is
 # then an error, never "compliant") and skip the file.
 odd() { case "$1" in *[!A-Za-z0-9._@+,:=~/-]*) sec oddname "$(printf '%s' "$1" | ascii)"; return 0 ;; esac; return 1; }
@@ -193,11 +200,7 @@ done
 listed=" "
 set -f  # the paths come from configuration files: never expand them as patterns
 for p in $refs $cands; do
-    r=""
-    if [ -f "$p" ]; then r=$p; elif [ -f "/boot$p" ]; then r=/boot$p; fi
-    # btrfs: GRUB names /@/boot/x (the subvolume mounted as /) for /boot/x, /@boot/x for /boot/x
-    # ("$r$p" starts with /@ only when nothing was found and p does)
-    case "$r$p" in /@*/*) q=/${p#/@*/}; if [ -f "$q" ]; then r=$q; elif [ -f "/boot$q" ]; then r=/boot$q; fi ;; esac
+    boot_path "$p"
     case "$r" in "") ;; */./*|*/../*|*//*) r=$(readlink -f "$r") ;; *) [ -L "$r" ] && r=$(readlink -f "$r") ;; esac
     sec ref "$p" "$r"
     [ -n "$r" ] || continue
@@ -234,9 +237,7 @@ kimgs=""
 for p in $kimgs; do
     case "$p" in *[*?[]*) continue ;; esac  # a pattern, not a file name
     odd "$p" && continue
-    r=""
-    if [ -f "$p" ]; then r=$p; elif [ -f "/boot$p" ]; then r=/boot$p; fi
-    case "$r$p" in /@*/*) q=/${p#/@*/}; if [ -f "$q" ]; then r=$q; elif [ -f "/boot$q" ]; then r=/boot$q; fi ;; esac
+    boot_path "$p"
     sec kimage "$p" "$r"
     [ -n "$r" ] || continue
     if [ "$(dd if="$r" bs=1 skip=514 count=4 2>/dev/null)" = HdrS ]; then
