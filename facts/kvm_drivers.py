@@ -63,20 +63,22 @@ def wanted_drivers(family: str | None, drivers: list[str] | None, extra: list[st
     return out
 
 
+def driver_list_errors(key: str, value: object) -> list[str]:
+    """Why value (the inventory data key) is not a list of module names ([] when it is)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(d, str) for d in value):
+        return [f"{key} must be a list of module names, got {type(value).__name__} {value!r:.60}"]
+    bad = [d for d in value if not p.MODULE_NAME.match(p.norm(d)) or "/" in d]
+    return [f"{key}: not a module name: {', '.join(repr(d)[:60] for d in bad)}"] if bad else []
+
+
 def settings_errors(drivers: object, extra: object, kernels: object) -> list[str]:
     """Why the inventory data (kvm_drivers, kvm_drivers_extra, kvm_kernels) cannot be used."""
     errors = []
     for key, value in (("kvm_drivers", drivers), ("kvm_drivers_extra", extra)):
-        if value is None:
-            continue
-        if not isinstance(value, (list, tuple)) or not all(isinstance(d, str) for d in value):
-            errors.append(f"{key} must be a list of module names, got {type(value).__name__} {value!r:.60}")
-            continue
-        bad = [d for d in value if not p.MODULE_NAME.match(p.norm(d)) or "/" in d]
-        if bad:
-            errors.append(f"{key}: not a module name: {', '.join(repr(d)[:60] for d in bad)}")
-        if key == "kvm_drivers" and not value:
-            errors.append("kvm_drivers is empty: give the drivers to guarantee, or leave it unset")
+        if value is not None:
+            errors += driver_list_errors(key, value)
+    if isinstance(drivers, (list, tuple)) and not drivers:
+        errors.append("kvm_drivers is empty: give the drivers to guarantee, or leave it unset")
     if isinstance(kernels, (list, tuple)):
         if not kernels or not all(isinstance(k, str) and p.KERNEL_NAME.match(k) for k in kernels):
             errors.append(f"kvm_kernels must be 'all', 'default' or a non-empty list of kernel versions, "
@@ -101,12 +103,8 @@ def deploy_settings_errors(data: Any) -> list[str]:
 
 
 def valid_drivers(drivers: object) -> list[str] | None:
-    """The driver list if it is a valid one, else None (settings_errors says why)."""
-    if isinstance(drivers, (list, tuple)) and all(isinstance(d, str) for d in drivers):
-        names = [p.norm(d) for d in drivers]
-        if all(p.MODULE_NAME.match(n) for n in names) and not any("/" in d for d in drivers):
-            return names
-    return None
+    """The driver list, normalised, if it is a valid one, else None (settings_errors says why)."""
+    return None if driver_list_errors("", drivers) else [p.norm(d) for d in drivers]  # type: ignore[union-attr]
 
 
 def choose_generator(family: str | None, tools: dict[str, str]) -> tuple[str | None, str]:
