@@ -79,3 +79,23 @@ def lab():
         yield hosts.up()
     finally:
         hosts.down()
+
+
+@pytest.fixture
+def started(request):
+    """Start the given lab host specs fresh; stop them after the test. Returns their inventory
+    (group named after the test module: test_lab_faults.py -> faults)."""
+    from tests.lab import hosts
+
+    group = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_lab_")
+    specs: list = []
+
+    def start(*new) -> Path:
+        for h in new:
+            hosts.start(h)
+            specs.append(h)
+        return hosts.write_inventory(list(new), group)
+
+    yield start
+    for h in specs:
+        hosts.stop(h)

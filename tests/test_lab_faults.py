@@ -6,7 +6,6 @@ Each scenario runs on its own hosts (127.0.30.x), with its own inventory.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -28,46 +27,18 @@ MODULES = "/etc/initramfs-tools/modules"
 
 
 def make(name: str, base_host: str, n: int, setup=None) -> hosts.HostSpec:
-    """A copy of a lab host (its own setup, e.g. its bootloader configuration, then setup's fault)."""
-    base = hosts.spec(base_host)
-
-    def both(root: Path) -> None:
-        if base.setup:
-            base.setup(root)
-        setup(root)
-
-    return dataclasses.replace(base, name=f"fault-{name}", address=f"127.0.30.{n}", setup=both if setup else base.setup)
+    """A copy of a lab host (its own setup, then setup's fault) on 127.0.30.n."""
+    return hosts.variant(base_host, f"fault-{name}", f"127.0.30.{n}", setup)
 
 
 def ssh(h: hosts.HostSpec, cmd: str, check: bool = True) -> str:
-    proc = subprocess.run(hosts.ssh_args(h) + [cmd], capture_output=True, text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{h.name}: {cmd}: {proc.stderr}")
-    return proc.stdout
+    return hosts.ssh(h, cmd, check, timeout=120)
 
 
 def state(h: hosts.HostSpec) -> dict[str, str]:
     """Checksums of /boot files and the declaration files: what must not change on failure."""
     out = ssh(h, f"sha256sum /boot/* {MODULES} /etc/dracut.conf.d/* 2>/dev/null; ls /boot", check=False)
     return {"sums": out}
-
-
-@pytest.fixture
-def started(request):
-    """Start the given specs fresh; stop them after the test (skipped with KVM_LAB=0, as the lab fixture)."""
-    if os.environ.get("KVM_LAB", "1") == "0":
-        pytest.skip("KVM_LAB=0: lab tests disabled")
-    specs: list[hosts.HostSpec] = []
-
-    def start(*new: hosts.HostSpec) -> Path:
-        for h in new:
-            hosts.start(h)
-            specs.append(h)
-        return hosts.write_inventory(list(new), "faults")
-
-    yield start
-    for h in specs:
-        hosts.stop(h)
 
 
 def small_boot(root: Path) -> None:

@@ -7,7 +7,6 @@ Each scenario runs on its own hosts (127.0.31.x), with its own inventory.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shlex
 import subprocess
@@ -43,16 +42,10 @@ sleep 5
 
 
 def make(name: str, n: int, setup=None, base_host: str = "deb12-itools", **data) -> hosts.HostSpec:
-    base = hosts.spec(base_host)
-    return dataclasses.replace(base, name=f"hostile-{name}", address=f"127.0.31.{n}", setup=setup or base.setup,
-                               data=tuple(data.items()))  # fmt: skip
+    return hosts.variant(base_host, f"hostile-{name}", f"127.0.31.{n}", setup, **data)
 
 
-def ssh(h: hosts.HostSpec, cmd: str, check: bool = True, inp: str | None = None) -> str:
-    proc = subprocess.run(hosts.ssh_args(h) + [cmd], capture_output=True, text=True, timeout=300, input=inp)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{h.name}: {cmd[:200]}: {proc.stderr}")
-    return proc.stdout
+ssh = hosts.ssh
 
 
 def hook(text: str):
@@ -62,22 +55,6 @@ def hook(text: str):
         p.chmod(0o755)
 
     return inject
-
-
-@pytest.fixture
-def started():
-    """Start the given specs fresh; stop them after the test."""
-    specs: list[hosts.HostSpec] = []
-
-    def start(*new: hosts.HostSpec) -> Path:
-        for h in new:
-            hosts.start(h)
-            specs.append(h)
-        return hosts.write_inventory(list(new), "hostile")
-
-    yield start
-    for h in specs:
-        hosts.stop(h)
 
 
 def grub_initrd_is_etc_shadow(root: Path) -> None:

@@ -4,6 +4,7 @@ its own mount/UTS/PID namespace. Loopback only: no other address is ever used.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -269,3 +270,26 @@ def write_inventory(specs: list[HostSpec], name: str) -> Path:
     )
     path.write_text(f"{name} = [\n{rows},\n]\n")
     return path
+
+
+def variant(base_host: str, name: str, address: str, setup: Callable[[Path], None] | None = None,
+            **data: object) -> HostSpec:
+    """A copy of a lab host under another name and address: its own setup (e.g. its bootloader
+    configuration), then setup's change; data replaces its inventory data."""
+    base = spec(base_host)
+
+    def both(root: Path) -> None:
+        if base.setup:
+            base.setup(root)
+        setup(root)
+
+    return dataclasses.replace(base, name=name, address=address, setup=both if setup else base.setup,
+                               data=tuple(data.items()) if data else base.data)  # fmt: skip
+
+
+def ssh(h: HostSpec, cmd: str, check: bool = True, inp: str | None = None, timeout: int = 300) -> str:
+    """Run cmd on lab host h as root over SSH; its stdout (check: fail on a non-zero exit)."""
+    proc = subprocess.run(ssh_args(h) + [cmd], capture_output=True, text=True, timeout=timeout, input=inp)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{h.name}: {cmd[:200]}: {proc.stderr}")
+    return proc.stdout
