@@ -27,22 +27,6 @@ BOOT_UUID = "7d1c2b3a-4f5e-4d6c-9b8a-1f2e3d4c5b6a"
 # A serial console on the kernel command line, as cloud images have it: the boot's console log.
 CONSOLE = "console=tty0 console=ttyS0,115200"
 
-PROBE = """#!/bin/sh
-# kvm-drivers lab probe: used as init= in QEMU boots; prints what it sees, powers off.
-mount -t proc proc /proc 2>/dev/null
-mount -t sysfs sys /sys 2>/dev/null
-echo "KVM-PROBE root: $(awk '$2 == "/" {print $1, $3}' /proc/mounts | tail -n 1)"
-echo "KVM-PROBE kernel: $(uname -r)"
-echo "KVM-PROBE virtio-drivers: $(ls /sys/bus/virtio/drivers 2>/dev/null | tr '\\n' ' ')"
-for d in /sys/bus/virtio/devices/*; do
-    [ -e "$d/driver" ] && echo "KVM-PROBE bound: ${d##*/} $(basename "$(readlink "$d/driver")")"
-done
-echo "KVM-PROBE net: $(ls /sys/class/net 2>/dev/null | tr '\\n' ' ')"
-echo "KVM-PROBE done"
-echo o > /proc/sysrq-trigger
-sleep 30
-"""
-
 
 def log(message: str) -> None:
     """Print a progress line (flushed: long steps must show they are alive)."""
@@ -103,9 +87,8 @@ def grub_cfg(tree: Path, initrd_name: str = "initrd.img-{k}", default: str = "0"
 
 
 def common_setup(tree: Path) -> None:
-    """What every base needs: sshd host keys, the probe, a bootloader config, small size."""
-    (tree / "sbin/kvm-probe").write_text(PROBE)
-    (tree / "sbin/kvm-probe").chmod(0o755)
+    """What every base needs: sshd host keys, a bootloader config, small size (the boot probe goes
+    into each boot's disk copy only, tests/lab/boot.py)."""
     (tree / "run/sshd").mkdir(parents=True, exist_ok=True)
     (tree / "var/tmp").mkdir(parents=True, exist_ok=True)
     (tree / "etc/fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
