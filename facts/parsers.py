@@ -102,6 +102,7 @@ class Snapshot:
     complete: bool = False
     problems: list[str] = field(default_factory=list)  # what in the answer was malformed or refused
     kimages: dict[str, KernelImage] = field(default_factory=dict)  # unversioned kernel image paths as written
+    drivers: list[str] = field(default_factory=list)  # the drivers the host looked up
 
 
 # What a host may send. Its output is untrusted: anything else is refused (and makes the host
@@ -136,7 +137,8 @@ def safe_path(path: str) -> bool:
 #
 #   meta                       "key value" lines: uname K, uid N, bootfree KIB (digits),
 #                              bootmount OPTS, tool NAME [PATH] (no PATH: not installed),
-#                              grubby PATH (grubby --default-kernel, where grubby exists).
+#                              grubby PATH (grubby --default-kernel, where grubby exists),
+#                              drivers N N... (the drivers this answer looked up).
 #                              Sent twice: live values first, then (after the fingerprint) the rest.
 #   unchanged FP               the host computed fingerprint FP, equal to the one the caller sent:
 #                              the caller's cached copy of everything after "fingerprint" stands
@@ -160,7 +162,7 @@ def safe_path(path: str) -> bool:
 #   end                        the script finished: an answer without it is cut short.
 #
 # Every value is checked against these shapes; anything else is recorded in Snapshot.problems
-# and makes the host an error (see facts/kvm_drivers.analyse).
+# and makes the host an error (see facts/state.py host_state).
 
 
 def parse_snapshot(lines: list[str]) -> Snapshot:
@@ -244,6 +246,11 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 name, _, path = value.partition(" ")
                 if path:
                     snap.tools[name] = path
+            elif key == "drivers":
+                snap.drivers = [d for d in value.split(" ") if d]
+                if not all(MODULE_NAME.match(d) for d in snap.drivers):
+                    problem(f"unexpected driver names {value!r:.80}")
+                    snap.drivers = [d for d in snap.drivers if MODULE_NAME.match(d)]
             elif key in ("bootfree", "uid") and value and not DIGITS.match(value):
                 problem(f"unexpected {key} value {value!r}")
             else:

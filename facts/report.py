@@ -1,4 +1,4 @@
-"""The drift report: one row per host from the KvmDrivers fact, in text, JSON, Prometheus, JUnit XML or HTML.
+"""The drift report: one row per host from its plan (operations/plan.py), in text, JSON, Prometheus, JUnit XML or HTML.
 
 JSON keys (stable, one object per host; see the README):
 host, status, distro, family, version, generator, default_kernel, initrd, kernels
@@ -22,9 +22,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-STATUSES = ("compliant", "drifted", "unsupported", "error")
+if TYPE_CHECKING:
+    from operations.plan import Plan
+
+STATUSES = ("compliant", "drifted", "unsupported", "error")  # as operations.plan.STATUSES
 # Exit codes of the drift check: the worst status found decides.
 EXIT_CODES = {"compliant": 0, "drifted": 2, "unsupported": 3, "error": 4}
 EXIT_USAGE = 1  # bad arguments, an inventory that cannot be loaded, or an internal failure
@@ -32,9 +35,9 @@ EXIT_REPORT_FAILED = 5  # the check ran, but a report could not be written
 EXIT_NO_HOSTS = 6  # no host in scope: an empty inventory, or --limit matched nothing
 
 
-def host_row(name: str, info: dict | None, error: str = "") -> dict[str, Any]:
-    """One host's report object (info None: the host could not be read; error says why)."""
-    if info is None:
+def host_row(name: str, plan: Plan | None, error: str = "") -> dict[str, Any]:
+    """One host's report object from its plan (None: the host could not be read; error says why)."""
+    if plan is None:
         return {
             "host": name, "status": "error", "distro": None, "family": None, "version": None,
             "generator": None, "default_kernel": None, "initrd": None, "kernels": [], "default_missing": [],
@@ -42,37 +45,38 @@ def host_row(name: str, info: dict | None, error: str = "") -> dict[str, Any]:
             "not_declared": [], "setting": None, "errors": [error or "state could not be gathered"],
             "warnings": [],
         }  # fmt: skip
-    kernels = info["kernels"]
-    default = next((k for k in kernels if k["default"]), kernels[0] if kernels else None)
+    kernels = plan.kernels
+    default = next((k for k in kernels if k.default), kernels[0] if kernels else None)
+    distro = plan.state.distro
     return {
         "host": name,
-        "status": info["status"],
-        "distro": info["distro"]["name"],
-        "family": info["distro"]["family"],
-        "version": info["distro"]["version"],
-        "generator": info["generator"],
-        "default_kernel": default["version"] if default else None,
-        "initrd": default["initrd"] if default else None,
+        "status": plan.status,
+        "distro": distro.name,
+        "family": distro.family,
+        "version": distro.version,
+        "generator": plan.generator,
+        "default_kernel": default.version if default else None,
+        "initrd": default.initrd if default else None,
         "kernels": [
             {
-                "version": k["version"],
-                "default": k["default"],
-                "initrd": k["initrd"],
-                "missing": k["missing"],
-                "builtin": k["builtin"],
-                "absent": k["absent"],
-                "error": k["initrd_error"] or None,
+                "version": k.version,
+                "default": k.default,
+                "initrd": k.initrd,
+                "missing": k.missing,
+                "builtin": k.builtin,
+                "absent": k.absent,
+                "error": k.initrd_error or None,
             }
             for k in kernels
         ],
-        "default_missing": default["missing"] if default else [],
-        "fallback_missing": {k["version"]: k["missing"] for k in kernels if k is not default and k["missing"]},
-        "blacklisted": [f"{b['file']}:{b['line']}: {b['text'].strip()}" for b in info.get("blacklisted", [])],
-        "declared": not info["to_declare"],
-        "not_declared": info["to_declare"],
-        "setting": info["declared"]["setting"] or None,
-        "errors": info["errors"],
-        "warnings": info["warnings"],
+        "default_missing": default.missing if default else [],
+        "fallback_missing": {k.version: k.missing for k in kernels if k is not default and k.missing},
+        "blacklisted": [f"{b.file}:{b.line}: {b.text.strip()}" for b in plan.blacklisted],
+        "declared": not plan.to_declare,
+        "not_declared": plan.to_declare,
+        "setting": plan.declared.setting or None,
+        "errors": plan.errors,
+        "warnings": plan.warnings,
     }
 
 

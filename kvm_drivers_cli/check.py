@@ -5,7 +5,7 @@ that cannot say "compliant" for a host that was not fully checked.
     kvm-drivers check INVENTORY [--limit X]... [--report PATH]... [--quiet] [--data k=v]... [--timeout S]
 
 Built on pyinfra's API: the inventory is loaded as pyinfra's own CLI loads it, then every host in scope
-is connected to and asked for the KvmDrivers fact (one remote command) with its own inventory data
+is connected to, its state gathered (one remote command) and planned with its own inventory data
 (kvm_drivers, kvm_drivers_extra, kvm_kernels), in parallel, each within a time limit. Every host in
 scope gets a row whatever happens to it: unreachable, timed out, fact failed or raised all give status
 "error". Nothing ever prompts: a sudo or key password prompt, or a host key question, fails that host.
@@ -182,14 +182,16 @@ def start_state(state, config, inventory, hosts: list) -> None:
 
 
 def check_host(state, host, timeout: float, log: _HostLog | None = None) -> dict[str, Any]:
-    """One host's report row: connect, read the KvmDrivers fact with the host's data, all within timeout."""
+    """One host's report row: connect, gather its state and plan it with its own data, all within timeout."""
     from pyinfra.api.exceptions import ConnectError
     from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 
-    from facts.kvm_drivers import KvmDrivers, deploy_settings_errors
+    from facts.kvm_drivers import gather_state
+    from operations.plan import deploy_settings_errors, lookup_drivers, plan
 
     problem = ""
-    info = None
+    gathered = None
+    drivers, extra = host.data.get("kvm_drivers"), host.data.get("kvm_drivers_extra")
     if bad := deploy_settings_errors(host.data):  # e.g. kvm_gather_timeout given as a string
         return report.host_row(host.name, None, "; ".join(bad))
     timeout = float(host.data.get("kvm_gather_timeout", timeout))  # the host's own limit, if its data sets one
@@ -200,14 +202,9 @@ def check_host(state, host, timeout: float, log: _HostLog | None = None) -> dict
             if not host.connected:
                 host.connect(raise_exceptions=True, show_errors=False)
                 state.activate_host(host)
-            info = host.get_fact(
-                KvmDrivers,
-                drivers=host.data.get("kvm_drivers"),
-                extra=host.data.get("kvm_drivers_extra"),
-                kernels=host.data.get("kvm_kernels", "all"),
-                _ignore_errors=True,  # failures are this host's row, not a failed run
-            )
-            if info is None:
+            # failures are this host's row, not a failed run
+            gathered = gather_state(host, lookup_drivers(drivers, extra), _ignore_errors=True)
+            if gathered is None:
                 said = [line for line in (log.lines.get(host.name, []) if log else []) if line]
                 problem = "the state gathering command failed" + (f": {' / '.join(said[-5:])}" if said else "")
         except gevent.Timeout as exc:
@@ -221,7 +218,8 @@ def check_host(state, host, timeout: float, log: _HostLog | None = None) -> dict
         finally:
             timer.close()
     try:
-        return report.host_row(host.name, info, problem)
+        the_plan = plan(gathered, drivers, extra, host.data.get("kvm_kernels", "all")) if gathered else None
+        return report.host_row(host.name, the_plan, problem)
     except Exception as exc:  # noqa: BLE001 - an answer the report cannot read is an error, not a pass
         return report.host_row(host.name, None, f"could not read the fact's answer: {type(exc).__name__}: {exc}")
 

@@ -1,122 +1,49 @@
 """
-pyinfra operations: declare the wanted drivers, rebuild the initrds that lack them.
+pyinfra operations: declare drivers, rebuild one initrd, disable modprobe.d lines.
 
-Each operation takes the ``info`` dict of the ``KvmDrivers`` fact (gathered once by the
-deploy) or gathers it itself; it yields nothing (``host.noop``) when the host is already
-in the wanted state.
+Each takes the wanted state, and the host's state (``facts.state.HostState``) as ``state``: pass
+the one the deploy gathered (``facts.kvm_drivers.gather_state``), or leave it out and the
+operation gathers it (the ``KvmDrivers`` fact, one remote command). Each yields nothing
+(``host.noop``) when the host is already in the wanted state, and raises ``OperationError``
+when the state says the host must not be changed. The commands are the scripts in
+``hostside/``; each takes the host's kvm-drivers lock and re-checks what it was told.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from pathlib import Path
-from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
+from pyinfra.context import ctx_state
+from pyinfra.operations.util.files import generate_color_diff
 
-from facts.kvm_drivers import LISTER, KvmDrivers
-from facts.parsers import DIGITS, MODPROBE_FILE, norm, shell_assignments, shell_statements
+from facts.kvm_drivers import KvmDrivers
+from facts.parsers import DIGITS, MODPROBE_FILE, MODULE_NAME, norm, shell_assignments, shell_statements
+from facts.state import HostState, KernelState
+from hostside import LISTER, REBUILD, UNBLACKLIST, WRITE
 
-HERE = Path(__file__).parent
-LIB = (HERE.parent / "facts" / "lib.sh").read_text()
-REBUILD_SCRIPT = LIB + (HERE / "rebuild.sh").read_text()
 MARKER = "# kvm-drivers: virtio drivers needed to boot on KVM"
 
-# Write a declaration file: compare, then swap, under the host's kvm-drivers lock (lib.sh).
-# Arguments: PATH CONTENT HAD OLD RUN. The file must still hold what the declaration was
-# computed from (HAD=1: the text OLD; HAD=0: no file), else nothing is written: an edit made
-# since the state was gathered is never overwritten. A symbolic link is written through to
-# its target. The new text goes to a temporary file beside it (owner, mode and SELinux label
-# of the old one), is flushed, then renamed over it. RUN (a run id, or ""): what was there is
-# kept in the root-only $KVM_STATE/rollback.RUN, so that a failed rebuild of the same run can
-# undo the change (lib.sh kvm_rollback). A file that already has the content is left alone.
-WRITE_SCRIPT = LIB + """trap '' PIPE
-f=$1; new=$2; had=$3; old=$4; run=$5
-case "$run" in *[!a-z0-9]*) echo "kvm-drivers: bad run id" >&2; exit 1 ;; esac
-kvm_lock || { echo "kvm-drivers: $KVM_LOCK_ERR" >&2; exit 1; }
-kvm_stale "$run"
-if [ -L "$f" ]; then
-    t=$(readlink -f "$f") || { echo "kvm-drivers: cannot resolve the link $f" >&2; exit 1; }
-    f=$t
-fi
-if [ -e "$f" ] && [ ! -f "$f" ]; then
-    echo "kvm-drivers: $f is not a regular file: refusing to write it" >&2; exit 1
-fi
-if [ -f "$f" ] && [ "$(cat "$f"; echo x)" = "$(printf '%sx' "$new")" ]; then
-    echo "kvm-drivers: $f already has the wanted content (another run wrote it)"
-    exit 0
-fi
-if [ "$had" = 1 ]; then
-    if [ ! -f "$f" ] || [ "$(cat "$f"; echo x)" != "$(printf '%sx' "$old")" ]; then
-        echo "kvm-drivers: $f changed since its state was gathered: nothing written, run again" >&2; exit 1
-    fi
-elif [ -e "$f" ]; then
-    echo "kvm-drivers: $f was created since the state was gathered: nothing written, run again" >&2; exit 1
-fi
-d=$(dirname "$f")
-mkdir -p "$d" || exit 1
-tmp=$(mktemp "$f.kvm-drivers.XXXXXX") || exit 1
-trap 'rm -f "$tmp"' EXIT
-trap 'rm -f "$tmp"; exit 1' HUP INT TERM
-printf '%s' "$new" > "$tmp" || exit 1
-kvm_attrs "$tmp" "$f" || exit 1
-if [ -n "$run" ]; then
-    r="$KVM_STATE/rollback.$run"
-    rm -rf "$r" && mkdir -m 700 "$r" || exit 1
-    printf '%s\\n' "$f" > "$r/path" || exit 1
-    if [ -f "$f" ]; then cp -p "$f" "$r/prev" || exit 1; fi
-    printf '%s' "$new" | cksum > "$r/written" || exit 1
-fi
-mv -f "$tmp" "$f" || exit 1
-trap - EXIT HUP INT TERM
-"""
 
-# Disable modprobe.d lines of ONE file, all in one go (PATH RUN LINE TEXT [LINE TEXT]...): each
-# line must still read TEXT (else nothing is changed). In /etc the file (or a link's target) is
-# rewritten with those lines commented out; a vendor file (/usr/lib, /lib, /run) is overridden
-# by a same-named copy in /etc/modprobe.d with them commented out. Under the host lock.
-UNBLACKLIST_SCRIPT = LIB + r"""trap '' PIPE
-f=$1; run=$2; shift 2
-case "$f" in
-    */../*|*/./*) echo "kvm-drivers: refusing $f" >&2; exit 1 ;;
-    /etc/modprobe.d/*.conf|/run/modprobe.d/*.conf|/usr/local/lib/modprobe.d/*.conf|/usr/lib/modprobe.d/*.conf) ;;
-    /lib/modprobe.d/*.conf) ;;
-    *) echo "kvm-drivers: refusing $f: not a modprobe.d file" >&2; exit 1 ;;
-esac
-kvm_lock || { echo "kvm-drivers: $KVM_LOCK_ERR" >&2; exit 1; }
-kvm_stale "$run"
-[ -f "$f" ] || { echo "kvm-drivers: $f is gone: run again" >&2; exit 1; }
-script=$(mktemp "$KVM_STATE/sed.XXXXXX") || exit 1
-trap 'rm -f "$script"' EXIT
-trap 'rm -f "$script"; exit 1' HUP INT TERM
-lines=""
-while [ $# -ge 2 ]; do
-    case "$1" in ''|*[!0-9]*) echo "kvm-drivers: bad line number '$1'" >&2; exit 1 ;; esac
-    # compared as gather.sh sent it (printable ASCII, anything else as '?')
-    if [ "$(sed -n "$1p" "$f" | tr -c '\t\n -~' '?')" != "$2" ]; then
-        echo "kvm-drivers: $f line $1 changed since it was read: nothing changed, run again" >&2; exit 1
-    fi
-    printf '%ss/^/# disabled by kvm-drivers (needed to boot on KVM): /\n' "$1" >> "$script"
-    lines="$lines $1"
-    shift 2
-done
-case "$f" in
-    /etc/*) t=$(readlink -f "$f") || exit 1 ;;
-    *) t="/etc/modprobe.d/${f##*/}"
-       [ -e "$t" ] && { echo "kvm-drivers: $t appeared since the state was gathered: run again" >&2; exit 1; } ;;
-esac
-tmp=$(mktemp "$t.kvm-drivers.XXXXXX") || exit 1
-trap 'rm -f "$tmp" "$script"' EXIT
-trap 'rm -f "$tmp" "$script"; exit 1' HUP INT TERM
-sed -f "$script" "$f" > "$tmp" || exit 1
-kvm_swap "$tmp" "$t" || exit 1
-echo "kvm-drivers: disabled in $t: line(s)$lines of $f"
-"""
+def _state(state: HostState | None, drivers: list[str]) -> HostState:
+    """The state given, else gathered now; refused if it says the host must not be changed."""
+    if state is None:
+        state = host.get_fact(KvmDrivers, drivers=drivers)
+    if state.errors:
+        raise OperationError(f"not changing this host: {'; '.join(printable(e) for e in state.errors)}")
+    return state
 
-def _info(info: dict | None, drivers: list[str] | None, extra: list[str] | None, kernels: Any) -> dict:
-    return info if info is not None else host.get_fact(KvmDrivers, drivers=drivers, extra=extra, kernels=kernels)
+
+def _names(drivers: list[str], what: str = "driver") -> list[str]:
+    """Drivers normalised; OperationError for anything that is not a module name."""
+    names = [norm(d) for d in drivers] if isinstance(drivers, (list, tuple)) else []
+    if not names or not all(isinstance(d, str) and "/" not in d for d in drivers) or not all(
+        MODULE_NAME.match(n) for n in names
+    ):
+        raise OperationError(f"{what}s must be a non-empty list of module names, got {drivers!r:.80}")
+    return list(dict.fromkeys(names))
 
 
 def render_modules_file(text: str | None, missing: list[str]) -> str:
@@ -171,19 +98,19 @@ def render_sysconfig_kernel(text: str | None, wanted: list[str], missing: list[s
     return "\n".join(lines)
 
 
-def new_declaration(info: dict) -> tuple[str, str] | None:
-    """(path, new content) of the declaration to write, or None when nothing is missing."""
-    missing = info["to_declare"]
-    declared = info["declared"]
-    if not missing:
+def declaration(state: HostState, drivers: list[str]) -> tuple[str, str] | None:
+    """(path, new content) that declares drivers for the host's generator, None when all are declared."""
+    declared = state.declared
+    missing = [d for d in drivers if d not in declared.drivers]
+    if not missing or not declared.path:
         return None
-    if info["generator"] == "initramfs-tools":
-        return declared["path"], render_modules_file(declared.get("current"), missing)
-    if info["generator"] == "dracut":
-        ours = [d for d in declared["drivers"] if d not in declared["by_others"]]
-        return declared["path"], render_dracut_dropin(ours + [d for d in missing if d not in ours])
-    if info["generator"] == "suse-mkinitrd":
-        return declared["path"], render_sysconfig_kernel(declared.get("current"), info["wanted"], missing)
+    if state.generator == "initramfs-tools":
+        return declared.path, render_modules_file(declared.current, missing)
+    if state.generator == "dracut":
+        ours = [d for d in declared.drivers if d not in declared.by_others]
+        return declared.path, render_dracut_dropin(ours + [d for d in missing if d not in ours])
+    if state.generator == "suse-mkinitrd":
+        return declared.path, render_sysconfig_kernel(declared.current, drivers, missing)
     return None
 
 
@@ -197,142 +124,154 @@ def new_run_id() -> str:
     return secrets.token_hex(8)
 
 
-@operation()
-def declare_drivers(
-    info: dict | None = None,
-    drivers: list[str] | None = None,
-    extra: list[str] | None = None,
-    kernels: Any = "all",
-    run_id: str = "",
-):
-    """
-    Declare the wanted drivers where the host's initrd generator reads them, so that every
-    later rebuild (kernel updates included) keeps them: initramfs-tools ``modules`` file,
-    a dracut drop-in, or SUSE's ``INITRD_MODULES``. Unrelated lines are kept; no entry is
-    written twice; built-in and absent drivers are not declared. The file is written only if
-    it still holds what the state was computed from (an edit made meanwhile is kept).
-
-    + info: the ``KvmDrivers`` fact (gathered here when not given)
-    + drivers / extra / kernels: as for ``KvmDrivers``
-    + run_id: ties the rollback copy to this run (``rebuild_initrds`` with the same id undoes
-      the declaration if a rebuild fails); "" keeps no rollback copy
-    """
-    info = _info(info, drivers, extra, kernels)
-    if info["errors"]:
-        host.noop(f"not declaring drivers: {'; '.join(info['errors'])}")
+def _show_diff(path: str, old: str | None, new: str) -> None:
+    """With pyinfra's --diff: the change of a file as a unified diff (as files.put shows one)."""
+    config = ctx_state.get().config if ctx_state.isset() else None
+    if not (config and config.DIFF):
         return
-    change = new_declaration(info)
+    host.log(f"Will {'modify' if old is not None else 'create'} {path}", logger.info)
+    for line in generate_color_diff((old or "").splitlines(keepends=True), new.splitlines(keepends=True)):
+        logger.info("  %s", printable(line))
+    logger.info("")
+
+
+@operation()
+def declare_drivers(drivers: list[str], state: HostState | None = None, run_id: str = ""):
+    """
+    Declare drivers where the host's initrd generator reads them, so that every later rebuild
+    (kernel updates included) keeps them: initramfs-tools' ``modules`` file, a dracut drop-in
+    (``/etc/dracut.conf.d/90-kvm-drivers.conf``) or SUSE's ``INITRD_MODULES``. Unrelated lines are
+    kept, nothing is written twice, and the file is written only if it still holds what the state
+    was read from (an edit made since is kept). With ``--diff``, shows the change as a diff.
+
+    + drivers: module names to declare (give only drivers that are modules: see ``Plan.declare``)
+    + state: the host's ``HostState`` (gathered here when not given)
+    + run_id: keep a root-only copy of the old file tied to this run, so that a failing
+      ``rebuild_initrd`` with the same id puts it back; "" keeps none
+
+    **Example:**
+
+    .. code:: python
+
+        declare_drivers(name="Declare virtio", drivers=["virtio_blk", "virtio_scsi", "virtio_pci"])
+    """
+    drivers = _names(drivers)
+    state = _state(state, drivers)
+    change = declaration(state, drivers)
     if change is None:
-        host.noop(f"{info['declared']['path']} already declares {' '.join(info['wanted'])}")
+        if not state.declared.path:
+            raise OperationError(f"no initrd generator to declare drivers for ({state.generator})")
+        host.noop(f"{state.declared.path} already declares {' '.join(drivers)}")
         return
     path, content = change
-    old = info["declared"].get("current")
-    keep = run_id if info["to_rebuild"] else ""  # a rebuild follows: keep a copy to roll back to
+    old = state.declared.current
+    _show_diff(path, old, content)
     yield StringCommand(
-        "sh", "-c", QuoteString(WRITE_SCRIPT), "kvm-write", QuoteString(path), QuoteString(content),
-        "0" if old is None else "1", QuoteString(old or ""), QuoteString(keep),
+        "sh", "-c", QuoteString(WRITE), "kvm-write", QuoteString(path), QuoteString(content),
+        "0" if old is None else "1", QuoteString(old or ""), QuoteString(run_id),
     )  # fmt: skip
 
 
 def rebuild_command(
-    info: dict, kernel: dict, last: bool = True, force: bool = False, run_id: str = ""
+    generator: str, kernel: KernelState, modules: list[str], last: bool = True, force: bool = False, run_id: str = ""
 ) -> StringCommand:
-    """The remote command that safely rebuilds and verifies one kernel's initrd.
-
-    last: this is the run's last rebuild (on success it drops the run's rollback state);
-    force: rebuild even if the image already holds every module; run_id: as for declare_drivers.
-    """
+    """The remote command that safely rebuilds and verifies one kernel's initrd (hostside/rebuild.sh)."""
     return StringCommand(
-        "sh",
-        "-c",
-        QuoteString(REBUILD_SCRIPT),
-        "kvm-rebuild",
-        QuoteString(LISTER),
-        QuoteString(info["generator"]),
-        QuoteString(kernel["initrd"]),
-        QuoteString(kernel["version"]),
-        QuoteString(run_id),
-        "1" if last else "0",
-        "1" if force else "0",
-        *[QuoteString(m) for m in kernel["needed"]],
-    )
+        "sh", "-c", QuoteString(REBUILD), "kvm-rebuild", QuoteString(LISTER), QuoteString(generator),
+        QuoteString(kernel.initrd), QuoteString(kernel.version), QuoteString(run_id), "1" if last else "0",
+        "1" if force else "0", *[QuoteString(m) for m in modules],
+    )  # fmt: skip
 
 
 @operation()
-def rebuild_initrds(
-    info: dict | None = None,
-    drivers: list[str] | None = None,
-    extra: list[str] | None = None,
-    kernels: Any = "all",
+def rebuild_initrd(
+    kernel: str,
+    modules: list[str],
+    state: HostState | None = None,
+    force: bool = False,
+    last: bool = True,
     run_id: str = "",
 ):
     """
-    Rebuild the initrd of exactly the kernels whose initrd lacks a wanted driver (or one of
-    its dependencies) that exists as a module for that kernel, with the family's own tool,
-    into a temporary file; list it, verify every module, then move it over the old one.
-    Fails the host, naming the missing drivers, if the new image still lacks one.
+    Rebuild the initrd that the bootloader boots for one kernel, with the host's own generator
+    (update-initramfs/mkinitramfs, dracut or mkinitrd), so that it holds modules: built into a
+    temporary file beside it, listed, every module checked, flushed, then moved over the old
+    one (kept once as ``IMAGE.kvm-drivers.bak``). Fails, naming what is missing, if the new image
+    still lacks one; the old image is then untouched. Nothing is done when it already holds them.
 
-    + info: the ``KvmDrivers`` fact (gathered here when not given)
-    + drivers / extra / kernels: as for ``KvmDrivers``
-    + run_id: as for ``declare_drivers``: a failure undoes that run's declaration
+    + kernel: the kernel version (``uname -r`` style)
+    + modules: modules the initrd must hold (a driver and its dependencies: ``KernelPlan.needed``)
+    + state: the host's ``HostState`` (gathered here when not given)
+    + force: rebuild even if the initrd already holds them (e.g. after a blacklist was removed)
+    + last: this is the run's last rebuild: on success it drops the run's rollback copy
+    + run_id: as for ``declare_drivers``: a failure puts back what that run's declaration replaced
+
+    **Example:**
+
+    .. code:: python
+
+        rebuild_initrd(name="virtio in the initrd", kernel="6.1.0-27-amd64",
+                       modules=["virtio_blk", "virtio_pci", "virtio_ring", "virtio"])
     """
-    info = _info(info, drivers, extra, kernels)
-    if info["errors"]:
-        host.noop(f"not rebuilding: {'; '.join(info['errors'])}")
+    modules = _names(modules, "module")
+    state = _state(state, modules)
+    k = next((k for k in state.kernels if k.version == kernel), None)
+    if k is None:
+        have = ", ".join(k.version for k in state.kernels) or "none"
+        raise OperationError(f"kernel {kernel!r:.80} is not installed (installed: {have})")
+    if k.initrd_refused:
+        raise OperationError(f"kernel {kernel}: {printable(k.initrd_refused)}")
+    if not state.generator:
+        raise OperationError("no initrd generator on this host")
+    readable = not k.initrd_error and not k.no_initrd
+    missing = [m for m in modules if not readable or m not in k.in_initrd]
+    if not missing and not force:
+        host.noop(f"{k.initrd} already holds {' '.join(modules)}")
         return
-    todo = [k for k in info["kernels"] if k["version"] in info["to_rebuild"]]
-    for i, kernel in enumerate(todo):
-        yield rebuild_command(info, kernel, last=i == len(todo) - 1, force=not kernel["missing"], run_id=run_id)
-    if not info["to_rebuild"]:
-        host.noop("every handled initrd holds the wanted drivers")
+    yield rebuild_command(state.generator, k, modules, last=last, force=force, run_id=run_id)
 
 
 @operation()
-def remove_blacklists(
-    info: dict | None = None,
-    drivers: list[str] | None = None,
-    extra: list[str] | None = None,
-    kernels: Any = "all",
-    run_id: str = "",
-):
+def disable_modprobe_lines(drivers: list[str], state: HostState | None = None, run_id: str = ""):
     """
-    Disable the modprobe.d lines (``blacklist X``, ``install X /bin/false``) that stop a wanted
-    driver loading; every other line is kept. One command per file, all its lines at once.
-    Off by default in the deploy (``kvm_remove_blacklists``): the initrds are then rebuilt so
-    they no longer carry them.
+    Disable the modprobe.d lines (``blacklist X``, ``install X /bin/false``) that stop one of
+    drivers loading, by commenting them out; every other line is kept. A file in /etc is edited
+    (through a link, to its target); a vendor file (/usr/lib, /lib, /run) is overridden by a copy
+    in /etc/modprobe.d. One command per file, each line re-checked on the host. The initrds carry
+    a copy of modprobe.d: rebuild them afterwards (``rebuild_initrd`` with ``force=True``).
 
-    + info / drivers / extra / kernels / run_id: as for ``declare_drivers``
+    + drivers: the drivers that must not be stopped
+    + state: the host's ``HostState`` (gathered here when not given)
+    + run_id: as for ``declare_drivers``
+
+    **Example:**
+
+    .. code:: python
+
+        disable_modprobe_lines(name="Unblock virtio", drivers=["virtio_blk", "virtio_net"])
     """
-    info = _info(info, drivers, extra, kernels)
-    if not info["blacklisted"]:
-        host.noop("no modprobe.d line stops a wanted driver")
+    drivers = _names(drivers)
+    state = _state(state, drivers)
+    lines = [b for b in state.blacklists if b.driver in drivers]
+    if not lines:
+        host.noop(f"no modprobe.d line stops {' '.join(drivers)}")
         return
-    by_file: dict[str, list[dict]] = {}
-    for b in info["blacklisted"]:
-        if not (MODPROBE_FILE.match(b["file"]) and DIGITS.match(b["line"])):
-            raise OperationError(f"refusing odd modprobe.d reference {b['file']!r} line {b['line']!r}")
-        by_file.setdefault(b["file"], []).append(b)
-    for path, lines in by_file.items():
-        args = [QuoteString(x) for b in lines for x in (b["line"], b["text"])]
-        yield StringCommand("sh", "-c", QuoteString(UNBLACKLIST_SCRIPT), "kvm-unblacklist", QuoteString(path),
+    by_file: dict[str, list] = {}
+    for b in lines:
+        if not (MODPROBE_FILE.match(b.file) and DIGITS.match(b.line)):
+            raise OperationError(f"refusing odd modprobe.d reference {b.file!r} line {b.line!r}")
+        by_file.setdefault(b.file, []).append(b)
+    for path, found in by_file.items():
+        args = [QuoteString(x) for b in found for x in (b.line, b.text)]
+        yield StringCommand("sh", "-c", QuoteString(UNBLACKLIST), "kvm-unblacklist", QuoteString(path),
                             QuoteString(run_id), *args)  # fmt: skip
 
 
 @operation(is_idempotent=False)
 def fail_host(message: str):
-    """Fail this host with a message (and change nothing on it); other hosts go on."""
+    """
+    Fail this host with a message (and change nothing on it); other hosts go on.
+
+    + message: why (shown as the host's error)
+    """
     yield StringCommand("echo", QuoteString(f"kvm-drivers: {printable(message)}"), ">&2;", "exit", "1")
-
-
-def report(info: dict) -> None:
-    """Log, per host, what needs no work: built-in and absent drivers, warnings."""
-    for kernel in info["kernels"]:
-        if kernel["builtin"]:
-            logger.info(f"{host.print_prefix}kernel {kernel['version']}: built in: {' '.join(kernel['builtin'])}")
-        if kernel["absent"]:
-            logger.warning(
-                f"{host.print_prefix}kernel {kernel['version']}: not in this kernel at all: "
-                f"{' '.join(kernel['absent'])}"
-            )
-    for warning in info["warnings"]:
-        logger.warning(f"{host.print_prefix}{printable(warning)}")

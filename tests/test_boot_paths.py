@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from facts import kvm_drivers as kd
 from facts import parsers as p
+from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
-GATHER = Path(__file__).parent.parent / "facts" / "gather.sh"
+GATHER = Path(__file__).parent.parent / "hostside" / "gather.sh"
 K = "6.1.0-50-amd64"
 
 
@@ -37,14 +37,14 @@ def test_btrfs_at_subvolume_paths_map_to_boot():
         # what gather.sh's refs loop prints for it (it strips /@ when the file is not found)
         return text.replace("@@KVM end", f"@@KVM ref /@/boot/initrd.img-{K} /boot/initrd.img-{K}\n@@KVM end")
 
-    info = kd.analyse(p.parse_snapshot(lines(edit)))
-    (kernel,) = info["kernels"]
-    assert kernel["initrd"] == f"/boot/initrd.img-{K}" and kernel["initrd_source"].startswith("bootloader entry")
-    assert kernel["initrd_error"] == "" and info["status"] == "drifted"
+    info = analyse(p.parse_snapshot(lines(edit)))
+    (kernel,) = info.kernels
+    assert kernel.initrd == f"/boot/initrd.img-{K}" and kernel.initrd_source.startswith("bootloader entry")
+    assert kernel.initrd_error == "" and info.status == "drifted"
     # Without gather.sh's answer (an old script), the path is still mapped, never /boot/@/boot/...
     old_script = lines(lambda t: edit(t).replace(f"@@KVM ref /@/boot/initrd.img-{K} /boot/initrd.img-{K}\n", ""))
-    info = kd.analyse(p.parse_snapshot(old_script))
-    assert info["kernels"][0]["initrd"] == f"/boot/initrd.img-{K}"
+    info = analyse(p.parse_snapshot(old_script))
+    assert info.kernels[0].initrd == f"/boot/initrd.img-{K}"
 
 
 def vmx(kimage: str):
@@ -60,27 +60,27 @@ def vmx(kimage: str):
 def test_unversioned_image_tied_by_its_header_version():
     snap = p.parse_snapshot(lines(vmx(f"@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nversion {K}\n")))
     assert snap.kimages["/boot/linux.vmx"].version == K and not snap.problems
-    info = kd.analyse(snap)
-    (kernel,) = info["kernels"]
-    assert kernel["default"] and kernel["initrd_source"].startswith("bootloader entry")
-    assert kernel["initrd"] == f"/boot/initrd.img-{K}"  # what /boot/initrd.vmx is
-    assert any("linux.vmx: kernel" in w and "header" in w for w in info["warnings"])
+    info = analyse(snap)
+    (kernel,) = info.kernels
+    assert kernel.default and kernel.initrd_source.startswith("bootloader entry")
+    assert kernel.initrd == f"/boot/initrd.img-{K}"  # what /boot/initrd.vmx is
+    assert any("linux.vmx: kernel" in w and "header" in w for w in info.warnings)
 
 
 def test_unversioned_image_tied_by_being_the_same_file():
     snap = p.parse_snapshot(lines(vmx(f"@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nsame /boot/vmlinuz-{K}\n")))
-    info = kd.analyse(snap)
-    assert info["kernels"][0]["default"] and info["boot"]["default_kernel"] == K
-    assert any("the same file as" in w for w in info["warnings"])
+    info = analyse(snap)
+    assert info.kernels[0].default and info.state.boot.default_kernel == K
+    assert any("the same file as" in w for w in info.warnings)
 
 
 def test_unversioned_image_never_tied_by_name_alone():
     # header of another kernel, no same file: the entry stays untied, the conventional name is used
     snap = p.parse_snapshot(lines(vmx("@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nversion 3.0.101-63-default\n")))
-    info = kd.analyse(snap)
-    (kernel,) = info["kernels"]
-    assert not kernel["default"] and kernel["initrd_source"] == "distribution naming convention"
-    assert any("not tied to an installed kernel" in w for w in info["warnings"])
+    info = analyse(snap)
+    (kernel,) = info.kernels
+    assert not kernel.default and kernel.initrd_source == "distribution naming convention"
+    assert any("not tied to an installed kernel" in w for w in info.warnings)
 
 
 def test_malformed_kimage_lines_are_refused():

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from facts import cache
-from facts import kvm_drivers as kd
 from facts import parsers as p
+from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
 KEY = "/boot/initrd.img-6.1.0-50-amd64|6046887|1764199265|1764199265"
@@ -34,17 +34,17 @@ def test_cached_listing_gives_the_same_analysis(tmp_path, monkeypatch):
     short = p.parse_snapshot(lines(cached=True))
     assert short.initrds["/boot/initrd.img-6.1.0-50-amd64"].modules == set()
     cache.apply("web1", stored, short, lines(cached=True), "v1")
-    a, b = kd.analyse(full), kd.analyse(short)
-    assert a["kernels"][0]["missing"] == b["kernels"][0]["missing"] and a["status"] == b["status"]
-    assert b["kernels"][0]["lister"].endswith("(cached)")
+    a, b = analyse(full), analyse(short)
+    assert a.kernels[0].missing == b.kernels[0].missing and a.status == b.status
+    assert b.kernels[0].lister.endswith("(cached)")
 
 
 def test_cache_miss_is_an_error_not_a_clean_bill(tmp_path, monkeypatch):
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
     short = p.parse_snapshot(lines(cached=True))
     cache.apply("web1", cache.HostCache(), short, lines(cached=True), "v1")
-    info = kd.analyse(short)
-    assert "cache lost" in info["kernels"][0]["initrd_error"] and info["status"] == "drifted"
+    info = analyse(short)
+    assert "cache lost" in info.kernels[0].initrd_error and info.status == "drifted"
 
 
 def test_cache_off(monkeypatch):
@@ -83,8 +83,8 @@ def test_unchanged_answer_is_the_stored_copy_with_fresh_live_values(tmp_path, mo
     expanded = cache.expand(stored, answer)
     again = p.parse_snapshot(expanded)
     assert again.meta["bootfree"] == "12345678" and again.complete
-    assert kd.analyse(again)["kernels"] == kd.analyse(snap)["kernels"]
-    assert kd.analyse(again)["status"] == kd.analyse(snap)["status"]
+    assert analyse(again).kernels == analyse(snap).kernels
+    assert analyse(again).status == analyse(snap).status
 
 
 def test_untrustworthy_answers_are_not_kept(tmp_path, monkeypatch):

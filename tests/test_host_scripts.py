@@ -13,17 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from facts import kvm_drivers as kd
-from operations import kvm_drivers as ops
+import hostside
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root")
 STATE = Path("/run/kvm-drivers")
-LIB = (Path(kd.__file__).parent / "lib.sh").read_text()
+LIB = hostside.LIB
 
 
 def write(path: Path, content: str, old: str | None = None, run: str = "", check: bool = True, **env: str):
     """Run the declaration write locally: OLD is what the state gathered (None: no file)."""
-    cmd = ["sh", "-c", ops.WRITE_SCRIPT, "kvm-write", str(path), content, "0" if old is None else "1", old or "", run]
+    cmd = ["sh", "-c", hostside.WRITE, "kvm-write", str(path), content, "0" if old is None else "1", old or "", run]
     return subprocess.run(cmd, capture_output=True, text=True, check=check, env={**os.environ, **env})
 
 
@@ -101,7 +100,7 @@ def test_run_waiting_for_the_lock_never_rolls_back_the_holder(tmp_path):
     write(f, "ext4\nvirtio\n", old="ext4\n", run="1234abcd")
     with open(STATE / "lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # run 1234abcd is between its write and its rebuild
-        cmd = ["sh", "-c", ops.REBUILD_SCRIPT, "kvm-rebuild", "", "dracut", "/boot/x.img", "6.1", "1234abcd", "1", "0"]
+        cmd = ["sh", "-c", hostside.REBUILD, "kvm-rebuild", "", "dracut", "/boot/x.img", "6.1", "1234abcd", "1", "0"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KVM_DRIVERS_LOCK_WAIT": "1"})
     assert proc.returncode == 1 and "another kvm-drivers run is still changing this host" in proc.stderr
     assert f.read_text() == "ext4\nvirtio\n" and (STATE / "rollback.1234abcd" / "prev").exists()
@@ -109,7 +108,7 @@ def test_run_waiting_for_the_lock_never_rolls_back_the_holder(tmp_path):
 
 def test_concurrent_writes_end_with_the_content_and_no_leftovers(tmp_path):
     f = tmp_path / "90-kvm-drivers.conf"
-    cmd = ["sh", "-c", ops.WRITE_SCRIPT, "kvm-write", str(f), "x\n", "0", "", "9999aaaa"]
+    cmd = ["sh", "-c", hostside.WRITE, "kvm-write", str(f), "x\n", "0", "", "9999aaaa"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
     assert [p.wait() for p in procs] == [0] * 8
     assert f.read_text() == "x\n"
@@ -161,17 +160,16 @@ def test_python_lister_ignores_modules_in_the_working_directory(tmp_path):
     (tmp_path / "subprocess.py").write_text("raise SystemExit('hijacked')\n")
     img = tmp_path / "img"
     img.write_bytes(b"070701" + b"0" * 104 + b"TRAILER!!!\0")
-    proc = subprocess.run(["sh", "-c", LIB + 'PYLIST=$1; list_initrd "$2"', "t", kd.LISTER, str(img)],
+    proc = subprocess.run(["sh", "-c", LIB + 'PYLIST=$1; list_initrd "$2"', "t", hostside.LISTER, str(img)],
                           cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
     assert "hijacked" not in proc.stdout + proc.stderr
 
 
 def test_host_scripts_create_nothing_in_world_writable_places():
     # Medium/High: the lock was in /var/lock (1777) and the log fell back to /tmp/kvm-drivers.$$.log.
-    from operations import kvm_drivers as ops
 
-    for name in ("GATHER_SCRIPT", "REBUILD_SCRIPT", "WRITE_SCRIPT", "UNBLACKLIST_SCRIPT"):
-        script = getattr(kd, name, None) or getattr(ops, name)
+    for name in ("GATHER", "REBUILD", "WRITE", "UNBLACKLIST"):
+        script = getattr(hostside, name)
         code = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("#"))
         for place in ("/tmp", "/var/lock", "/var/tmp", "/dev/shm"):
             assert place not in code, (name, place)
@@ -179,7 +177,7 @@ def test_host_scripts_create_nothing_in_world_writable_places():
 
 def test_new_initrd_is_flushed_before_it_takes_the_old_ones_name():
     # Low (by reading): the new initrd was not flushed before the rename.
-    lines = [ln.strip() for ln in ops.REBUILD_SCRIPT.splitlines()]
+    lines = [ln.strip() for ln in hostside.REBUILD.splitlines()]
     flush = next(i for i, ln in enumerate(lines) if ln.startswith('sync "$tmp"'))
     rename = next(i for i, ln in enumerate(lines) if ln.startswith('mv -f "$tmp" "$img"'))
     assert flush < rename

@@ -15,6 +15,8 @@ import pytest
 
 from facts import kvm_drivers as kd
 from facts import parsers as p
+from operations.plan import Plan, deploy_settings_errors, lookup_drivers, plan
+from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
 ITOOLS = (FIX / "gather-bookworm-itools.txt").read_text().splitlines()
@@ -26,19 +28,18 @@ def test_release_file_path_sent_by_host_writes_nothing_on_control_machine(tmp_pa
     target.mkdir()
     evil = f"/etc/../../../../../../..{target}/kvm-release"
     lines = ITOOLS[:-1] + [f"@@KVM file {evil}", "* * * * * root touch /pwned", "", "@@KVM end"]
-    info = kd.analyse(p.parse_snapshot(lines))
+    info = analyse(p.parse_snapshot(lines))
     assert list(target.iterdir()) == []
-    assert info["status"] == "error" and any("unexpected file section" in e for e in info["errors"])
+    assert info.status == "error" and any("unexpected file section" in e for e in info.errors)
     # parse_distro alone, given such a path, writes only its own fixed names in its own directory
     p.parse_distro({evil: "ID=debian\n", "/etc/os-release": "ID=debian\nVERSION_ID=12\n"})
     assert list(target.iterdir()) == []
 
 
-def process(lines: list[str], **args) -> dict:
-    """The fact's own processing of a host's answer (no cache)."""
-    fact = kd.KvmDrivers()
-    fact._args = (args.get("drivers"), args.get("extra"), args.get("kernels", "all"))
-    return fact.process(lines)
+def process(lines: list[str], **args) -> Plan:
+    """The fact's own processing of a host's answer (no cache), then the plan for these settings."""
+    state = kd.KvmDrivers().process(lines)
+    return plan(state, args.get("drivers"), args.get("extra"), args.get("kernels", "all"))
 
 
 @pytest.mark.parametrize(
@@ -58,14 +59,14 @@ def test_malformed_answer_is_that_hosts_error_never_an_exception_nor_compliant(n
     # Medium: one host's malformed output aborted the deploy for every host.
     compliant = (FIX / "gather-bookworm-itools.txt").read_text().splitlines()
     info = process(change(compliant))
-    assert info["status"] == "error", name
-    assert info["errors"], name
+    assert info.status == "error", name
+    assert info.errors, name
 
 
 def test_every_truncation_and_line_drop_of_a_real_answer_is_handled():
     # never an exception; a cut answer is never "compliant"
     for cut in range(0, len(ITOOLS), 7):
-        assert process(ITOOLS[:cut])["status"] in ("error", "unsupported")
+        assert process(ITOOLS[:cut]).status in ("error", "unsupported")
     for drop in range(len(ITOOLS)):
         process(ITOOLS[:drop] + ITOOLS[drop + 1 :])  # must not raise
 
@@ -76,7 +77,7 @@ def test_oversized_answer_is_refused():
     assert f"head -c {kd.OUTPUT_CAP}" in kd.gather_command(["virtio"]).get_raw_value()
     big = ITOOLS[:-1] + ["x" * 1024] * (kd.OUTPUT_CAP // 1024 + 1)
     info = process(big)
-    assert info["status"] == "error" and "limit" in info["errors"][0]
+    assert info.status == "error" and "limit" in info.errors[0]
 
 
 def with_grub_initrd(path: str) -> list[str]:
@@ -89,8 +90,8 @@ def with_grub_initrd(path: str) -> list[str]:
 def test_initrd_outside_boot_named_by_the_bootloader_is_refused(path):
     # High: with "initrd /etc/shadow" in grub.cfg, /etc/shadow became an initrd.
     info = process(with_grub_initrd(path))
-    assert info["status"] == "error"  # the deploy refuses hosts with errors: nothing is rebuilt
-    assert any("not a file in /boot, refusing to touch it" in e for e in info["errors"]), info["errors"]
+    assert info.status == "error"  # the deploy refuses hosts with errors: nothing is rebuilt
+    assert any("not a file in /boot, refusing to touch it" in e for e in info.errors), info.errors
 
 
 def test_file_in_boot_that_is_not_an_initrd_is_refused():
@@ -98,9 +99,9 @@ def test_file_in_boot_that_is_not_an_initrd_is_refused():
     i = lines.index("@@KVM initrd /boot/initrd.img-6.1.0-50-amd64 6046887")
     lines.insert(i + 1, "magic 23206b766d2d")  # "# kvm-": a text file
     info = process(lines)
-    assert info["status"] == "error" and any("does not look like an initrd" in e for e in info["errors"])
+    assert info.status == "error" and any("does not look like an initrd" in e for e in info.errors)
     lines[i + 1] = "magic 1f8b08000000"  # gzip: an initrd
-    assert process(lines)["status"] == "drifted"
+    assert process(lines).status == "drifted"
 
 
 @pytest.mark.parametrize(
@@ -118,12 +119,11 @@ def test_file_in_boot_that_is_not_an_initrd_is_refused():
 def test_bad_inventory_data_is_a_clear_error_never_compliant(data, expect):
     # Medium: bad kvm_drivers / kvm_kernels data crashed the run or reported "compliant".
     compliant = ITOOLS  # the state does not matter: bad settings are an error first
-    fact = kd.KvmDrivers()
-    cmd = fact.command(data.get("drivers"), data.get("extra"), data.get("kernels", "all")).get_raw_value()
+    cmd = kd.KvmDrivers().command(lookup_drivers(data.get("drivers"), data.get("extra"))).get_raw_value()
     assert "touch /x" not in cmd  # an invalid name never reaches the host
-    info = fact.process(compliant)
-    assert info["status"] == "error"
-    assert any(expect in e for e in info["errors"]), info["errors"]
+    info = process(compliant, **data)
+    assert info.status == "error"
+    assert any(expect in e for e in info.errors), info.errors
 
 
 def test_tampered_cache_lines_are_validated_like_fresh_ones(tmp_path, monkeypatch):
@@ -140,7 +140,7 @@ def test_tampered_cache_lines_are_validated_like_fresh_ones(tmp_path, monkeypatc
     cached = cache.load("h1")
     snap = p.parse_snapshot(cache.expand(cached, [f"@@KVM unchanged {fp}", "@@KVM end"]))
     assert snap.blacklists == [] and any("unexpected modprobe.d line" in x for x in snap.problems)
-    assert kd.analyse(snap)["status"] == "error"
+    assert analyse(snap).status == "error"
 
 
 def test_cache_files_are_private(tmp_path, monkeypatch):
@@ -186,17 +186,17 @@ def test_multiline_initrd_modules_is_rendered_as_one_valid_assignment(tmp_path):
 
 def test_unchanged_answer_without_our_copy_is_an_error():
     info = process(["@@KVM meta", "uname 6.1", "@@KVM unchanged 1-2", "@@KVM end"])
-    assert info["status"] == "error" and any("cached answer" in e for e in info["errors"])
+    assert info.status == "error" and any("cached answer" in e for e in info.errors)
 
 
 def test_grubby_disagreeing_with_our_default_is_an_error_and_agreeing_is_fine():
     # issue #10: where the host has its own tool for the default kernel, ask it and compare.
     at = ITOOLS.index("tool python3 /usr/bin/python3")
     agree = ITOOLS[: at + 1] + ["grubby /boot/vmlinuz-6.1.0-50-amd64"] + ITOOLS[at + 1 :]
-    assert process(agree)["status"] == "drifted"
+    assert process(agree).status == "drifted"
     disagree = ITOOLS[: at + 1] + ["grubby /boot/vmlinuz-6.1.0-47-amd64"] + ITOOLS[at + 1 :]
     info = process(disagree)
-    assert info["status"] == "error" and any("grubby --default-kernel says" in e for e in info["errors"])
+    assert info.status == "error" and any("grubby --default-kernel says" in e for e in info.errors)
 
 
 def test_crafted_inputs_cost_linear_time_not_hours():
@@ -228,21 +228,21 @@ def test_default_entry_whose_kernel_is_not_checked_is_an_error():
     # review finding: the default entry's kernel not installed, or its initrd another kernel's,
     # or an image tied to no kernel, gave "compliant" for what GRUB would not boot as checked.
     info = process(default_boots("6.1.0-51-amd64"))
-    assert info["status"] == "error" and any("which is not an installed kernel" in e for e in info["errors"])
+    assert info.status == "error" and any("which is not an installed kernel" in e for e in info.errors)
     info = process(default_boots("6.1.0-51-amd64"), kernels="default")
-    assert info["status"] == "error"
+    assert info.status == "error"
     info = process(default_boots("6.1.0-50-amd64", initrd_kver="5.10.0-30-amd64"))
-    assert info["status"] == "error" and any("holds the modules of kernel 5.10.0-30-amd64" in e for e in info["errors"])
+    assert info.status == "error" and any("holds the modules of kernel 5.10.0-30-amd64" in e for e in info.errors)
     lines = [ln.replace("/boot/vmlinuz-6.1.0-50-amd64 root", "/boot/linux.vmx root") for ln in ITOOLS]
     info = process(lines)
-    assert info["status"] == "error" and any("cannot tell which kernel" in e for e in info["errors"])
+    assert info.status == "error" and any("cannot tell which kernel" in e for e in info.errors)
 
 
 def test_initrd_path_with_patterns_or_spaces_is_refused():
     # review finding: 'initrd /boot/*' was glob-expanded on the host and reached rebuild.sh.
     lines = [ln.replace("\tinitrd\t/boot/initrd.img-6.1.0-50-amd64", "\tinitrd\t/boot/*") for ln in ITOOLS]
     info = process(lines[:-1] + ["@@KVM ref /boot/* ", "@@KVM end"])
-    assert info["status"] == "error" and any("not a file in /boot" in e for e in info["errors"])
+    assert info.status == "error" and any("not a file in /boot" in e for e in info.errors)
 
 
 def test_initrd_modules_with_shell_code_is_never_rewritten():
@@ -252,18 +252,18 @@ def test_initrd_modules_with_shell_code_is_never_rewritten():
     snap = p.parse_snapshot(ITOOLS)
     snap.files = {k: v for k, v in snap.files.items() if "release" not in k} | files
     snap.tools["mkinitrd"] = "/sbin/mkinitrd"
-    info = kd.analyse(snap)
-    assert info["status"] == "error" and any("other than module names" in e for e in info["errors"])
+    info = analyse(snap)
+    assert info.status == "error" and any("other than module names" in e for e in info.errors)
 
 
 def test_deploy_settings_are_checked():
     # review finding: kvm_remove_blacklists: "false" is truthy; kvm_gather_timeout: "300" made gevent raise.
-    assert kd.deploy_settings_errors({}) == []
-    assert kd.deploy_settings_errors({"kvm_remove_blacklists": True, "kvm_gather_timeout": 30}) == []
-    errors = kd.deploy_settings_errors({"kvm_remove_blacklists": "false"})
+    assert deploy_settings_errors({}) == []
+    assert deploy_settings_errors({"kvm_remove_blacklists": True, "kvm_gather_timeout": 30}) == []
+    errors = deploy_settings_errors({"kvm_remove_blacklists": "false"})
     assert "kvm_remove_blacklists must be True or False" in errors[0]
-    assert "kvm_gather_timeout must be a number" in kd.deploy_settings_errors({"kvm_gather_timeout": "300"})[0]
-    assert "kvm_change_timeout must be a number" in kd.deploy_settings_errors({"kvm_change_timeout": None})[0]
+    assert "kvm_gather_timeout must be a number" in deploy_settings_errors({"kvm_gather_timeout": "300"})[0]
+    assert "kvm_change_timeout must be a number" in deploy_settings_errors({"kvm_change_timeout": None})[0]
 
 
 def test_terminal_escapes_from_host_data_never_reach_the_log_or_messages():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-LISTER = Path(__file__).parent.parent / "facts" / "initrd_ls.py"
+LISTER = Path(__file__).parent.parent / "hostside" / "initrd_ls.py"
 
 
 def newc(files: dict[str, bytes]) -> bytes:

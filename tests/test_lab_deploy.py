@@ -19,8 +19,10 @@ import testinfra
 
 from facts import kvm_drivers as kd
 from facts import parsers
+from operations.plan import wanted_drivers
 from tests.conftest import ROOT, Run, check_cli, pyinfra
 from tests.lab import boot, hosts
+from tests.planning import analyse
 
 pytestmark = pytest.mark.lab
 INVENTORY, DEPLOY = "inventories/lab.py", "deploys/kvm_drivers.py"
@@ -42,9 +44,9 @@ def remote(h: hosts.HostSpec):
 
 def remote_info(h: hosts.HostSpec) -> dict:
     """The KvmDrivers fact of a host, gathered over SSH exactly as pyinfra does (with its kvm_kernels)."""
-    cmd = kd.gather_command(kd.wanted_drivers("suse", None, None)).get_raw_value()
+    cmd = kd.gather_command(wanted_drivers("suse", None, None)).get_raw_value()
     out = remote(h).check_output(cmd)
-    return kd.analyse(parsers.parse_snapshot(out.splitlines()), kernels=dict(h.data).get("kvm_kernels", "all"))
+    return analyse(parsers.parse_snapshot(out.splitlines()), kernels=dict(h.data).get("kvm_kernels", "all"))
 
 
 K47, K50 = "6.1.0-47-amd64", "6.1.0-50-amd64"
@@ -205,9 +207,9 @@ def test_first_run_fixes_every_supported_host_and_only_refuses(story):
 @pytest.mark.parametrize("h", refused_hosts(), ids=lambda h: h.name)
 def test_refused_host_gets_a_clear_message_and_is_untouched(story, h):
     info = story.info_before[h.name]
-    assert info["status"] == "unsupported" and info["errors"]
+    assert info.status == "unsupported" and info.errors
     line = next(ln for ln in story.first.output.splitlines() if f"[{h.name}]" in ln and "kvm-drivers:" in ln)
-    assert info["errors"][0] in line and "nothing was changed" in line
+    assert info.errors[0] in line and "nothing was changed" in line
     assert story.sums_before[h.name] == story.sums_first[h.name] == story.sums_second[h.name]
 
 
@@ -222,10 +224,10 @@ def test_compliant_host_is_left_alone(story):
 def test_declared_files_and_rebuilt_initrd(story, h):
     host = remote(h)
     info = remote_info(h)
-    assert info["status"] == "compliant", info
-    gen = info["generator"]
-    as_module = [d for d in info["wanted"] if any(d in k["modules"] for k in info["kernels"])]
-    builtin = [d for d in info["wanted"] if d not in as_module]
+    assert info.status == "compliant", info
+    gen = info.generator
+    as_module = [d for d in info.wanted if any(d in k.modules for k in info.kernels)]
+    builtin = [d for d in info.wanted if d not in as_module]
     if gen == "initramfs-tools":
         f = host.file("/etc/initramfs-tools/modules")
         for d in as_module:
@@ -237,19 +239,19 @@ def test_declared_files_and_rebuilt_initrd(story, h):
         assert len([ln for ln in f.content_string.splitlines() if ln == "virtio_blk"]) == 1
     elif gen == "dracut":
         f = host.file("/etc/dracut.conf.d/90-kvm-drivers.conf")
-        first = "ata_piix ata_generic " if info["distro"]["family"].startswith("suse") else ""
+        first = "ata_piix ata_generic " if info.state.distro.family.startswith("suse") else ""
         assert f.contains(f'add_drivers+=" {first}virtio_blk virtio_scsi virtio_net virtio_pci virtio_ring virtio "')
     elif gen == "suse-mkinitrd":
         f = host.file("/etc/sysconfig/kernel")
         mods = "ata_piix ata_generic ext4 xen-blkfront virtio_blk virtio_scsi virtio_net virtio_pci virtio_ring virtio"
         assert f.contains(f'^INITRD_MODULES="{mods}" # root disk on Xen$')
         assert f.contains('^DOMU_INITRD_MODULES="xennet xenblk"$')
-    for kernel in info["kernels"]:
-        assert kernel["missing"] == []
-        listing = host.check_output("lsinitrd %s 2>/dev/null || lsinitramfs %s", kernel["initrd"], kernel["initrd"])
-        for m in kernel["needed"]:
+    for kernel in info.kernels:
+        assert kernel.missing == []
+        listing = host.check_output("lsinitrd %s 2>/dev/null || lsinitramfs %s", kernel.initrd, kernel.initrd)
+        for m in kernel.needed:
             assert f"/{m}.ko" in listing.replace("-", "_"), m
-        assert host.file(kernel["initrd"] + ".kvm-drivers.bak").exists
+        assert host.file(kernel.initrd + ".kvm-drivers.bak").exists
 
 
 def test_second_run_changes_nothing(story):
@@ -287,7 +289,7 @@ def test_declaration_persists_through_the_distributions_own_rebuild(story):
 
 def test_blacklist_is_reported_then_removed_on_request(story):
     info = story.info_before["deb12-blacklist"]
-    assert [b["driver"] for b in info["blacklisted"]] == ["virtio_blk"]
+    assert [b.driver for b in info.blacklisted] == ["virtio_blk"]
     conf = remote(hosts.spec("deb12-blacklist")).file("/etc/modprobe.d/no-virtio.conf")
     assert conf.contains("^# disabled by kvm-drivers .*: install virtio_blk /bin/false$")
     assert conf.contains("^options loop max_loop=8$")
@@ -317,17 +319,17 @@ def test_drift_check_after_json(story):
 
 def test_kernel_with_every_virtio_driver_built_in_needs_nothing(story):
     info = story.info_before["deb12-builtin"]
-    (kernel,) = info["kernels"]
-    assert kernel["builtin"] == ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
-    assert kernel["needed"] == [] and kernel["initrd"] == "" and info["to_declare"] == []
+    (kernel,) = info.kernels
+    assert kernel.builtin == ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
+    assert kernel.needed == [] and kernel.initrd == "" and info.to_declare == []
     assert story.after["deb12-builtin"].ok and story.after["deb12-builtin"].initrd == ""  # booted without one
 
 
 def test_builtin_drivers_of_a_real_kernel_are_reported_not_demanded(story):
     # Debian 13's kernel has virtio, virtio_ring and virtio_pci built in (modules.builtin)
     (kernel,) = story.info_before["deb13-itools"]["kernels"]
-    assert kernel["builtin"] == ["virtio_pci", "virtio_ring", "virtio"]
-    assert not set(kernel["builtin"]) & set(kernel["needed"])
+    assert kernel.builtin == ["virtio_pci", "virtio_ring", "virtio"]
+    assert not set(kernel.builtin) & set(kernel.needed)
     assert story.info_before["deb13-itools"]["to_declare"] == ["virtio_blk", "virtio_scsi", "virtio_net"]
 
 

@@ -7,6 +7,7 @@ Each scenario runs on its own hosts (127.0.31.x), with its own inventory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import subprocess
@@ -15,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
+import hostside
 from facts import kvm_drivers as kd
 from facts import parsers
 from operations import kvm_drivers as ops
+from operations.plan import wanted_drivers
 from tests.conftest import pyinfra
 from tests.lab import hosts
+from tests.planning import analyse
 
 pytestmark = pytest.mark.lab
 DEPLOY, DRIFT = "deploys/kvm_drivers.py", "deploys/drift_check.py"
@@ -171,23 +175,24 @@ def test_dropped_channel_during_a_failing_rebuild_still_cleans_up_and_rolls_back
     # High: SIGPIPE on a dropped channel killed the script before its cleanup.
     h = make("sigpipe", 8, hook(BROKEN_HOOK))
     started(h)
-    out = ssh(h, kd.gather_command(kd.wanted_drivers("debian", None, None)).get_raw_value())
-    info = kd.analyse(parsers.parse_snapshot(out.splitlines()))
+    out = ssh(h, kd.gather_command(wanted_drivers("debian", None, None)).get_raw_value())
+    info = analyse(parsers.parse_snapshot(out.splitlines()))
     before = ssh(h, f"cat {MODULES}")
-    path, content = ops.new_declaration(info)
+    path, content = ops.declaration(info.state, info.declare)
     run_id = ops.new_run_id()
-    write = ["sh", "-c", ops.WRITE_SCRIPT, "kvm-write", path, content, "1", info["declared"]["current"], run_id]
+    write = ["sh", "-c", hostside.WRITE, "kvm-write", path, content, "1", info.declared.current, run_id]
     ssh(h, " ".join(shlex.quote(a) for a in write))
     assert "virtio_blk" in ssh(h, f"cat {MODULES}")
-    rebuild = ops.rebuild_command(info, info["kernels"][0], run_id=run_id).get_raw_value()
+    kernel = info.state.kernels[0]
+    rebuild = ops.rebuild_command(info.generator, kernel, info.kernels[0].needed, run_id=run_id).get_raw_value()
     # every byte the script writes goes to a pipe nobody reads any more (the channel is gone)
     ssh(h, f"( {rebuild} ) 2>&1 | true", check=False)
     assert ssh(h, f"cat {MODULES}") == before  # rolled back
     assert ssh(h, "ls /boot /run/kvm-drivers | grep -c -e kvm-drivers.new -e rollback || true").strip() == "0"
     # review finding: a link among the image's directories led outside /boot
     ssh(h, "ln -s /etc /boot/sub")
-    kernel = {**info["kernels"][0], "initrd": "/boot/sub/shadow"}
-    out = ssh(h, ops.rebuild_command(info, kernel).get_raw_value() + " 2>&1 || true")
+    kernel = dataclasses.replace(kernel, initrd="/boot/sub/shadow")
+    out = ssh(h, ops.rebuild_command(info.generator, kernel, info.kernels[0].needed).get_raw_value() + " 2>&1 || true")
     assert "a directory of it is a link" in out and ssh(h, "stat -c %s /etc/shadow").strip() != "0"
 
 

@@ -6,6 +6,9 @@ import pytest
 
 from facts import kvm_drivers as kd
 from facts import parsers as p
+from facts.state import OLDEST_KERNEL, driver_kind
+from operations.plan import VIRTIO
+from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -18,31 +21,31 @@ def snapshot(name: str) -> p.Snapshot:
 
 
 def test_itools_snapshot_is_drifted_with_every_virtio_missing():
-    info = kd.analyse(snapshot("gather-bookworm-itools.txt"))
-    assert info["status"] == "drifted"
-    assert info["distro"]["family"] == "debian"
-    assert info["generator"] == "initramfs-tools"
-    assert info["declared"]["setting"] == "MODULES=list"
-    assert info["declared"]["drivers"] == ["ext4", "xen_blkfront", "xen_netfront"]
-    (kernel,) = info["kernels"]
-    assert kernel["version"] == "6.1.0-50-amd64" and kernel["default"]
-    assert kernel["initrd"] == "/boot/initrd.img-6.1.0-50-amd64"
-    assert kernel["initrd_source"].startswith("bootloader entry")
-    assert kernel["modules"] == kd.VIRTIO and kernel["builtin"] == [] and kernel["absent"] == []
+    info = analyse(snapshot("gather-bookworm-itools.txt"))
+    assert info.status == "drifted"
+    assert info.state.distro.family == "debian"
+    assert info.generator == "initramfs-tools"
+    assert info.declared.setting == "MODULES=list"
+    assert info.declared.drivers == ["ext4", "xen_blkfront", "xen_netfront"]
+    (kernel,) = info.kernels
+    assert kernel.version == "6.1.0-50-amd64" and kernel.default
+    assert kernel.initrd == "/boot/initrd.img-6.1.0-50-amd64"
+    assert kernel.initrd_source.startswith("bootloader entry")
+    assert kernel.modules == VIRTIO and kernel.builtin == [] and kernel.absent == []
     # dependency closure, not just the six names
     for dep in ("virtio_pci_modern_dev", "virtio_pci_legacy_dev", "net_failover", "failover"):
-        assert dep in kernel["needed"] and dep in kernel["missing"]
-    assert info["to_rebuild"] == ["6.1.0-50-amd64"]
-    assert info["to_declare"] == kd.VIRTIO
-    assert any("running kernel" in w and "not installed" in w for w in info["warnings"])
+        assert dep in kernel.needed and dep in kernel.missing
+    assert info.to_rebuild == ["6.1.0-50-amd64"]
+    assert info.to_declare == VIRTIO
+    assert any("running kernel" in w and "not installed" in w for w in info.warnings)
 
 
 def test_dracut_snapshot_routes_to_dracut_dropin():
-    info = kd.analyse(snapshot("gather-bookworm-dracut.txt"))
-    assert info["generator"] == "dracut"  # mkinitramfs is left behind, but dracut is in charge
-    assert info["declared"]["path"] == "/etc/dracut.conf.d/90-kvm-drivers.conf"
-    (kernel,) = info["kernels"]
-    assert "virtio_blk" in kernel["missing"] and "scsi_mod" not in kernel["missing"]
+    info = analyse(snapshot("gather-bookworm-dracut.txt"))
+    assert info.generator == "dracut"  # mkinitramfs is left behind, but dracut is in charge
+    assert info.declared.path == "/etc/dracut.conf.d/90-kvm-drivers.conf"
+    (kernel,) = info.kernels
+    assert "virtio_blk" in kernel.missing and "scsi_mod" not in kernel.missing
     assert (
         len(
             p.parse_snapshot((FIX / "gather-bookworm-dracut.txt").read_text().splitlines())
@@ -56,12 +59,12 @@ def test_dracut_snapshot_routes_to_dracut_dropin():
 def test_initrd_already_fine_and_declared_is_compliant():
     snap = snapshot("gather-bookworm-itools.txt")
     raw = snap.initrds["/boot/initrd.img-6.1.0-50-amd64"]
-    info = kd.analyse(snap)
-    raw.modules |= set(info["kernels"][0]["needed"])
-    snap.files["/etc/initramfs-tools/modules"] += "\n".join(kd.VIRTIO) + "\n"
-    info = kd.analyse(snap)
-    assert info["status"] == "compliant", info
-    assert info["to_rebuild"] == [] and info["to_declare"] == []
+    info = analyse(snap)
+    raw.modules |= set(info.kernels[0].needed)
+    snap.files["/etc/initramfs-tools/modules"] += "\n".join(VIRTIO) + "\n"
+    info = analyse(snap)
+    assert info.status == "compliant", info
+    assert info.to_rebuild == [] and info.to_declare == []
 
 
 def test_builtin_driver_is_never_demanded_nor_declared():
@@ -69,10 +72,10 @@ def test_builtin_driver_is_never_demanded_nor_declared():
     k = snap.kernels["6.1.0-50-amd64"]
     del k.modules["virtio_blk"]
     k.builtin.add("virtio_blk")
-    info = kd.analyse(snap)
-    assert info["kernels"][0]["builtin"] == ["virtio_blk"]
-    assert "virtio_blk" not in info["kernels"][0]["needed"]
-    assert "virtio_blk" not in info["to_declare"]
+    info = analyse(snap)
+    assert info.kernels[0].builtin == ["virtio_blk"]
+    assert "virtio_blk" not in info.kernels[0].needed
+    assert "virtio_blk" not in info.to_declare
 
 
 def no_initrd_snapshot(builtin: bool) -> p.Snapshot:
@@ -81,40 +84,40 @@ def no_initrd_snapshot(builtin: bool) -> p.Snapshot:
     snap = p.parse_snapshot([ln for ln in lines if not ln.startswith("\tinitrd\t")])
     if builtin:
         k = snap.kernels["6.1.0-50-amd64"]
-        for d in kd.VIRTIO:
+        for d in VIRTIO:
             k.modules.pop(d, None)
             k.builtin.add(d)
     return snap
 
 
 def test_kernel_with_everything_built_in_booted_without_initrd_is_compliant():
-    info = kd.analyse(no_initrd_snapshot(builtin=True))
-    (k,) = info["kernels"]
-    assert k["initrd"] == "" and "(no initrd)" in k["initrd_source"] and k["initrd_error"] == ""
-    assert info["status"] == "compliant" and info["to_rebuild"] == [] and info["to_declare"] == []
+    info = analyse(no_initrd_snapshot(builtin=True))
+    (k,) = info.kernels
+    assert k.initrd == "" and "(no initrd)" in k.initrd_source and k.initrd_error == ""
+    assert info.status == "compliant" and info.to_rebuild == [] and info.to_declare == []
 
 
 def test_kernel_needing_modules_booted_without_initrd_is_refused_not_rebuilt():
-    info = kd.analyse(no_initrd_snapshot(builtin=False))
-    assert info["errors"] and "without an initrd" in info["errors"][0] and "virtio_blk" in info["errors"][0]
-    assert info["status"] == "error"  # the deploy refuses the host: there is no initrd to rebuild
+    info = analyse(no_initrd_snapshot(builtin=False))
+    assert info.errors and "without an initrd" in info.errors[0] and "virtio_blk" in info.errors[0]
+    assert info.status == "error"  # the deploy refuses the host: there is no initrd to rebuild
 
 
 def test_config_fallback_when_modules_builtin_is_missing():
     k = p.RawKernel("2.6.32-754.el6.x86_64", has_builtin=False)
     k.config = {"VIRTIO": "y", "VIRTIO_PCI": "y", "VIRTIO_BLK": "m", "VIRTIO_MENU": "y"}
     k.modules = {"virtio_blk": []}
-    assert kd.driver_kind(k, "virtio") == "builtin"
-    assert kd.driver_kind(k, "virtio_ring") == "builtin"
-    assert kd.driver_kind(k, "virtio_blk") == "module"
-    assert kd.driver_kind(k, "virtio_net") == "absent"  # VIRTIO_MENU=y must not count
+    assert driver_kind(k, "virtio") == "builtin"
+    assert driver_kind(k, "virtio_ring") == "builtin"
+    assert driver_kind(k, "virtio_blk") == "module"
+    assert driver_kind(k, "virtio_net") == "absent"  # VIRTIO_MENU=y must not count
 
 
 def test_truncated_output_is_an_error_not_a_verdict():
     lines = (FIX / "gather-bookworm-itools.txt").read_text().splitlines()
-    info = kd.analyse(p.parse_snapshot(lines[:-1]))
-    assert info["status"] == "error"
-    assert "did not finish" in info["errors"][0]
+    info = analyse(p.parse_snapshot(lines[:-1]))
+    assert info.status == "error"
+    assert "did not finish" in info.errors[0]
 
 
 def test_unreadable_initrd_is_reported_and_rebuilt():
@@ -122,9 +125,9 @@ def test_unreadable_initrd_is_reported_and_rebuilt():
     start = next(i for i, ln in enumerate(lines) if ln.startswith("@@KVM initrd "))
     end = next(i for i, ln in enumerate(lines) if i > start and ln.startswith("@@KVM ") and " initrd " not in ln)
     lines[start + 1 : end] = ["@@KVM listfail 1", "/boot/x: unreadable initrd: unknown data at offset 0"]
-    info = kd.analyse(p.parse_snapshot(lines))
-    assert "unreadable initrd" in info["kernels"][0]["initrd_error"]
-    assert info["to_rebuild"] == ["6.1.0-50-amd64"]
+    info = analyse(p.parse_snapshot(lines))
+    assert "unreadable initrd" in info.kernels[0].initrd_error
+    assert info.to_rebuild == ["6.1.0-50-amd64"]
 
 
 # --- distributions --------------------------------------------------------------------------
@@ -193,7 +196,7 @@ def test_unknown_and_garbage_distros_are_unsupported_with_reason():
 def test_kernel_version_tuple():
     assert p.kernel_version_tuple("2.6.18-398.el5") == (2, 6, 18)
     assert p.kernel_version_tuple("6.1.0-50-amd64") == (6, 1, 0)
-    assert p.kernel_version_tuple("2.6.18-398.el5") <= kd.OLDEST_KERNEL < p.kernel_version_tuple("2.6.32")
+    assert p.kernel_version_tuple("2.6.18-398.el5") <= OLDEST_KERNEL < p.kernel_version_tuple("2.6.32")
 
 
 # --- bootloaders ----------------------------------------------------------------------------
@@ -368,13 +371,13 @@ def test_initrd_modules_with_quotes_and_comment():
 def test_prechecks_full_or_readonly_boot_refuse_before_any_change():
     snap = snapshot("gather-bookworm-itools.txt")
     snap.meta["bootfree"] = "9000"  # KiB: less than a backup plus a new 6 MB initrd
-    info = kd.analyse(snap)
-    assert info["status"] == "error" and "not enough free space in /boot" in info["errors"][0]
+    info = analyse(snap)
+    assert info.status == "error" and "not enough free space in /boot" in info.errors[0]
     snap.meta["bootfree"] = "900000"
-    assert kd.analyse(snap)["status"] == "drifted"
+    assert analyse(snap).status == "drifted"
     snap.meta["bootmount"] = "ro,relatime"
-    info = kd.analyse(snap)
-    assert info["status"] == "error" and "read-only" in info["errors"][0]
+    info = analyse(snap)
+    assert info.status == "error" and "read-only" in info.errors[0]
 
 
 def test_file_without_final_newline_is_kept_exactly():
@@ -389,25 +392,27 @@ def test_kernel_directory_without_image_or_modules_dep_is_skipped_with_a_warning
     snap = snapshot("gather-bookworm-itools.txt")
     snap.kernels["5.10.0-9-amd64"] = p.RawKernel("5.10.0-9-amd64", has_dep=True)  # no image
     snap.kernels["kernel-abi-whitelists"] = p.RawKernel("kernel-abi-whitelists")  # not a kernel
-    info = kd.analyse(snap)
-    assert [k["version"] for k in info["kernels"]] == ["6.1.0-50-amd64"]
-    assert any("5.10.0-9-amd64 skipped" in w and "no kernel image" in w for w in info["warnings"])
-    assert any("kernel-abi-whitelists skipped" in w and "no modules.dep" in w for w in info["warnings"])
+    info = analyse(snap)
+    assert [k.version for k in info.kernels] == ["6.1.0-50-amd64"]
+    assert any("5.10.0-9-amd64 skipped" in w and "no kernel image" in w for w in info.warnings)
+    assert any("kernel-abi-whitelists skipped" in w and "no modules.dep" in w for w in info.warnings)
 
 
-def test_initrds_short_fact_shape():
-    data = kd.analyse(snapshot("gather-bookworm-itools.txt"))
-    out = kd.Initrds().process_data(data)
-    assert out["6.1.0-50-amd64"]["initrd"] == "/boot/initrd.img-6.1.0-50-amd64"
-    assert out["6.1.0-50-amd64"]["default"] is True and "virtio_blk" in out["6.1.0-50-amd64"]["missing"]
+def test_short_facts_return_typed_parts_of_the_state():
+    state = kd.KvmDrivers().process((FIX / "gather-bookworm-itools.txt").read_text().splitlines())
+    (kernel,) = kd.Kernels().process_data(state)
+    assert kernel.initrd == "/boot/initrd.img-6.1.0-50-amd64" and kernel.default is True
+    assert kernel.kinds["virtio_blk"] == "module" and "virtio_blk" not in kernel.in_initrd
+    assert kd.Distro().process_data(state).family == "debian"
+    assert kd.DeclaredDrivers().process_data(state).path == "/etc/initramfs-tools/modules"
 
 
 def test_unreadable_declaration_file_is_never_rewritten():
     snap = snapshot("gather-bookworm-itools.txt")
     snap.files["/etc/initramfs-tools/modules"] = None  # present, but unreadable or not UTF-8
-    info = kd.analyse(snap)
-    assert info["status"] == "error"
-    assert "/etc/initramfs-tools/modules exists but could not be read" in info["errors"][0]
+    info = analyse(snap)
+    assert info.status == "error"
+    assert "/etc/initramfs-tools/modules exists but could not be read" in info.errors[0]
 
 
 def test_unreadable_marker_after_a_file_keeps_that_file():

@@ -2,6 +2,7 @@
 
 
 from facts import parsers as p
+from facts.state import HostState
 from operations import kvm_drivers as ops
 
 VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
@@ -55,19 +56,16 @@ def test_sysconfig_kernel_without_the_variable_appends_it():
 
 
 def test_new_declaration_for_dracut_keeps_our_previous_drivers():
-    info = {
+    state = HostState.from_dict({
         "generator": "dracut",
-        "wanted": VIRTIO + ["virtio_console"],
-        "to_declare": ["virtio_console"],
         "declared": {
             "path": "/etc/dracut.conf.d/90-kvm-drivers.conf",
             "drivers": VIRTIO + ["xen_blkfront"],
             "by_others": ["xen_blkfront"],
         },
-    }
-    path, text = ops.new_declaration(info)
+    })
+    path, text = ops.declaration(state, VIRTIO + ["virtio_console"])
     assert path.endswith("90-kvm-drivers.conf")
     conf = p.parse_dracut({path: text})
     assert list(conf.add_drivers) == VIRTIO + ["virtio_console"]
-    info["to_declare"] = []
-    assert ops.new_declaration(info) is None
+    assert ops.declaration(state, VIRTIO) is None

@@ -4,27 +4,28 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
-from facts import kvm_drivers as kd
 from facts import parsers as p
 from facts import report
+from operations.plan import VIRTIO, Plan
+from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
 
 
-def info(name: str) -> dict:
-    return kd.analyse(p.parse_snapshot((FIX / name).read_text().splitlines()))
+def info(name: str) -> Plan:
+    return analyse(p.parse_snapshot((FIX / name).read_text().splitlines()))
 
 
 def rows() -> list[dict]:
     drifted = report.host_row("web1", info("gather-bookworm-itools.txt"))
     snap = p.parse_snapshot((FIX / "gather-bookworm-itools.txt").read_text().splitlines())
-    first = kd.analyse(snap)
-    snap.initrds["/boot/initrd.img-6.1.0-50-amd64"].modules |= set(first["kernels"][0]["needed"])
-    snap.files["/etc/initramfs-tools/modules"] += "\n".join(kd.VIRTIO) + "\n"
-    compliant = report.host_row("web2", kd.analyse(snap))
+    first = analyse(snap)
+    snap.initrds["/boot/initrd.img-6.1.0-50-amd64"].modules |= set(first.kernels[0].needed)
+    snap.files["/etc/initramfs-tools/modules"] += "\n".join(VIRTIO) + "\n"
+    compliant = report.host_row("web2", analyse(snap))
     snap.files["/etc/os-release"] = 'NAME="Arch Linux"\nID=arch\n'
     del snap.files["/usr/lib/os-release"]
-    unsupported = report.host_row("arch1", kd.analyse(snap))
+    unsupported = report.host_row("arch1", analyse(snap))
     unreachable = report.host_row("db9", None, "unreachable: SSH connection failed")
     return [drifted, compliant, unsupported, unreachable]
 

@@ -18,10 +18,10 @@ import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from facts import kvm_drivers as kd
 from facts import parsers as p
 from facts import report
 from tests.fake_connector import gather_output
+from tests.planning import analyse
 
 ROOT = Path(__file__).parent.parent
 FIX = Path(__file__).parent / "fixtures"
@@ -32,13 +32,13 @@ EVIL = 'evil"host\\\n<script>alert(1)</script>\x1b[31mred\x1b[0m\u202e\x00'
 def real_rows() -> list[dict]:
     """Rows from captured gather outputs of real hosts (Debian 12 initramfs-tools and dracut), made
     compliant, drifted, unsupported, and a host that could not be reached, whose name is hostile."""
-    dracut = kd.analyse(p.parse_snapshot((FIX / "gather-bookworm-dracut.txt").read_text().splitlines()))
-    drifted = kd.analyse(p.parse_snapshot(gather_output("drifted")))
-    compliant = kd.analyse(p.parse_snapshot(gather_output("compliant")))
+    dracut = analyse(p.parse_snapshot((FIX / "gather-bookworm-dracut.txt").read_text().splitlines()))
+    drifted = analyse(p.parse_snapshot(gather_output("drifted")))
+    compliant = analyse(p.parse_snapshot(gather_output("compliant")))
     arch = gather_output("compliant")
     start = arch.index("@@KVM file /etc/os-release")
     arch[start + 1 : arch.index("@@KVM file /etc/debian_version")] = ['NAME="<b>Arch</b>\x1b]0;pwned\x07"', "ID=arch"]
-    unsupported = kd.analyse(p.parse_snapshot(arch))
+    unsupported = analyse(p.parse_snapshot(arch))
     return [
         report.host_row("web1", drifted),
         report.host_row("web2", compliant),

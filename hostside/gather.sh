@@ -110,6 +110,7 @@ if [ -n "$fp" ] && [ "$fp" = "$SEEN" ]; then
 fi
 sec fingerprint "$fp"
 sec meta
+echo "drivers $W"
 printf '%s\n' "$tools"
 # The host's own answer for the default kernel, where it has one (RHEL family): compared with ours.
 case "$tools" in *"tool grubby /"*) echo "grubby $(grubby --default-kernel 2>&1 | head -n 1 | ascii)" ;; esac

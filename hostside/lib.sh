@@ -1,6 +1,6 @@
-# kvm-drivers shared shell functions, prepended to gather.sh, rebuild.sh and the declaration
-# write (POSIX sh).
-# Needs $PYLIST: the Python initrd lister (facts/initrd_ls.py), used when native tools fail.
+# kvm-drivers shared shell functions, prepended to gather.sh, rebuild.sh write.sh and
+# unblacklist.sh (POSIX sh).
+# Needs $PYLIST: the Python initrd lister (hostside/initrd_ls.py), used when native tools fail.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 LC_ALL=C
 export PATH LC_ALL

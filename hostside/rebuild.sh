@@ -1,4 +1,4 @@
-# kvm-drivers: rebuild ONE initrd safely, then prove it. Prepended with facts/lib.sh.
+# kvm-drivers: rebuild ONE initrd safely, then prove it. Prepended with lib.sh.
 # Usage: sh -c "$(cat lib.sh rebuild.sh)" kvm-rebuild PY_LISTER GENERATOR IMAGE KVER RUN LAST FORCE MODULE...
 # The new image is built beside the old one under a temporary name, listed, checked for
 # every required module, flushed to disk, and only then renamed over the old one (atomic on

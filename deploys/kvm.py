@@ -1,0 +1,141 @@
+"""
+The kvm-drivers deploy as a function another pyinfra project can call with its own settings.
+
+.. code:: python
+
+    from deploys.kvm import kvm_drivers
+
+    kvm_drivers(extra=["virtio_console"], kernels="default")
+
+Per host: one remote command gathers the state (``facts.kvm_drivers.gather_state``), a pure
+``plan`` decides, then only the operations the plan needs are queued (a compliant host gets none):
+disable blocking modprobe.d lines (only with ``remove_blacklists``), declare the drivers, rebuild
+each initrd that lacks one, and a summary of what was done. A host that cannot be fully checked
+or safely changed fails alone, with the cause, and nothing is changed on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import python
+
+from facts.kvm_drivers import gather_state
+from operations import kvm_drivers as ops
+from operations.plan import CHANGE_TIMEOUT, GATHER_TIMEOUT, Plan, deploy_settings_errors, lookup_drivers, plan
+
+
+def settings_from_data(data: Any) -> dict[str, Any]:
+    """The deploy's arguments from inventory data (``kvm_drivers``, ``kvm_drivers_extra``, ``kvm_kernels``,
+    ``kvm_remove_blacklists``, ``kvm_gather_timeout``, ``kvm_change_timeout``).
+    """
+    return {
+        "drivers": data.get("kvm_drivers"),
+        "extra": data.get("kvm_drivers_extra"),
+        "kernels": data.get("kvm_kernels", "all"),
+        "remove_blacklists": data.get("kvm_remove_blacklists", False),
+        "gather_timeout": data.get("kvm_gather_timeout", GATHER_TIMEOUT),
+        "change_timeout": data.get("kvm_change_timeout", CHANGE_TIMEOUT),
+    }
+
+
+@deploy("Make the host boot on KVM")
+def kvm_drivers(
+    drivers: list[str] | None = None,
+    extra: list[str] | None = None,
+    kernels: str | list[str] = "all",
+    remove_blacklists: bool = False,
+    gather_timeout: float = GATHER_TIMEOUT,
+    change_timeout: float = CHANGE_TIMEOUT,
+) -> None:
+    """
+    Guarantee the virtio drivers in the initrd of every handled kernel, and declare them so that
+    later rebuilds keep them.
+
+    + drivers: replaces the family's driver list (default: virtio_blk virtio_scsi virtio_net
+      virtio_pci virtio_ring virtio; SUSE families add ata_piix ata_generic first)
+    + extra: drivers added to the list (e.g. ``["virtio_console"]``)
+    + kernels: ``"all"`` installed kernels, the ``"default"`` boot entry's, or a list of versions
+    + remove_blacklists: disable modprobe.d lines that stop a wanted driver (then rebuild every initrd)
+    + gather_timeout: seconds the host may take to answer the state gathering
+    + change_timeout: seconds each change (a write, one rebuild) may take
+    """
+    bad = deploy_settings_errors({"kvm_remove_blacklists": remove_blacklists, "kvm_gather_timeout": gather_timeout,
+                                  "kvm_change_timeout": change_timeout})  # fmt: skip
+    if bad:
+        ops.fail_host(name="Refuse bad settings", message=f"{'; '.join(bad)} - nothing was changed")
+        return
+    state = gather_state(host, lookup_drivers(drivers, extra), _timeout=gather_timeout)
+    if state is None:
+        return  # the command failed: pyinfra has reported this host as failed
+    the_plan = plan(state, drivers, extra, kernels)
+    if the_plan.errors:
+        ops.fail_host(
+            name="Refuse an unsupported or broken host",
+            message=f"{'; '.join(the_plan.errors)} - nothing was changed on this host",
+        )
+        return
+    log_plan(the_plan)
+    if the_plan.status == "compliant":
+        host.noop("every handled initrd holds the KVM drivers, and they are declared")
+        return
+    run_id = ops.new_run_id()  # ties the declaration's rollback copy to this run's rebuilds
+    rebuild = [k for k in the_plan.kernels if k.version in the_plan.to_rebuild]
+    done: dict[str, Any] = {}
+    if remove_blacklists and the_plan.blacklisted:
+        done["blacklists"] = ops.disable_modprobe_lines(
+            name="Disable modprobe.d lines that stop KVM drivers", drivers=the_plan.wanted, state=state,
+            run_id=run_id, _timeout=change_timeout,
+        )  # fmt: skip
+        rebuild = [k for k in the_plan.kernels if not k.too_old]  # the initrds carry a copy of modprobe.d
+    if the_plan.to_declare:
+        done["declared"] = ops.declare_drivers(
+            name="Declare the KVM drivers", drivers=the_plan.declare, state=state,
+            run_id=run_id if rebuild else "", _timeout=change_timeout,
+        )  # fmt: skip
+    done["rebuilt"] = []
+    for i, k in enumerate(rebuild):
+        meta = ops.rebuild_initrd(
+            name=f"Rebuild the initrd of kernel {k.version}", kernel=k.version, modules=k.needed, state=state,
+            force=not k.missing, last=i == len(rebuild) - 1, run_id=run_id, _timeout=change_timeout,
+        )  # fmt: skip
+        done["rebuilt"].append((k.initrd, k.version, meta))
+    if len(done) > 1 or done["rebuilt"]:
+        python.call(name="Summary of the KVM drivers", function=log_summary, done=done, declared=state.declared.path)
+
+
+def log_plan(the_plan: Plan) -> None:
+    """Log, per host, what needs no work: built-in and absent drivers, warnings."""
+    for k in the_plan.kernels:
+        if k.builtin:
+            logger.info(f"{host.print_prefix}kernel {k.version}: built in: {' '.join(k.builtin)}")
+        if k.absent:
+            logger.warning(f"{host.print_prefix}kernel {k.version}: not in this kernel at all: {' '.join(k.absent)}")
+    for warning in the_plan.warnings:
+        logger.warning(f"{host.print_prefix}{ops.printable(warning)}")
+
+
+def _changed(meta: OperationMeta | None) -> bool:
+    try:
+        return bool(meta) and meta.did_change()  # type: ignore[union-attr]
+    except RuntimeError:  # not executed (a dry run): nothing was done
+        return False
+
+
+def log_summary(done: dict[str, Any], declared: str | None) -> None:
+    """After the changes: one line per thing done on this host (runs on the control machine)."""
+    lines = []
+    if _changed(done.get("blacklists")):
+        lines.append("modprobe.d lines that stopped a KVM driver disabled (" +
+                     "; ".join(ops.printable(x) for x in done["blacklists"].stdout_lines if x) + ")")  # fmt: skip
+    if _changed(done.get("declared")):
+        lines.append(f"declaration written: {declared}")
+    for initrd, version, meta in done["rebuilt"]:
+        if _changed(meta):
+            lines.append(f"initrd {initrd} (kernel {version}) rebuilt and verified; "
+                         f"the previous one is kept as {initrd}.kvm-drivers.bak")  # fmt: skip
+    for line in lines or ["nothing needed changing (another run got there first)"]:
+        logger.info(f"{host.print_prefix}kvm-drivers: {line}")

@@ -1,0 +1,392 @@
+"""
+The KVM-driver state of one host, as typed data: what ``gather.sh`` saw, interpreted.
+
+``host_state(snapshot, drivers)`` is pure: it reads a parsed ``Snapshot`` (facts/parsers.py) and
+says, for the drivers looked up, which distribution family and initrd generator the host has,
+which kernels are installed and which initrd each one boots, what each driver is in each kernel
+(built in, a module and its dependency closure, absent), which of those modules each initrd
+holds, what the generator's configuration declares, and which modprobe.d lines stop a driver.
+It decides nothing: what to do about it is ``operations/plan.py``.
+
+``errors`` are problems of the host itself that mean it cannot be fully checked or safely
+changed (an unreadable answer, an unsupported distribution, a default boot entry whose kernel
+is not installed...); ``warnings`` are worth a look but change nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from facts import parsers as p
+
+VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
+SUSE_FIRST = ["ata_piix", "ata_generic"]
+DEFAULT_LOOKUP = SUSE_FIRST + VIRTIO  # every family's default drivers
+OLDEST_KERNEL = (2, 6, 24)  # virtio needs a newer kernel than this
+CONFIG_PATHS = {
+    "initramfs-tools": "/etc/initramfs-tools/modules",
+    "dracut": "/etc/dracut.conf.d/90-kvm-drivers.conf",
+    "suse-mkinitrd": "/etc/sysconfig/kernel",
+}
+# The tool each initrd generator needs on the host.
+GENERATOR_TOOL = {"initramfs-tools": "mkinitramfs", "dracut": "dracut", "suse-mkinitrd": "mkinitrd"}
+# Where each family's initrd is, by name, when no bootloader entry names it (gather.sh is sent the
+# same list, and reports which of these exist): the first one that exists, else the family's own.
+FALLBACK_INITRDS = ("/boot/initrd.img-{v}", "/boot/initramfs-{v}.img", "/boot/initrd-{v}", "/boot/initrd-{v}.img")
+FAMILY_INITRD = {"debian": 0, "rhel": 1}  # index into FALLBACK_INITRDS; SUSE and others: 2
+
+
+@dataclass
+class Blacklist:
+    """A modprobe.d line that stops a driver loading (``blacklist X``, ``install X /bin/false``)."""
+
+    file: str
+    line: str  # line number, as text
+    driver: str
+    text: str
+
+
+@dataclass
+class Declared:
+    """What the initrd generator's configuration declares, and where kvm-drivers writes."""
+
+    path: str | None = None  # the file kvm-drivers writes its declaration to
+    drivers: list[str] = field(default_factory=list)  # declared anywhere the generator reads
+    omitted: list[str] = field(default_factory=list)  # dracut omit_drivers
+    by_others: list[str] = field(default_factory=list)  # declared outside kvm-drivers' own drop-in
+    setting: str = ""  # the setting that decides what else goes in (MODULES=, hostonly=)
+    current: str | None = None  # the text of path now (None: no such file)
+
+
+@dataclass
+class BootInfo:
+    """The bootloader configuration in use and its default entry."""
+
+    source: str | None = None
+    default_kernel: str | None = None
+    default_title: str | None = None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class KernelState:
+    """One installed kernel: the initrd its bootloader entry boots, and the looked-up drivers in both."""
+
+    version: str
+    default: bool = False  # the default boot entry boots it
+    too_old: bool = False  # 2.6.24 or older: no virtio
+    initrd: str = ""  # the file the bootloader boots (or the distribution's name for it)
+    initrd_source: str = ""  # how initrd was found
+    initrd_size: int | None = None
+    initrd_error: str = ""  # why its contents are unknown ('' when listed)
+    initrd_refused: str = ""  # why kvm-drivers must never replace it ('' when it may)
+    no_initrd: bool = False  # its bootloader entry loads no initrd at all
+    lister: str | None = None  # what listed the initrd
+    kinds: dict[str, str] = field(default_factory=dict)  # driver -> builtin, module or absent
+    closures: dict[str, list[str]] = field(default_factory=dict)  # module driver -> it and its module deps
+    in_initrd: list[str] = field(default_factory=list)  # modules of those closures the initrd holds
+
+
+@dataclass
+class HostState:
+    """The whole KVM-driver state of one host (what the ``KvmDrivers`` fact returns)."""
+
+    drivers: list[str] = field(default_factory=list)  # the drivers looked up
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    readable: bool = True  # False: the host's answer was cut short or malformed
+    distro: p.Distro = field(default_factory=lambda: p.Distro("unknown", "unknown", "", None, ""))
+    generator: str | None = None  # initramfs-tools, dracut or suse-mkinitrd
+    tools: dict[str, str] = field(default_factory=dict)  # tool name -> path
+    running_kernel: str = ""
+    boot_free_kib: int | None = None
+    boot_mount: list[str] = field(default_factory=list)  # mount options of /boot
+    boot: BootInfo = field(default_factory=BootInfo)
+    kernels: list[KernelState] = field(default_factory=list)  # installed kernels, newest first
+    declared: Declared = field(default_factory=Declared)
+    blacklists: list[Blacklist] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HostState:
+        """The inverse of to_dict; missing keys take their defaults (for tests and tools)."""
+        data = dict(data)
+        if "distro" in data:
+            data["distro"] = p.Distro(**{"reason": "", **data["distro"]})
+        if "boot" in data:
+            data["boot"] = BootInfo(**data["boot"])
+        if "declared" in data:
+            data["declared"] = Declared(**data["declared"])
+        data["kernels"] = [KernelState(**k) for k in data.get("kernels", [])]
+        data["blacklists"] = [Blacklist(**b) for b in data.get("blacklists", [])]
+        return cls(**data)
+
+
+def failed_state(message: str, drivers: list[str] | None = None) -> HostState:
+    """The state of a host that could not be read: an error, never a pass."""
+    distro = p.Distro("unknown", "unknown", "", None, message)
+    return HostState(drivers=list(drivers or []), errors=[message], readable=False, distro=distro)
+
+
+def host_state(snap: p.Snapshot, drivers: list[str] | None = None) -> HostState:
+    """What snap (one gathered answer) says about the host, for the drivers it looked up
+    (the answer says which; drivers narrows them).
+    """
+    drivers = snap.drivers if drivers is None else [d for d in drivers if d in snap.drivers]
+    distro = p.parse_distro(snap.files)
+    generator, generator_error = choose_generator(distro.family, snap.tools)
+    errors = [f"malformed answer from the host: {x}" for x in snap.problems]
+    warnings: list[str] = []
+    if not snap.complete:
+        errors.append("the state gathering script did not finish (output cut short)")
+    if distro.family is None:
+        errors.append(distro.reason)
+    elif generator_error:
+        errors.append(generator_error)
+    loader = p.initramfs_tools_setting(snap.files.get("/etc/sysconfig/bootloader"), "LOADER_TYPE")
+    if distro.family and distro.family.startswith("suse") and loader in ("grub2-bls", "systemd-boot"):
+        errors.append(f"LOADER_TYPE={loader}: this system builds its initrds with sdbootutil, which kvm-drivers "
+                      "does not drive; declare the drivers and run 'sdbootutil add-all-kernels' by hand")  # fmt: skip
+
+    boot = p.parse_boot(snap.files)
+    if boot is None:
+        warnings.append("no bootloader configuration found; using the distribution's initrd names")
+    else:
+        warnings += [f"bootloader: {w}" for w in boot.warnings]
+        warnings += tie_unversioned_entries(boot, snap)
+    default_entry = boot.entries[boot.default] if boot and boot.default is not None else None
+    if "grubby" in snap.meta:  # the host's own tool names the default kernel: we must agree with it
+        theirs = p.kernel_from_path(snap.meta["grubby"].strip())
+        ours = default_entry.kernel if default_entry else ""
+        if theirs != ours:
+            errors.append(f"grubby --default-kernel says {snap.meta['grubby'].strip()!r:.120}, kvm-drivers reads "
+                          f"the default as {ours or 'none'}: not changing this host until they agree")  # fmt: skip
+
+    running = snap.meta.get("uname", "")
+    installed = [k for k in snap.kernels.values() if k.has_dep and k.images]
+    for k in snap.kernels.values():
+        if k not in installed:
+            why = "no modules.dep" if not k.has_dep else "no kernel image in /boot"
+            warnings.append(f"/lib/modules/{k.version} skipped: not an installed kernel ({why})")
+    if running and running not in snap.kernels:
+        warnings.append(f"running kernel {running} is not installed; handling the installed kernels")
+    if not installed and distro.family:
+        errors.append("no installed kernel found (/lib/modules/* with an image in /boot)")
+    elif default_entry is not None and distro.family:  # what GRUB boots must be what we check
+        where = f"the default boot entry '{default_entry.title}'"
+        if not default_entry.kernel:
+            errors.append(f"cannot tell which kernel {where} boots ({default_entry.linux_path or 'no linux line'}): "
+                          "it cannot be checked")  # fmt: skip
+        elif default_entry.kernel not in {k.version for k in installed}:
+            raw_k = snap.kernels.get(default_entry.kernel)
+            why = ("no /lib/modules directory" if raw_k is None else "no modules.dep" if not raw_k.has_dep
+                   else "no kernel image in /boot")  # fmt: skip
+            errors.append(f"{where} boots kernel {default_entry.kernel}, which is not an installed kernel ({why}): "
+                          "it cannot be checked")  # fmt: skip
+
+    declared = declared_drivers(generator, snap.files)
+    if generator == "suse-mkinitrd":
+        raw_value = p.parse_initrd_modules(snap.files.get("/etc/sysconfig/kernel"))[1] or ""
+        odd = [w for w in raw_value.split() if not p.MODULE_NAME.match(p.norm(w))]
+        if odd:
+            errors.append(f"INITRD_MODULES in /etc/sysconfig/kernel holds something other than module names "
+                          f"({' '.join(odd)[:80]!r}): refusing to rewrite it")  # fmt: skip
+    if declared.path in snap.files and snap.files[declared.path] is None:
+        errors.append(f"{declared.path} exists but could not be read (permissions, or not UTF-8 text): "
+                      "refusing to rewrite it")  # fmt: skip
+
+    newest_first = sorted(installed, key=lambda k: p.kernel_version_tuple(k.version), reverse=True)
+    return HostState(
+        drivers=list(drivers),
+        errors=errors,
+        warnings=warnings,
+        readable=snap.complete and not snap.problems,
+        distro=distro,
+        generator=generator,
+        tools=snap.tools,
+        running_kernel=running,
+        boot_free_kib=int(snap.meta["bootfree"]) if p.DIGITS.match(snap.meta.get("bootfree", "")) else None,
+        boot_mount=[o for o in snap.meta.get("bootmount", "").split(",") if o],
+        boot=BootInfo(
+            source=boot.source if boot else None,
+            default_kernel=default_entry.kernel if default_entry else None,
+            default_title=default_entry.title if default_entry else None,
+            entries=[asdict(e) for e in boot.entries] if boot else [],
+        ),
+        kernels=[kernel_state(snap, k, drivers, boot, default_entry, distro.family) for k in newest_first],
+        declared=declared,
+        blacklists=[Blacklist(**b) for b in snap.blacklists],
+    )
+
+
+def declared_drivers(generator: str | None, files: dict[str, str | None]) -> Declared:
+    """What the generator's configuration declares, and where kvm-drivers writes its declaration."""
+    out = Declared(path=CONFIG_PATHS.get(generator or ""))
+    if generator == "initramfs-tools":
+        out.drivers = p.parse_modules_file(files.get("/etc/initramfs-tools/modules"))
+        out.by_others = out.drivers
+        out.setting = "MODULES=" + p.initramfs_tools_setting(files.get("/etc/initramfs-tools/initramfs.conf"))
+    elif generator == "dracut":
+        conf = p.parse_dracut(files)
+        out.drivers = sorted(conf.add_drivers)
+        out.by_others = sorted(d for d, src in conf.add_drivers.items() if src != out.path)
+        out.omitted = sorted(conf.omit_drivers)
+        out.setting = f"hostonly={conf.hostonly or 'default'}"
+    elif generator == "suse-mkinitrd":
+        out.drivers, raw = p.parse_initrd_modules(files.get("/etc/sysconfig/kernel"))
+        out.by_others = out.drivers
+        out.setting = f"INITRD_MODULES={raw!r}" if raw is not None else "INITRD_MODULES unset"
+    out.current = files.get(out.path) if out.path else None
+    return out
+
+
+def kernel_state(
+    snap: p.Snapshot,
+    k: p.RawKernel,
+    drivers: list[str],
+    boot: p.BootConfig | None,
+    default_entry: p.BootEntry | None,
+    family: str | None,
+) -> KernelState:
+    """One kernel: the initrd it boots, and each looked-up driver built in, a module, or absent."""
+    entries = [e for e in (boot.entries if boot else []) if e.kernel == k.version]
+    if default_entry is not None and default_entry in entries:
+        entries.insert(0, default_entry)
+    initrd, source = "", ""
+    for entry in entries:
+        if entry.initrd:
+            initrd = snap.refs.get(entry.initrd) or p.system_path(entry.initrd)
+            source = f"bootloader entry '{entry.title}'"
+            break
+    no_initrd = bool(entries) and not initrd  # the bootloader boots this kernel without any initrd
+    if no_initrd:
+        source = f"bootloader entry '{entries[0].title}' (no initrd)"
+    elif not initrd:
+        names = [n.format(v=k.version) for n in FALLBACK_INITRDS]
+        found = [snap.refs[n] for n in names if snap.refs.get(n)]
+        initrd = found[0] if found else names[FAMILY_INITRD.get(family or "", 2)]
+        source = "distribution naming convention"
+    raw = snap.initrds.get(initrd)
+    refused = "" if no_initrd else initrd_refusal(initrd, raw)
+    if not refused and raw is not None and raw.kernel_dirs and k.version not in raw.kernel_dirs:
+        refused = (f"{initrd} holds the modules of kernel {' '.join(sorted(raw.kernel_dirs))}, not of {k.version} "
+                   "that its bootloader entry boots: fix the entry (rebuilding it would break the other kernel)")
+    kinds = {d: driver_kind(k, d) for d in drivers}
+    closures = {d: closure(k, d) for d in drivers if kinds[d] == "module"}
+    modules = {m for c in closures.values() for m in c}
+    error = "" if no_initrd else "initrd file does not exist" if raw is None else raw.error or ""
+    return KernelState(
+        version=k.version,
+        default=default_entry is not None and default_entry.kernel == k.version,
+        too_old=p.kernel_version_tuple(k.version) <= OLDEST_KERNEL,
+        initrd=initrd,
+        initrd_source=source,
+        initrd_size=raw.size if raw else None,
+        initrd_error=error,
+        initrd_refused=refused,
+        no_initrd=no_initrd,
+        lister=raw.lister if raw else None,
+        kinds=kinds,
+        closures=closures,
+        in_initrd=sorted(modules & raw.modules) if raw is not None and not error and not no_initrd else [],
+    )
+
+
+def choose_generator(family: str | None, tools: dict[str, str]) -> tuple[str | None, str]:
+    """(generator, error): which initrd tool this host uses, or why none can be used."""
+    if family == "debian":
+        # dracut replaces initramfs-tools (update-initramfs) but may leave mkinitramfs behind.
+        if "update-initramfs" in tools and "mkinitramfs" in tools:
+            return "initramfs-tools", ""
+        if "dracut" in tools:
+            return "dracut", ""
+        return None, "no initrd generator found (neither mkinitramfs nor dracut is installed)"
+    if family == "suse-legacy":
+        if "mkinitrd" in tools:
+            return "suse-mkinitrd", ""
+        return None, "mkinitrd is not installed (needed to rebuild the initrd on this SUSE release)"
+    if family in ("rhel", "suse", "suse-12sp1"):
+        if "dracut" in tools:
+            return "dracut", ""
+        return None, "dracut is not installed (needed to rebuild the initrd on this distribution)"
+    return None, ""
+
+
+
+def closure(kernel: p.RawKernel, driver: str) -> list[str]:
+    """The loadable modules driver needs in an initrd: itself and its dependencies (not built-ins)."""
+    out: dict[str, None] = {}  # ordered set
+    queue = deque([driver])
+    while queue:
+        name = queue.popleft()
+        if name in out or name not in kernel.modules:
+            continue
+        out[name] = None
+        queue.extend(kernel.modules[name])
+    return list(out)
+
+
+def driver_kind(kernel: p.RawKernel, driver: str) -> str:
+    """'builtin', 'module' or 'absent' for one driver in one kernel."""
+    if driver in kernel.builtin:
+        return "builtin"
+    if driver in kernel.modules:
+        return "module"
+    option = p.CONFIG_OPTION.get(driver)
+    if not kernel.has_builtin and option and kernel.config.get(option) == "y":
+        return "builtin"
+    return "absent"
+
+
+
+def tie_unversioned_entries(boot: p.BootConfig, snap: p.Snapshot) -> list[str]:
+    """Give entries that boot an image without a version in its name (/boot/linux.vmx) their kernel.
+
+    Through the image itself, never its name: the version in its bzImage header when that kernel
+    is installed (/lib/modules/<version>), else a versioned image that is the same file.
+    """
+    notes = []
+    for entry in boot.entries:
+        img = snap.kimages.get(entry.linux_path) if not entry.kernel and entry.linux_path else None
+        if img is None:
+            continue
+        if img.version and img.version in snap.kernels:
+            entry.kernel, how = img.version, "its header's version string"
+        else:
+            owner = [k.version for k in snap.kernels.values() if set(k.images) & set(img.same)]
+            if not owner:
+                notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}, which is not tied to "
+                             f"an installed kernel (header version {img.version or 'unreadable'})")  # fmt: skip
+                continue
+            entry.kernel, how = owner[0], f"the same file as {' '.join(img.same)}"
+        notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}: kernel {entry.kernel} ({how})")
+    return notes
+
+
+
+# First bytes of the formats an initrd comes in: cpio (newc, crc; early microcode too), gzip,
+# xz, zstd, lz4 (legacy and frame), bzip2, lzop, lzma.
+INITRD_MAGIC = ("303730373031", "303730373032", "1f8b", "fd377a585a00", "28b52ffd", "02214c18", "04224d18",
+                "425a68", "894c5a4f", "5d0000")  # fmt: skip
+
+
+INITRD_PATH = re.compile(r"^/boot/[A-Za-z0-9._@+,:=~/-]+$")  # no spaces, patterns or non-ASCII
+
+
+def initrd_refusal(path: str, raw: p.RawInitrd | None) -> str:
+    """Why kvm-drivers must not rebuild path as an initrd ('' when it may): whatever the
+    bootloader configuration says, only a file in /boot that looks like an initrd is replaced.
+    """
+    if not p.safe_path(path) or not path.startswith("/boot/") or not INITRD_PATH.match(path):
+        return f"the bootloader names {path!r} as an initrd: not a file in /boot, refusing to touch it"
+    if raw is not None and raw.magic and not raw.magic.startswith(INITRD_MAGIC):
+        return f"{path} does not look like an initrd (first bytes {raw.magic[:12]}): refusing to replace it"
+    return ""
+
+

@@ -1,0 +1,41 @@
+# kvm-drivers: disable modprobe.d lines of ONE file, all in one go. Prepended with lib.sh.
+# Usage: sh -c "$(cat lib.sh unblacklist.sh)" kvm-unblacklist PATH RUN LINE TEXT [LINE TEXT]...
+# Each line must still read TEXT (else nothing is changed). In /etc the file (or a link's
+# target) is rewritten with those lines commented out; a vendor file (/usr/lib, /lib, /run) is
+# overridden by a same-named copy in /etc/modprobe.d with them commented out. Under the host lock.
+trap '' PIPE
+f=$1; run=$2; shift 2
+case "$f" in
+    */../*|*/./*) echo "kvm-drivers: refusing $f" >&2; exit 1 ;;
+    /etc/modprobe.d/*.conf|/run/modprobe.d/*.conf|/usr/local/lib/modprobe.d/*.conf|/usr/lib/modprobe.d/*.conf) ;;
+    /lib/modprobe.d/*.conf) ;;
+    *) echo "kvm-drivers: refusing $f: not a modprobe.d file" >&2; exit 1 ;;
+esac
+kvm_lock || { echo "kvm-drivers: $KVM_LOCK_ERR" >&2; exit 1; }
+kvm_stale "$run"
+[ -f "$f" ] || { echo "kvm-drivers: $f is gone: run again" >&2; exit 1; }
+script=$(mktemp "$KVM_STATE/sed.XXXXXX") || exit 1
+trap 'rm -f "$script"' EXIT
+trap 'rm -f "$script"; exit 1' HUP INT TERM
+lines=""
+while [ $# -ge 2 ]; do
+    case "$1" in ''|*[!0-9]*) echo "kvm-drivers: bad line number '$1'" >&2; exit 1 ;; esac
+    # compared as gather.sh sent it (printable ASCII, anything else as '?')
+    if [ "$(sed -n "$1p" "$f" | tr -c '\t\n -~' '?')" != "$2" ]; then
+        echo "kvm-drivers: $f line $1 changed since it was read: nothing changed, run again" >&2; exit 1
+    fi
+    printf '%ss/^/# disabled by kvm-drivers (needed to boot on KVM): /\n' "$1" >> "$script"
+    lines="$lines $1"
+    shift 2
+done
+case "$f" in
+    /etc/*) t=$(readlink -f "$f") || exit 1 ;;
+    *) t="/etc/modprobe.d/${f##*/}"
+       [ -e "$t" ] && { echo "kvm-drivers: $t appeared since the state was gathered: run again" >&2; exit 1; } ;;
+esac
+tmp=$(mktemp "$t.kvm-drivers.XXXXXX") || exit 1
+trap 'rm -f "$tmp" "$script"' EXIT
+trap 'rm -f "$tmp" "$script"; exit 1' HUP INT TERM
+sed -f "$script" "$f" > "$tmp" || exit 1
+kvm_swap "$tmp" "$t" || exit 1
+echo "kvm-drivers: disabled in $t: line(s)$lines of $f"

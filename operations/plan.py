@@ -1,0 +1,253 @@
+"""
+What to do on a host: a pure function of its state (facts/state.py) and the inventory's settings.
+
+``plan(state, drivers, extra, kernels)`` returns a ``Plan``: the host's status (compliant, drifted,
+unsupported, error), every reason not to touch it, and the work: which drivers to declare, which
+kernels' initrds to rebuild, which modprobe.d lines stop a wanted driver. The deploy turns a plan
+into operations; the fleet check and its reports read the same plan.
+
+Settings (inventory data): ``kvm_drivers`` replaces the family's driver list, ``kvm_drivers_extra``
+adds to it, ``kvm_kernels`` is ``"all"``, ``"default"`` or a list of kernel versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from facts import parsers as p
+from facts.state import SUSE_FIRST, VIRTIO, Blacklist, Declared, HostState, KernelState
+
+GATHER_TIMEOUT = 300  # seconds a host may take to answer (inventory data kvm_gather_timeout)
+CHANGE_TIMEOUT = 1800  # seconds one change (a write, a rebuild and its lock wait) may take (kvm_change_timeout)
+STATUSES = ("compliant", "drifted", "unsupported", "error")
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def default_drivers(family: str | None) -> list[str]:
+    """The procedure's driver list for a family (SUSE families list ata_piix ata_generic first)."""
+    return SUSE_FIRST + VIRTIO if family and family.startswith("suse") else list(VIRTIO)
+
+
+def wanted_drivers(family: str | None, drivers: list[str] | None, extra: list[str] | None) -> list[str]:
+    """The drivers to guarantee: the given list (or the family default) plus extras, normalised."""
+    out: list[str] = []
+    for d in (drivers or default_drivers(family)) + (extra or []):
+        if p.norm(d) not in out:
+            out.append(p.norm(d))
+    return out
+
+
+def driver_list_errors(key: str, value: object) -> list[str]:
+    """Why value (the inventory data key) is not a list of module names ([] when it is)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(d, str) for d in value):
+        return [f"{key} must be a list of module names, got {type(value).__name__} {value!r:.60}"]
+    bad = [d for d in value if not p.MODULE_NAME.match(p.norm(d)) or "/" in d]
+    return [f"{key}: not a module name: {', '.join(repr(d)[:60] for d in bad)}"] if bad else []
+
+
+def settings_errors(drivers: object, extra: object, kernels: object) -> list[str]:
+    """Why the inventory data (kvm_drivers, kvm_drivers_extra, kvm_kernels) cannot be used."""
+    errors = []
+    for key, value in (("kvm_drivers", drivers), ("kvm_drivers_extra", extra)):
+        if value is not None:
+            errors += driver_list_errors(key, value)
+    if isinstance(drivers, (list, tuple)) and not drivers:
+        errors.append("kvm_drivers is empty: give the drivers to guarantee, or leave it unset")
+    if isinstance(kernels, (list, tuple)):
+        if not kernels or not all(isinstance(k, str) and p.KERNEL_NAME.match(k) for k in kernels):
+            errors.append(f"kvm_kernels must be 'all', 'default' or a non-empty list of kernel versions, "
+                          f"got {kernels!r:.80}")  # fmt: skip
+    elif kernels not in ("all", "default"):
+        errors.append(f"kvm_kernels must be 'all', 'default' or a list of kernel versions, got {kernels!r:.80}")
+    return errors
+
+
+def deploy_settings_errors(data: Any) -> list[str]:
+    """Why the deploy-only inventory data (kvm_remove_blacklists, kvm_gather_timeout,
+    kvm_change_timeout) cannot be used.
+    """
+    errors = []
+    if not isinstance(data.get("kvm_remove_blacklists", False), bool):
+        errors.append(f"kvm_remove_blacklists must be True or False, got {data.get('kvm_remove_blacklists')!r:.40}")
+    for key in ("kvm_gather_timeout", "kvm_change_timeout"):
+        value = data.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            errors.append(f"{key} must be a number of seconds, got {value!r:.40}")
+    return errors
+
+
+def valid_drivers(drivers: object) -> list[str] | None:
+    """The driver list, normalised, if it is a valid one, else None (settings_errors says why)."""
+    return None if driver_list_errors("", drivers) else [p.norm(d) for d in drivers]  # type: ignore[union-attr]
+
+
+def lookup_drivers(drivers: object = None, extra: object = None) -> list[str]:
+    """The drivers to look up on a host before its family is known: every family's list when
+    drivers is not given (the SUSE one holds the others). Only well-formed names travel: bad
+    inventory data is reported by plan().
+    """
+    names, more = valid_drivers(drivers), valid_drivers(extra) or []
+    return wanted_drivers("suse", None, more) if names is None else wanted_drivers(None, names, more)
+
+
+# --- the plan ------------------------------------------------------------------------------
+
+
+@dataclass
+class KernelPlan:
+    """One handled kernel, for the wanted drivers: their kinds, the modules its initrd needs and lacks."""
+
+    version: str
+    default: bool = False
+    too_old: bool = False
+    initrd: str = ""
+    initrd_source: str = ""
+    initrd_size: int | None = None
+    initrd_error: str = ""
+    initrd_refused: str = ""
+    lister: str | None = None
+    builtin: list[str] = field(default_factory=list)  # wanted drivers built into the kernel
+    modules: list[str] = field(default_factory=list)  # wanted drivers that are modules
+    absent: list[str] = field(default_factory=list)  # wanted drivers this kernel does not have
+    needed: list[str] = field(default_factory=list)  # the modules' closure: what the initrd must hold
+    missing: list[str] = field(default_factory=list)  # needed, and not in the initrd
+
+
+@dataclass
+class Plan:
+    """What a host needs: its status, why it must not be touched (errors), and the work."""
+
+    status: str  # compliant, drifted, unsupported or error
+    state: HostState
+    errors: list[str] = field(default_factory=list)  # any error: change nothing on this host
+    warnings: list[str] = field(default_factory=list)
+    wanted: list[str] = field(default_factory=list)
+    kernels: list[KernelPlan] = field(default_factory=list)  # the handled kernels, newest first
+    declare: list[str] = field(default_factory=list)  # wanted drivers that are modules: to be declared
+    to_declare: list[str] = field(default_factory=list)  # those not declared yet
+    to_rebuild: list[str] = field(default_factory=list)  # kernel versions whose initrd lacks a module
+    blacklisted: list[Blacklist] = field(default_factory=list)  # modprobe.d lines stopping a wanted driver
+
+    @property
+    def generator(self) -> str | None:
+        return self.state.generator
+
+    @property
+    def declared(self) -> Declared:
+        return self.state.declared
+
+
+def kernel_plan(k: KernelState, wanted: list[str]) -> KernelPlan:
+    """One kernel's needs for the wanted drivers (all of which were looked up)."""
+    kinds = {d: k.kinds.get(d, "absent") for d in wanted}
+    needed: dict[str, None] = {}  # ordered set
+    for d in wanted:
+        for m in k.closures.get(d, []) if kinds[d] == "module" else []:
+            needed[m] = None
+    error = k.initrd_error
+    if k.no_initrd:
+        error = f"booted without an initrd, yet it needs the modules {' '.join(needed)}" if needed else ""
+        missing = list(needed)
+    elif error:
+        missing = list(needed)
+    else:
+        missing = [m for m in needed if m not in k.in_initrd]
+    return KernelPlan(
+        version=k.version, default=k.default, too_old=k.too_old, initrd=k.initrd, initrd_source=k.initrd_source,
+        initrd_size=k.initrd_size, initrd_error=error, initrd_refused=k.initrd_refused, lister=k.lister,
+        builtin=[d for d in wanted if kinds[d] == "builtin"], modules=[d for d in wanted if kinds[d] == "module"],
+        absent=[d for d in wanted if kinds[d] == "absent"], needed=list(needed), missing=missing,
+    )  # fmt: skip
+
+
+def plan(
+    state: HostState, drivers: object = None, extra: object = None, kernels: object = "all"
+) -> Plan:
+    """Decide what the host needs for these settings. Pure: state in, plan out."""
+    errors = settings_errors(drivers, extra, kernels)
+    bad_settings = bool(errors)
+    if bad_settings:  # check with the defaults; nothing is changed on a host with bad settings
+        drivers, extra, kernels = None, None, "all"
+    wanted = wanted_drivers(state.distro.family, drivers, extra)  # type: ignore[arg-type]
+    errors += state.errors
+    warnings = list(state.warnings)
+    unlooked = [d for d in wanted if d not in state.drivers]
+    if unlooked and state.readable:
+        errors.append(f"internal: drivers {' '.join(unlooked)} were not looked up on the host")
+
+    installed = state.kernels
+    chosen = installed
+    if kernels == "default":
+        chosen = [k for k in installed if k.default] or installed[:1]
+    elif isinstance(kernels, (list, tuple)):
+        chosen = [k for k in installed if k.version in kernels]
+        unknown = [v for v in kernels if v not in {k.version for k in installed}]
+        if unknown:
+            have = ", ".join(k.version for k in installed) or "none"
+            errors.append(f"kvm_kernels names kernels that are not installed: {', '.join(unknown)} "
+                          f"(installed: {have})")  # fmt: skip
+
+    handled = [kernel_plan(k, wanted) for k in chosen]
+    usable = [k for k in handled if not k.too_old]
+    if handled and not usable:
+        errors.append(f"kernel {', '.join(k.version for k in handled)} is 2.6.24 or older: "
+                      "virtio drivers do not exist for it")  # fmt: skip
+    for k in handled:
+        if k.too_old and usable:
+            warnings.append(f"kernel {k.version} is 2.6.24 or older: skipped")
+        if k.initrd_refused:
+            errors.append(f"kernel {k.version}: {k.initrd_refused}")
+        elif k.initrd_error and not k.initrd:  # no initrd to rebuild: a person must add one
+            errors.append(f"kernel {k.version}: {k.initrd_error} (add an initrd to its bootloader entry)")
+        elif k.initrd_error:
+            warnings.append(f"initrd {k.initrd} of kernel {k.version}: {k.initrd_error}")
+
+    named = [p.norm(d) for d in list(drivers or []) + list(extra or [])]  # type: ignore[call-overload]
+    nowhere = [d for d in named if installed and all(k.kinds.get(d, "absent") == "absent" for k in installed)]
+    if nowhere:
+        errors.append(f"driver(s) named in the inventory exist in no installed kernel: {' '.join(nowhere)} "
+                      "(a typo?)")  # fmt: skip
+    declared = state.declared
+    as_module = [d for d in wanted if any(d in k.modules for k in usable)]
+    to_declare = [d for d in as_module if d not in declared.drivers]
+    omitted = [d for d in as_module if d in declared.omitted]
+    if omitted:
+        warnings.append(f"dracut omit_drivers removes {' '.join(omitted)}: remove it from the dracut configuration")
+    to_rebuild = [k.version for k in usable if k.missing]
+    blacklisted = [b for b in state.blacklists if b.driver in wanted]
+    for b in blacklisted:
+        warnings.append(f"{b.file} line {b.line} stops {b.driver} loading ({b.text.strip()}); "
+                        "set kvm_remove_blacklists to remove it")  # fmt: skip
+    if to_rebuild and not errors:
+        errors += boot_prechecks(state, [k for k in usable if k.version in to_rebuild])
+
+    if errors:
+        unsupported = state.distro.family is None or (handled and not usable)
+        readable = state.readable and not bad_settings
+        status = "unsupported" if unsupported and readable else "error"  # not fully checked: error
+    elif to_rebuild or to_declare or blacklisted:
+        status = "drifted"
+    else:
+        status = "compliant"
+    return Plan(
+        status=status, state=state, errors=[e for e in errors if e], warnings=warnings, wanted=wanted,
+        kernels=handled, declare=as_module, to_declare=to_declare, to_rebuild=to_rebuild, blacklisted=blacklisted,
+    )  # fmt: skip
+
+
+def boot_prechecks(state: HostState, rebuild: list[KernelPlan]) -> list[str]:
+    """Why the initrds cannot be rebuilt safely (read-only or too full /boot), checked before any change."""
+    if "ro" in state.boot_mount:
+        return ["/boot is mounted read-only: cannot write a new initrd (remount it rw first)"]
+    if state.boot_free_kib is None:
+        return []
+    sizes = [k.initrd_size or 64 * 1024 * 1024 for k in rebuild]
+    # a backup of each old image, the largest new one built beside it (it grows), and slack
+    need = (sum(sizes) + 2 * max(sizes)) // 1024 + 8192
+    if state.boot_free_kib < need:
+        return [f"not enough free space in /boot for {len(rebuild)} new initrd(s) and backups: "
+                f"need about {need // 1024} MiB, {state.boot_free_kib // 1024} MiB free"]  # fmt: skip
+    return []

@@ -1,0 +1,14 @@
+"""Test helper: a parsed answer straight to its plan (state, then plan), as the deploy does."""
+
+from facts import parsers as p
+from facts.state import host_state
+from operations.plan import Plan, lookup_drivers, plan
+
+
+def analyse(snap: p.Snapshot, drivers=None, extra=None, kernels="all") -> Plan:
+    """plan(host_state(snap)) for these settings. Recorded answers from before gather.sh said which
+    drivers it looked up are taken to have looked up what the deploy would ask for.
+    """
+    if not snap.drivers and snap.complete:
+        snap.drivers = lookup_drivers(drivers, extra)
+    return plan(host_state(snap), drivers, extra, kernels)
