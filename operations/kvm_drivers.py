@@ -90,7 +90,7 @@ def render_sysconfig_kernel(text: str | None, wanted: list[str], missing: list[s
             text += "\n"
         return text + f"{MARKER}\n{new}\n"
     old = lines[span[0]]
-    comment = re.search(r"\s#.*$", lines[span[1]].split("=", 1)[-1]) if span[0] == span[1] else None
+    comment = re.search(r"\s+#.*$", lines[span[1]].split("=", 1)[-1]) if span[0] == span[1] else None
     indent = re.match(r"^\s*(export\s+)?", old).group(0)
     eol = "\r" if lines[span[1]].endswith("\r") else ""
     kept = comment.group(0).rstrip("\r") if comment and '"' not in comment.group(0) else ""
