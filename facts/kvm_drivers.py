@@ -20,7 +20,7 @@ from pyinfra.api import FactBase, QuoteString, ShortFactBase, StringCommand
 
 from facts import cache
 from facts import parsers as p
-from facts.state import DEFAULT_LOOKUP, HostState, failed_state, host_state
+from facts.state import DEFAULT_LOOKUP, FALLBACK_INITRDS, HostState, failed_state, host_state
 from hostside import GATHER, LISTER, SCRIPT_VERSION
 
 OUTPUT_CAP = 32 * 1024 * 1024  # bytes of gather output accepted from one host
@@ -40,6 +40,7 @@ def gather_command(drivers: list[str], known: list[str] | None = None, seen: str
         QuoteString(LISTER),
         QuoteString(" ".join(known or [])),
         QuoteString(seen),
+        QuoteString(" ".join(FALLBACK_INITRDS)),
         *[QuoteString(d) for d in drivers],
         "|",  # an answer past the cap is cut (no "end" line: an error), whatever the host holds
         "head",

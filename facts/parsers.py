@@ -57,8 +57,9 @@ class RawKernel:
     has_dep: bool = False
     config: dict[str, str] = field(default_factory=dict)  # CONFIG_X -> y/m/n
     builtin: set[str] = field(default_factory=set)
-    modules: dict[str, list[str]] = field(default_factory=dict)  # name -> deps
+    modules: dict[str, str] = field(default_factory=dict)  # loadable module name -> its file
     absent: set[str] = field(default_factory=set)
+    closures: dict[str, list[str]] = field(default_factory=dict)  # driver -> it and the modules it needs
 
 
 @dataclass
@@ -150,7 +151,10 @@ def safe_path(path: str) -> bool:
 #   unreadable PATH            PATH exists but could not be read or is not UTF-8.
 #   blacklist                  "FILE:LINE:DRIVER:TEXT" modprobe.d lines stopping a wanted driver.
 #   kernel K                   one /lib/modules/K: "image PATH", "has builtin|dep", kernel config
-#                              lines, "builtin N", "absent N", "module N PATH DEP,DEP|-".
+#                              lines, and per looked-up driver N "builtin N", "absent N", or
+#                              "closure N N,DEP,DEP..." (N is a module: the modules it needs,
+#                              itself first, computed on the host from modules.dep) with a
+#                              "module M PATH" line for each module of a closure.
 #   ref AS_WRITTEN RESOLVED    an initrd path a bootloader entry names (or a conventional name),
 #                              and the file it is on this system ('' when none).
 #   initrd PATH SIZE           one initrd: "key PATH|SIZE|MTIME|CTIME", "magic HEX" (first bytes),
@@ -309,11 +313,13 @@ def _parse_kernel_line(kernel: RawKernel, line: str) -> bool:
         setattr(kernel, f"has_{words[1]}", True)
     elif words[0] in ("builtin", "absent") and len(words) == 2 and MODULE_NAME.match(words[1]):
         (kernel.builtin if words[0] == "builtin" else kernel.absent).add(words[1])
-    elif words[0] == "module" and len(words) == 4 and MODULE_NAME.match(words[1]):
-        deps = [] if words[3] == "-" else [d for d in words[3].split(",") if d]
-        if not all(MODULE_NAME.match(d) for d in deps):
+    elif words[0] == "module" and len(words) == 3 and MODULE_NAME.match(words[1]):
+        kernel.modules[words[1]] = words[2]
+    elif words[0] == "closure" and len(words) == 3 and MODULE_NAME.match(words[1]):
+        closure = words[2].split(",")
+        if not all(MODULE_NAME.match(m) for m in closure) or closure[0] != words[1]:
             return False
-        kernel.modules[words[1]] = deps
+        kernel.closures[words[1]] = closure
     elif line.startswith(("CONFIG_", "# CONFIG_")):  # kernel config lines; odd values are not used
         if m := re.match(r"^CONFIG_(\w+)=(\w+)$", line):
             kernel.config[m.group(1)] = m.group(2)

@@ -16,7 +16,6 @@ is not installed...); ``warnings`` are worth a look but change nothing.
 from __future__ import annotations
 
 import re
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -141,7 +140,12 @@ def host_state(snap: p.Snapshot, drivers: list[str] | None = None) -> HostState:
     drivers = snap.drivers if drivers is None else [d for d in drivers if d in snap.drivers]
     distro = p.parse_distro(snap.files)
     generator, generator_error = choose_generator(distro.family, snap.tools)
-    errors = [f"malformed answer from the host: {x}" for x in snap.problems]
+    problems = list(snap.problems)
+    for k in snap.kernels.values():
+        lost = [d for d in drivers if d in k.modules and d not in k.closures]
+        if lost:
+            problems.append(f"kernel {k.version}: no dependency list for module(s) {' '.join(lost)}")
+    errors = [f"malformed answer from the host: {x}" for x in problems]
     warnings: list[str] = []
     if not snap.complete:
         errors.append("the state gathering script did not finish (output cut short)")
@@ -206,7 +210,7 @@ def host_state(snap: p.Snapshot, drivers: list[str] | None = None) -> HostState:
         drivers=list(drivers),
         errors=errors,
         warnings=warnings,
-        readable=snap.complete and not snap.problems,
+        readable=snap.complete and not problems,
         distro=distro,
         generator=generator,
         tools=snap.tools,
@@ -278,7 +282,7 @@ def kernel_state(
         refused = (f"{initrd} holds the modules of kernel {' '.join(sorted(raw.kernel_dirs))}, not of {k.version} "
                    "that its bootloader entry boots: fix the entry (rebuilding it would break the other kernel)")
     kinds = {d: driver_kind(k, d) for d in drivers}
-    closures = {d: closure(k, d) for d in drivers if kinds[d] == "module"}
+    closures = {d: k.closures.get(d, []) for d in drivers if kinds[d] == "module"}
     modules = {m for c in closures.values() for m in c}
     error = "" if no_initrd else "initrd file does not exist" if raw is None else raw.error or ""
     return KernelState(
@@ -317,19 +321,6 @@ def choose_generator(family: str | None, tools: dict[str, str]) -> tuple[str | N
         return None, "dracut is not installed (needed to rebuild the initrd on this distribution)"
     return None, ""
 
-
-
-def closure(kernel: p.RawKernel, driver: str) -> list[str]:
-    """The loadable modules driver needs in an initrd: itself and its dependencies (not built-ins)."""
-    out: dict[str, None] = {}  # ordered set
-    queue = deque([driver])
-    while queue:
-        name = queue.popleft()
-        if name in out or name not in kernel.modules:
-            continue
-        out[name] = None
-        queue.extend(kernel.modules[name])
-    return list(out)
 
 
 def driver_kind(kernel: p.RawKernel, driver: str) -> str:

@@ -1,15 +1,18 @@
 # kvm-drivers: gather everything the facts need in ONE remote command.
 # POSIX sh (old hosts: SLES 11, CentOS 6). Read-only: writes nothing.
-# Usage: sh -c "$(cat lib.sh gather.sh)" kvm-gather PY_LISTER KNOWN SEEN DRIVER...
+# Usage: sh -c "$(cat lib.sh gather.sh)" kvm-gather PY_LISTER KNOWN SEEN NAMES DRIVER...
 # KNOWN: space-separated "path|size|mtime|ctime" keys of initrds whose listing the caller
 # has cached: those are not listed again (listing means decompressing the whole image).
 # SEEN: the fingerprint of the caller's cached output (see below), or "".
+# NAMES: the distributions' initrd names, "{v}" standing for the kernel version
+# (facts/state.py FALLBACK_INITRDS): looked up for each kernel besides what the bootloaders name.
 # Output: sections, each opened by a line "@@KVM <kind> [args]": the format is specified in
 # facts/parsers.py, next to its parser (parse_snapshot).
 PYLIST=$1
 KNOWN=" $2 "
 SEEN=$3
-shift 3
+NAMES=$4
+shift 4
 W="$*"
 
 sec() { echo "@@KVM $*"; }
@@ -88,7 +91,7 @@ for k in $KNOWN; do
     case "$big " in *" ${k%%|*} "*) ;; *) big="$big ${k%%|*}" ;; esac
 done
 
-# Fingerprint of everything the rest of the output is made of: the wanted drivers, the tools
+# Fingerprint of everything the rest of the output is made of: the wanted drivers, the initrd names, the tools
 # found, the names of the files read, the contents of the small ones and the stat of the big
 # ones. When it equals SEEN, the caller's copy of that output is still true: say so, stop.
 # A ctime without nanoseconds (ext3, vfat) could hide a change made within the second of the
@@ -99,7 +102,7 @@ stats=""
 if [ -n "$stats" ]; then
     case "$stats" in
         *.000000000\ *) ;;
-        *) fp=$({ printf '%s\n' "$W" "$tools" "$dumps" "$mp" "$stats"; cat $dumps $mp 2>&1; } | cksum 2>/dev/null) &&
+        *) fp=$({ printf '%s\n' "$W" "$NAMES" "$tools" "$dumps" "$mp" "$stats"; cat $dumps $mp 2>&1; } | cksum 2>/dev/null) &&
             fp="${fp%% *}-${fp#* }" ;;
     esac
 fi
@@ -159,10 +162,10 @@ for d in /lib/modules/*; do
     [ -f "$d/modules.dep" ] && files="$files $d/modules.dep" && echo "has dep"
     closure=0; [ -n "$files" ] && closure=1
     [ -f "/boot/config-$k" ] && files="$files /boot/config-$k"
-    # The kernel config's virtio lines, and the dependency closure of the wanted drivers from
-    # modules.builtin + modules.dep.
-    [ -n "$files" ] && awk -v want="$W" -v closure=$closure '
-        function norm(p, n) { n = p; sub(/.*\//, "", n); sub(/\.ko(\.[a-z0-9]+)?$/, "", n); gsub(/-/, "_", n); return n }
+    # The kernel config's virtio lines, and for each wanted driver: built in, absent, or a module
+    # and its dependency closure (itself first, then breadth first), from modules.builtin and
+    # modules.dep. This is the only place the closure is computed: the control side reads it.
+    [ -n "$files" ] && awk -v want="$W" -v closure=$closure "$KVM_NORM"'
         FILENAME ~ /\/config-[^\/]*$/ {
             if ($0 ~ /^(# )?CONFIG_([A-Z_]*VIRTIO[A-Z_]*|ATA_PIIX|ATA_GENERIC|NET_FAILOVER|FAILOVER)[= ]/) print
             next
@@ -174,14 +177,20 @@ for d in /lib/modules/*; do
         }
         END {
             if (!closure) exit
-            m = split(want, q, " "); head = 1
-            while (head <= m) {
-                n = q[head++]; if (n in seen) continue; seen[n] = 1
+            w = split(want, drv, " ")
+            for (i = 1; i <= w; i++) {
+                n = drv[i]
                 if (n in builtin) { print "builtin " n; continue }
                 if (!(n in path)) { print "absent " n; continue }
-                c = split(rest[n], dd, " "); d = ""
-                for (j = 1; j <= c; j++) { x = norm(dd[j]); d = d (d == "" ? "" : ",") x; q[++m] = x }
-                print "module " n " " path[n] " " (d == "" ? "-" : d)
+                split("", seen); t = 1; q[1] = n; h = 1; c = ""
+                while (h <= t) {
+                    x = q[h++]; if ((x in seen) || !(x in path)) continue
+                    seen[x] = 1; c = c (c == "" ? "" : ",") x
+                    if (!(x in shown)) { shown[x] = 1; print "module " x " " path[x] }
+                    k = split(rest[x], dd, " ")
+                    for (j = 1; j <= k; j++) q[++t] = norm(dd[j])
+                }
+                print "closure " n " " c
             }
         }' $files
 done
@@ -196,7 +205,7 @@ refs=""
     for (i = 2; i <= NF; i++) { p = $i; sub(/^\([^)]*\)/, "", p); print p } }' $bl | ascii)
 cands=""
 for k in $kernels; do
-    cands="$cands /boot/initrd.img-$k /boot/initramfs-$k.img /boot/initrd-$k /boot/initrd-$k.img"
+    for n in $NAMES; do cands="$cands ${n%%\{v\}*}$k${n#*\{v\}}"; done
 done
 listed=" "
 set -f  # the paths come from configuration files: never expand them as patterns
@@ -216,9 +225,9 @@ for p in $refs $cands; do
     echo "magic $(od -An -tx1 -N6 "$r" 2>/dev/null | tr -d ' \n')"
     case "$KNOWN" in *" $key "*) echo "cached"; continue ;; esac
     if out=$(list_initrd "$r"); then
-        printf '%s\n' "$out" | awk '
+        printf '%s\n' "$out" | awk "$KVM_NORM"'
             $1 == "lister" { print; next }
-            $NF ~ /\.ko(\.(gz|xz|zst|bz2|lz4))?$/ { n = $NF; sub(/.*\//, "", n); sub(/\.ko(\.[a-z0-9]+)?$/, "", n); gsub(/-/, "_", n); print "m " n }
+            ko($NF) { print "m " norm($NF) }
             $NF ~ /^\/?(usr\/)?lib\/modules\/[^\/]+\/?$/ { n = $NF; sub(/\/$/, "", n); sub(/.*\//, "", n); print "kver " n }
             $NF ~ /(^|\/)modprobe\.d\/[^\/]+\.conf$/ { print "modprobe " $NF }' | sort -u | ascii
     else

@@ -33,10 +33,16 @@ list_initrd() {
     printf '%s\n' "$_out"
 }
 
+# The one module-name normalisation, for awk programs (awk "$KVM_NORM"'...'): norm(P) is the name
+# the kernel gives the module file P (basename, no .ko suffix, dashes as underscores); ko(P) says
+# whether P is a module file. facts/parsers.py norm() is its Python twin, for inventory names
+# (tests/test_host_scripts.py checks that they agree).
+KVM_NORM='function norm(p, n) { n = p; sub(/.*\//, "", n); sub(/\.ko(\.[a-z0-9]+)?$/, "", n); gsub(/-/, "_", n); return n }
+function ko(p) { return p ~ /\.ko(\.(gz|xz|zst|bz2|lz4))?$/ }'
+
 # initrd_modules IMAGE: module names (normalised) in the image, one per line.
 initrd_modules() {
-    list_initrd "$1" | awk '$NF ~ /\.ko(\.(gz|xz|zst|bz2|lz4))?$/ {
-        n = $NF; sub(/.*\//, "", n); sub(/\.ko(\.[a-z0-9]+)?$/, "", n); gsub(/-/, "_", n); print n }' | sort -u
+    list_initrd "$1" | awk "$KVM_NORM"' ko($NF) { print norm($NF) }' | sort -u
 }
 
 # kvm_lock: one kvm-drivers change at a time on this host. The lock, the logs and the rollback

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import hostside
+from facts import parsers as p
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root")
 STATE = Path("/run/kvm-drivers")
@@ -181,3 +182,48 @@ def test_new_initrd_is_flushed_before_it_takes_the_old_ones_name():
     flush = next(i for i, ln in enumerate(lines) if ln.startswith('sync "$tmp"'))
     rename = next(i for i, ln in enumerate(lines) if ln.startswith('mv -f "$tmp" "$img"'))
     assert flush < rename
+
+
+NAMES = ["virtio_blk.ko", "kernel/drivers/net/virtio-net.ko.xz", "/lib/modules/6.1/x/ata_piix.ko.zst", "a-b_c.ko.gz",
+         "nvme-core.ko.bz2", "dm-mod.ko.lz4", "plain"]  # fmt: skip
+
+
+def test_shell_and_python_normalise_module_names_alike():
+    # One normalisation per language (lib.sh KVM_NORM for every awk program, parsers.norm for inventory
+    # names): they must agree, or a declared driver would never be found in an initrd.
+    out = lib('printf "%s\\n" "$@" | awk "$KVM_NORM"\' { print norm($0) "|" (ko($0) ? 1 : 0) }\'', *NAMES)
+    assert out.returncode == 0, out.stderr
+    got = [line.split("|") for line in out.stdout.splitlines()]
+    assert [n for n, _ in got] == [p.norm(x) for x in NAMES]
+    assert [k for _, k in got] == ["1", "1", "1", "1", "1", "1", "0"]
+
+
+def gather_kernel_awk() -> str:
+    """gather.sh's per-kernel awk program (the one place the closure is computed), as run there."""
+    text = (Path(hostside.__file__).parent / "gather.sh").read_text()
+    start = text.index('[ -n "$files" ] && awk')
+    return text[start : text.index("' $files", start) + len("' $files")]
+
+
+def test_closure_is_computed_on_the_host_breadth_first_itself_first(tmp_path):
+    d = tmp_path / "6.1"
+    d.mkdir()
+    (d / "modules.builtin").write_text("kernel/drivers/virtio/virtio.ko\n")
+    (d / "modules.dep").write_text(
+        "kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko\n"
+        "kernel/drivers/virtio/virtio_ring.ko:\n"
+        "kernel/drivers/net/virtio-net.ko.xz: kernel/net/net_failover.ko kernel/drivers/virtio/virtio_ring.ko\n"
+        "kernel/net/net_failover.ko: kernel/net/core/failover.ko\n"
+        "kernel/net/core/failover.ko:\n"
+    )
+    script = f'W="$*"; closure=1; files="{d}/modules.builtin {d}/modules.dep"\n' + gather_kernel_awk()
+    out = lib(script, "virtio_net", "virtio_blk", "virtio", "virtio_scsi")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "closure virtio_net virtio_net,net_failover,virtio_ring,failover" in lines
+    assert "closure virtio_blk virtio_blk,virtio_ring" in lines
+    assert "builtin virtio" in lines and "absent virtio_scsi" in lines
+    assert lines.count("module virtio_ring kernel/drivers/virtio/virtio_ring.ko") == 1  # once, shared
+    kernel = p.RawKernel("6.1")
+    assert all(p._parse_kernel_line(kernel, line) for line in lines)  # what the parser accepts
+    assert kernel.closures["virtio_net"] == ["virtio_net", "net_failover", "virtio_ring", "failover"]
