@@ -105,3 +105,43 @@ def test_unchanged_answer_with_another_fingerprint_is_not_expanded():
     stored = cache.HostCache({}, {"version": "v1", "fingerprint": "1-2", "lines": ["@@KVM end"]})
     answer = ["@@KVM meta", "uid 0", "@@KVM unchanged 9-9", "@@KVM end"]
     assert cache.expand(stored, answer) == answer
+
+
+class FakeHost:
+    """A pyinfra host as gather_state reaches it: a name and the KvmAnswer fact."""
+
+    def __init__(self, name: str, answer: list[str]) -> None:
+        self.name, self.answer, self.asked = name, answer, []
+
+    def get_fact(self, cls, **kwargs):
+        self.asked.append((cls.__name__, kwargs))
+        return self.answer
+
+
+def test_cache_belongs_to_the_host_gathered_from_whatever_host_is_in_context(tmp_path, monkeypatch):
+    # Issue 13: the cache was keyed on the context host, so other_host.get_fact() used the wrong one.
+    from pyinfra.context import ctx_host
+
+    from facts.kvm_drivers import SCRIPT_VERSION, KvmAnswer, gather_state
+
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    other = FakeHost("db1", with_fingerprint("7-8"))
+    with ctx_host.use(FakeHost("web1", [])):  # the deploy is running for web1
+        state = gather_state(other, ["virtio_blk"])
+    assert state.distro.family == "debian" and state.errors == []
+    assert cache.seen(cache.load("db1"), SCRIPT_VERSION) == "7-8" and cache.load("web1") == cache.HostCache()
+    # next run: db1 is asked with db1's fingerprint and initrd keys
+    gather_state(other, ["virtio_blk"])
+    name, args = other.asked[-1]
+    assert name == KvmAnswer.__name__ and args["seen"] == "7-8" and args["known"] == [KEY]
+
+
+def test_the_fact_is_pure_command_in_state_out():
+    from facts.kvm_drivers import KvmDrivers
+
+    fact = KvmDrivers()
+    before = dict(vars(fact))
+    first = fact.command(["virtio_blk"]).get_raw_value()
+    assert fact.command(["virtio_blk"]).get_raw_value() == first and vars(fact) == before
+    out = lines(cached=False)
+    assert fact.process(out) == fact.process(out) and vars(fact) == before
