@@ -6,8 +6,9 @@ Two things are kept per host, in one small JSON file under $KVM_DRIVERS_CACHE (d
 - initrd listings: listing an initrd means decompressing all of it, and its module list only
   changes when the file does. The gather script is told which "path|size|mtime|ctime" keys
   we know and skips those (ctime cannot be set from user space: any rewrite changes the key).
-- the last complete gather output and its fingerprint (see facts/gather.sh): when the host
-  reports the same fingerprint, it sends only its live values and this copy is used.
+- the state of the last complete answer and its fingerprint (see hostside/gather.sh): when the
+  host reports the same fingerprint, it sends only its live values, and that state (checked
+  again when read back: the file is input like any other) stands, without parsing anything.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facts.parsers import MARK, MODULE_NAME, Snapshot
+from facts.state import HostState, shape_problems
 
 
 @dataclass
@@ -28,7 +30,8 @@ class HostCache:
     """What is cached for one host."""
 
     listings: dict[str, dict] = field(default_factory=dict)  # key -> {modules, kernel_dirs, ...}
-    snapshot: dict = field(default_factory=dict)  # {version, fingerprint, lines}
+    snapshot: dict = field(default_factory=dict)  # {version, fingerprint, state} as stored
+    state: HostState | None = None  # snapshot["state"], read back and checked
 
 
 def cache_dir() -> Path | None:
@@ -57,12 +60,16 @@ def load(host_name: str) -> HostCache:
     if not isinstance(data, dict) or not isinstance(data.get("listings"), dict) or data.get("host") != host_name:
         return HostCache()  # unknown or older layout, or another host's: start again
     snapshot = data.get("snapshot") or {}
-    if not (isinstance(snapshot, dict) and isinstance(snapshot.get("lines", []), list)
-            and all(isinstance(line, str) for line in snapshot.get("lines", []))):  # fmt: skip
-        snapshot = {}
+    state = None
+    try:  # a state of the wrong shape is dropped: the host is then asked for a full answer
+        state = HostState.from_dict(snapshot["state"]) if isinstance(snapshot, dict) else None
+        if state is not None and shape_problems(state):
+            state = None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        state = None
     # A listing of the wrong shape is dropped: that initrd is then listed again by the host.
     listings = {key: entry for key, entry in data["listings"].items() if _valid_listing(entry)}
-    return HostCache(listings, snapshot)
+    return HostCache(listings, snapshot if state else {}, state)
 
 
 def _valid_listing(entry: object) -> bool:
@@ -77,24 +84,28 @@ def _valid_listing(entry: object) -> bool:
 
 
 def seen(cached: HostCache, version: str) -> str:
-    """The fingerprint to send to the host: that of our copy, if made by this gather script."""
+    """The fingerprint to send to the host: that of our state, if made by this version of the code."""
     snap = cached.snapshot
-    return snap.get("fingerprint", "") if snap.get("version") == version and snap.get("lines") else ""
+    return snap.get("fingerprint", "") if snap.get("version") == version and cached.state is not None else ""
 
 
-def expand(cached: HostCache, output: list[str]) -> list[str]:
-    """The output with an "unchanged" answer replaced by our copy (live values kept)."""
+def unchanged(cached: HostCache, output: list[str]) -> tuple[HostState, list[str]] | None:
+    """(our state, the live lines) when output is the host's complete "unchanged" answer to our
+    fingerprint; None otherwise (the answer is then parsed as it is).
+    """
     for i, line in enumerate(output):
         if line.startswith(MARK + "unchanged "):
-            if line[len(MARK + "unchanged ") :] != cached.snapshot.get("fingerprint"):
-                break  # cannot happen unless the cache file changed under us: parse as is
-            return output[:i] + cached.snapshot["lines"]
-    return output
+            fingerprint = line[len(MARK + "unchanged ") :]
+            if cached.state is None or fingerprint != cached.snapshot.get("fingerprint") or output[i + 1 :] != [
+                MARK + "end"
+            ]:
+                return None  # cannot happen unless the cache file changed under us, or the answer was cut
+            return cached.state, output[:i]
+    return None
 
 
-def apply(host_name: str, cached: HostCache, snap: Snapshot, output: list[str], version: str) -> None:
-    """Fill the cached initrds of snap from the listings, then save what this run learnt."""
-    keep = {}
+def fill(cached: HostCache, snap: Snapshot) -> None:
+    """Give the initrds the host did not list again ("cached") their listing from the cache."""
     for initrd in snap.initrds.values():
         if initrd.cached and initrd.key in cached.listings:
             entry = cached.listings[initrd.key]
@@ -104,6 +115,14 @@ def apply(host_name: str, cached: HostCache, snap: Snapshot, output: list[str], 
             initrd.lister = entry["lister"] + " (cached)"
         elif initrd.cached:
             initrd.error = "listing cache lost during the run; run again"
+
+
+def save(host_name: str, cached: HostCache, snap: Snapshot, state: HostState, version: str) -> None:
+    """Keep what this full answer taught: its initrd listings, and its state (without live values)
+    when it can be trusted next time.
+    """
+    keep = {}
+    for initrd in snap.initrds.values():
         if initrd.key and not initrd.error:
             keep[initrd.key] = {
                 "modules": sorted(initrd.modules),
@@ -111,12 +130,8 @@ def apply(host_name: str, cached: HostCache, snap: Snapshot, output: list[str], 
                 "modprobe_files": initrd.modprobe_files,
                 "lister": initrd.lister.replace(" (cached)", ""),
             }
-    snapshot = cached.snapshot
-    start = next((i for i, line in enumerate(output) if line.startswith(MARK + "fingerprint ")), None)
-    if start is not None:  # a full answer: keep it if it can be trusted next time
-        trusted = snap.fingerprint and snap.complete and not any(i.error for i in snap.initrds.values())
-        lines = output[start + 1 :]
-        snapshot = {"version": version, "fingerprint": snap.fingerprint, "lines": lines} if trusted else {}
+    trusted = snap.fingerprint and state.readable and not any(i.error for i in snap.initrds.values())
+    snapshot = {"version": version, "fingerprint": snap.fingerprint, "state": state.to_dict()} if trusted else {}
     path = _file(host_name)
     if path and (keep != cached.listings or snapshot != cached.snapshot):
         try:  # private: it holds bootloader configurations (they may carry password hashes)

@@ -14,16 +14,23 @@ state (``facts.state.HostState``); what to do about it is ``operations.plan.plan
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from pyinfra.api import FactBase, QuoteString, ShortFactBase, StringCommand
 
 from facts import cache
 from facts import parsers as p
-from facts.state import DEFAULT_LOOKUP, FALLBACK_INITRDS, HostState, failed_state, host_state
+from facts.state import DEFAULT_LOOKUP, FALLBACK_INITRDS, HostState, failed_state, stored_state, with_live
 from hostside import GATHER, LISTER, SCRIPT_VERSION
 
 OUTPUT_CAP = 32 * 1024 * 1024  # bytes of gather output accepted from one host
+# A cached state is only reused with the gather script and the code that made it.
+CACHE_VERSION = hashlib.sha256(
+    (SCRIPT_VERSION + "".join((Path(__file__).parent / f).read_text() for f in ("parsers.py", "state.py"))).encode()
+).hexdigest()[:16]
 
 
 def gather_command(drivers: list[str], known: list[str] | None = None, seen: str = "") -> StringCommand:
@@ -51,19 +58,29 @@ def gather_command(drivers: list[str], known: list[str] | None = None, seen: str
 
 def read_answer(lines: list[str], host_cache: cache.HostCache | None = None, host_name: str = "") -> HostState:
     """The state one answer of gather.sh describes. With a host's cache: an "unchanged" answer is
-    completed from it, and what the answer taught is saved. Never raises: a host whose answer
-    cannot be read is an error state, with the cause.
+    the cached state with the live values it brings, and what a full answer teaches is saved.
+    Never raises: a host whose answer cannot be read is an error state, with the cause.
     """
     try:
         size = sum(len(line) + 1 for line in lines)
         if size >= OUTPUT_CAP:
             return failed_state(f"the host sent {size} bytes or more (limit {OUTPUT_CAP}): answer refused")
-        if host_cache is not None:
-            lines = cache.expand(host_cache, lines)
+        same = cache.unchanged(host_cache, lines) if host_cache is not None else None
+        if same is not None:
+            stored, live_lines = same
+            live = p.parse_snapshot(live_lines)
+            state = with_live(stored, live.meta)
+            if live.problems:
+                bad = [f"malformed answer from the host: {x}" for x in live.problems]
+                state = replace(state, errors=state.errors + bad, readable=False)
+            return state
         snap = p.parse_snapshot(lines)
         if host_cache is not None:
-            cache.apply(host_name, host_cache, snap, lines, SCRIPT_VERSION)
-        return host_state(snap)
+            cache.fill(host_cache, snap)
+        stored = stored_state(snap)
+        if host_cache is not None:
+            cache.save(host_name, host_cache, snap, stored, CACHE_VERSION)
+        return with_live(stored, snap.meta)
     except Exception as exc:  # noqa: BLE001 - one host's odd answer must not stop the others
         return failed_state(f"could not make sense of the host's answer ({type(exc).__name__}: {exc})")
 
@@ -104,7 +121,7 @@ def gather_state(host: Any, drivers: list[str] | None = None, **fact_args: Any) 
     host_cache = cache.load(host.name)  # the host gathered from, whatever host is in context
     drivers = list(drivers or DEFAULT_LOOKUP)
     answer = host.get_fact(
-        KvmAnswer, drivers=drivers, known=sorted(host_cache.listings), seen=cache.seen(host_cache, SCRIPT_VERSION),
+        KvmAnswer, drivers=drivers, known=sorted(host_cache.listings), seen=cache.seen(host_cache, CACHE_VERSION),
         **fact_args,
     )  # fmt: skip
     return None if answer is None else read_answer(answer, host_cache, host.name)

@@ -16,7 +16,7 @@ is not installed...); ``warnings`` are worth a look but change nothing.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from facts import parsers as p
@@ -100,9 +100,10 @@ class HostState:
     distro: p.Distro = field(default_factory=lambda: p.Distro("unknown", "unknown", "", None, ""))
     generator: str | None = None  # initramfs-tools, dracut or suse-mkinitrd
     tools: dict[str, str] = field(default_factory=dict)  # tool name -> path
-    running_kernel: str = ""
+    running_kernel: str = ""  # live values: sent by the host on every run
     boot_free_kib: int | None = None
     boot_mount: list[str] = field(default_factory=list)  # mount options of /boot
+    module_dirs: list[str] = field(default_factory=list)  # every /lib/modules/* (installed or not)
     boot: BootInfo = field(default_factory=BootInfo)
     kernels: list[KernelState] = field(default_factory=list)  # installed kernels, newest first
     declared: Declared = field(default_factory=Declared)
@@ -137,6 +138,28 @@ def host_state(snap: p.Snapshot, drivers: list[str] | None = None) -> HostState:
     """What snap (one gathered answer) says about the host, for the drivers it looked up
     (the answer says which; drivers narrows them).
     """
+    return with_live(stored_state(snap, drivers), snap.meta)
+
+
+def with_live(state: HostState, meta: dict[str, str]) -> HostState:
+    """State with the live values a host sends on every run (running kernel, /boot's free space
+    and mount options): what an "unchanged" answer still brings.
+    """
+    running = meta.get("uname", "")
+    warnings = list(state.warnings)
+    if running and running not in state.module_dirs:
+        warnings.append(f"running kernel {running} is not installed; handling the installed kernels")
+    return replace(
+        state,
+        warnings=warnings,
+        running_kernel=running,
+        boot_free_kib=int(meta["bootfree"]) if p.DIGITS.match(meta.get("bootfree", "")) else None,
+        boot_mount=[o for o in meta.get("bootmount", "").split(",") if o],
+    )
+
+
+def stored_state(snap: p.Snapshot, drivers: list[str] | None = None) -> HostState:
+    """host_state() without the live values: what the control side may keep for an unchanged host."""
     drivers = snap.drivers if drivers is None else [d for d in drivers if d in snap.drivers]
     distro = p.parse_distro(snap.files)
     generator, generator_error = choose_generator(distro.family, snap.tools)
@@ -172,14 +195,11 @@ def host_state(snap: p.Snapshot, drivers: list[str] | None = None) -> HostState:
             errors.append(f"grubby --default-kernel says {snap.meta['grubby'].strip()!r:.120}, kvm-drivers reads "
                           f"the default as {ours or 'none'}: not changing this host until they agree")  # fmt: skip
 
-    running = snap.meta.get("uname", "")
     installed = [k for k in snap.kernels.values() if k.has_dep and k.images]
     for k in snap.kernels.values():
         if k not in installed:
             why = "no modules.dep" if not k.has_dep else "no kernel image in /boot"
             warnings.append(f"/lib/modules/{k.version} skipped: not an installed kernel ({why})")
-    if running and running not in snap.kernels:
-        warnings.append(f"running kernel {running} is not installed; handling the installed kernels")
     if not installed and distro.family:
         errors.append("no installed kernel found (/lib/modules/* with an image in /boot)")
     elif default_entry is not None and distro.family:  # what GRUB boots must be what we check
@@ -214,9 +234,7 @@ def host_state(snap: p.Snapshot, drivers: list[str] | None = None) -> HostState:
         distro=distro,
         generator=generator,
         tools=snap.tools,
-        running_kernel=running,
-        boot_free_kib=int(snap.meta["bootfree"]) if p.DIGITS.match(snap.meta.get("bootfree", "")) else None,
-        boot_mount=[o for o in snap.meta.get("bootmount", "").split(",") if o],
+        module_dirs=sorted(snap.kernels),
         boot=BootInfo(
             source=boot.source if boot else None,
             default_kernel=default_entry.kernel if default_entry else None,
@@ -381,3 +399,24 @@ def initrd_refusal(path: str, raw: p.RawInitrd | None) -> str:
     return ""
 
 
+
+
+def shape_problems(state: HostState) -> list[str]:
+    """What in state has a shape no answer of gather.sh can give (for a state read back from the
+    control-side cache, which is a file: it must be checked like a host's answer).
+    """
+    out = []
+    names = list(state.drivers) + [d for k in state.kernels for c in k.closures.values() for d in c]
+    names += list(state.declared.drivers) + [b.driver for b in state.blacklists]
+    if not all(isinstance(n, str) and p.MODULE_NAME.match(n) for n in names):
+        out.append("a module name")
+    for k in state.kernels:
+        if not p.KERNEL_NAME.match(k.version):
+            out.append(f"kernel {k.version!r:.40}")
+        elif k.initrd and not k.initrd_refused and initrd_refusal(k.initrd, None):
+            out.append(f"initrd {k.initrd!r:.60}")
+    if state.declared.path != CONFIG_PATHS.get(state.generator or ""):
+        out.append(f"declaration path {state.declared.path!r:.60}")
+    if not all(p.MODPROBE_FILE.match(b.file) and p.DIGITS.match(b.line) for b in state.blacklists):
+        out.append("a modprobe.d reference")
+    return out

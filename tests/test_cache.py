@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from facts import cache
-from facts import parsers as p
-from tests.planning import analyse
+from facts import kvm_drivers as kd
+from operations.plan import plan
 
 FIX = Path(__file__).parent / "fixtures"
 KEY = "/boot/initrd.img-6.1.0-50-amd64|6046887|1764199265|1764199265"
@@ -24,26 +24,25 @@ def lines(cached: bool) -> list[str]:
     return out
 
 
+def read(name: str, answer: list[str]):
+    """The state of one answer, through the host's cache as the deploy and the check read it."""
+    return kd.read_answer(answer, cache.load(name), name)
+
+
 def test_cached_listing_gives_the_same_analysis(tmp_path, monkeypatch):
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
-    full = p.parse_snapshot(lines(cached=False))
-    cache.apply("web1", cache.load("web1"), full, lines(cached=False), "v1")
+    full = read("web1", lines(cached=False))
     stored = cache.load("web1")
     assert list(stored.listings) == [KEY] and "ext4" in stored.listings[KEY]["modules"]
-
-    short = p.parse_snapshot(lines(cached=True))
-    assert short.initrds["/boot/initrd.img-6.1.0-50-amd64"].modules == set()
-    cache.apply("web1", stored, short, lines(cached=True), "v1")
-    a, b = analyse(full), analyse(short)
-    assert a.kernels[0].missing == b.kernels[0].missing and a.status == b.status
+    short = read("web1", lines(cached=True))  # the host did not list the initrd again
+    a, b = plan(full), plan(short)
+    assert a.kernels[0].missing == b.kernels[0].missing and a.status == b.status == "drifted"
     assert b.kernels[0].lister.endswith("(cached)")
 
 
 def test_cache_miss_is_an_error_not_a_clean_bill(tmp_path, monkeypatch):
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
-    short = p.parse_snapshot(lines(cached=True))
-    cache.apply("web1", cache.HostCache(), short, lines(cached=True), "v1")
-    info = analyse(short)
+    info = plan(read("web1", lines(cached=True)))  # "cached", but we hold no listing
     assert "cache lost" in info.kernels[0].initrd_error and info.status == "drifted"
 
 
@@ -61,50 +60,46 @@ def with_fingerprint(fp: str) -> list[str]:
     return ["@@KVM meta", *live, f"@@KVM fingerprint {fp}", "@@KVM meta", *tools, *out[end:]]
 
 
-def test_unchanged_answer_is_the_stored_copy_with_fresh_live_values(tmp_path, monkeypatch):
-    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
-    full = with_fingerprint("123-456")
-    snap = p.parse_snapshot(full)
-    assert snap.fingerprint == "123-456"
-    cache.apply("web1", cache.HostCache(), snap, full, "v1")
-    stored = cache.load("web1")
-    assert cache.seen(stored, "v1") == "123-456"
-    assert cache.seen(stored, "v2") == ""  # another gather script: never trust the copy
+LIVE = ["@@KVM meta", "uname 6.18.44-lab", "uid 0", "bootfree 12345678", "bootmount rw"]
 
-    answer = [
-        "@@KVM meta",
-        "uname 6.1.0-50-amd64",
-        "uid 0",
-        "bootfree 12345678",
-        "bootmount rw",
-        "@@KVM unchanged 123-456",
-        "@@KVM end",
-    ]
-    expanded = cache.expand(stored, answer)
-    again = p.parse_snapshot(expanded)
-    assert again.meta["bootfree"] == "12345678" and again.complete
-    assert analyse(again).kernels == analyse(snap).kernels
-    assert analyse(again).status == analyse(snap).status
+
+def test_unchanged_answer_is_the_stored_state_with_fresh_live_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    first = read("web1", with_fingerprint("123-456"))
+    stored = cache.load("web1")
+    assert cache.seen(stored, kd.CACHE_VERSION) == "123-456"
+    assert cache.seen(stored, "another-version") == ""  # other code: never trust the copy
+    again = read("web1", [*LIVE, "@@KVM unchanged 123-456", "@@KVM end"])
+    assert again.boot_free_kib == 12345678 and again.running_kernel == "6.18.44-lab"
+    assert again.kernels == first.kernels and again.declared == first.declared
+    assert plan(again).status == plan(first).status == "drifted"
+    assert any("running kernel 6.18.44-lab is not installed" in w for w in again.warnings)
+
+
+def test_unchanged_answer_with_bad_live_values_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    read("web1", with_fingerprint("123-456"))
+    bad = ["@@KVM meta", "uname 6.1.0-50-amd64", "bootfree lots", "@@KVM unchanged 123-456", "@@KVM end"]
+    assert plan(read("web1", bad)).status == "error"
 
 
 def test_untrustworthy_answers_are_not_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
-    no_fp = with_fingerprint("")  # coarse timestamps on the host
-    cache.apply("web1", cache.HostCache(), p.parse_snapshot(no_fp), no_fp, "v1")
-    assert cache.seen(cache.load("web1"), "v1") == ""
-    cut = with_fingerprint("1-2")[:-1]  # no end marker: output cut short
-    cache.apply("web1", cache.HostCache(), p.parse_snapshot(cut), cut, "v1")
-    assert cache.seen(cache.load("web1"), "v1") == ""
+    read("web1", with_fingerprint(""))  # coarse timestamps on the host
+    assert cache.seen(cache.load("web1"), kd.CACHE_VERSION) == ""
+    read("web1", with_fingerprint("1-2")[:-1])  # no end marker: output cut short
+    assert cache.seen(cache.load("web1"), kd.CACHE_VERSION) == ""
     failed = [ln if not ln.startswith("@@KVM initrd ") else ln + "\n@@KVM listfail 1" for ln in with_fingerprint("3-4")]
-    failed = "\n".join(failed).splitlines()
-    cache.apply("web1", cache.HostCache(), p.parse_snapshot(failed), failed, "v1")
-    assert cache.seen(cache.load("web1"), "v1") == ""
+    read("web1", "\n".join(failed).splitlines())
+    assert cache.seen(cache.load("web1"), kd.CACHE_VERSION) == ""
 
 
-def test_unchanged_answer_with_another_fingerprint_is_not_expanded():
-    stored = cache.HostCache({}, {"version": "v1", "fingerprint": "1-2", "lines": ["@@KVM end"]})
-    answer = ["@@KVM meta", "uid 0", "@@KVM unchanged 9-9", "@@KVM end"]
-    assert cache.expand(stored, answer) == answer
+def test_unchanged_answer_that_is_not_ours_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    read("web1", with_fingerprint("1-2"))
+    for answer in ([*LIVE, "@@KVM unchanged 9-9", "@@KVM end"], [*LIVE, "@@KVM unchanged 1-2"]):
+        info = plan(read("web1", answer))  # another fingerprint; or cut short after "unchanged"
+        assert info.status == "error", answer
 
 
 class FakeHost:
@@ -122,14 +117,14 @@ def test_cache_belongs_to_the_host_gathered_from_whatever_host_is_in_context(tmp
     # Issue 13: the cache was keyed on the context host, so other_host.get_fact() used the wrong one.
     from pyinfra.context import ctx_host
 
-    from facts.kvm_drivers import SCRIPT_VERSION, KvmAnswer, gather_state
+    from facts.kvm_drivers import CACHE_VERSION, KvmAnswer, gather_state
 
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
     other = FakeHost("db1", with_fingerprint("7-8"))
     with ctx_host.use(FakeHost("web1", [])):  # the deploy is running for web1
         state = gather_state(other, ["virtio_blk"])
     assert state.distro.family == "debian" and state.errors == []
-    assert cache.seen(cache.load("db1"), SCRIPT_VERSION) == "7-8" and cache.load("web1") == cache.HostCache()
+    assert cache.seen(cache.load("db1"), CACHE_VERSION) == "7-8" and cache.load("web1") == cache.HostCache()
     # next run: db1 is asked with db1's fingerprint and initrd keys
     gather_state(other, ["virtio_blk"])
     name, args = other.asked[-1]

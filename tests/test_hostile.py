@@ -126,21 +126,34 @@ def test_bad_inventory_data_is_a_clear_error_never_compliant(data, expect):
     assert any(expect in e for e in info.errors), info.errors
 
 
-def test_tampered_cache_lines_are_validated_like_fresh_ones(tmp_path, monkeypatch):
-    # Medium: a tampered cache file turned a blacklist "line number" into a sed command.
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("blacklists", [{"file": "/etc/modprobe.d/x.conf", "line": "1e touch /x", "driver": "virtio_blk",
+                         "text": "blacklist virtio_blk"}]),
+        ("kernels", [{"version": "6.1.0-50-amd64", "initrd": "/etc/shadow"}]),
+        ("kernels", [{"version": "6.1 ; reboot", "initrd": "/boot/initrd.img-6.1"}]),
+        ("declared", {"path": "/etc/shadow", "drivers": []}),
+        ("drivers", ["virtio_blk; touch /x"]),
+        ("distro", "not a dict"),
+    ],
+)
+def test_tampered_cached_state_is_never_used(tmp_path, monkeypatch, field, value):
+    # Medium (#11): a tampered cache file turned a blacklist "line number" into a sed command. The
+    # cache now keeps a state: read back, it is checked like an answer, and a bad one is dropped
+    # (the host is then asked for a full answer).
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
     from facts import cache
 
-    fp = "123-456"
-    lines = ITOOLS[:-1] + ["@@KVM blacklist", "/etc/modprobe.d/x.conf:1e touch /x:virtio_blk:blacklist virtio_blk",
-                           "@@KVM end"]  # fmt: skip
-    snapshot = {"version": kd.SCRIPT_VERSION, "fingerprint": fp, "lines": lines}
-    entry = {"host": "h1", "listings": {}, "snapshot": snapshot}
+    lines = ["@@KVM fingerprint 11-22", *ITOOLS]  # a full answer that can be kept
+    kd.read_answer(lines, cache.load("h1"), "h1")
+    entry = json.loads(cache._file("h1").read_text())
+    assert cache.seen(cache.load("h1"), kd.CACHE_VERSION) == "11-22"  # the untouched copy is used
+    entry["snapshot"]["state"][field] = value
     cache._file("h1").write_text(json.dumps(entry))
-    cached = cache.load("h1")
-    snap = p.parse_snapshot(cache.expand(cached, [f"@@KVM unchanged {fp}", "@@KVM end"]))
-    assert snap.blacklists == [] and any("unexpected modprobe.d line" in x for x in snap.problems)
-    assert analyse(snap).status == "error"
+    assert cache.seen(cache.load("h1"), kd.CACHE_VERSION) == ""
+    answer = ["@@KVM meta", "uname 6.1", "@@KVM unchanged 11-22", "@@KVM end"]  # if the host said so anyway
+    assert plan(kd.read_answer(answer, cache.load("h1"), "h1")).status == "error"
 
 
 def test_cache_files_are_private(tmp_path, monkeypatch):
@@ -148,8 +161,7 @@ def test_cache_files_are_private(tmp_path, monkeypatch):
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path / "c"))
     from facts import cache
 
-    lines = ["@@KVM fingerprint 11-22", *ITOOLS]  # a full answer that can be kept
-    cache.apply("h2", cache.HostCache(), p.parse_snapshot(lines), lines, kd.SCRIPT_VERSION)
+    kd.read_answer(["@@KVM fingerprint 11-22", *ITOOLS], cache.load("h2"), "h2")  # a full answer that is kept
     assert oct((tmp_path / "c").stat().st_mode & 0o777) == "0o700"
     assert oct(cache._file("h2").stat().st_mode & 0o777) == "0o600"
     assert [f.name for f in (tmp_path / "c").iterdir()] == [cache._file("h2").name]  # no temporary file left
@@ -161,8 +173,7 @@ def test_hosts_whose_names_sanitise_alike_never_share_a_cache(tmp_path, monkeypa
     from facts import cache
 
     assert cache._file("db:1") != cache._file("db_1")
-    lines = ["@@KVM fingerprint 11-22", *ITOOLS]
-    cache.apply("db_1", cache.HostCache(), p.parse_snapshot(lines), lines, kd.SCRIPT_VERSION)
+    kd.read_answer(["@@KVM fingerprint 11-22", *ITOOLS], cache.load("db_1"), "db_1")
     assert cache.load("db_1").snapshot and not cache.load("db:1").snapshot
     cache._file("db:1").write_text(cache._file("db_1").read_text())  # a copy planted under the other name
     assert not cache.load("db:1").snapshot
