@@ -104,7 +104,7 @@ def kvm_drivers(
         )  # fmt: skip
         done["rebuilt"].append((k.initrd, k.version, meta))
     if len(done) > 1 or done["rebuilt"]:
-        python.call(name="Summary of the KVM drivers", function=log_summary, done=done, declared=state.declared.path)
+        python.call(name="Report what was done", function=log_summary, done=done, declared=state.declared.path)
 
 
 def log_plan(the_plan: Plan) -> None:

@@ -181,24 +181,37 @@ def test_boot_fails_before_the_deploy(story, h):
     assert "virtio_blk" not in result.bound.values()
     assert result.entry, result.summary()  # GRUB chose an entry and booted it
     assert not result.kernel  # the root file system was never reached: no probe result
-    assert story.info_before[h.name]["status"] == "drifted"
-    assert "virtio_blk" in story.info_before[h.name]["kernels"][0]["missing"]
+    assert story.info_before[h.name].status == "drifted"
+    assert "virtio_blk" in story.info_before[h.name].kernels[0].missing
 
 
 def test_dry_run_changes_nothing_and_names_the_hosts(story):
     assert story.dry.returncode == 0, story.dry.output
     plan = json.loads(story.dry.output[story.dry.output.index('{"plan"') :].splitlines()[0])["plan"]
-    changes = {op["name"]: set(op["hosts_with_change"]) for op in plan}
+    changes = {op["name"].split(" | ", 1)[-1]: set(op["hosts_with_change"]) for op in plan}  # "deploy | op"
     fixed = {h.name for h in fixed_hosts()}
     assert changes["Declare the KVM drivers"] == fixed
-    assert changes["Rebuild initrds lacking KVM drivers"] == fixed
+    rebuilt = set().union(*[v for k, v in changes.items() if k.startswith("Rebuild the initrd of kernel ")])
+    assert rebuilt == fixed
+    assert changes["Report what was done"] == fixed
     assert changes["Refuse an unsupported or broken host"] == {h.name for h in refused_hosts()}
     assert story.sums_before == story.sums_dry
 
 
 def test_first_run_fixes_every_supported_host_and_only_refuses(story):
-    unblacklisted = [h for h in fixed_hosts() if dict(h.data).get("kvm_remove_blacklists")]
-    assert story.first.changed() == 2 * len(fixed_hosts()) + len(unblacklisted), story.first.output
+    expected = 0  # per host: the declaration, one rebuild per kernel, the report of what was done
+    for h in fixed_hosts():
+        info = story.info_before[h.name]
+        if dict(h.data).get("kvm_remove_blacklists") and info.blacklisted:
+            expected += 1 + len([k for k in info.kernels if not k.too_old])  # every initrd carries modprobe.d
+        else:
+            expected += len(info.to_rebuild)
+        expected += bool(info.to_declare) + 1
+    assert story.first.changed() == expected, story.first.output
+    for h in fixed_hosts():  # the per-host summary names what was done
+        said = [ln for ln in story.first.output.splitlines() if f"[{h.name}] kvm-drivers: " in ln]
+        assert any("declaration written: " in ln for ln in said), (h.name, said)
+        assert any("rebuilt and verified; the previous one is kept as " in ln for ln in said), (h.name, said)
     errors = sum(int(r["error"]) for r in story.first.results.values() if r["error"].isdigit())
     assert errors == len(refused_hosts()), story.first.output
     assert (story.first.returncode == 0) == (errors == 0)
@@ -215,7 +228,7 @@ def test_refused_host_gets_a_clear_message_and_is_untouched(story, h):
 
 def test_compliant_host_is_left_alone(story):
     for h in [h for h in hosts.HOSTS if h.expect == "compliant"]:
-        assert story.info_before[h.name]["status"] == "compliant", story.info_before[h.name]
+        assert story.info_before[h.name].status == "compliant", story.info_before[h.name]
         assert story.sums_before[h.name] == story.sums_first[h.name]
         assert story.after[h.name].ok, story.after[h.name].summary()
 
@@ -327,10 +340,10 @@ def test_kernel_with_every_virtio_driver_built_in_needs_nothing(story):
 
 def test_builtin_drivers_of_a_real_kernel_are_reported_not_demanded(story):
     # Debian 13's kernel has virtio, virtio_ring and virtio_pci built in (modules.builtin)
-    (kernel,) = story.info_before["deb13-itools"]["kernels"]
+    (kernel,) = story.info_before["deb13-itools"].kernels
     assert kernel.builtin == ["virtio_pci", "virtio_ring", "virtio"]
     assert not set(kernel.builtin) & set(kernel.needed)
-    assert story.info_before["deb13-itools"]["to_declare"] == ["virtio_blk", "virtio_scsi", "virtio_net"]
+    assert story.info_before["deb13-itools"].to_declare == ["virtio_blk", "virtio_scsi", "virtio_net"]
 
 
 def expected_status(h: hosts.HostSpec, after: bool) -> str:
