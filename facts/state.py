@@ -109,6 +109,9 @@ class HostState:
     declared: Declared = field(default_factory=Declared)
     blacklists: list[Blacklist] = field(default_factory=list)
 
+    def __str__(self) -> str:  # pyinfra names an unnamed operation after its arguments: keep it short
+        return f"<state: {self.distro.id} {self.distro.version}, {len(self.kernels)} kernel(s)>"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready)."""
         return asdict(self)

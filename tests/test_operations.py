@@ -100,3 +100,10 @@ def test_declaration_change_shows_as_a_unified_diff_with_pyinfra_diff(caplog):
     caplog.clear()
     run("declare_drivers", {"drivers": ["virtio_blk"]}, state, FakeHost({}), diff=False)
     assert "Will modify" not in "\n".join(r.getMessage() for r in caplog.records)
+
+
+def test_an_unnamed_operation_is_named_briefly():
+    # pyinfra names an operation without name= after str() of its arguments: never the whole state.
+    state = HostState.from_dict({"distro": {"id": "debian", "name": "Debian", "version": "12", "family": "debian"},
+                                 "kernels": [{"version": "6.1.0-50-amd64", "closures": {"virtio_blk": ["virtio_blk"]}}]})
+    assert str(state) == "<state: debian 12, 1 kernel(s)>"
