@@ -42,7 +42,8 @@ def host_row(name: str, plan: Plan | None, error: str = "") -> dict[str, Any]:
             "host": name, "status": "error", "distro": None, "family": None, "version": None,
             "generator": None, "default_kernel": None, "initrd": None, "kernels": [], "default_missing": [],
             "fallback_missing": {}, "blacklisted": [], "declared": None,
-            "not_declared": [], "setting": None, "errors": [error or "state could not be gathered"],
+            "not_declared": [], "setting": None, "running_kernel": None,
+            "errors": [error or "state could not be gathered"],
             "warnings": [],
         }  # fmt: skip
     kernels = plan.kernels
@@ -75,9 +76,17 @@ def host_row(name: str, plan: Plan | None, error: str = "") -> dict[str, Any]:
         "declared": not plan.to_declare,
         "not_declared": plan.to_declare,
         "setting": plan.declared.setting or None,
+        "running_kernel": _running(plan.state),
         "errors": plan.errors,
         "warnings": plan.warnings,
     }
+
+
+def _running(state: Any) -> str | None:
+    """The running kernel, and whether it is installed (it need not be: what boots next is checked)."""
+    if not state.running_kernel:
+        return None
+    return state.running_kernel + ("" if state.running_kernel in state.module_dirs else " (not installed)")
 
 
 def exit_code(rows: list[dict]) -> int:
@@ -297,7 +306,8 @@ def _details_html(r: dict) -> str:
     if kernels:
         parts.append('<table class="kernels"><thead><tr><th>Kernel</th><th>Initrd</th><th>Missing</th><th>Built in</th>'
                      f"<th>Absent</th><th>Initrd error</th></tr></thead><tbody>{kernels}</tbody></table>")
-    facts = [("Generator", r["generator"]), ("Setting", r["setting"]), ("Declared", declared_text(r))]
+    facts = [("Generator", r["generator"]), ("Setting", r["setting"]), ("Declared", declared_text(r)),
+             ("Running kernel", r.get("running_kernel"))]  # fmt: skip
     parts.append("<p>" + " &middot; ".join(f"<b>{n}:</b> {esc(v or '-')}" for n, v in facts) + "</p>")
     for title, items in (("Errors", r["errors"]), ("Blacklisted", r["blacklisted"]), ("Warnings", r["warnings"])):
         if items:

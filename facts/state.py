@@ -100,7 +100,8 @@ class HostState:
     distro: p.Distro = field(default_factory=lambda: p.Distro("unknown", "unknown", "", None, ""))
     generator: str | None = None  # initramfs-tools, dracut or suse-mkinitrd
     tools: dict[str, str] = field(default_factory=dict)  # tool name -> path
-    running_kernel: str = ""  # live values: sent by the host on every run
+    running_kernel: str = ""  # live values, sent by the host on every run (not a problem if not installed:
+    # what boots next is what is checked; a lab host reports the control machine's kernel)
     boot_free_kib: int | None = None
     boot_mount: list[str] = field(default_factory=list)  # mount options of /boot
     module_dirs: list[str] = field(default_factory=list)  # every /lib/modules/* (installed or not)
@@ -148,14 +149,9 @@ def with_live(state: HostState, meta: dict[str, str]) -> HostState:
     """State with the live values a host sends on every run (running kernel, /boot's free space
     and mount options): what an "unchanged" answer still brings.
     """
-    running = meta.get("uname", "")
-    warnings = list(state.warnings)
-    if running and running not in state.module_dirs:
-        warnings.append(f"running kernel {running} is not installed; handling the installed kernels")
     return replace(
         state,
-        warnings=warnings,
-        running_kernel=running,
+        running_kernel=meta.get("uname", ""),
         boot_free_kib=int(meta["bootfree"]) if p.DIGITS.match(meta.get("bootfree", "")) else None,
         boot_mount=[o for o in meta.get("bootmount", "").split(",") if o],
     )
