@@ -232,6 +232,7 @@ def up(names: list[str] | None = None, fresh: bool = True) -> list[HostSpec]:
         + ", ".join(f"{h.name}={h.address}" for h in hosts)
     )
     write_known_hosts(hosts, STATE / "known_hosts")  # the lab inventory checks host keys against it
+    shared_kernel_note(hosts)
     (STATE / "lab.json").write_text(json.dumps({"key": str(KEY), "hosts": [h.name for h in hosts]}))
     return hosts
 
@@ -249,6 +250,15 @@ def write_known_hosts(specs: list[HostSpec], path: Path) -> Path:
     can check them strictly, with no "No host key ... found in known_hosts" line per host)."""
     path.write_text("".join(host_keys(h) for h in specs))
     return path
+
+
+def shared_kernel_note(specs: list[HostSpec]) -> None:
+    """Say once what every lab host would otherwise report on its own: they all run this machine's kernel,
+    which is not installed in their trees (kvm-drivers handles the installed kernels; nothing is wrong)."""
+    running = os.uname().release
+    if any(not (root(h.name) / "lib/modules" / running).is_dir() for h in specs):
+        log(f"lab hosts share this machine's kernel ({running}): each reports it as running but not installed "
+            "in its own tree; expected in the lab")
 
 
 def down(names: list[str] | None = None) -> None:
