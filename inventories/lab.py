@@ -1,5 +1,6 @@
 """The test lab: every host that ``python -m tests.lab up`` started, on 127.0.x.y loopback. Host keys are
-checked strictly against the known_hosts file that ``up`` writes from the hosts' own key files."""
+checked strictly against the known_hosts file that ``up`` writes from the hosts' own key files.
+"""
 
 import json as _json
 
