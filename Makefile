@@ -15,25 +15,32 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null
 	@echo "== Python packages (pyproject.toml, with test extras)"
 	# PIP_BREAK_SYSTEM_PACKAGES: Debian 12's own python3 is PEP 668-managed; harmless elsewhere
-	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install -q -e ".[test]"
+	PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q -e ".[test]"
 
 lab:
 	@echo "== lab base root filesystems (debootstrap once, then cached)"
 	$(PYTHON) -m tests.lab build
 
+# A demo step whose non-zero exit is its point: `$(EXPECT) CODE WHY COMMAND...` echoes COMMAND, runs it and
+# prints "(exit CODE: WHY, as expected)"; any other exit code stops the demo.
+EXPECT = @$(PYTHON) -m tests.lab expect
+
 demo: setup  ## the main job against the lab: check, deploy, check again, boot
 	@echo "== 1/7 lab hosts up (fresh; each starts unable to boot on KVM, or refused, or already fine)"
 	$(PYTHON) -m tests.lab up
-	@echo "== 2/7 kvm-drivers check (changes nothing; exit 3 = drifted and unsupported hosts found)"
-	-$(PYTHON) -m kvm_drivers_cli check inventories/lab.py --report /tmp/kvm-drivers-before.html
+	@echo "== 2/7 kvm-drivers check (changes nothing)"
+	$(EXPECT) 3 "drifted and unsupported hosts found" \
+		$(PYTHON) -m kvm_drivers_cli check inventories/lab.py --report /tmp/kvm-drivers-before.html
 	@echo "== 3/7 boot deb12-itools before the deploy (expected: ALERT! /dev/vda does not exist)"
-	-$(PYTHON) -m tests.lab boot deb12-itools
+	$(EXPECT) 1 "the boot failed" $(PYTHON) -m tests.lab boot deb12-itools
 	@echo "== 4/7 deploy (the two unsupported hosts are refused by design)"
-	-$(PYTHON) -m pyinfra -y inventories/lab.py deploys/kvm_drivers.py
+	$(EXPECT) 1 "the two unsupported hosts refused" $(PYTHON) -m pyinfra -y inventories/lab.py deploys/kvm_drivers.py
 	@echo "== 5/7 deploy again (expected: no change anywhere)"
-	-$(PYTHON) -m pyinfra -y inventories/lab.py deploys/kvm_drivers.py
+	$(EXPECT) 1 "the two unsupported hosts refused again" \
+		$(PYTHON) -m pyinfra -y inventories/lab.py deploys/kvm_drivers.py
 	@echo "== 6/7 kvm-drivers check again (expected: all compliant but the two unsupported hosts)"
-	-$(PYTHON) -m kvm_drivers_cli check inventories/lab.py --report /tmp/kvm-drivers-after.html
+	$(EXPECT) 3 "unsupported hosts found" \
+		$(PYTHON) -m kvm_drivers_cli check inventories/lab.py --report /tmp/kvm-drivers-after.html
 	@echo "== 7/7 boot deb12-itools after the deploy (expected: BOOTED, virtio_blk bound)"
 	$(PYTHON) -m tests.lab boot deb12-itools
 

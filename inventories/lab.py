@@ -1,4 +1,6 @@
-"""The test lab: every host that ``python -m tests.lab up`` started, on 127.0.x.y loopback."""
+"""The test lab: every host that ``python -m tests.lab up`` started, on 127.0.x.y loopback. Host keys are
+checked strictly against the known_hosts file that ``up`` writes from the hosts' own key files.
+"""
 
 import json as _json
 
@@ -14,7 +16,7 @@ lab = [
             "ssh_hostname": h.address,
             "ssh_user": "root",
             "ssh_key": str(_lab.KEY),
-            "ssh_strict_host_key_checking": "no",
+            "ssh_strict_host_key_checking": "yes",
             "ssh_known_hosts_file": str(_lab.STATE / "known_hosts"),
             **dict(h.data),
         },

@@ -231,9 +231,34 @@ def up(names: list[str] | None = None, fresh: bool = True) -> list[HostSpec]:
         f"{len(hosts)} hosts up in {time.monotonic() - start_time:.1f}s: "
         + ", ".join(f"{h.name}={h.address}" for h in hosts)
     )
-    (STATE / "known_hosts").touch()  # the lab inventory's known_hosts file (host keys are not checked)
+    write_known_hosts(hosts, STATE / "known_hosts")  # the lab inventory checks host keys against it
+    shared_kernel_note(hosts)
     (STATE / "lab.json").write_text(json.dumps({"key": str(KEY), "hosts": [h.name for h in hosts]}))
     return hosts
+
+
+def host_keys(h: HostSpec) -> str:
+    """known_hosts lines for a started host: the public keys its sshd serves (from its own root tree), under its
+    address. ed25519 first: paramiko asks the server for the type of the first key it knows."""
+    pubs = sorted((root(h.name) / "etc/ssh").glob("ssh_host_*_key.pub"), key=lambda p: "ed25519" not in p.name)
+    return "".join(f"{h.address} {' '.join(p.read_text().split()[:2])}\n" for p in pubs
+                   if p.with_suffix("").exists())  # fmt: skip
+
+
+def write_known_hosts(specs: list[HostSpec], path: Path) -> Path:
+    """Write path: the host keys of the given started hosts (we start them, so we know their keys: an inventory
+    can check them strictly, with no "No host key ... found in known_hosts" line per host)."""
+    path.write_text("".join(host_keys(h) for h in specs))
+    return path
+
+
+def shared_kernel_note(specs: list[HostSpec]) -> None:
+    """Say once what every lab host would otherwise report on its own: they all run this machine's kernel,
+    which is not installed in their trees (kvm-drivers handles the installed kernels; nothing is wrong)."""
+    running = os.uname().release
+    if any(not (root(h.name) / "lib/modules" / running).is_dir() for h in specs):
+        log(f"lab hosts share this machine's kernel ({running}): each reports it as running but not installed "
+            "in its own tree; expected in the lab")
 
 
 def down(names: list[str] | None = None) -> None:
@@ -261,11 +286,13 @@ def ssh_args(h: HostSpec) -> list[str]:
 
 
 def write_inventory(specs: list[HostSpec], name: str) -> Path:
-    """A pyinfra inventory file (group NAME) for ad-hoc host sets: benchmarks, fault tests."""
+    """A pyinfra inventory file (group NAME) for ad-hoc host sets: benchmarks, fault tests. The hosts must be
+    up: their host keys go into the inventory's own known_hosts file, checked strictly."""
     path = STATE / f"{name}_inventory.py"
+    known = write_known_hosts(specs, STATE / f"{name}_known_hosts")
     rows = ",\n".join(
         f"    ({s.name!r}, {{'ssh_hostname': {s.address!r}, 'ssh_user': 'root', 'ssh_key': {str(KEY)!r},"
-        f" 'ssh_strict_host_key_checking': 'no', 'ssh_known_hosts_file': '/dev/null', **{dict(s.data)!r}}})"
+        f" 'ssh_strict_host_key_checking': 'yes', 'ssh_known_hosts_file': {str(known)!r}, **{dict(s.data)!r}}})"
         for s in specs
     )
     path.write_text(f"{name} = [\n{rows},\n]\n")
