@@ -90,7 +90,8 @@ def kvm_drivers(
             name="Disable modprobe.d lines that stop KVM drivers", drivers=the_plan.wanted, state=state,
             run_id=run_id, _timeout=change_timeout,
         )  # fmt: skip
-        rebuild = [k for k in the_plan.kernels if not k.too_old]  # the initrds carry a copy of modprobe.d
+        # the initrds carry a copy of modprobe.d: rebuild every one that holds a wanted module
+        rebuild = [k for k in the_plan.kernels if not k.too_old and k.needed]
     if the_plan.to_declare:
         done["declared"] = ops.declare_drivers(
             name="Declare the KVM drivers", drivers=the_plan.declare, state=state,
