@@ -7,6 +7,7 @@ deploy again, boot); the tests then assert each promise separately.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -209,7 +210,7 @@ def test_first_run_fixes_every_supported_host_and_only_refuses(story):
         expected += bool(info.to_declare) + 1
     assert story.first.changed() == expected, story.first.output
     for h in fixed_hosts():  # the per-host summary names what was done
-        said = [ln for ln in story.first.output.splitlines() if f"[{h.name}] kvm-drivers: " in ln]
+        said = [ln for ln in story.first.output.splitlines() if re.search(rf"\[{h.name}\]\s+kvm-drivers: ", ln)]
         assert any("declaration written: " in ln for ln in said), (h.name, said)
         assert any("rebuilt and verified; the previous one is kept as " in ln for ln in said), (h.name, said)
     errors = sum(int(r["error"]) for r in story.first.results.values() if r["error"].isdigit())
