@@ -6,8 +6,8 @@ Facts and operations both send these; nothing here runs on the control machine.
 - ``gather.sh``: the one read-only command that gathers a host's state (``@@KVM`` sections,
   specified in ``facts/parsers.py`` next to their parser);
 - ``write.sh``, ``unblacklist.sh``, ``rebuild.sh``: the changes, each under the host's lock;
-- ``lib.sh``: shell functions prepended to each of them (lock, state directory, rollback,
-  listing an initrd, module-name normalisation);
+- ``lib.sh``: shell functions prepended to each of them (listing an initrd, module-name
+  normalisation); ``lock.sh``: those of the changes only (lock, state directory, rollback, swap);
 - ``initrd_ls.py``: lists an initrd where lsinitrd/lsinitramfs cannot (Python 2.7 or 3).
 """
 
@@ -20,19 +20,22 @@ HERE = Path(__file__).parent
 
 
 def _compact(script: str) -> str:
-    """The script without its comment lines and blank lines: it travels to every host each run."""
-    return "".join(ln for ln in script.splitlines(keepends=True) if ln.strip() and not ln.lstrip().startswith("#"))
+    """The script without its comment lines, blank lines and indentation: it travels to every host
+    each run (no quoted text in gather.sh or lib.sh spans lines with meaningful leading blanks).
+    """
+    lines = script.splitlines(keepends=True)
+    return "".join(ln.lstrip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))
 
 
-def _with_lib(name: str) -> str:
-    return (HERE / "lib.sh").read_text() + (HERE / name).read_text()
+def _with_lib(name: str, *parts: str) -> str:
+    return "".join((HERE / f).read_text() for f in ("lib.sh", *parts, name))
 
 
-LIB = (HERE / "lib.sh").read_text()
-GATHER = _compact(_with_lib("gather.sh"))
-REBUILD = _with_lib("rebuild.sh")
-WRITE = _with_lib("write.sh")
-UNBLACKLIST = _with_lib("unblacklist.sh")
+LIB = (HERE / "lib.sh").read_text() + (HERE / "lock.sh").read_text()  # every shell function
+GATHER = _compact(_with_lib("gather.sh"))  # read-only: no lock functions
+REBUILD = _with_lib("rebuild.sh", "lock.sh")
+WRITE = _with_lib("write.sh", "lock.sh")
+UNBLACKLIST = _with_lib("unblacklist.sh", "lock.sh")
 LISTER = (HERE / "initrd_ls.py").read_text()
 # Cached gather output is only reused with the script that produced it.
 SCRIPT_VERSION = hashlib.sha256((GATHER + LISTER).encode()).hexdigest()[:16]
