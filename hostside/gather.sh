@@ -35,17 +35,29 @@ odd() { case "$1" in *[!A-Za-z0-9._@+,:=~/-]*) sec oddname "$(printf '%s' "$1" |
 sec meta
 if [ -r /proc/sys/kernel/osrelease ]; then read -r u < /proc/sys/kernel/osrelease; else u=$(uname -r); fi
 echo "uname $u"
-# Free space in /boot, and the mount options of the file system holding it (the longest
-# mount point above it). The awk also gives the effective uid, as id -u does, from its own
-# /proc/self/status (awk is not set-uid: the script's uid); id -u only without /proc.
-df -Pk /boot 2>/dev/null | awk 'NR == 2 { f = $4 } END {
-    print "bootfree " f
-    while ((getline < "/proc/mounts") > 0)
-        if (($2 == "/" || $2 == "/boot" || index("/boot", $2 "/") == 1) && length($2) >= l) { l = length($2); o = $4 }
-    print "bootmount " o
-    while ((getline < "/proc/self/status") > 0) if ($1 == "Uid:") { u = $3; break }
-    if (u == "") { "id -u" | getline u; close("id -u") }
-    print "uid " u }'
+# Free space in /boot (KiB available, as df -Pk gives it) and the mount options of the file system
+# holding it (the longest mount point above it), and the effective uid (as id -u gives it): one
+# program (stat -f), the rest in shell built-ins; df and id only where those cannot be had.
+s=$(stat -f -L -c '%a %S' /boot 2>/dev/null)
+case "$s" in
+    *[!0-9\ ]*|"") f=$(df -Pk /boot 2>/dev/null | { read -r _h; read -r _d _t _u f _r; echo "$f"; }) ;;
+    *) f=$(( ${s% *} * ${s#* } / 1024 )) ;;
+esac
+echo "bootfree $f"
+o=""; l=0
+if [ -r /proc/mounts ]; then
+    while read -r _d m _t opts _r; do
+        case "$m" in /|/boot) ;; *) case /boot in "$m"/*) ;; *) continue ;; esac ;; esac
+        [ ${#m} -ge $l ] && { l=${#m}; o=$opts; }
+    done < /proc/mounts
+fi
+echo "bootmount $o"
+uid=""
+if [ -r /proc/self/status ]; then
+    while read -r k _r e _s; do [ "$k" = Uid: ] && { uid=$e; break; }; done < /proc/self/status
+fi
+[ -n "$uid" ] || uid=$(id -u)
+echo "uid $uid"
 
 # The files the facts parse (shell built-ins only: no program started).
 dumps=""
@@ -78,10 +90,15 @@ for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/local/lib/modprobe.d
     esac
     mp="$mp $f"
 done
-tools=$(for t in dracut lsinitrd mkinitramfs update-initramfs lsinitramfs mkinitrd sdbootutil grubby python3 python; do
-    printf 'tool %s ' "$t"
-    command -v "$t" 2>/dev/null || echo  # "tool NAME" alone: not installed
-done)
+# The tools, looked up in $PATH as command -v does, in shell built-ins ("tool NAME" alone: not installed).
+tools=""
+for t in dracut lsinitrd mkinitramfs update-initramfs lsinitramfs mkinitrd sdbootutil grubby python3 python; do
+    p=""; _ifs=$IFS; IFS=:; set -f
+    for d in $PATH; do [ -n "$d" ] && [ -f "$d/$t" ] && [ -x "$d/$t" ] && { p=$d/$t; break; }; done
+    IFS=$_ifs; set +f
+    tools="$tools${tools:+
+}tool $t${p:+ $p}"
+done
 # Big files, known by size, inode, mtime and ctime (ctime cannot be set from user space:
 # any write, rename or chmod changes it): modules.dep/builtin, kernels, configs, initrds.
 big=""
@@ -105,8 +122,12 @@ stats=""
 if [ -n "$stats" ]; then
     case "$stats" in
         *.000000000\ *) ;;
-        *) fp=$({ printf '%s\n' "$W" "$NAMES" "$tools" "$dumps" "$mp" "$stats"; cat $dumps $mp 2>&1; } | cksum 2>/dev/null) &&
-            fp="${fp%% *}-${fp#* }" ;;
+        *) # one checksum and size per file (the list of names and stats first, on stdin), joined
+            # (a file that cannot be read gives its error text instead: no number, a different fingerprint)
+            sums=$(printf '%s\n' "$W" "$NAMES" "$tools" "$dumps" "$mp" "$stats" | cksum - $dumps $mp 2>&1)
+            set -f
+            for w in $sums; do case "$w" in *[!0-9]*) ;; *) fp="$fp${fp:+-}$w" ;; esac; done
+            set +f ;;
     esac
 fi
 if [ -n "$fp" ] && [ "$fp" = "$SEEN" ]; then
