@@ -28,20 +28,6 @@ from operations import kvm_drivers as ops
 from operations.plan import CHANGE_TIMEOUT, GATHER_TIMEOUT, Plan, deploy_settings_errors, lookup_drivers, plan
 
 
-def settings_from_data(data: Any) -> dict[str, Any]:
-    """The deploy's arguments from inventory data (``kvm_drivers``, ``kvm_drivers_extra``, ``kvm_kernels``,
-    ``kvm_remove_blacklists``, ``kvm_gather_timeout``, ``kvm_change_timeout``).
-    """
-    return {
-        "drivers": data.get("kvm_drivers"),
-        "extra": data.get("kvm_drivers_extra"),
-        "kernels": data.get("kvm_kernels", "all"),
-        "remove_blacklists": data.get("kvm_remove_blacklists", False),
-        "gather_timeout": data.get("kvm_gather_timeout", GATHER_TIMEOUT),
-        "change_timeout": data.get("kvm_change_timeout", CHANGE_TIMEOUT),
-    }
-
-
 @deploy("Make the host boot on KVM")
 def kvm_drivers(
     drivers: list[str] | None = None,

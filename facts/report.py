@@ -24,10 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from operations.plan import STATUSES
+
 if TYPE_CHECKING:
     from operations.plan import Plan
 
-STATUSES = ("compliant", "drifted", "unsupported", "error")  # as operations.plan.STATUSES
 # Exit codes of the drift check: the worst status found decides.
 EXIT_CODES = {"compliant": 0, "drifted": 2, "unsupported": 3, "error": 4}
 EXIT_USAGE = 1  # bad arguments, an inventory that cannot be loaded, or an internal failure

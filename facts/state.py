@@ -1,7 +1,7 @@
 """
 The KVM-driver state of one host, as typed data: what ``gather.sh`` saw, interpreted.
 
-``host_state(snapshot, drivers)`` is pure: it reads a parsed ``Snapshot`` (facts/parsers.py) and
+``host_state(snapshot)`` is pure: it reads a parsed ``Snapshot`` (facts/parsers.py) and
 says, for the drivers looked up, which distribution family and initrd generator the host has,
 which kernels are installed and which initrd each one boots, what each driver is in each kernel
 (built in, a module and its dependency closure, absent), which of those modules each initrd
@@ -30,8 +30,6 @@ CONFIG_PATHS = {
     "dracut": "/etc/dracut.conf.d/90-kvm-drivers.conf",
     "suse-mkinitrd": "/etc/sysconfig/kernel",
 }
-# The tool each initrd generator needs on the host.
-GENERATOR_TOOL = {"initramfs-tools": "mkinitramfs", "dracut": "dracut", "suse-mkinitrd": "mkinitrd"}
 # Where each family's initrd is, by name, when no bootloader entry names it (gather.sh is sent the
 # same list, and reports which of these exist): the first one that exists, else the family's own.
 FALLBACK_INITRDS = ("/boot/initrd.img-{v}", "/boot/initramfs-{v}.img", "/boot/initrd-{v}", "/boot/initrd-{v}.img")
@@ -132,17 +130,17 @@ class HostState:
         return cls(**data)
 
 
-def failed_state(message: str, drivers: list[str] | None = None) -> HostState:
+def failed_state(message: str) -> HostState:
     """The state of a host that could not be read: an error, never a pass."""
     distro = p.Distro("unknown", "unknown", "", None, message)
-    return HostState(drivers=list(drivers or []), errors=[message], readable=False, distro=distro)
+    return HostState(errors=[message], readable=False, distro=distro)
 
 
-def host_state(snap: p.Snapshot, drivers: list[str] | None = None) -> HostState:
-    """What snap (one gathered answer) says about the host, for the drivers it looked up
-    (the answer says which; drivers narrows them).
+def host_state(snap: p.Snapshot) -> HostState:
+    """What snap (one gathered answer) says about the host, for the drivers it looked up (the
+    answer says which).
     """
-    return with_live(stored_state(snap, drivers), snap.meta)
+    return with_live(stored_state(snap), snap.meta)
 
 
 def with_live(state: HostState, meta: dict[str, str]) -> HostState:
@@ -157,9 +155,9 @@ def with_live(state: HostState, meta: dict[str, str]) -> HostState:
     )
 
 
-def stored_state(snap: p.Snapshot, drivers: list[str] | None = None) -> HostState:
+def stored_state(snap: p.Snapshot) -> HostState:
     """host_state() without the live values: what the control side may keep for an unchanged host."""
-    drivers = snap.drivers if drivers is None else [d for d in drivers if d in snap.drivers]
+    drivers = snap.drivers
     distro = p.parse_distro(snap.files)
     generator, generator_error = choose_generator(distro.family, snap.tools)
     problems = list(snap.problems)

@@ -20,9 +20,10 @@ from pyinfra.context import ctx_state
 from pyinfra.operations.util.files import generate_color_diff
 
 from facts.kvm_drivers import KvmDrivers
-from facts.parsers import DIGITS, MODPROBE_FILE, MODULE_NAME, norm, shell_assignments, shell_statements
+from facts.parsers import DIGITS, MODPROBE_FILE, norm, shell_assignments, shell_statements
 from facts.state import HostState, KernelState
 from hostside import LISTER, REBUILD, UNBLACKLIST, WRITE
+from operations.plan import driver_list_errors
 
 MARKER = "# kvm-drivers: virtio drivers needed to boot on KVM"
 
@@ -31,19 +32,18 @@ def _state(state: HostState | None, drivers: list[str]) -> HostState:
     """The state given, else gathered now; refused if it says the host must not be changed."""
     if state is None:
         state = host.get_fact(KvmDrivers, drivers=drivers)
+    if state is None:
+        raise OperationError("the state of this host could not be gathered")
     if state.errors:
         raise OperationError(f"not changing this host: {'; '.join(printable(e) for e in state.errors)}")
     return state
 
 
 def _names(drivers: list[str], what: str = "driver") -> list[str]:
-    """Drivers normalised; OperationError for anything that is not a module name."""
-    names = [norm(d) for d in drivers] if isinstance(drivers, (list, tuple)) else []
-    if not names or not all(isinstance(d, str) and "/" not in d for d in drivers) or not all(
-        MODULE_NAME.match(n) for n in names
-    ):
+    """Drivers normalised; OperationError for anything that is not a module name (the inventory's check)."""
+    if not drivers or driver_list_errors(what, drivers):
         raise OperationError(f"{what}s must be a non-empty list of module names, got {drivers!r:.80}")
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(norm(d) for d in drivers))
 
 
 def render_modules_file(text: str | None, missing: list[str]) -> str:

@@ -84,6 +84,20 @@ def valid_drivers(drivers: object) -> list[str] | None:
     return None if driver_list_errors("", drivers) else [p.norm(d) for d in drivers]  # type: ignore[union-attr]
 
 
+def settings_from_data(data: Any) -> dict[str, Any]:
+    """The deploy's arguments from inventory data (``kvm_drivers``, ``kvm_drivers_extra``, ``kvm_kernels``,
+    ``kvm_remove_blacklists``, ``kvm_gather_timeout``, ``kvm_change_timeout``).
+    """
+    return {
+        "drivers": data.get("kvm_drivers"),
+        "extra": data.get("kvm_drivers_extra"),
+        "kernels": data.get("kvm_kernels", "all"),
+        "remove_blacklists": data.get("kvm_remove_blacklists", False),
+        "gather_timeout": data.get("kvm_gather_timeout", GATHER_TIMEOUT),
+        "change_timeout": data.get("kvm_change_timeout", CHANGE_TIMEOUT),
+    }
+
+
 def lookup_drivers(drivers: object = None, extra: object = None) -> list[str]:
     """The drivers to look up on a host before its family is known: every family's list when
     drivers is not given (the SUSE one holds the others). Only well-formed names travel: bad
