@@ -39,10 +39,12 @@ echo "uname $u"
 # holding it (the longest mount point above it), and the effective uid (as id -u gives it): one
 # program (stat -f), the rest in shell built-ins; df and id only where those cannot be had.
 s=$(stat -f -L -c '%a %S' /boot 2>/dev/null)
+f=""
 case "$s" in
-    *[!0-9\ ]*|"") f=$(df -Pk /boot 2>/dev/null | { read -r _h; read -r _d _t _u f _r; echo "$f"; }) ;;
-    *) f=$(( ${s% *} * ${s#* } / 1024 )) ;;
+    *[!0-9\ ]*|*\ *\ *) ;;  # anything but "AVAILABLE BLOCKSIZE": df below
+    [0-9]*\ [0-9]*) f=$(( ${s% *} * ${s#* } / 1024 )) ;;
 esac
+[ -n "$f" ] || f=$(df -Pk /boot 2>/dev/null | { read -r _h; read -r _d _t _u f _r; echo "$f"; })
 echo "bootfree $f"
 o=""; l=0
 if [ -r /proc/mounts ]; then
