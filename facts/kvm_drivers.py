@@ -34,25 +34,23 @@ CACHE_VERSION = hashlib.sha256(
 
 
 def gather_command(drivers: list[str], known: list[str] | None = None, seen: str = "") -> StringCommand:
-    """The one remote command that gathers everything.
+    """The one remote command that gathers everything, for the POSIX shell pyinfra runs it in
+    (the facts below set ``shell_executable = "sh"``): its arguments set, then gather.sh itself.
 
     drivers: the drivers to look up; known: initrd keys whose listing the caller has cached;
     seen: fingerprint of the caller's cached copy of the output (the host answers "unchanged" if equal).
     """
     return StringCommand(
-        "sh",
-        "-c",
-        QuoteString(GATHER),
-        "kvm-gather",
+        "set",
+        "--",
         QuoteString(LISTER),
         QuoteString(" ".join(known or [])),
         QuoteString(seen),
         QuoteString(" ".join(FALLBACK_INITRDS)),
+        str(OUTPUT_CAP),  # an answer past the cap is cut (no "end" line: an error), whatever the host holds
         *[QuoteString(d) for d in drivers],
-        "|",  # an answer past the cap is cut (no "end" line: an error), whatever the host holds
-        "head",
-        "-c",
-        str(OUTPUT_CAP),
+        ";",
+        GATHER,
     )
 
 
@@ -97,6 +95,8 @@ class KvmDrivers(FactBase[HostState]):
     + drivers: the drivers to look up (default: the virtio list and SUSE's ata_piix ata_generic)
     """
 
+    shell_executable = "sh"  # gather.sh is POSIX sh, whatever the inventory's _shell_executable
+
     def command(self, drivers: list[str] | None = None) -> StringCommand:
         return gather_command(list(drivers or DEFAULT_LOOKUP))
 
@@ -106,6 +106,8 @@ class KvmDrivers(FactBase[HostState]):
 
 class KvmAnswer(FactBase[list[str]]):
     """The raw answer of gather.sh, for callers that keep a cache of it (``gather_state``)."""
+
+    shell_executable = "sh"
 
     def command(self, drivers: list[str], known: list[str] | None = None, seen: str = "") -> StringCommand:
         return gather_command(drivers, known, seen)

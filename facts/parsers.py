@@ -123,6 +123,7 @@ MODPROBE_FILE = re.compile(f"^/(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.
 # An absolute path without "." or ".." components, empty components or control characters.
 SAFE_PATH = re.compile(r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f]+)+$")
 DIGITS = re.compile(r"^[0-9]{1,18}$")
+FINGERPRINT_MAX = 16384  # gather.sh sends none longer: it is sent back with the next command
 INITRD_KEY = re.compile(r"^(/[!-~]+)\|[0-9]{1,18}\|[0-9]{1,18}\|[0-9]{1,18}$")  # path|size|mtime|ctime
 
 
@@ -144,7 +145,8 @@ def safe_path(path: str) -> bool:
 #   unchanged FP               the host computed fingerprint FP, equal to the one the caller sent:
 #                              the caller's cached copy of everything after "fingerprint" stands
 #                              (cache.expand() splices it in); followed by "end".
-#   fingerprint FP             FP of everything below ('' when it cannot be trusted).
+#   fingerprint FP             FP of everything below ('' when it cannot be trusted); at most
+#                              FINGERPRINT_MAX characters, no space.
 #   oddname PATH               a file or directory whose name is not plain ASCII was skipped.
 #   file PATH                  the file's bytes, then one extra newline (removed again here);
 #                              PATH only one of DUMPED_FILES.
@@ -230,8 +232,8 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 else:
                     problem(f"unexpected kernel image section {' '.join(words[1:])!r}")
                     kind = "ignored"
-            elif kind == "fingerprint":
-                snap.fingerprint = arg
+            elif kind == "fingerprint":  # one longer than gather.sh ever sends is not kept (nor sent back)
+                snap.fingerprint = arg if len(words) == 2 and len(arg) <= FINGERPRINT_MAX else ""
             elif kind == "end":
                 snap.complete = True
             elif kind not in ("file", "meta", "blacklist", "unchanged", "oddname"):

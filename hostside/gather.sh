@@ -1,18 +1,21 @@
 # kvm-drivers: gather everything the facts need in ONE remote command.
 # POSIX sh (old hosts: SLES 11, CentOS 6). Read-only: writes nothing.
-# Usage: sh -c "$(cat lib.sh gather.sh)" kvm-gather PY_LISTER KNOWN SEEN NAMES DRIVER...
+# Usage: set -- PY_LISTER KNOWN SEEN NAMES CAP DRIVER...; then this script (after lib.sh), in the shell
+# pyinfra starts (sh -c): no second shell is started for it.
 # KNOWN: space-separated "path|size|mtime|ctime" keys of initrds whose listing the caller
 # has cached: those are not listed again (listing means decompressing the whole image).
 # SEEN: the fingerprint of the caller's cached output (see below), or "".
 # NAMES: the distributions' initrd names, "{v}" standing for the kernel version
 # (facts/state.py FALLBACK_INITRDS): looked up for each kernel besides what the bootloaders name.
+# CAP: bytes of output at most (facts/kvm_drivers.py OUTPUT_CAP): a longer answer is cut (and refused).
 # Output: sections, each opened by a line "@@KVM <kind> [args]": the format is specified in
 # facts/parsers.py, next to its parser (parse_snapshot).
 PYLIST=$1
 KNOWN=" $2 "
 SEEN=$3
 NAMES=$4
-shift 4
+CAP=$5
+shift 5
 W="$*"
 
 sec() { echo "@@KVM $*"; }
@@ -103,41 +106,49 @@ for t in dracut lsinitrd mkinitramfs update-initramfs lsinitramfs mkinitrd sdboo
 done
 # Big files, known by size, inode, mtime and ctime (ctime cannot be set from user space:
 # any write, rename or chmod changes it): modules.dep/builtin, kernels, configs, initrds.
+# The kernel directories are there too (one without any of those files is still a kernel).
+# A name that is not plain ASCII cannot travel in the fingerprint: no fingerprint then.
 big=""
-for f in /lib/modules/*/modules.dep /lib/modules/*/modules.builtin /lib/modules/*/vmlinuz /boot/*; do
-    [ -f "$f" ] && big="$big $f"
+plain=1
+for f in /lib/modules/*/modules.dep /lib/modules/*/modules.builtin /lib/modules/*/vmlinuz /boot/* /lib/modules/*; do
+    [ -f "$f" ] || [ -d "$f" ] || continue
+    case "$f" in *[!A-Za-z0-9._@+,:=~/-]*) plain=0 ;; *) big="$big $f" ;; esac
 done
 # Cached initrds outside those (a path only the bootloader names) are stat'ed too; a path already
 # there is not added twice, so the first warm run (KNOWN set) gets the cold run's fingerprint.
+set -f
 for k in $KNOWN; do
-    case "$big " in *" ${k%%|*} "*) ;; *) big="$big ${k%%|*}" ;; esac
+    k=${k%%|*}
+    case "$k" in *[!A-Za-z0-9._@+,:=~/-]*) continue ;; esac
+    case "$big " in *" $k "*) ;; *) big="$big $k" ;; esac
 done
+set +f
 
-# Fingerprint of everything the rest of the output is made of: the wanted drivers, the initrd names, the tools
-# found, the names of the files read, the contents of the small ones and the stat of the big
-# ones. When it equals SEEN, the caller's copy of that output is still true: say so, stop.
+# Fingerprint of everything the rest of the output is made of: the wanted drivers, the initrd
+# names, the tools found, and each file read (small and big alike) by name, size, inode, mtime and
+# ctime, in ONE program (stat): the text itself, its words joined by commas (every name in it is
+# plain ASCII). When it equals SEEN, the caller's copy of that output is still true: say so, stop.
 # A ctime without nanoseconds (ext3, vfat) could hide a change made within the second of the
-# last look: no fingerprint then, the whole state is gathered every time.
+# last look, and a fingerprint over 16 KiB would not fit the command that sends it back: no
+# fingerprint then, the whole state is gathered every time.
 fp=""
 stats=""
-[ -n "$big" ] && stats=$(stat -L -c '%n|%s|%i|%Y|%z' $big 2>/dev/null)
-if [ -n "$stats" ]; then
-    case "$stats" in
-        *.000000000\ *) ;;
-        *) # one checksum and size per file (the list of names and stats first, on stdin), joined
-            # (a file that cannot be read gives its error text instead: no number, a different fingerprint)
-            sums=$(printf '%s\n' "$W" "$NAMES" "$tools" "$dumps" "$mp" "$stats" | cksum - $dumps $mp 2>&1)
-            set -f
-            for w in $sums; do case "$w" in *[!0-9]*) ;; *) fp="$fp${fp:+-}$w" ;; esac; done
-            set +f ;;
-    esac
-fi
+set -f
+[ -n "$big" ] && [ $plain = 1 ] && stats=$(stat -L -c '%n|%s|%i|%Y|%z' $big $dumps $mp 2>/dev/null)
+case "$stats" in
+    ""|*.000000000\ *) ;;
+    *) for w in $W / $NAMES / $tools / $stats; do fp="$fp${fp:+,}$w"; done
+        [ ${#fp} -le 16384 ] || fp="" ;;
+esac
+set +f
 if [ -n "$fp" ] && [ "$fp" = "$SEEN" ]; then
     sec unchanged "$fp"
     sec end
     exit 0
 fi
 sec fingerprint "$fp"
+# The rest is cut at CAP bytes whatever the host holds (the answer is then refused, having no "end").
+{
 sec meta
 echo "drivers $W"
 printf '%s\n' "$tools"
@@ -287,3 +298,4 @@ for p in $kimgs; do
     done
 done
 sec end
+} | head -c "$CAP"

@@ -71,10 +71,16 @@ def test_every_truncation_and_line_drop_of_a_real_answer_is_handled():
         process(ITOOLS[:drop] + ITOOLS[drop + 1 :])  # must not raise
 
 
-def test_oversized_answer_is_refused():
+def test_oversized_answer_is_refused(monkeypatch):
     # Medium: 300 MB of output took the control process to 870 MB: the host side cuts at the
-    # cap (head -c in the command) and the fact refuses an answer that reached it.
-    assert f"head -c {kd.OUTPUT_CAP}" in kd.gather_command(["virtio"]).get_raw_value()
+    # cap and the fact refuses an answer that reached it. The cap at work: gather.sh run here (it
+    # only reads), as pyinfra runs it, with a cap of 300 bytes: what follows the fingerprint is cut.
+    monkeypatch.setattr(kd, "OUTPUT_CAP", 300)
+    cmd = kd.gather_command(["virtio"]).get_raw_value()
+    out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=120).stdout
+    assert "\n@@KVM fingerprint " in out and "@@KVM end" not in out
+    assert len(out.split("\n@@KVM fingerprint ", 1)[1].split("\n", 1)[1]) == 300
+    monkeypatch.undo()
     big = ITOOLS[:-1] + ["x" * 1024] * (kd.OUTPUT_CAP // 1024 + 1)
     info = process(big)
     assert info.status == "error" and "limit" in info.errors[0]
@@ -282,3 +288,11 @@ def test_terminal_escapes_from_host_data_never_reach_the_log_or_messages():
     from operations import kvm_drivers as ops
 
     assert ops.printable("Debian\x1b]2;owned\x07\x1b[2J") == "Debian\\x1b]2;owned\\x07\\x1b[2J"
+
+
+def test_a_fingerprint_longer_than_gather_ever_sends_is_not_kept():
+    # Low: a host's fingerprint was stored and sent back whatever its length (a command over the
+    # kernel's 128 KiB argument limit fails). gather.sh drops its own past the same limit.
+    assert f"-le {p.FINGERPRINT_MAX} ]" in kd.GATHER
+    for fp, kept in (("a" * p.FINGERPRINT_MAX, True), ("a" * (p.FINGERPRINT_MAX + 1), False), ("a b", False)):
+        assert p.parse_snapshot([f"@@KVM fingerprint {fp}", *ITOOLS]).fingerprint == (fp if kept else "")

@@ -45,7 +45,7 @@ def remote(h: hosts.HostSpec):
 
 def remote_info(h: hosts.HostSpec) -> dict:
     """The KvmDrivers fact of a host, gathered over SSH exactly as pyinfra does (with its kvm_kernels)."""
-    cmd = kd.gather_command(wanted_drivers("suse", None, None)).get_raw_value()
+    cmd = hosts.in_sh(kd.gather_command(wanted_drivers("suse", None, None)).get_raw_value())
     out = remote(h).check_output(cmd)
     return analyse(parsers.parse_snapshot(out.splitlines()), kernels=dict(h.data).get("kvm_kernels", "all"))
 

@@ -183,7 +183,7 @@ def test_unchanged_answer_until_anything_the_facts_read_changes(started):
     started(h)
 
     def gather(seen: str) -> str:
-        return ssh(h, kd.gather_command(wanted_drivers("debian", None, None), [], seen).get_raw_value())
+        return ssh(h, hosts.in_sh(kd.gather_command(wanted_drivers("debian", None, None), [], seen).get_raw_value()))
 
     def fingerprint(out: str) -> str:
         return re.search(r"^@@KVM (?:fingerprint|unchanged) (\S*)$", out, re.M).group(1)
@@ -195,7 +195,7 @@ def test_unchanged_answer_until_anything_the_facts_read_changes(started):
     # The first warm run tells the host which initrd listings it holds: still the same fingerprint.
     keys = re.findall(r"^key (\S+)$", cold, re.M)
     assert keys
-    warm = ssh(h, kd.gather_command(wanted_drivers("debian", None, None), keys, fp).get_raw_value())
+    warm = ssh(h, hosts.in_sh(kd.gather_command(wanted_drivers("debian", None, None), keys, fp).get_raw_value()))
     assert f"@@KVM unchanged {fp}" in warm
     changes = [
         f"touch {IMG}",  # the initrd rewritten (here: only its times)

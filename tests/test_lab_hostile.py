@@ -175,7 +175,7 @@ def test_dropped_channel_during_a_failing_rebuild_still_cleans_up_and_rolls_back
     # High: SIGPIPE on a dropped channel killed the script before its cleanup.
     h = make("sigpipe", 8, hook(BROKEN_HOOK))
     started(h)
-    out = ssh(h, kd.gather_command(wanted_drivers("debian", None, None)).get_raw_value())
+    out = ssh(h, hosts.in_sh(kd.gather_command(wanted_drivers("debian", None, None)).get_raw_value()))
     info = analyse(parsers.parse_snapshot(out.splitlines()))
     before = ssh(h, f"cat {MODULES}")
     path, content = ops.declaration(info.state, info.declare)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -312,6 +313,11 @@ def variant(base_host: str, name: str, address: str, setup: Callable[[Path], Non
 
     return dataclasses.replace(base, name=name, address=address, setup=both if setup else base.setup,
                                data=tuple(data.items()) if data else base.data)  # fmt: skip
+
+
+def in_sh(cmd: str) -> str:
+    """cmd as pyinfra sends a fact's command: to sh -c, whatever the login shell."""
+    return "sh -c " + shlex.quote(cmd)
 
 
 def ssh(h: HostSpec, cmd: str, check: bool = True, inp: str | None = None, timeout: int = 300) -> str:
