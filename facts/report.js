@@ -1,13 +1,14 @@
 "use strict";
 // Filters (status checkboxes, family, search), expandable host details and sorting. The filter
 // state is kept in the URL fragment, e.g. report.html#status=drifted,error&family=debian&q=web
-// (open=all or open=HOST opens host details).
+// (open=all or open=HOST opens host details; changed=1: only hosts changed since the previous report).
 const table = document.getElementById("hosts");
 const body = table.tBodies[0];
 const hostRows = () => [...body.querySelectorAll("tr[data-status]")];
 const boxes = [...document.querySelectorAll("input[name=status]")];
 const family = document.getElementById("family");
 const search = document.getElementById("search");
+const changed = document.getElementById("changed");  // only when compared with a previous report
 document.getElementById("filters").addEventListener("submit", e => e.preventDefault());
 
 function detailsOf(row) { return document.getElementById(row.id.replace(/^h/, "d")); }
@@ -19,7 +20,7 @@ function apply() {
   let shown = 0;
   for (const row of hostRows()) {
     const visible = statuses.has(row.dataset.status) && (fam === "*" || row.dataset.family === fam) &&
-      words.every(w => row.dataset.search.includes(w));
+      words.every(w => row.dataset.search.includes(w)) && !(changed && changed.checked && !row.dataset.changed);
     row.hidden = !visible;
     const open = row.querySelector("button.toggle").getAttribute("aria-expanded") === "true";
     detailsOf(row).hidden = !(visible && open);
@@ -30,6 +31,7 @@ function apply() {
   if (statuses.size !== boxes.length) state.set("status", [...statuses].join(","));
   if (fam !== "*") state.set("family", fam);
   if (search.value) state.set("q", search.value);
+  if (changed && changed.checked) state.set("changed", "1");
   history.replaceState(null, "", state.toString() ? "#" + state.toString() : location.pathname);
 }
 
@@ -49,6 +51,7 @@ function load() {
     family.value = state.get("family");
   }
   search.value = state.get("q") || "";
+  if (changed) changed.checked = state.get("changed") === "1";
   const open = state.get("open");  // "all", or a host name
   hostRows().forEach(r => toggle(r, open === "all" || r.querySelector(".host").textContent === open));
   apply();
@@ -57,6 +60,7 @@ function load() {
 boxes.forEach(b => b.addEventListener("change", apply));
 family.addEventListener("change", apply);
 search.addEventListener("input", apply);
+if (changed) changed.addEventListener("change", apply);
 body.addEventListener("click", e => {
   const row = e.target.closest("tr[data-status]");
   if (row && !e.target.closest("a")) {

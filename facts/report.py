@@ -105,6 +105,81 @@ def ordered(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (-EXIT_CODES[r["status"]], r["host"]))
 
 
+PREVIOUS_MAX_BYTES = 256 * 1024 * 1024  # a previous report larger than this is refused (100,000 hosts fit)
+
+
+def read_previous(path: str | Path) -> dict[str, Any]:
+    """The statuses of an earlier JSON report, to compare with: {"generated_at", "statuses": {host: status}}.
+
+    ValueError (with the cause) for a file that is not such a report; OSError when it cannot be read.
+    """
+    path = Path(path)
+    if path.stat().st_size > PREVIOUS_MAX_BYTES:
+        raise ValueError(f"{path}: larger than {PREVIOUS_MAX_BYTES // 2**20} MiB: not a report of this tool")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    hosts = doc.get("hosts") if isinstance(doc, dict) else None
+    if not isinstance(hosts, list) or doc.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: not a kvm-drivers JSON report (schema_version {SCHEMA_VERSION}, hosts)")
+    statuses: dict[str, str] = {}
+    for i, row in enumerate(hosts):
+        if not (isinstance(row, dict) and isinstance(row.get("host"), str) and row.get("status") in STATUSES):
+            raise ValueError(f"{path}: host entry {i} has no host name or no known status")
+        statuses[row["host"]] = row["status"]
+    when = doc.get("generated_at")
+    return {"generated_at": when if isinstance(when, str) else None, "statuses": statuses}
+
+
+CHANGES = ("worse", "better", "new", "gone")  # kinds of change since the previous report
+
+
+def changes(rows: list[dict], previous: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Hosts whose status differs from the previous report's: {host, before, after, change}, worse first.
+
+    change: "worse" (a worse status: e.g. compliant -> drifted), "better", "new" (not in the previous
+    report), "gone" (in the previous report, not in this check: removed, or outside --limit).
+    """
+    if previous is None:
+        return []
+    before = previous["statuses"]
+    out = []
+    for r in rows:
+        was = before.get(r["host"])
+        if was is None:
+            out.append({"host": r["host"], "before": None, "after": r["status"], "change": "new"})
+        elif was != r["status"]:
+            # ranked as the exit code ranks them: error > unsupported > drifted > compliant
+            kind = "worse" if EXIT_CODES[r["status"]] > EXIT_CODES[was] else "better"
+            out.append({"host": r["host"], "before": was, "after": r["status"], "change": kind})
+    now = {r["host"] for r in rows}
+    out += [{"host": h, "before": s, "after": None, "change": "gone"} for h, s in before.items() if h not in now]
+    return sorted(out, key=lambda c: (CHANGES.index(c["change"]), c["host"]))
+
+
+def changes_text(rows: list[dict], previous: dict[str, Any] | None, quiet: bool = False) -> str:
+    """What changed since the previous report, a line per kind (quiet: only hosts that got worse)."""
+    if previous is None:
+        return ""
+    found = changes(rows, previous)
+    since = f"since the previous report ({printable(previous['generated_at'] or 'time unknown')})"
+    if not found:
+        return "" if quiet else f"No status changed {since}."
+    out = [f"Changed {since}:"]
+    names = {"worse": "worse", "better": "better", "new": "new hosts", "gone": "not in this check"}
+    for kind in CHANGES:
+        if quiet and kind != "worse":
+            continue
+        items = [c for c in found if c["change"] == kind]
+        if not items:
+            continue
+        what = [f"{printable(c['host'])} ({c['before']} -> {c['after']})" if c["before"] and c["after"]
+                else f"{printable(c['host'])} ({c['after'] or c['before']})" for c in items]  # fmt: skip
+        out.append(f"  {names[kind]}: {len(items)}: " + ", ".join(what))
+    return "\n".join(out) if len(out) > 1 else ""
+
+
 def printable(value: object) -> str:
     r"""str(value) with control and format characters (escape sequences, newlines, bidi overrides) shown as \xNN."""
     text = "" if value is None else str(value)
@@ -154,11 +229,13 @@ def problems(row: dict) -> list[str]:
     return out
 
 
-def text_table(rows: list[dict], width: int | None = None, quiet: bool = False) -> str:
+def text_table(rows: list[dict], width: int | None = None, quiet: bool = False,
+               previous: dict[str, Any] | None = None) -> str:  # fmt: skip
     """The report as text: hosts grouped by status, the worst group first, each problem on its own line.
 
     width: fit every line into that many columns (None: no limit); quiet: only the hosts with a problem
-    (nothing at all when every host is compliant). Host data is shown with control characters escaped.
+    (nothing at all when every host is compliant); previous: read_previous() of an earlier report, to
+    say what changed since. Host data is shown with control characters escaped.
     """
     head = ("HOST", "OS", "DEFAULT KERNEL", "INITRD", "SETTING")
     shown = [r for r in ordered(rows) if not (quiet and r["status"] == "compliant")]
@@ -189,6 +266,8 @@ def text_table(rows: list[dict], width: int | None = None, quiet: bool = False) 
         return ""
     summary = ", ".join(f"{n} {s}" for s, n in counts(rows).items() if n)
     out.append(f"{len(rows)} hosts: {summary or 'none'}")
+    if since := changes_text(rows, previous, quiet):
+        out.append(since)
     return "\n".join(out)
 
 
@@ -198,11 +277,12 @@ SCHEMA_VERSION = 1
 def document(rows: list[dict], meta: dict | None = None) -> dict[str, Any]:
     """The whole report as one object (the JSON format; see schemas/drift-report.schema.json).
 
-    meta: generated_at (Unix time), duration_seconds, exit_code (of the check; default: from the rows).
+    meta: generated_at (Unix time), duration_seconds, exit_code (of the check; default: from the rows),
+    previous (read_previous() of an earlier report: the document then says what changed since).
     """
     meta = meta or {}
     when = meta.get("generated_at", time.time())
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="seconds"),
         "duration_seconds": round(float(meta.get("duration_seconds", 0.0)), 3),
@@ -210,6 +290,9 @@ def document(rows: list[dict], meta: dict | None = None) -> dict[str, Any]:
         "summary": counts(rows),
         "hosts": rows,
     }
+    if meta.get("previous") is not None:  # --previous: what changed since that report
+        doc["changes"] = {"since": meta["previous"]["generated_at"], "hosts": changes(rows, meta["previous"])}
+    return doc
 
 
 def to_json(rows: list[dict], meta: dict | None = None) -> str:
@@ -246,6 +329,14 @@ def to_prometheus(rows: list[dict], meta: dict | None = None) -> str:
            [({"host": r["host"]}, float(len(r["not_declared"]))) for r in rows])
     metric("kvm_drivers_hosts", "Hosts per status in the last check.",
            [({"status": s}, float(n)) for s, n in doc["summary"].items()])
+    if "changes" in doc:
+        found = doc["changes"]["hosts"]
+        metric("kvm_drivers_changed_hosts", "Hosts whose status changed since the previous report, per kind of "
+               "change (worse, better, new, gone).", [({"change": k}, float(sum(c["change"] == k for c in found)))
+                                                     for k in CHANGES])  # fmt: skip
+        metric("kvm_drivers_host_status_change", "1 for each host whose status changed since the previous report.",
+               [({"host": c["host"], "before": c["before"] or "", "after": c["after"] or "", "change": c["change"]},
+                 1.0) for c in found])  # fmt: skip
     metric("kvm_drivers_check_hosts", "Hosts in scope of the last check.", [({}, float(len(rows)))])
     metric("kvm_drivers_check_exit_code", "Exit code of the last check (0: every host checked and compliant).",
            [({}, float(doc["exit_code"]))])
@@ -263,6 +354,7 @@ def to_junit(rows: list[dict], meta: dict | None = None) -> str:
     """The report as JUnit XML: one test case per host; drifted and unsupported hosts fail, unchecked ones error."""
     doc = document(rows, meta)
     c = doc["summary"]
+    was = {x["host"]: x["before"] or "none (new host)" for x in doc.get("changes", {}).get("hosts", [])}
     suite = ET.Element("testsuite", {
         "name": "kvm-drivers drift check", "tests": str(len(rows)), "failures": str(c["drifted"] + c["unsupported"]),
         "errors": str(c["error"]), "skipped": "0", "timestamp": doc["generated_at"],
@@ -282,6 +374,8 @@ def to_junit(rows: list[dict], meta: dict | None = None) -> str:
             message = (r["errors"] or lines or [r["status"]])[0]
             kind = "failure" if r["status"] == "unsupported" else "error"
         el = ET.SubElement(case, kind, {"type": r["status"], "message": _xml_text(message)})
+        if r["host"] in was:
+            lines = [*lines, f"status in the previous report: {was[r['host']]}"]
         el.text = "\n".join(_xml_text(line) for line in lines + [f"warning: {w}" for w in r["warnings"]])
     root = ET.Element("testsuites", {k: suite.get(k, "") for k in ("tests", "failures", "errors", "time")})
     root.append(suite)
@@ -328,19 +422,33 @@ def to_html(rows: list[dict], meta: dict | None = None, title: str = "kvm-driver
     )
     options = "".join(f'<option value="{esc(f)}">{esc(f or "unknown")}</option>' for f in families)
     head = ["Host", "Status", "OS", "Default kernel", "Missing", "Declared", "Setting"]
+    changed = {c["host"]: c for c in doc.get("changes", {}).get("hosts", [])}
     body = []
     for i, r in enumerate(ordered(rows)):
-        search = " ".join([r["host"], r["status"], os_text(r), r["default_kernel"] or "", missing_text(r),
+        change = changed.get(r["host"])
+        was = "" if not change else "new" if change["before"] is None else f"was {change['before']}"
+        search = " ".join([r["host"], r["status"], was, os_text(r), r["default_kernel"] or "", missing_text(r),
                            *r["errors"], *r["warnings"]]).lower()  # fmt: skip
         cells = [os_text(r), r["default_kernel"] or "-", missing_text(r), declared_text(r), r["setting"] or "-"]
         tds = "".join(f"<td>{esc(c)}</td>" for c in cells)
+        mark = f' <span class="was {change["change"]}">({was})</span>' if change else ""
         body.append(
             f'<tr class="{r["status"]}" id="h{i}" style="background:{COLOURS[r["status"]]}" '
-            f'data-status="{r["status"]}" data-family="{esc(r["family"] or "")}" data-search="{esc(search)}">'
+            f'data-status="{r["status"]}" data-family="{esc(r["family"] or "")}" '
+            f'data-changed="{change["change"] if change else ""}" data-search="{esc(search)}">'
             f'<td><button type="button" class="toggle" aria-expanded="false" aria-controls="d{i}">&#9656;</button> '
-            f'<span class="host">{esc(r["host"])}</span></td><td>{r["status"]}</td>{tds}</tr>'
+            f'<span class="host">{esc(r["host"])}</span></td><td>{r["status"]}{mark}</td>{tds}</tr>'
             f'<tr class="details" id="d{i}" hidden><td colspan="{len(head)}">{_details_html(r)}</td></tr>'
         )
+    compared, only_changed = "", ""
+    if "changes" in doc:
+        found = doc["changes"]["hosts"]
+        kinds = ", ".join(f"{sum(c['change'] == k for c in found)} {k}" for k in CHANGES)
+        gone = [c["host"] for c in found if c["change"] == "gone"]
+        compared = (f'<p class="meta" id="changes">Compared with the report of {esc(doc["changes"]["since"] or "?")}: '
+                    f"{len(found)} hosts changed ({kinds})"
+                    + (f"; not in this check: {esc(', '.join(gone))}" if gone else "") + ".</p>")  # fmt: skip
+        only_changed = '<label><input type="checkbox" id="changed"> only hosts changed since then</label>'
     script_hash = base64.b64encode(hashlib.sha256(HTML_JS.encode()).digest()).decode()
     csp = f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
     when = doc["generated_at"]
@@ -351,8 +459,9 @@ def to_html(rows: list[dict], meta: dict | None = None, title: str = "kvm-driver
 <style>{HTML_CSS}</style></head><body>
 <h1>{esc(title)}</h1>
 <p class="meta">{len(rows)} hosts checked at {when} in {doc["duration_seconds"]:g} s; exit code {doc["exit_code"]}.</p>
+{compared}
 <form id="filters">
-<div class="badges">{badges}</div>
+<div class="badges">{badges}</div>{only_changed}
 <label>Family <select id="family"><option value="*">all</option>{options}</select></label>
 <label>Search <input type="search" id="search" placeholder="host, OS, kernel, driver, message"></label>
 <button type="button" id="expand">Expand all</button> <button type="button" id="collapse">Collapse all</button>
@@ -371,7 +480,7 @@ def to_html(rows: list[dict], meta: dict | None = None, title: str = "kvm-driver
 # Report formats by file suffix.
 FORMATS: dict[str, Callable[[list[dict], dict | None], str]] = {
     ".json": to_json, ".prom": to_prometheus, ".xml": to_junit, ".html": to_html, ".htm": to_html,
-    ".txt": lambda rows, meta=None: text_table(rows) + "\n",
+    ".txt": lambda rows, meta=None: text_table(rows, previous=(meta or {}).get("previous")) + "\n",
 }  # fmt: skip
 
 

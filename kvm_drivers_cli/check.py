@@ -2,7 +2,8 @@
 kvm-drivers check: whether every host's initrds hold the virtio drivers, read-only, with an exit code
 that cannot say "compliant" for a host that was not fully checked.
 
-    kvm-drivers check INVENTORY [--limit X]... [--report PATH]... [--quiet] [--data k=v]... [--timeout S]
+    kvm-drivers check INVENTORY [--limit X]... [--report PATH]... [--previous PATH.json] [--quiet]
+                      [--data k=v]... [--timeout S] [--parallel N]
 
 Built on pyinfra's API: the inventory is loaded as pyinfra's own CLI loads it, then every host in scope
 is connected to, its state gathered (one remote command) and planned with its own inventory data
@@ -105,6 +106,9 @@ def build_parser() -> ArgumentParser:
     check.add_argument("--report", action="append", default=[], metavar="PATH", type=Path,
                        help="also write the report to PATH; format from the suffix: "
                             + ", ".join(report.FORMATS) + " (repeatable)")  # fmt: skip
+    check.add_argument("--previous", metavar="PATH.json", type=Path,
+                       help="a JSON report of an earlier check: say which hosts changed status since (it may be "
+                            "the --report PATH.json this run replaces; a missing file is a first run)")  # fmt: skip
     check.add_argument("--quiet", "-q", action="store_true",
                        help="print only the hosts with a problem (nothing when all are compliant)")
     check.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
@@ -277,6 +281,15 @@ def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = 
     if args.timeout <= 0:
         print("kvm-drivers: --timeout must be positive", file=stderr)
         return report.EXIT_USAGE
+    previous = None
+    if args.previous:  # read before anything is checked or written (it may be this run's --report)
+        try:
+            previous = report.read_previous(args.previous)
+        except FileNotFoundError:
+            print(f"kvm-drivers: no previous report at {args.previous} (a first run?): no comparison", file=stderr)
+        except (OSError, ValueError) as exc:
+            print(f"kvm-drivers: --previous {args.previous}: cannot be used: {exc}", file=stderr)
+            return report.EXIT_USAGE
 
     pyinfra_log = logging.getLogger("pyinfra")
     host_log = _HostLog()
@@ -307,9 +320,10 @@ def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = 
         print(f"kvm-drivers: {what} in {args.inventory}: nothing was checked", file=stderr)
         code = report.EXIT_NO_HOSTS
 
-    meta = {"generated_at": time.time(), "duration_seconds": time.time() - started, "exit_code": code}
+    meta = {"generated_at": time.time(), "duration_seconds": time.time() - started, "exit_code": code,
+            "previous": previous}  # fmt: skip
     width = shutil.get_terminal_size().columns if stdout.isatty() else None
-    text = report.text_table(rows, width=width, quiet=args.quiet) if rows else ""
+    text = report.text_table(rows, width=width, quiet=args.quiet, previous=previous) if rows else ""
     if text:
         print(text, file=stdout, flush=True)
     for path in args.report:

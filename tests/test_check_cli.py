@@ -149,6 +149,69 @@ def test_usage_errors_exit_1_before_checking(tmp_path):
     assert run.returncode == 1 and "cannot load inventory" in run.stderr
 
 
+def test_previous_report_says_which_hosts_changed_nightly_with_one_file(tmp_path):
+    # The nightly pattern: the same file is the previous report and this run's report.
+    last = tmp_path / "last.json"
+    night1 = inventory(tmp_path, {"web1": {"fake": "compliant"}, "web2": {"fake": "compliant"},
+                                  "db1": {"fake": "drifted"}, "old": {"fake": "compliant"}})  # fmt: skip
+    first = run_cli("check", night1, "--previous", str(last), "--report", str(last))
+    assert first.returncode == 2, first.stdout + first.stderr
+    assert f"no previous report at {last} (a first run?)" in first.stderr
+    assert "changes" not in json.loads(last.read_text())
+    since = json.loads(last.read_text())["generated_at"]
+    night2 = inventory(tmp_path, {"web1": {"fake": "compliant"}, "web2": {"fake": "drifted"},
+                                  "db1": {"fake": "compliant"}, "new1": {"fake": "noconnect"}})  # fmt: skip
+    run = run_cli("check", night2, "--previous", str(last), "--report", str(last), "--report",
+                  str(tmp_path / "r.prom"), "--report", str(tmp_path / "r.html"), "--report", str(tmp_path / "r.xml"))
+    assert run.returncode == 4, run.stdout + run.stderr
+    text = run.stdout.splitlines()
+    assert text[-5:] == [
+        f"Changed since the previous report ({since}):",
+        "  worse: 1: web2 (compliant -> drifted)",
+        "  better: 1: db1 (drifted -> compliant)",
+        "  new hosts: 1: new1 (error)",
+        "  not in this check: 1: old (compliant)",
+    ], run.stdout
+    doc = json.loads(last.read_text())
+    assert doc["changes"] == {"since": since, "hosts": [
+        {"host": "web2", "before": "compliant", "after": "drifted", "change": "worse"},
+        {"host": "db1", "before": "drifted", "after": "compliant", "change": "better"},
+        {"host": "new1", "before": None, "after": "error", "change": "new"},
+        {"host": "old", "before": "compliant", "after": None, "change": "gone"},
+    ]}  # fmt: skip
+    prom = (tmp_path / "r.prom").read_text()
+    assert 'kvm_drivers_changed_hosts{change="worse"} 1' in prom
+    assert 'kvm_drivers_host_status_change{host="web2",before="compliant",after="drifted",change="worse"} 1' in prom
+    page = (tmp_path / "r.html").read_text()
+    assert 'data-changed="worse"' in page and "(was compliant)" in page and 'id="changed"' in page
+    assert "status in the previous report: compliant" in (tmp_path / "r.xml").read_text()
+    # --quiet: only the hosts that got worse
+    quiet = run_cli("check", night2, "--previous", str(tmp_path / "r.json.none"), "--quiet")
+    assert "Changed since" not in quiet.stdout
+    again = run_cli("check", night2, "--previous", str(last), "--quiet")
+    assert "No status changed since" not in again.stdout and "Changed since" not in again.stdout
+    assert run_cli("check", night2, "--previous", str(last)).stdout.splitlines()[-1].startswith(
+        "No status changed since the previous report"
+    )
+
+
+@pytest.mark.parametrize("content, cause", [
+    ("{", "not JSON"),
+    ("[]", "not a kvm-drivers JSON report"),
+    ('{"schema_version": 1, "hosts": [{"host": "a", "status": "fine"}]}', "host entry 0 has no host name or no known"),
+    ('{"schema_version": 1, "hosts": [{"status": "compliant"}]}', "host entry 0"),
+    (b"\xff\xfe", "not JSON"),
+])  # fmt: skip
+def test_a_previous_report_that_cannot_be_used_is_a_usage_error_before_checking(tmp_path, content, cause):
+    prev = tmp_path / "prev.json"
+    prev.write_bytes(content if isinstance(content, bytes) else content.encode())
+    inv = inventory(tmp_path, {"a": {"fake": "hang"}})  # never reached: the error comes first
+    run = run_cli("check", inv, "--previous", str(prev), "--report", str(tmp_path / "r.json"))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"--previous {prev}: cannot be used: " in run.stderr and cause in run.stderr, run.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_progress_only_on_a_terminal(tmp_path):
     inv = inventory(tmp_path, {f"h{i}": {"fake": "compliant"} for i in range(3)})
     assert "hosts checked" not in run_cli("check", inv).stderr  # stderr is a pipe: no progress line

@@ -60,6 +60,28 @@ def test_json_report_matches_published_schema(rows):
     assert doc["generated_at"] == "2023-11-14T22:13:20+00:00"
 
 
+# The previous night: web1 was compliant, db1 error, an old host gone since; web2 unchanged; arch1 and
+# the hostile host are new.
+PREVIOUS = {"generated_at": "2023-11-13T22:13:20+00:00",
+            "statuses": {"web1": "compliant", "web2": "compliant", "db1": "error", "gone1": "drifted"}}  # fmt: skip
+
+
+def test_report_with_changes_since_a_previous_one_matches_the_schema(tmp_path):
+    old = tmp_path / "old.json"
+    report.write_report(old, real_rows(), {"generated_at": 1_699_913_600})
+    assert report.read_previous(old)["statuses"][EVIL] == "error"  # a report of ours reads back, names as they were
+    previous = {**PREVIOUS, "statuses": {**PREVIOUS["statuses"]}}
+    doc = json.loads(report.to_json(real_rows(), {"generated_at": 1_700_000_000, "previous": previous}))
+    jsonschema.validate(doc, SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    assert [(c["host"], c["change"]) for c in doc["changes"]["hosts"]] == [
+        ("web1", "worse"), ("db1", "better"), ("arch1", "new"), (EVIL, "new"), ("gone1", "gone")]
+    with pytest.raises(jsonschema.ValidationError):  # a change kind monitoring does not know
+        odd = {**doc["changes"]["hosts"][0], "change": "other"}
+        jsonschema.validate({**doc, "changes": {**doc["changes"], "hosts": [odd]}}, SCHEMA)
+    text = report.text_table(real_rows(), previous=previous)
+    assert "  worse: 1: web1 (compliant -> drifted)" in text and "\x1b" not in text
+
+
 def test_schema_rejects_what_monitoring_must_not_accept():
     doc = json.loads(report.to_json(real_rows()))
     for broken in (
@@ -212,3 +234,9 @@ def test_html_filters_search_and_details_in_chromium(tmp_path):
     assert details[ids[report.printable(EVIL)].replace("h", "d")] is True
     assert details[ids["web1"].replace("h", "d")] is False  # filtered out: its details stay closed
     assert "<script>alert" not in opened
+    # compared with the previous night: the "only changed" box keeps the hosts whose status changed
+    report.write_report(page, rows, {"previous": PREVIOUS})
+    assert "not in this check: gone1" in dom(page)
+    changed = [ids[n] for n in ("web1", "db1", "arch1", report.printable(EVIL))]
+    assert sorted(visible_hosts(dom(page, "#changed=1"))) == sorted(changed)
+    assert visible_hosts(dom(page, "#changed=1&q=was%20compliant")) == [ids["web1"]]
