@@ -4,6 +4,7 @@ probe's output correctly. Runs without the lab (no root, no QEMU)."""
 from __future__ import annotations
 
 import ast
+import shlex
 import shutil
 from pathlib import Path
 
@@ -113,3 +114,32 @@ def test_grub_214_output_names_the_highlighted_entry_and_the_initrd():
     r = boot.parse_result(hosts.spec("rocky9-counting"), CONSOLE_214, "", files, 9.0)
     assert r.entry == "Rocky Linux (6.1.0-50-amd64)"
     assert r.initrd == "/boot/initramfs-6.1.0-50-amd64.img"
+
+
+def test_an_emulator_timer_panic_boots_again_once_on_the_same_disk(tmp_path, monkeypatch):
+    # QEMU stands in as a script: the first start panics in the emulated kernel's timer check, the
+    # second boots (prints GRUB's line). Any other failure, or a second panic, is not started again.
+    monkeypatch.setattr(boot, "STATE", tmp_path)
+    monkeypatch.setattr(boot, "read_probe", lambda disk: PROBE)
+    (tmp_path / "hosts" / "deb12-itools").mkdir(parents=True)
+    image = tmp_path / "disk.img"
+    starts = tmp_path / "starts"
+
+    def run(then: str) -> tuple[boot.BootResult, int]:
+        starts.write_text("")
+        image.write_text("disk")
+        script = (f'echo x >> {starts}; if [ "$(wc -l < {starts})" = 1 ]; then '
+                  "echo \"Kernel panic - not syncing: IO-APIC + timer doesn't work!\"; exec sleep 60; "
+                  f"else printf '%s' {shlex.quote(then)}; fi")  # fmt: skip
+        launched = boot.Launched(hosts.spec("deb12-itools"), boot.Disk(image, ""), {}, None, 0.0, 30,
+                                 cmd=["sh", "-c", script])  # type: ignore[arg-type]  # fmt: skip
+        launched._start()
+        return launched.wait(), len(starts.read_text().split())
+
+    result, started = run(CONSOLE)
+    assert started == 2 and result.ok, result.summary()
+    assert result.entry == "Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-50-amd64"
+    assert "started again on the same disk" in (tmp_path / "hosts" / "deb12-itools" / "boot.log").read_text()
+    monkeypatch.setattr(boot, "read_probe", lambda disk: "")  # the second panic: no probe result
+    result, started = run("Kernel panic - not syncing: IO-APIC + timer doesn't work!\n")
+    assert started == 2 and not result.ok  # twice: a failure like any other
