@@ -23,21 +23,26 @@ class Run:
 
     returncode: int
     output: str
-    results: dict[str, dict[str, str]]
+    results: list[dict[str, str]]
 
     def changed(self) -> int:
         """Number of host-operations that changed something."""
-        return sum(int(r["success"]) for r in self.results.values() if r["success"].isdigit())
+        return sum(int(r["success"]) for r in self.results if r["success"].isdigit())
+
+    def errors(self) -> int:
+        """Number of host-operations that failed."""
+        return sum(int(r["error"]) for r in self.results if r["error"].isdigit())
 
 
-def parse_results(output: str) -> dict[str, dict[str, str]]:
-    """The '--> Results:' table of pyinfra's output: operation -> counts."""
+def parse_results(output: str) -> list[dict[str, str]]:
+    """The '--> Results:' table of pyinfra's output, a row per operation: {name, hosts, success, error,
+    nochange}. Two rows may have the same name (pyinfra names a merged operation by any one of its names)."""
     table = output.split("--> Results:", 1)[-1].split("--> Disconnecting", 1)[0]
-    rows = {}
+    rows = []
     for line in table.splitlines()[2:]:
         cols = re.split(r"\s{2,}", line.strip())
         if len(cols) == 5 and cols[0] != "Grand total":
-            rows[cols[0]] = dict(zip(("hosts", "success", "error", "nochange"), cols[1:]))
+            rows.append(dict(zip(("name", "hosts", "success", "error", "nochange"), cols)))
     return rows
 
 
