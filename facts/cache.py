@@ -9,6 +9,8 @@ Two things are kept per host, in one small JSON file under $KVM_DRIVERS_CACHE (d
 - the state of the last complete answer and its fingerprint (see hostside/gather.sh): when the
   host reports the same fingerprint, it sends only its live values, and that state (checked
   again when read back: the file is input like any other) stands, without parsing anything.
+  With it, the paths the host's bootloader files named (``watch``): sent back with the known
+  keys, so that the host fingerprints them too (a symbolic link pointed elsewhere shows).
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from pathlib import Path
 from facts.parsers import MARK, MODULE_NAME, Snapshot
 from facts.state import HostState, shape_problems
 
+WATCHED = re.compile(r"^/[A-Za-z0-9._@+,:=~/-]{1,1023}$")  # a path gather.sh stats (plain names only)
+
 
 @dataclass
 class HostCache:
     """What is cached for one host."""
 
     listings: dict[str, dict] = field(default_factory=dict)  # key -> {modules, kernel_dirs, ...}
-    snapshot: dict = field(default_factory=dict)  # {version, fingerprint, state} as stored
+    snapshot: dict = field(default_factory=dict)  # {version, fingerprint, watch, state} as stored
     state: HostState | None = None  # snapshot["state"], read back and checked
 
 
@@ -89,6 +93,24 @@ def seen(cached: HostCache, version: str) -> str:
     return snap.get("fingerprint", "") if snap.get("version") == version and cached.state is not None else ""
 
 
+def watch(cached: HostCache, version: str) -> list[str]:
+    """The paths to send with the known keys, for the host to fingerprint (those of our state)."""
+    paths = cached.snapshot.get("watch", []) if seen(cached, version) else []
+    return [x for x in paths if isinstance(x, str) and WATCHED.match(x)] if isinstance(paths, list) else []
+
+
+def watched(snap: Snapshot) -> list[str]:
+    """The paths an answer depends on beyond what gather.sh always looks at: the initrds and kernel
+    images the bootloader files name, as written and under /boot (a separate /boot partition).
+    """
+    out = set()
+    for path in [*snap.refs, *snap.kimages]:
+        for candidate in (path, "/boot" + path):
+            if WATCHED.match(candidate):
+                out.add(candidate)
+    return sorted(out)
+
+
 def unchanged(cached: HostCache, output: list[str]) -> tuple[HostState, list[str]] | None:
     """(our state, the live lines) when output is the host's complete "unchanged" answer to our
     fingerprint; None otherwise (the answer is then parsed as it is).
@@ -131,7 +153,8 @@ def save(host_name: str, cached: HostCache, snap: Snapshot, state: HostState, ve
                 "lister": initrd.lister.replace(" (cached)", ""),
             }
     trusted = snap.fingerprint and state.readable and not any(i.error for i in snap.initrds.values())
-    snapshot = {"version": version, "fingerprint": snap.fingerprint, "state": state.to_dict()} if trusted else {}
+    snapshot = {"version": version, "fingerprint": snap.fingerprint, "watch": watched(snap),
+                "state": state.to_dict()} if trusted else {}  # fmt: skip
     path = _file(host_name)
     if path and (keep != cached.listings or snapshot != cached.snapshot):
         try:  # private: it holds bootloader configurations (they may carry password hashes)

@@ -123,7 +123,8 @@ def gather_state(host: Any, drivers: list[str] | None = None, **fact_args: Any) 
     host_cache = cache.load(host.name)  # the host gathered from, whatever host is in context
     drivers = list(drivers or DEFAULT_LOOKUP)
     answer = host.get_fact(
-        KvmAnswer, drivers=drivers, known=sorted(host_cache.listings), seen=cache.seen(host_cache, CACHE_VERSION),
+        KvmAnswer, drivers=drivers, known=sorted(host_cache.listings) + cache.watch(host_cache, CACHE_VERSION),
+        seen=cache.seen(host_cache, CACHE_VERSION),
         **fact_args,
     )  # fmt: skip
     return None if answer is None else read_answer(answer, host_cache, host.name)

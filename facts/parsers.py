@@ -123,7 +123,8 @@ MODPROBE_FILE = re.compile(f"^/(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.
 # An absolute path without "." or ".." components, empty components or control characters.
 SAFE_PATH = re.compile(r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f]+)+$")
 DIGITS = re.compile(r"^[0-9]{1,18}$")
-FINGERPRINT_MAX = 16384  # gather.sh sends none longer: it is sent back with the next command
+FINGERPRINT_MAX = 32768  # gather.sh sends none longer: it is sent back with the next command
+FINGERPRINT = re.compile(f"^[!-~]{{1,{FINGERPRINT_MAX}}}$")  # printable ASCII, no space
 INITRD_KEY = re.compile(r"^(/[!-~]+)\|[0-9]{1,18}\|[0-9]{1,18}\|[0-9]{1,18}$")  # path|size|mtime|ctime
 
 
@@ -146,7 +147,7 @@ def safe_path(path: str) -> bool:
 #                              the caller's cached copy of everything after "fingerprint" stands
 #                              (cache.expand() splices it in); followed by "end".
 #   fingerprint FP             FP of everything below ('' when it cannot be trusted); at most
-#                              FINGERPRINT_MAX characters, no space.
+#                              FINGERPRINT_MAX characters of printable ASCII, no space.
 #   oddname PATH               a file or directory whose name is not plain ASCII was skipped.
 #   file PATH                  the file's bytes, then one extra newline (removed again here);
 #                              PATH only one of DUMPED_FILES.
@@ -233,7 +234,7 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                     problem(f"unexpected kernel image section {' '.join(words[1:])!r}")
                     kind = "ignored"
             elif kind == "fingerprint":  # one longer than gather.sh ever sends is not kept (nor sent back)
-                snap.fingerprint = arg if len(words) == 2 and len(arg) <= FINGERPRINT_MAX else ""
+                snap.fingerprint = arg if len(words) == 2 and FINGERPRINT.match(arg) else ""
             elif kind == "end":
                 snap.complete = True
             elif kind not in ("file", "meta", "blacklist", "unchanged", "oddname"):

@@ -15,6 +15,7 @@ import hashlib
 import html
 import json
 import os
+import stat
 import textwrap
 import time
 import unicodedata
@@ -105,21 +106,27 @@ def ordered(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (-EXIT_CODES[r["status"]], r["host"]))
 
 
-PREVIOUS_MAX_BYTES = 256 * 1024 * 1024  # a previous report larger than this is refused (100,000 hosts fit)
+PREVIOUS_MAX_BYTES = 64 * 1024 * 1024  # a previous report larger than this is refused (30,000 hosts fit)
 
 
 def read_previous(path: str | Path) -> dict[str, Any]:
     """The statuses of an earlier JSON report, to compare with: {"generated_at", "statuses": {host: status}}.
 
-    ValueError (with the cause) for a file that is not such a report; OSError when it cannot be read.
+    ValueError (with the cause) for a file that is not such a report; OSError when it cannot be read
+    (FileNotFoundError: there is none).
     """
     path = Path(path)
-    if path.stat().st_size > PREVIOUS_MAX_BYTES:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the nightly run
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError(f"{path}: not a regular file")
+        data = f.read(PREVIOUS_MAX_BYTES + 1)
+    if len(data) > PREVIOUS_MAX_BYTES:
         raise ValueError(f"{path}: larger than {PREVIOUS_MAX_BYTES // 2**20} MiB: not a report of this tool")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not JSON ({exc})") from None
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path}: not JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
     hosts = doc.get("hosts") if isinstance(doc, dict) else None
     if not isinstance(hosts, list) or doc.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: not a kvm-drivers JSON report (schema_version {SCHEMA_VERSION}, hosts)")

@@ -3,13 +3,15 @@
 # Usage: set -- PY_LISTER KNOWN SEEN NAMES CAP DRIVER...; then this script (after lib.sh), in the shell
 # pyinfra starts (sh -c): no second shell is started for it.
 # KNOWN: space-separated "path|size|mtime|ctime" keys of initrds whose listing the caller
-# has cached: those are not listed again (listing means decompressing the whole image).
+# has cached: those are not listed again (listing means decompressing the whole image); and bare
+# paths the caller's copy depends on (what the bootloader files name): part of the fingerprint.
 # SEEN: the fingerprint of the caller's cached output (see below), or "".
 # NAMES: the distributions' initrd names, "{v}" standing for the kernel version
 # (facts/state.py FALLBACK_INITRDS): looked up for each kernel besides what the bootloaders name.
 # CAP: bytes of output at most (facts/kvm_drivers.py OUTPUT_CAP): a longer answer is cut (and refused).
 # Output: sections, each opened by a line "@@KVM <kind> [args]": the format is specified in
 # facts/parsers.py, next to its parser (parse_snapshot).
+[ $# -ge 5 ] || { echo "kvm-drivers gather: called with $# arguments, 5 or more expected" >&2; exit 2; }
 PYLIST=$1
 KNOWN=" $2 "
 SEEN=$3
@@ -31,7 +33,14 @@ boot_path() {
 }
 # A file name that is not plain ASCII cannot be reported or read safely: say so (the host is
 # then an error, never "compliant") and skip the file.
-odd() { case "$1" in *[!A-Za-z0-9._@+,:=~/-]*) sec oddname "$(printf '%s' "$1" | ascii)"; return 0 ;; esac; return 1; }
+# (The first 20 are named: this output is not under the cap below.)
+odds=0
+odd() {
+    case "$1" in *[!A-Za-z0-9._@+,:=~/-]*)
+        odds=$((odds + 1)); [ $odds -gt 20 ] || sec oddname "$(printf '%s' "$1" | ascii)"; return 0 ;;
+    esac
+    return 1
+}
 
 # Each program started costs about a millisecond here: the script starts as few as it can.
 # Live values, sent on every run.
@@ -105,17 +114,19 @@ for t in dracut lsinitrd mkinitramfs update-initramfs lsinitramfs mkinitrd sdboo
 }tool $t${p:+ $p}"
 done
 # Big files, known by size, inode, mtime and ctime (ctime cannot be set from user space:
-# any write, rename or chmod changes it): modules.dep/builtin, kernels, configs, initrds.
-# The kernel directories are there too (one without any of those files is still a kernel).
+# any write, rename or chmod changes it): modules.dep/builtin, kernels, configs, initrds (the
+# files in /boot: not its directories, /boot/efi's FAT root has no times at all). The kernel
+# directories are there too (one without any of those files is still a kernel).
 # A name that is not plain ASCII cannot travel in the fingerprint: no fingerprint then.
 big=""
 plain=1
 for f in /lib/modules/*/modules.dep /lib/modules/*/modules.builtin /lib/modules/*/vmlinuz /boot/* /lib/modules/*; do
-    [ -f "$f" ] || [ -d "$f" ] || continue
+    case "$f" in /boot/*) [ -f "$f" ] || continue ;; *) [ -f "$f" ] || [ -d "$f" ] || continue ;; esac
     case "$f" in *[!A-Za-z0-9._@+,:=~/-]*) plain=0 ;; *) big="$big $f" ;; esac
 done
-# Cached initrds outside those (a path only the bootloader names) are stat'ed too; a path already
-# there is not added twice, so the first warm run (KNOWN set) gets the cold run's fingerprint.
+# Cached initrds and the paths the bootloader files named last time (KNOWN: through a symbolic
+# link, stat -L shows the target, so a link pointed elsewhere shows) are stat'ed too; a path
+# already there is not added twice, so the first warm run gets the cold run's fingerprint.
 set -f
 for k in $KNOWN; do
     k=${k%%|*}
@@ -123,23 +134,59 @@ for k in $KNOWN; do
     case "$big " in *" $k "*) ;; *) big="$big $k" ;; esac
 done
 set +f
+# Small files by stat as well, but for those whose times say nothing: grubenv and legacy GRUB's
+# default (GRUB itself rewrites them at boot, past the kernel: same size, inode and times) go
+# in by content, read here (no program); files on the EFI partition (FAT: times to 2 s) by cksum.
+small=""; efi=""; envs=""
+for f in $dumps; do
+    case "$f" in
+        /boot/grub/grubenv|/boot/grub2/grubenv|/boot/grub/default) envs="$envs $f" ;;
+        /boot/efi/*) efi="$efi $f" ;;
+        *) small="$small $f" ;;
+    esac
+done
+# text F: F's lines but comments (grubenv's padding), with %, space and comma escaped, appended
+# to envfp; a line with other than printable ASCII: no fingerprint.
+envfp=""
+text() {
+    while IFS= read -r _l || [ -n "$_l" ]; do
+        case "$_l" in "#"*|"") continue ;; *[!\ -~]*) plain=0; return ;; esac
+        _e=""
+        while :; do
+            _p="${_l%%[% ,]*}"
+            [ "$_p" = "$_l" ] && { _e="$_e$_l"; break; }
+            _x="${_l#"$_p"}"; _c="${_x%"${_x#?}"}"; _l="${_x#?}"
+            case "$_c" in %) _e="$_e$_p%25" ;; " ") _e="$_e$_p%20" ;; *) _e="$_e$_p%2C" ;; esac
+        done
+        envfp="$envfp $1:$_e"
+    done < "$1" 2>/dev/null || plain=0
+}
+for f in $envs; do text "$f"; done
 
 # Fingerprint of everything the rest of the output is made of: the wanted drivers, the initrd
-# names, the tools found, and each file read (small and big alike) by name, size, inode, mtime and
-# ctime, in ONE program (stat): the text itself, its words joined by commas (every name in it is
-# plain ASCII). When it equals SEEN, the caller's copy of that output is still true: say so, stop.
-# A ctime without nanoseconds (ext3, vfat) could hide a change made within the second of the
-# last look, and a fingerprint over 16 KiB would not fit the command that sends it back: no
-# fingerprint then, the whole state is gathered every time.
+# names, the tools found, and each file read by name, size, inode, mtime and ctime, in ONE
+# program (stat): the text itself, its words joined by commas (every name in it is plain ASCII);
+# then the GRUB environment's text and the EFI files' checksums. When it equals SEEN, the caller's
+# copy of that output is still true: say so, stop. A ctime without nanoseconds (ext3, vfat,
+# BusyBox's stat) could hide a change made within the second of the last look, and a
+# fingerprint over 32 KiB would not fit the command that sends it back: no fingerprint then,
+# the whole state is gathered every time.
 fp=""
 stats=""
+sums=""
 set -f
-[ -n "$big" ] && [ $plain = 1 ] && stats=$(stat -L -c '%n|%s|%i|%Y|%z' $big $dumps $mp 2>/dev/null)
-case "$stats" in
-    ""|*.000000000\ *) ;;
-    *) for w in $W / $NAMES / $tools / $stats; do fp="$fp${fp:+,}$w"; done
-        [ ${#fp} -le 16384 ] || fp="" ;;
-esac
+[ -n "$big" ] && [ $plain = 1 ] && stats=$(stat -L -c '%n|%s|%i|%Y|%z' $big $small $mp 2>/dev/null)
+[ -n "$efi" ] && [ -n "$stats" ] && sums=$(cksum $efi 2>&1)
+_ifs=$IFS; IFS='
+'
+for _l in $stats; do
+    case "$_l" in *.000000000\ *) plain=0 ;; *:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]\ *) ;; *) plain=0 ;; esac
+done
+IFS=$_ifs
+if [ -n "$stats" ] && [ $plain = 1 ]; then
+    for w in $W / $NAMES / $tools / $stats / $sums / $envfp; do fp="$fp${fp:+,}$w"; done
+    [ ${#fp} -le 32768 ] || fp=""
+fi
 set +f
 if [ -n "$fp" ] && [ "$fp" = "$SEEN" ]; then
     sec unchanged "$fp"

@@ -327,6 +327,10 @@ def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = 
     if text:
         print(text, file=stdout, flush=True)
     for path in args.report:
+        if not rows and previous is not None and path.resolve() == args.previous.resolve():
+            print(f"kvm-drivers: {path} kept as it was: it is the --previous report, and nothing was checked",
+                  file=stderr)  # fmt: skip
+            continue
         try:
             report.write_report(path, rows, meta)
         except (OSError, ValueError) as exc:

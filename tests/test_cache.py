@@ -128,7 +128,9 @@ def test_cache_belongs_to_the_host_gathered_from_whatever_host_is_in_context(tmp
     # next run: db1 is asked with db1's fingerprint and initrd keys
     gather_state(other, ["virtio_blk"])
     name, args = other.asked[-1]
-    assert name == KvmAnswer.__name__ and args["seen"] == "7-8" and args["known"] == [KEY]
+    watch = cache.load("db1").snapshot["watch"]  # the initrds grub.cfg names, as written and under /boot
+    assert "/boot/initrd.img-6.1.0-50-amd64" in watch and "/boot/boot/initrd.img-6.1.0-50-amd64" in watch
+    assert name == KvmAnswer.__name__ and args["seen"] == "7-8" and args["known"] == [KEY, *watch]
 
 
 def test_the_fact_is_pure_command_in_state_out():
@@ -140,3 +142,13 @@ def test_the_fact_is_pure_command_in_state_out():
     assert fact.command(["virtio_blk"]).get_raw_value() == first and vars(fact) == before
     out = lines(cached=False)
     assert fact.process(out) == fact.process(out) and vars(fact) == before
+
+
+def test_watched_paths_read_back_are_only_plain_absolute_paths():
+    # The cache file is input: a path sent to the host with the known keys must be one gather.sh
+    # can only stat (it skips odd names too, and never expands patterns).
+    odd = ["/boot/x;reboot", "boot/relative", "/boot/a b", "/boot/*", "/boot/$(id)", 5, None]
+    cached = cache.HostCache(snapshot={"version": "v1", "fingerprint": "f", "watch": ["/boot/ok", *odd]},
+                             state=object())  # type: ignore[arg-type]  # fmt: skip
+    assert cache.watch(cached, "v1") == ["/boot/ok"]
+    assert cache.watch(cached, "v2") == []  # made by other code: nothing of it is used

@@ -193,6 +193,10 @@ def test_previous_report_says_which_hosts_changed_nightly_with_one_file(tmp_path
     assert run_cli("check", night2, "--previous", str(last)).stdout.splitlines()[-1].startswith(
         "No status changed since the previous report"
     )
+    # a night whose --limit matched nothing keeps the baseline (the next night compares with it)
+    before = last.read_text()
+    empty = run_cli("check", night2, "--limit", "nomatch", "--previous", str(last), "--report", str(last))
+    assert empty.returncode == 6 and "kept as it was" in empty.stderr and last.read_text() == before
 
 
 @pytest.mark.parametrize("content, cause", [
@@ -201,10 +205,15 @@ def test_previous_report_says_which_hosts_changed_nightly_with_one_file(tmp_path
     ('{"schema_version": 1, "hosts": [{"host": "a", "status": "fine"}]}', "host entry 0 has no host name or no known"),
     ('{"schema_version": 1, "hosts": [{"status": "compliant"}]}', "host entry 0"),
     (b"\xff\xfe", "not JSON"),
-])  # fmt: skip
+    ("[" * 200_000, "not JSON (RecursionError"),
+    (None, "not a regular file"),  # a FIFO: never waited on
+], ids=["cut", "list", "status", "no-host", "binary", "deep", "fifo"])  # fmt: skip
 def test_a_previous_report_that_cannot_be_used_is_a_usage_error_before_checking(tmp_path, content, cause):
     prev = tmp_path / "prev.json"
-    prev.write_bytes(content if isinstance(content, bytes) else content.encode())
+    if content is None:
+        os.mkfifo(prev)
+    else:
+        prev.write_bytes(content if isinstance(content, bytes) else content.encode())
     inv = inventory(tmp_path, {"a": {"fake": "hang"}})  # never reached: the error comes first
     run = run_cli("check", inv, "--previous", str(prev), "--report", str(tmp_path / "r.json"))
     assert run.returncode == 1, run.stdout + run.stderr

@@ -294,5 +294,6 @@ def test_a_fingerprint_longer_than_gather_ever_sends_is_not_kept():
     # Low: a host's fingerprint was stored and sent back whatever its length (a command over the
     # kernel's 128 KiB argument limit fails). gather.sh drops its own past the same limit.
     assert f"-le {p.FINGERPRINT_MAX} ]" in kd.GATHER
-    for fp, kept in (("a" * p.FINGERPRINT_MAX, True), ("a" * (p.FINGERPRINT_MAX + 1), False), ("a b", False)):
+    odd = [(x, False) for x in ("a b", "a\tb", "caf\u00e9", "a\x1b[2J", "a" * (p.FINGERPRINT_MAX + 1))]
+    for fp, kept in [("a" * p.FINGERPRINT_MAX, True), *odd]:
         assert p.parse_snapshot([f"@@KVM fingerprint {fp}", *ITOOLS]).fingerprint == (fp if kept else "")
