@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from facts import cache, parsers
 from facts import kvm_drivers as kd
 from operations.plan import wanted_drivers
 from tests.conftest import check_cli, pyinfra
@@ -215,3 +216,34 @@ def test_unchanged_answer_until_anything_the_facts_read_changes(started):
         assert "@@KVM end" in out
         fp = fingerprint(out)
         assert fp and f"@@KVM unchanged {fp}" in gather(fp), change
+    # GRUB rewrites grubenv at boot itself (save_env), past the kernel: no stat shows it, so its
+    # text is in the fingerprint (escaped), not its stat.
+    ssh(h, "printf '# GRUB Environment Block\\nsaved_entry=Debian GNU/Linux, 50%%\\n%01000d' 0 | tr 0 '#' "
+           "> /boot/grub/grubenv")  # fmt: skip
+    fp = fingerprint(gather(fp))
+    assert "/boot/grub/grubenv:saved_entry=Debian%20GNU/Linux%2C%2050%25" in fp.split(","), fp
+
+
+def test_a_bootloader_path_through_a_link_pointed_elsewhere_brings_a_full_answer(started):
+    """grub.cfg boots /initrd.img, a link: the paths the bootloader names travel back with the known
+    keys and are stat'ed through the link, so pointing it at another image shows."""
+    h = make("fp-link", "deb12-itools", 12)
+    started(h)
+    ssh(h, f"cp {IMG} /boot/initrd.img-other && ln -sfn {IMG[1:]} /initrd.img && "
+           f"sed -i 's|initrd\t{IMG}|initrd\t/initrd.img|' /boot/grub/grub.cfg")  # fmt: skip
+    drivers = wanted_drivers("debian", None, None)
+
+    def gather(known: list[str], seen: str) -> str:
+        return ssh(h, hosts.in_sh(kd.gather_command(drivers, known, seen).get_raw_value()))
+
+    cold = gather([], "")
+    snap = parsers.parse_snapshot(cold.splitlines())
+    assert snap.refs.get("/initrd.img") == IMG, snap.refs
+    known = sorted(re.findall(r"^key (\S+)$", cold, re.M)) + cache.watched(snap)
+    assert "/initrd.img" in known
+    first = gather(known, snap.fingerprint)  # the link is fingerprinted from now on: one full answer
+    fp = re.search(r"^@@KVM fingerprint (\S+)$", first, re.M).group(1)
+    assert f"@@KVM unchanged {fp}" in gather(known, fp)
+    ssh(h, "ln -sfn boot/initrd.img-other /initrd.img")
+    again = gather(known, fp)
+    assert "@@KVM unchanged" not in again and "@@KVM ref /initrd.img /boot/initrd.img-other" in again
