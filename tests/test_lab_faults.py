@@ -218,8 +218,8 @@ def test_unchanged_answer_until_anything_the_facts_read_changes(started):
         assert fp and f"@@KVM unchanged {fp}" in gather(fp), change
     # GRUB rewrites grubenv at boot itself (save_env), past the kernel: no stat shows it, so its
     # text is in the fingerprint (escaped), not its stat.
-    ssh(h, "printf '# GRUB Environment Block\\nsaved_entry=Debian GNU/Linux, 50%%\\n%01000d' 0 | tr 0 '#' "
-           "> /boot/grub/grubenv")  # fmt: skip
+    ssh(h, "{ printf '# GRUB Environment Block\\nsaved_entry=Debian GNU/Linux, 50%%\\n'; "
+           "head -c 990 /dev/zero | tr '\\0' '#'; } > /boot/grub/grubenv")  # fmt: skip
     fp = fingerprint(gather(fp))
     assert "/boot/grub/grubenv:saved_entry=Debian%20GNU/Linux%2C%2050%25" in fp.split(","), fp
 
