@@ -33,13 +33,12 @@ boot_path() {
 }
 # A file name that is not plain ASCII cannot be reported or read safely: say so (the host is
 # then an error, never "compliant") and skip the file.
-# (The first 20 are named: this output is not under the cap below.)
+# (The first 20 are named: this output is not under the cap below.) plain_name P: P is plain ASCII.
+plain_name() { case "$1" in *[!A-Za-z0-9._@+,:=~/-]*) return 1 ;; esac; }
 odds=0
 odd() {
-    case "$1" in *[!A-Za-z0-9._@+,:=~/-]*)
-        odds=$((odds + 1)); [ $odds -gt 20 ] || sec oddname "$(printf '%s' "$1" | ascii)"; return 0 ;;
-    esac
-    return 1
+    plain_name "$1" && return 1
+    odds=$((odds + 1)); [ $odds -gt 20 ] || sec oddname "$(printf '%s' "$1" | ascii)"
 }
 
 # Each program started costs about a millisecond here: the script starts as few as it can.
@@ -122,7 +121,7 @@ big=""
 plain=1
 for f in /lib/modules/*/modules.dep /lib/modules/*/modules.builtin /lib/modules/*/vmlinuz /boot/* /lib/modules/*; do
     case "$f" in /boot/*) [ -f "$f" ] || continue ;; *) [ -f "$f" ] || [ -d "$f" ] || continue ;; esac
-    case "$f" in *[!A-Za-z0-9._@+,:=~/-]*) plain=0 ;; *) big="$big $f" ;; esac
+    if plain_name "$f"; then big="$big $f"; else plain=0; fi
 done
 # Cached initrds and the paths the bootloader files named last time (KNOWN: through a symbolic
 # link, stat -L shows the target, so a link pointed elsewhere shows) are stat'ed too; a path
@@ -130,7 +129,7 @@ done
 set -f
 for k in $KNOWN; do
     k=${k%%|*}
-    case "$k" in *[!A-Za-z0-9._@+,:=~/-]*) continue ;; esac
+    plain_name "$k" || continue
     case "$big " in *" $k "*) ;; *) big="$big $k" ;; esac
 done
 set +f
@@ -340,7 +339,7 @@ for p in $kimgs; do
             tr '\000' '\n' | sed -n '1s/^\([A-Za-z0-9._+~-]*\).*/version \1/p'
     fi
     for f in /boot/vmlinuz-* /boot/vmlinux-* /boot/Image-* /boot/image-*; do
-        case "$f" in *[!A-Za-z0-9._@+,:=~/-]*) continue ;; esac  # reported as oddname above
+        plain_name "$f" || continue  # reported as oddname above
         [ -f "$f" ] && [ "$f" -ef "$r" ] && echo "same $f"
     done
 done
