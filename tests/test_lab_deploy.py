@@ -148,7 +148,7 @@ def story(lab) -> Story:
     s.sums_second = each(sums, lab)
     s.drift_after = pyinfra(INVENTORY, DRIFT, "--data", f"report={REPORTS}/after.json")
     s.drift_after_fixed = pyinfra(INVENTORY, DRIFT, *[a for h in fixed for a in ("--limit", h.name)])
-    s.check_after = check_cli(INVENTORY, *report_args("check-after"))
+    s.check_after = check_cli(INVENTORY, *report_args("check-after"), "--previous", f"{REPORTS}/check-before.json")
     s.check_after_fixed = check_cli(INVENTORY, "--quiet", *[a for h in fixed for a in ("--limit", h.name)])
     s.check_nothing = check_cli(INVENTORY, "--limit", "no-such-host*", "--report", f"{REPORTS}/check-nothing.prom")
     # Persistence: the distribution's own kernel hook rebuilds an initrd, without kvm-drivers.
@@ -373,7 +373,16 @@ def test_check_cli_over_ssh_exit_code_and_every_report(story, when):
     assert data["exit_code"] == 3 and data["summary"]["error"] == 0
     legacy = story.drift_before if when == "before" else story.drift_after
     assert run.returncode == legacy.returncode  # the deprecated wrapper agrees
-    assert run.stdout.splitlines()[-1].startswith(f"{len(hosts.HOSTS)} hosts: ")
+    lines = run.stdout.splitlines()
+    if when == "before":
+        assert lines[-1].startswith(f"{len(hosts.HOSTS)} hosts: ")
+    else:  # compared with the check before the deploy (--previous): every fixed host got better
+        fixed = sorted(h.name for h in hosts.HOSTS if expected_status(h, False) == "drifted")
+        assert lines[-3].startswith(f"{len(hosts.HOSTS)} hosts: ") and lines[-2].startswith("Changed since the ")
+        assert lines[-1] == f"  better: {len(fixed)}: " + ", ".join(f"{n} (drifted -> compliant)" for n in fixed)
+        changes = data["changes"]["hosts"]
+        assert data["changes"]["since"] and {c["host"] for c in changes} == set(fixed)
+        assert {(c["before"], c["after"], c["change"]) for c in changes} == {("drifted", "compliant", "better")}
 
     prom = text_string_to_metric_families((REPORTS / f"check-{when}.prom").read_text())
     samples = {(s.labels["host"], s.labels["status"]): s.value for f in prom if f.name == "kvm_drivers_host_status"
