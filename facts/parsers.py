@@ -533,6 +533,9 @@ class BootEntry:
     ident: str = ""
     path: str = ""  # GRUB index path, e.g. "0" or "1>2"
     linux_path: str = ""  # kernel image path as written in the config (no device prefix)
+    options: str = ""  # the kernel command line after the image path, its variables expanded
+    unknown: str = ""  # what in the entry's own lines only GRUB knows at boot ('' when nothing)
+    extra_initrds: list[str] = field(default_factory=list)  # further images on its initrd line (not microcode)
 
 
 @dataclass
@@ -543,6 +546,7 @@ class BootConfig:
     entries: list[BootEntry] = field(default_factory=list)
     default: int | None = None  # index into entries
     warnings: list[str] = field(default_factory=list)
+    doubts: list[str] = field(default_factory=list)  # what keeps the boot path from being known: an error
 
 
 def kernel_from_path(path: str) -> str:
@@ -573,6 +577,14 @@ def choose_initrd(paths: list[str]) -> str:
     paths = [strip_device(p) for p in paths if not p.startswith("$")]  # e.g. RHEL's $tuned_initrd
     main = [p for p in paths if not re.search(r"ucode|microcode", p.rsplit("/", 1)[-1])]
     return (main or paths or [""])[-1]
+
+
+def extra_initrds(paths: list[str], main: str) -> list[str]:
+    """The images of an initrd line besides the main one and early microcode: each is unpacked
+    over the main one at boot, so its files (a modprobe.d blacklist) count too.
+    """
+    paths = [strip_device(p) for p in paths if not p.startswith("$")]
+    return [p for p in paths if p != main and not re.search(r"ucode|microcode", p.rsplit("/", 1)[-1])]
 
 
 def parse_grubenv(text: str | None) -> dict[str, str]:
@@ -698,6 +710,19 @@ GRUB_RUNTIME = set(
     "grub_platform grub_cpu prefix root cmdpath config_directory config_file boot "
     "lang locale_dir secondary_locale_dir net_default_server pxe_default_server".split()
 )
+# Files whose presence gather.sh always reports (dumped when they exist): a GRUB test '-f' on one
+# of them has a known answer, and sourcing one that is not there does nothing.
+REPORTED_BOOT_FILES = frozenset(
+    f"/boot/{d}/{n}" for d in ("grub", "grub2") for n in ("grub.cfg", "grubenv", "custom.cfg")
+)
+# Commands that read another configuration file and put its menu in place of this one
+# (grub-core/normal/main.c configfile, commands/legacycfg.c, commands/syslinuxcfg.c): not followed.
+GRUB_CONFIGFILE = frozenset(
+    "configfile legacy_configfile legacy_source extract_entries_configfile extract_entries_source "
+    "extract_legacy_entries_configfile extract_legacy_entries_source syslinux_configfile syslinux_source "
+    "extract_syslinux_entries_configfile extract_syslinux_entries_source".split()
+)
+_UNKNOWN_WORD = object()  # a test operand whose value only GRUB knows
 
 _VAR = re.compile(r"\$\{([A-Za-z0-9_#?*@]+)\}|\$([A-Za-z_][A-Za-z0-9_]*|[0-9#?*@])")
 _Word = list  # parts (text, quote) with quote "'", '"' or ''
@@ -805,6 +830,8 @@ class _Item:
 class _Block:
     kind: str  # menuentry, submenu, function, if, loop
     item: _Item | None = None
+    name: str = ""  # a function's name
+    steers: str = ""  # a function's body adds menu entries or changes the default: what it does
     state: bool | None = True  # the current branch runs (True), does not (False), or unknown
     taken: bool | None = False  # an earlier branch of this if ran
     saved: dict[str, str | None] | None = None  # the variables outside a submenu's own context
@@ -813,9 +840,18 @@ class _Block:
 class _GrubScript:
     """Runs the statements of a grub.cfg that decide the menu and the default, nothing else."""
 
-    def __init__(self, env: dict[str, str], export_all: bool = False):
+    def __init__(
+        self, env: dict[str, str], export_all: bool = False, files: dict[str, str | None] | None = None,
+        config_file: str = "",
+    ):
         self.vars: dict[str, str | None] = {f: "y" for f in GRUB_FEATURES}
         self.vars.update(env)  # load_env: grubenv's variables (00_header loads them first)
+        if config_file:  # normal/main.c sets it to the directory of the file it reads
+            self.vars["config_directory"] = config_file.rsplit("/", 1)[0]
+        self.files = files or {}  # the files the host sent: 'source' reads them, '-f' tests them
+        self.reading = [config_file or "grub.cfg"]  # the file being run, and the ones sourcing it
+        self.functions: dict[str, str] = {}  # name -> what it does to the menu ('' nothing)
+        self.doubts: list[str] = []  # what keeps the menu or the default from being known
         self.exported = set(GRUB_FEATURES)  # normal/main.c exports the feature variables
         self.export_all = export_all
         self.top: list[_Item] = []
@@ -834,8 +870,8 @@ class _GrubScript:
             for m in _VAR.finditer(text):
                 out.append(text[pos : m.start()])
                 name = m.group(1) or m.group(2)
-                if name in GRUB_RUNTIME or (name in self.vars and self.vars[name] is None):
-                    raise _Unknown(name)
+                if self.vars.get(name) is None and (name in GRUB_RUNTIME or name in self.vars):
+                    raise _Unknown(name)  # set at boot time, or under a condition we cannot evaluate
                 out.append(self.vars.get(name) or "")
                 pos = m.end()
             out.append(text[pos:])
@@ -875,11 +911,18 @@ class _GrubScript:
 
     # statements
     def test(self, words: list[_Word]) -> bool | None:
-        """GRUB's test command (grub-core/commands/test.c) on what a file can know."""
-        try:
-            args = self.args(words)
-        except _Unknown:
-            return None
+        """GRUB's test command (grub-core/commands/test.c) on what a file can know: True, False,
+        or None when it depends on what only GRUB knows (an operand that is unknown makes its own
+        comparison unknown, not the whole test: 'false -a unknown' is false).
+        """
+        args: list = []
+        for w in words:
+            try:
+                v = self.expand(w)
+            except _Unknown:
+                v = _UNKNOWN_WORD
+            if v is not None:
+                args.append(v)
         if args and args[0] == "[" and args[-1] == "]":
             args = args[1:-1]
         elif args and args[0] == "test":
@@ -889,10 +932,14 @@ class _GrubScript:
         else:
             return None  # a command's exit status (search, keystatus, ...)
 
-        def primary(a: list[str]) -> bool | None:
+        def primary(a: list) -> bool | None:
             if a and a[0] == "!":
                 r = primary(a[1:])
                 return None if r is None else not r
+            if _UNKNOWN_WORD in a:
+                return None
+            if len(a) == 2 and a[0] in ("-f", "-e", "-s"):
+                return self.exists(a[1])
             if len(a) == 1:
                 return a[0] != ""
             if len(a) == 2 and a[0] in ("-n", "-z"):
@@ -921,6 +968,42 @@ class _GrubScript:
             any_true |= value is True
             unknown |= value is None
         return True if any_true else None if unknown else False
+
+    def exists(self, grub_path: str) -> bool | None:
+        """Whether a file GRUB tests for is there (None: a file the host does not report on)."""
+        path = system_path(strip_device(grub_path))
+        if path in self.files:
+            return True
+        return False if path in REPORTED_BOOT_FILES else None
+
+    def doubt(self, text: str) -> None:
+        if len(self.doubts) < 20 and text not in self.doubts:
+            self.doubts.append(f"{self.reading[-1]}: {text}")
+
+    def source(self, words: list[_Word], runs: bool | None) -> None:
+        """'source FILE' ('. FILE'): FILE runs here, in this context; its entries join this menu."""
+        try:
+            args = self.args(words)
+        except _Unknown as exc:
+            self.doubt(f"sources a file named through ${exc.args[0]}, which only GRUB knows")
+            return
+        if not args:
+            return
+        path = system_path(strip_device(args[0]))
+        text = self.files.get(path)
+        if path in self.files and text is None:
+            self.doubt(f"sources {path}, which could not be read")
+        elif text is None:
+            if path not in REPORTED_BOOT_FILES:  # those are reported when there: this one is not
+                self.doubt(f"sources {path}, which kvm-drivers does not read")
+        elif runs is None:
+            self.doubt(f"sources {path} under a condition that cannot be evaluated")
+        elif path in self.reading or len(self.reading) > 8:
+            self.doubt(f"sources {path} again (a loop, or nested too deeply)")
+        else:
+            self.reading.append(path)
+            self.run(text)
+            self.reading.pop()
 
     def assign(self, name: str, word: _Word) -> None:
         runs = self.runs()
@@ -975,6 +1058,7 @@ class _GrubScript:
             self.stack.append(_Block("loop", state=None))
             return
         if head in ("menuentry", "submenu") and opens:
+            self.steer(f"adds menu entries ({head})")
             item = self.new_item(head, words[1:])
             where = self.menu()
             if where is not None and item is not None:
@@ -988,15 +1072,35 @@ class _GrubScript:
             self.stack.append(block)
             return
         if opens:  # function NAME {, or anything else that opens a block
-            self.stack.append(_Block("function"))
+            name = "".join(t for t, _ in words[1]) if head == "function" and len(words) > 1 else ""
+            self.stack.append(_Block("function", name=name))
             return
         if inner is not None:
             if inner.kind == "menuentry" and inner.item is not None and self.runs_in_entry():
                 self.entry_line(inner.item.entry, head, words[1:])
+            elif inner.kind != "menuentry" and (head in ("source", ".") or head in GRUB_CONFIGFILE):
+                self.steer(f"reads another file ({head})")
+            elif inner.kind != "menuentry" and head in self.functions and self.functions[head]:
+                self.steer(self.functions[head])
+            elif inner.kind != "menuentry" and re.match(r"^(set )?(default|saved_entry|next_entry)=", " ".join(
+                    "".join(t for t, _ in w) for w in words[:2])):  # fmt: skip
+                self.steer("changes the default entry")
             return
+        runs = self.runs()
+        if head in ("source", ".") and runs is not False:
+            self.source(words[1:], runs)
+        elif head in GRUB_CONFIGFILE and runs is not False:
+            what = " ".join("".join(t for t, _ in w) for w in words[1:2])
+            self.doubt(f"runs '{head} {what}'{'' if runs else ' (under a condition)'}: its menu would replace "
+                       "this one, and kvm-drivers does not follow it")  # fmt: skip
+        elif head in self.functions and self.functions[head] and runs is not False:
+            self.doubt(f"calls function {head}, which {self.functions[head]}: kvm-drivers does not follow it")
         if head == "export" and self.runs() is not False:
             self.exported.update(self.args(words[1:]))
         elif head == "blscfg" and self.runs() is not False:
+            blsdir = self.vars.get("blsdir", "")
+            if len(words) > 1 or blsdir is None or blsdir not in ("", "/loader/entries", "/boot/loader/entries"):
+                self.doubt("runs blscfg on entries other than /boot/loader/entries: not read")
             where = self.menu()
             if where is not None:
                 where.append(_Item("", "", None, None, bls=True))
@@ -1058,21 +1162,48 @@ class _GrubScript:
     def entry_line(self, entry: BootEntry | None, head: str, words: list[_Word]) -> None:
         if entry is None:
             return
-        try:
-            args = self.args(words)
-        except _Unknown:
-            args = ["".join(t for t, _ in w) for w in words]
+        args: list[str] = []
+        unknown = ""
+        for w in words:
+            try:
+                v = self.expand(w)
+            except _Unknown as exc:
+                v = "".join(t for t, _ in w)
+                m = re.match(r"^\(\$\{?root\}?\)(/.*)$", v)  # ($root)/vmlinuz: the device is dropped anyway
+                if m:
+                    v = m.group(1)
+                else:
+                    unknown = unknown or f"${exc.args[0]}"
+            if v is not None:
+                args.append(v)
         if head in ("linux", "linux16", "linuxefi", "kernel") and args and not entry.linux_path:
             entry.linux_path = strip_device(args[0])
             entry.kernel = kernel_from_path(entry.linux_path)
+            entry.options = " ".join(args[1:])
+            if unknown:
+                entry.unknown = entry.unknown or f"its {head} line uses {unknown}, which only GRUB knows"
         elif head in ("initrd", "initrd16", "initrdefi") and args and not entry.initrd:
             entry.initrd = choose_initrd(args)
+            entry.extra_initrds = extra_initrds(args, entry.initrd)
+            if unknown:
+                entry.unknown = entry.unknown or f"its {head} line uses {unknown}, which only GRUB knows"
+
+    def steer(self, what: str) -> None:
+        """A statement inside a function body does what: the function, when called, does it too."""
+        for b in reversed(self.stack):
+            if b.kind == "function":
+                b.steers = b.steers or what
+                return
+            if b.kind in ("menuentry", "submenu"):
+                return
 
     def close(self) -> None:
         while self.stack:
             b = self.stack.pop()
             if b.saved is not None:
                 self.vars = b.saved
+            if b.kind == "function" and b.name:
+                self.functions[b.name] = b.steers
             if b.kind in ("menuentry", "submenu", "function"):
                 return
 
@@ -1200,19 +1331,28 @@ def _grub_variant(files: dict[str, str | None]) -> str:
 
 
 def parse_grub2(
-    text: str, env: dict[str, str], source: str, bls: list[BootEntry] | None = None, variant: str = "upstream"
+    text: str, env: dict[str, str], source: str, bls: list[BootEntry] | None = None, variant: str = "upstream",
+    files: dict[str, str | None] | None = None, path: str = "",
 ) -> BootConfig:
     """Entries and default of a GRUB 2 grub.cfg, evaluated as GRUB does (see the notes above).
 
     Blocks opened and closed on one line, if/elif/else/fi (a 'set default' runs only when its
-    condition holds for the grubenv given), variables, submenus. ``bls``: the entries that a
-    'blscfg' command in the file adds, in their menu order.
+    condition holds for the grubenv given), variables, submenus, 'source' of the files given
+    (``files``, the host's; ``path``: this file's own, for ${config_directory}). ``bls``: the
+    entries that a 'blscfg' command in the file adds, in their menu order; when not given and
+    ``files`` holds /boot/loader/entries, they are read from there, their variables expanded
+    as GRUB expands them at boot (with what grub.cfg and grubenv set).
     """
     cfg = BootConfig(source)
-    script = _GrubScript(env, export_all=variant == "fedora")
+    script = _GrubScript(env, export_all=variant == "fedora", files=files, config_file=path)
     script.run(text)
     cfg.warnings += script.warnings
+    cfg.doubts += script.doubts
     top = script.top
+    if bls is None and files is not None and any(i.bls for i in top):
+        found = parse_bls(files, env, variant if variant != "upstream" else "fedora", script.vars)
+        bls = found.entries
+        cfg.warnings += found.warnings
     if bls is not None:  # blscfg puts the BLS entries where it is called
         spliced: list[_Item] = []
         for item in top:
@@ -1224,7 +1364,8 @@ def parse_grub2(
         return cfg
     value = script.vars.get("default")
     if script.default_doubt or value is None and "default" in script.vars:
-        cfg.warnings.append(f"{script.default_doubt or 'default cannot be evaluated'}: using the first entry")
+        cfg.doubts.append(f"{path or source}: cannot tell which entry GRUB boots: "
+                          f"{script.default_doubt or 'default cannot be evaluated'}")  # fmt: skip
         value = None
     if env.get("next_entry") and value == env.get("next_entry"):
         cfg.warnings.append(f"next_entry={value!r} in grubenv: the next boot only boots it")
@@ -1268,8 +1409,32 @@ def bls_sort_key(variant: str = "fedora", use_version: bool = True) -> Callable[
     return functools.cmp_to_key(cmp)
 
 
-def parse_bls(files: dict[str, str | None], env: dict[str, str], variant: str = "fedora") -> BootConfig:
-    """Entries of /boot/loader/entries/*.conf (Boot Loader Specification) in blscfg's menu order."""
+def _expand_bls(value: str, variables: dict[str, str | None]) -> tuple[str, str]:
+    """A BLS value with its $variables expanded as GRUB does at boot, and the first one only
+    GRUB knows ('' when none): blscfg.c makes each key a line of a menuentry's script.
+    """
+    unknown = ""
+
+    def one(m: re.Match) -> str:
+        nonlocal unknown
+        name = m.group(1) or m.group(2)
+        if variables.get(name) is None and (name in variables or name in GRUB_RUNTIME):
+            unknown = unknown or f"${name}"
+            return ""
+        return variables.get(name) or ""
+
+    return _VAR.sub(one, value), unknown
+
+
+def parse_bls(
+    files: dict[str, str | None], env: dict[str, str], variant: str = "fedora",
+    variables: dict[str, str | None] | None = None,
+) -> BootConfig:
+    """Entries of /boot/loader/entries/*.conf (Boot Loader Specification) in blscfg's menu order.
+
+    ``variables``: what grub.cfg set (its $kernelopts, $tuned_initrd...); grubenv's when not given.
+    """
+    variables = dict(env) if variables is None else variables
     cfg = BootConfig("/boot/loader/entries")
     found: list[tuple[str, str, BootEntry]] = []
     for path, text in sorted(files.items()):
@@ -1285,9 +1450,15 @@ def parse_bls(files: dict[str, str | None], env: dict[str, str], variant: str = 
         version = keys.get("version", [""])[0]
         # ostree (Fedora CoreOS): 'version 2' is a deployment serial; the kernel is in the path.
         kernel = kernel_from_path(linux) or (version if re.match(r"^\d+\.\d+", version) else "")
-        initrds = " ".join(keys.get("initrd", [])).split()
+        initrd_line, unknown_i = _expand_bls(" ".join(keys.get("initrd", [])), variables)
+        options, unknown_o = _expand_bls(" ".join(keys.get("options", [])), variables)
+        initrds = initrd_line.split()
         title = keys.get("title", [linux])[0]
-        entry = BootEntry(title, kernel, choose_initrd(initrds), ident, "", linux)
+        entry = BootEntry(title, kernel, choose_initrd(initrds), ident, "", linux, " ".join(options.split()))
+        entry.extra_initrds = extra_initrds(initrds, entry.initrd)
+        if unknown_i or unknown_o:
+            entry.unknown = f"its {'initrd' if unknown_i else 'options'} line uses {unknown_i or unknown_o}, " \
+                            "which only GRUB knows"
         found.append((ident, version if "version" in keys else "", entry))
     use_version = all(v for _, v, _ in found)  # blscfg.c: sort by version only if every entry has one
     found.sort(key=lambda f: bls_sort_key(variant, use_version)((f[0], f[1])))
@@ -1361,13 +1532,12 @@ def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
         if not text:
             continue
         if re.search(r"^\s*blscfg\b", text, re.M):
-            bls = parse_bls(files, env, variant if variant != "upstream" else "fedora")
-            cfg = parse_grub2(text, env, f"{path} (blscfg) + /boot/loader/entries", bls.entries, variant)
-            cfg.warnings = warnings + bls.warnings + cfg.warnings
+            cfg = parse_grub2(text, env, f"{path} (blscfg) + /boot/loader/entries", None, variant, files, path)
+            cfg.warnings = warnings + cfg.warnings
             if cfg.entries:
                 return cfg
             continue
-        cfg = parse_grub2(text, env, path, None, variant)
+        cfg = parse_grub2(text, env, path, None, variant, files, path)
         if cfg.entries:
             cfg.warnings = warnings + cfg.warnings
             return cfg

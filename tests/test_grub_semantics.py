@@ -141,7 +141,7 @@ def test_boot_counting_block_sets_default_only_when_its_condition_holds():
 def test_default_under_unknown_condition_is_not_taken():
     text = 'if [ "$grub_platform" = efi ]; then set default=1; fi\nmenuentry a { linux /vmlinuz-1 }\nmenuentry b { linux /vmlinuz-2 }\n'
     cfg = p.parse_grub2(text, {}, "x")
-    assert cfg.default == 0 and "cannot be evaluated" in cfg.warnings[0]
+    assert cfg.default == 0 and "cannot be evaluated" in cfg.doubts[0]
 
 
 def _bls(name: str, version: str, kernel: str) -> tuple[str, str]:
