@@ -55,6 +55,7 @@ class RawKernel:
     images: list[str] = field(default_factory=list)
     has_builtin: bool = False
     has_dep: bool = False
+    has_config: bool = False  # /boot/config-<version> exists (its virtio lines are in config)
     config: dict[str, str] = field(default_factory=dict)  # CONFIG_X -> y/m/n
     builtin: set[str] = field(default_factory=set)
     modules: dict[str, str] = field(default_factory=dict)  # loadable module name -> its file
@@ -115,7 +116,9 @@ DUMPED_FILES = re.compile(
     "^(?:/etc/os-release|/usr/lib/os-release|/etc/(?:SuSE|redhat|centos|euleros|openEuler|system|lsb)-release"
     "|/etc/debian_version|/etc/initramfs-tools/modules|/etc/initramfs-tools/initramfs\\.conf|/etc/dracut\\.conf"
     "|/etc/sysconfig/kernel|/etc/sysconfig/bootloader|/etc/default/grub"
-    "|/boot/grub2?/(?:grub\\.cfg|grubenv)|/boot/grub/(?:menu\\.lst|grub\\.conf|default)"
+    "|/boot/grub2?/(?:grub\\.cfg|grubenv|custom\\.cfg)|/boot/grub/(?:menu\\.lst|grub\\.conf|default)"
+    "|/boot/extlinux/extlinux\\.conf|/boot/extlinux\\.conf|/boot/syslinux/syslinux\\.cfg"
+    "|/boot/loader/loader\\.conf|/boot/efi/loader/loader\\.conf|/efi/loader/loader\\.conf"
     f"|/etc/dracut\\.conf\\.d/{_NAME}\\.conf|/usr/lib/dracut/dracut\\.conf\\.d/{_NAME}\\.conf"
     f"|/boot/loader/entries/{_NAME}\\.conf|/boot/efi/EFI/{_NAME}/grub\\.cfg)$"
 )
@@ -153,7 +156,7 @@ def safe_path(path: str) -> bool:
 #                              PATH only one of DUMPED_FILES.
 #   unreadable PATH            PATH exists but could not be read or is not UTF-8.
 #   blacklist                  "FILE:LINE:DRIVER:TEXT" modprobe.d lines stopping a wanted driver.
-#   kernel K                   one /lib/modules/K: "image PATH", "has builtin|dep", kernel config
+#   kernel K                   one /lib/modules/K: "image PATH", "has builtin|dep|config", kernel config
 #                              lines, and per looked-up driver N "builtin N", "absent N", or
 #                              "closure N N,DEP,DEP..." (N is a module: the modules it needs,
 #                              itself first, computed on the host from modules.dep) with a
@@ -312,7 +315,7 @@ def _parse_kernel_line(kernel: RawKernel, line: str) -> bool:
         return True
     if words[0] == "image" and len(words) == 2 and safe_path(words[1]):
         kernel.images.append(words[1])
-    elif words[0] == "has" and len(words) == 2 and words[1] in ("builtin", "dep"):
+    elif words[0] == "has" and len(words) == 2 and words[1] in ("builtin", "dep", "config"):
         setattr(kernel, f"has_{words[1]}", True)
     elif words[0] in ("builtin", "absent") and len(words) == 2 and MODULE_NAME.match(words[1]):
         (kernel.builtin if words[0] == "builtin" else kernel.absent).add(words[1])
@@ -1518,8 +1521,31 @@ def parse_grub_legacy(text: str, saved: str | None, source: str) -> BootConfig:
     return cfg
 
 
+# Configurations of boot loaders kvm-drivers does not read: on a host that has one, which loader
+# really boots (and what) cannot be told from GRUB's files alone.
+OTHER_LOADERS = {
+    "/boot/extlinux/extlinux.conf": "extlinux", "/boot/extlinux.conf": "extlinux",
+    "/boot/syslinux/syslinux.cfg": "syslinux", "/boot/loader/loader.conf": "systemd-boot",
+    "/boot/efi/loader/loader.conf": "systemd-boot", "/efi/loader/loader.conf": "systemd-boot",
+}  # fmt: skip
+
+
 def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
-    """The bootloader configuration in use, read (never regenerated): BLS, GRUB 2 or GRUB legacy."""
+    """The bootloader configuration in use, read (never regenerated): BLS, GRUB 2 or GRUB legacy.
+
+    Its ``doubts`` say what keeps the boot path from being known (another loader's configuration
+    on the host, a file GRUB would read that was not sent...).
+    """
+    cfg = _parse_boot(files)
+    others = [f"{path} exists: this host may boot with {name}, which kvm-drivers does not read"
+              for path, name in OTHER_LOADERS.items() if path in files]  # fmt: skip
+    if others:
+        cfg = cfg or BootConfig(", ".join(p for p in OTHER_LOADERS if p in files))
+        cfg.doubts = others + cfg.doubts
+    return cfg
+
+
+def _parse_boot(files: dict[str, str | None]) -> BootConfig | None:
     env: dict[str, str] = {}
     for p in ("/boot/grub2/grubenv", "/boot/grub/grubenv"):
         env = env or parse_grubenv(files.get(p))
@@ -1635,6 +1661,8 @@ class DracutConf:
 
     add_drivers: dict[str, str] = field(default_factory=dict)  # driver -> file declaring it
     omit_drivers: dict[str, str] = field(default_factory=dict)
+    omit_patterns: dict[str, str] = field(default_factory=dict)  # omit_drivers words as written -> file
+    literal: set[str] = field(default_factory=set)  # the words of drivers, add_drivers and force_drivers
     hostonly: str = ""
     files: list[str] = field(default_factory=list)
 
@@ -1642,17 +1670,51 @@ class DracutConf:
 def parse_dracut(files: dict[str, str | None]) -> DracutConf:
     """Drivers declared (add_drivers/force_drivers) and omitted, and the hostonly setting."""
     conf = DracutConf(files=dracut_conf_files(files))
+    words: dict[str, list[str]] = {"drivers": [], "add_drivers": [], "force_drivers": []}
     for path in conf.files:
         for key, op, value in shell_assignments(files.get(path)):
+            if key in words:
+                words[key] = (words[key] if op != "=" else []) + value.split()
             if key in ("add_drivers", "force_drivers", "omit_drivers"):
                 target = conf.omit_drivers if key == "omit_drivers" else conf.add_drivers
                 if op == "=" and key != "force_drivers":
                     target.clear()
+                    if key == "omit_drivers":
+                        conf.omit_patterns.clear()
                 for d in value.split():
                     target[norm(d)] = path
+                    if key == "omit_drivers":
+                        conf.omit_patterns[d] = path
             elif key == "hostonly":
                 conf.hostonly = value
+    conf.literal = {w.replace("-", "_", 1) for ws in words.values() for w in ws}
     return conf
+
+
+def dracut_omits(conf: DracutConf, modules: list[str], declared: list[str]) -> list[tuple[str, str, str]]:
+    """(module, pattern, file) for each module an omit_drivers pattern keeps out of the initrds
+    dracut builds, once ``declared`` are in add_drivers too.
+
+    dracut.sh (dracutdevs/dracut, dracut-ng): each omit_drivers word (first '-' made '_') that is
+    not literally a word of drivers/add_drivers/force_drivers joins a regular expression that the
+    modules dracut installs are matched against; dracut before 057 matches it anywhere in the
+    name ("$d|"), later versions whole names ("^$d$|"). The older, wider reading is used: a
+    pattern that might drop a wanted module is never passed over. A pattern Python cannot
+    compile is reported with module '' (it cannot be evaluated).
+    """
+    keep = conf.literal | {d.replace("-", "_", 1) for d in declared}
+    out = []
+    for word, path in conf.omit_patterns.items():
+        pattern = word.replace("-", "_", 1)
+        if pattern in keep:
+            continue
+        try:
+            rx = re.compile(pattern[:200])
+        except re.error:
+            out.append(("", word, path))
+            continue
+        out += [(m, word, path) for m in modules if rx.search(m)]
+    return out
 
 
 def parse_initrd_modules(text: str | None) -> tuple[list[str], str | None]:

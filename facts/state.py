@@ -52,7 +52,7 @@ class Declared:
 
     path: str | None = None  # the file kvm-drivers writes its declaration to
     drivers: list[str] = field(default_factory=list)  # declared anywhere the generator reads
-    omitted: list[str] = field(default_factory=list)  # dracut omit_drivers
+    omitted: list[list[str]] = field(default_factory=list)  # [module, pattern, file]: dracut's omit_drivers
     by_others: list[str] = field(default_factory=list)  # declared outside kvm-drivers' own drop-in
     setting: str = ""  # the setting that decides what else goes in (MODULES=, hostonly=)
     current: str | None = None  # the text of path now (None: no such file)
@@ -85,6 +85,8 @@ class KernelState:
     kinds: dict[str, str] = field(default_factory=dict)  # driver -> builtin, module or absent
     closures: dict[str, list[str]] = field(default_factory=dict)  # module driver -> it and its module deps
     in_initrd: list[str] = field(default_factory=list)  # modules of those closures the initrd holds
+    doubts: dict[str, str] = field(default_factory=dict)  # driver -> why what it is in this kernel cannot be told
+    config: dict[str, str] = field(default_factory=dict)  # the kernel config's virtio lines (CONFIG_X -> y/m/n)
 
 
 @dataclass
@@ -180,11 +182,26 @@ def stored_state(snap: p.Snapshot) -> HostState:
 
     boot = p.parse_boot(snap.files)
     if boot is None:
-        warnings.append("no bootloader configuration found; using the distribution's initrd names")
+        if distro.family:
+            errors.append("cannot verify what boots: no bootloader configuration found (looked for GRUB 2's "
+                          "grub.cfg, BLS entries and GRUB legacy's menu.lst/grub.conf)")  # fmt: skip
     else:
         warnings += [f"bootloader: {w}" for w in boot.warnings]
         warnings += tie_unversioned_entries(boot, snap)
+        errors += [f"cannot verify what boots: {d}" for d in boot.doubts]
+        if boot.entries and boot.default is None:
+            errors.append(f"cannot verify what boots: {boot.source} has no default entry GRUB would boot")
+        elif not boot.entries and not boot.doubts:
+            errors.append(f"cannot verify what boots: {boot.source} has no boot entry kvm-drivers can read")
     default_entry = boot.entries[boot.default] if boot and boot.default is not None else None
+    if default_entry is not None:
+        where = f"the default boot entry '{default_entry.title}'"
+        if default_entry.unknown:
+            errors.append(f"cannot verify what boots: {where}: {default_entry.unknown}")
+        if default_entry.extra_initrds:
+            errors.append(f"cannot verify what boots: {where} loads further initrd images "
+                          f"({' '.join(default_entry.extra_initrds)[:200]}) over {default_entry.initrd}: "
+                          "kvm-drivers checks one image per entry")  # fmt: skip
     if "grubby" in snap.meta:  # the host's own tool names the default kernel: we must agree with it
         theirs = p.kernel_from_path(snap.meta["grubby"].strip())
         ours = default_entry.kernel if default_entry else ""
@@ -211,7 +228,8 @@ def stored_state(snap: p.Snapshot) -> HostState:
             errors.append(f"{where} boots kernel {default_entry.kernel}, which is not an installed kernel ({why}): "
                           "it cannot be checked")  # fmt: skip
 
-    declared = declared_drivers(generator, snap.files)
+    wanted_modules = {m for k in snap.kernels.values() for d in drivers for m in k.closures.get(d, [d])}
+    declared = declared_drivers(generator, snap.files, wanted_modules | set(drivers))
     if generator == "suse-mkinitrd":
         raw_value = p.parse_initrd_modules(snap.files.get("/etc/sysconfig/kernel"))[1] or ""
         odd = [w for w in raw_value.split() if not p.MODULE_NAME.match(p.norm(w))]
@@ -244,8 +262,12 @@ def stored_state(snap: p.Snapshot) -> HostState:
     )
 
 
-def declared_drivers(generator: str | None, files: dict[str, str | None]) -> Declared:
-    """What the generator's configuration declares, and where kvm-drivers writes its declaration."""
+def declared_drivers(generator: str | None, files: dict[str, str | None], modules: set[str] | None = None) -> Declared:
+    """What the generator's configuration declares, and where kvm-drivers writes its declaration;
+    ``modules``: the modules the wanted drivers need (which dracut's omit_drivers patterns are
+    matched against).
+    """
+    modules = modules or set()
     out = Declared(path=CONFIG_PATHS.get(generator or ""))
     if generator == "initramfs-tools":
         out.drivers = p.parse_modules_file(files.get("/etc/initramfs-tools/modules"))
@@ -255,7 +277,7 @@ def declared_drivers(generator: str | None, files: dict[str, str | None]) -> Dec
         conf = p.parse_dracut(files)
         out.drivers = sorted(conf.add_drivers)
         out.by_others = sorted(d for d, src in conf.add_drivers.items() if src != out.path)
-        out.omitted = sorted(conf.omit_drivers)
+        out.omitted = [list(t) for t in p.dracut_omits(conf, sorted(modules), [])]
         out.setting = f"hostonly={conf.hostonly or 'default'}"
     elif generator == "suse-mkinitrd":
         out.drivers, raw = p.parse_initrd_modules(files.get("/etc/sysconfig/kernel"))
@@ -276,14 +298,17 @@ def kernel_state(
     """One kernel: the initrd it boots, and each looked-up driver built in, a module, or absent."""
     entries = [e for e in (boot.entries if boot else []) if e.kernel == k.version]
     if default_entry is not None and default_entry in entries:
-        entries.insert(0, default_entry)
+        # What GRUB boots is the default entry's own lines: never an initrd another entry of the
+        # same kernel (recovery) loads. Without an initrd line it boots without one.
+        entries = [default_entry]
     initrd, source = "", ""
     for entry in entries:
         if entry.initrd:
             initrd = snap.refs.get(entry.initrd) or p.system_path(entry.initrd)
             source = f"bootloader entry '{entry.title}'"
             break
-    no_initrd = bool(entries) and not initrd  # the bootloader boots this kernel without any initrd
+    # the bootloader boots this kernel without any initrd (not said when a variable hides it: an error)
+    no_initrd = bool(entries) and not initrd and not entries[0].unknown
     if no_initrd:
         source = f"bootloader entry '{entries[0].title}' (no initrd)"
     elif not initrd:
@@ -298,6 +323,7 @@ def kernel_state(
                    "that its bootloader entry boots: fix the entry (rebuilding it would break the other kernel)")
     kinds = {d: driver_kind(k, d) for d in drivers}
     closures = {d: k.closures.get(d, []) for d in drivers if kinds[d] == "module"}
+    doubts = {d: x for d in drivers if (x := kind_doubt(k, d, kinds[d]))}
     modules = {m for c in closures.values() for m in c}
     error = "" if no_initrd else "initrd file does not exist" if raw is None else raw.error or ""
     return KernelState(
@@ -314,6 +340,8 @@ def kernel_state(
         kinds=kinds,
         closures=closures,
         in_initrd=sorted(modules & raw.modules) if raw is not None and not error and not no_initrd else [],
+        doubts=doubts,
+        config={o: v for o, v in k.config.items() if o in set(p.CONFIG_OPTION.values())},
     )
 
 
@@ -349,6 +377,26 @@ def driver_kind(kernel: p.RawKernel, driver: str) -> str:
         return "builtin"
     return "absent"
 
+
+
+def kind_doubt(kernel: p.RawKernel, driver: str, kind: str) -> str:
+    """Why what driver is in kernel cannot be told from its files ('' when the files agree):
+    modules.dep, modules.builtin and /boot/config-<version> must say the same thing (an empty or
+    cut modules.dep, left by depmod on a full disk, lists no module at all).
+    """
+    option = p.CONFIG_OPTION.get(driver)
+    value = kernel.config.get(option or "")
+    v = kernel.version
+    if kind == "absent" and value == "m":
+        return (f"kernel {v}: /boot/config-{v} builds {driver} as a module (CONFIG_{option}=m), but modules.dep "
+                f"does not list it (empty or cut short? run 'depmod {v}')")  # fmt: skip
+    if kind == "absent" and value == "y":
+        return (f"kernel {v}: /boot/config-{v} builds {driver} in (CONFIG_{option}=y), but modules.builtin "
+                "does not list it")  # fmt: skip
+    if kind == "absent" and option and not kernel.has_config:
+        return (f"kernel {v}: nothing says whether it has {driver}: modules.dep and modules.builtin do not list "
+                f"it, and there is no /boot/config-{v}")  # fmt: skip
+    return ""
 
 
 def tie_unversioned_entries(boot: p.BootConfig, snap: p.Snapshot) -> list[str]:

@@ -79,6 +79,8 @@ for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-relea
     /etc/debian_version /etc/initramfs-tools/modules /etc/initramfs-tools/initramfs.conf \
     /etc/dracut.conf /etc/sysconfig/kernel /etc/sysconfig/bootloader /etc/default/grub \
     /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/grubenv /boot/grub2/grubenv \
+    /boot/grub/custom.cfg /boot/grub2/custom.cfg /boot/extlinux/extlinux.conf /boot/extlinux.conf \
+    /boot/syslinux/syslinux.cfg /boot/loader/loader.conf /boot/efi/loader/loader.conf /efi/loader/loader.conf \
     /boot/grub/menu.lst /boot/grub/grub.conf /boot/grub/default \
     /etc/dracut.conf.d/*.conf /usr/lib/dracut/dracut.conf.d/*.conf \
     /boot/loader/entries/*.conf /boot/efi/EFI/*/grub.cfg; do
@@ -244,7 +246,7 @@ for d in /lib/modules/*; do
     [ -f "$d/modules.builtin" ] && files="$d/modules.builtin" && echo "has builtin"
     [ -f "$d/modules.dep" ] && files="$files $d/modules.dep" && echo "has dep"
     closure=0; [ -n "$files" ] && closure=1
-    [ -f "/boot/config-$k" ] && files="$files /boot/config-$k"
+    [ -f "/boot/config-$k" ] && files="$files /boot/config-$k" && echo "has config"
     # The kernel config's virtio lines, and for each wanted driver: built in, absent, or a module
     # and its dependency closure (itself first, then breadth first), from modules.builtin and
     # modules.dep. This is the only place the closure is computed: the control side reads it.

@@ -21,6 +21,14 @@ from facts.state import SUSE_FIRST, VIRTIO, Blacklist, Declared, HostState, Kern
 GATHER_TIMEOUT = 300  # seconds a host may take to answer (inventory data kvm_gather_timeout)
 CHANGE_TIMEOUT = 1800  # seconds one change (a write, a rebuild and its lock wait) may take (kvm_change_timeout)
 STATUSES = ("compliant", "drifted", "unsupported", "error")
+# The virtio devices sit on a transport: on the x86 KVM clouds the disk and the NIC are PCI devices,
+# so virtio_pci is wanted with any of them, whatever the inventory lists (virtio and virtio_ring
+# come with it, through modules.dep).
+TRANSPORT = "virtio_pci"
+VIRTIO_DEVICES = ("virtio_blk", "virtio_scsi", "virtio_net")
+# Without these in the kernel the default entry boots, the root disk on virtio-blk or the NIC is
+# never found: a kernel that lacks one cannot be made to boot on KVM by any initrd.
+ESSENTIAL = ("virtio_blk", "virtio_net", "virtio_pci", "virtio", "virtio_ring")
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -37,6 +45,8 @@ def wanted_drivers(family: str | None, drivers: list[str] | None, extra: list[st
     for d in (drivers or default_drivers(family)) + (extra or []):
         if p.norm(d) not in out:
             out.append(p.norm(d))
+    if TRANSPORT not in out and any(d in out for d in VIRTIO_DEVICES):
+        out.append(TRANSPORT)
     return out
 
 
@@ -128,6 +138,7 @@ class KernelPlan:
     absent: list[str] = field(default_factory=list)  # wanted drivers this kernel does not have
     needed: list[str] = field(default_factory=list)  # the modules' closure: what the initrd must hold
     missing: list[str] = field(default_factory=list)  # needed, and not in the initrd
+    doubts: dict[str, str] = field(default_factory=dict)  # wanted driver -> why what it is in it cannot be told
 
 
 @dataclass
@@ -174,6 +185,7 @@ def kernel_plan(k: KernelState, wanted: list[str]) -> KernelPlan:
         initrd_size=k.initrd_size, initrd_error=error, initrd_refused=k.initrd_refused, lister=k.lister,
         builtin=[d for d in wanted if kinds[d] == "builtin"], modules=[d for d in wanted if kinds[d] == "module"],
         absent=[d for d in wanted if kinds[d] == "absent"], needed=list(needed), missing=missing,
+        doubts={d: k.doubts[d] for d in wanted if d in k.doubts},
     )  # fmt: skip
 
 
@@ -192,6 +204,10 @@ def plan(
     if unlooked and state.readable:
         errors.append(f"internal: drivers {' '.join(unlooked)} were not looked up on the host")
 
+    named_list = valid_drivers(drivers) if drivers is not None else None
+    if named_list is not None and TRANSPORT in wanted and TRANSPORT not in named_list + (valid_drivers(extra) or []):
+        warnings.append(f"{TRANSPORT} is wanted too, though kvm_drivers does not list it: the virtio disk and NIC "
+                        "are PCI devices on KVM, and are not found without it")  # fmt: skip
     installed = state.kernels
     chosen = installed
     if kernels == "default":
@@ -204,8 +220,21 @@ def plan(
             errors.append(f"kvm_kernels names kernels that are not installed: {', '.join(unknown)} "
                           f"(installed: {have})")  # fmt: skip
 
+    boots = next((k for k in installed if k.default), None)
+    if boots is not None and boots not in chosen:
+        errors.append(f"kvm_kernels leaves out kernel {boots.version}, which the default boot entry boots: what "
+                      "boots cannot be verified (add it, or set kvm_kernels to 'default' or 'all')")  # fmt: skip
     handled = [kernel_plan(k, wanted) for k in chosen]
     usable = [k for k in handled if not k.too_old]
+    for k in usable:
+        errors += [f"cannot verify: {d}" for d in k.doubts.values()]
+        lacking = [d for d in k.absent if d in ESSENTIAL and d not in k.doubts]
+        if k.default and lacking:
+            errors.append(f"kernel {k.version}, which the default boot entry boots, has no {' '.join(lacking)} "
+                          "(neither built in nor a module): it cannot find its disk or network on KVM, whatever "
+                          "its initrd holds; make a kernel that has them the default")  # fmt: skip
+        elif lacking:
+            warnings.append(f"kernel {k.version} has no {' '.join(lacking)}: it would not boot on KVM")
     if handled and not usable:
         errors.append(f"kernel {', '.join(k.version for k in handled)} is 2.6.24 or older: "
                       "virtio drivers do not exist for it")  # fmt: skip
@@ -227,9 +256,16 @@ def plan(
     declared = state.declared
     as_module = [d for d in wanted if any(d in k.modules for k in usable)]
     to_declare = [d for d in as_module if d not in declared.drivers]
-    omitted = [d for d in as_module if d in declared.omitted]
-    if omitted:
-        warnings.append(f"dracut omit_drivers removes {' '.join(omitted)}: remove it from the dracut configuration")
+    needed_modules = {m for k in usable for m in k.needed}
+    for module, pattern, path in declared.omitted:
+        if pattern.replace("-", "_", 1) in as_module:  # our declaration names it: dracut drops the pattern
+            continue
+        if not module:
+            errors.append(f"cannot verify: dracut's omit_drivers pattern {pattern!r:.80} in {path} cannot be "
+                          "evaluated: it might keep a wanted module out of every initrd dracut builds")  # fmt: skip
+        elif module in needed_modules:
+            errors.append(f"dracut's omit_drivers pattern {pattern!r:.80} in {path} keeps {module} out of every "
+                          "initrd dracut builds (the next kernel update drops it): remove it from there")  # fmt: skip
     to_rebuild = [k.version for k in usable if k.missing]
     blacklisted = [b for b in state.blacklists if b.driver in wanted]
     for b in blacklisted:
