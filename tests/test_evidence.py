@@ -117,7 +117,8 @@ MUTANTS = [
      {}, ["nothing says whether it has virtio_blk"]),
     # A kernel built without virtio_blk cannot read a virtio disk whatever its initrd holds.
     ("default kernel without virtio at all",
-     lambda t: "\n".join(ln for ln in t.split("\n") if not ln.startswith(("module ", "closure ")) and "VIRTIO" not in ln),
+     lambda t: "\n".join(ln for ln in t.split("\n")
+                         if not ln.startswith(("module ", "closure ")) and "VIRTIO" not in ln),
      {}, ["has no virtio_blk"]),
     # dracut.sh turns omit_drivers into a regular expression the modules it installs are matched
     # against: 'virtio.*' keeps every virtio module out of the next initrd it builds.
