@@ -282,7 +282,8 @@ done
 
 # Initrd images: those the bootloaders name, plus each kernel's conventional names.
 bl=""
-for f in /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/menu.lst /boot/grub/grub.conf /boot/loader/entries/*.conf; do
+for f in /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/grub/custom.cfg /boot/grub2/custom.cfg /boot/grub/menu.lst \
+    /boot/grub/grub.conf /boot/loader/entries/*.conf; do
     [ -f "$f" ] && bl="$bl $f"
 done
 refs=""
