@@ -501,3 +501,71 @@ def btrfs_subvolume(root: Path) -> None:
         lines += debian_entry(f"Ubuntu, with Linux {k}", k, f"initrd.img-{k}", f"gnulinux-{k}-advanced",
                               cmdline=cmdline, prefix="/@")
     write(root, "/boot/grub/grub.cfg", "\n".join(lines).replace("insmod ext2", "insmod btrfs") + "\n")
+
+
+# --- issue 18: the real boot lacks virtio although the usual files look fine ---------------------
+
+CUSTOM_TITLE = "Debian GNU/Linux (custom initrd)"
+RECOVERY = "Debian GNU/Linux, with Linux {k} (recovery mode)"
+# /etc/grub.d/41_custom as grub-mkconfig writes it into every stock grub.cfg (Debian, RHEL, SUSE)
+CUSTOM_41 = ["### BEGIN /etc/grub.d/41_custom ###", "if [ -f  ${config_directory}/custom.cfg ]; then",
+             "  source ${config_directory}/custom.cfg",
+             'elif [ -z "${config_directory}" -a -f  $prefix/custom.cfg ]; then', "  source $prefix/custom.cfg",
+             "fi", "### END /etc/grub.d/41_custom ###"]
+
+
+def default_entry_without_initrd(root: Path) -> None:
+    """The default entry has no initrd line; the recovery entry of the same kernel has one (whose
+    image holds virtio). GRUB boots the default entry: its kernel starts without any initrd."""
+    (k,) = kernels(root)
+    lines = [ln for ln in debian_entry(f"Debian GNU/Linux, with Linux {k}", k, f"initrd.img-{k}",
+                                       f"gnulinux-{k}-advanced") if "\tinitrd\t" not in ln]
+    lines += debian_entry(RECOVERY.format(k=k), k, f"initrd.img-{k}", f"gnulinux-{k}-recovery",
+                          cmdline=DEB_CMDLINE + " single")
+    header = [ln.replace("{default}", "0") for ln in DEBIAN_HEADER]
+    write(root, "/boot/grub/grub.cfg", "\n".join(header + lines) + "\n")
+
+
+def xen_initrd(root: Path, path: str) -> None:
+    """Build an initrd as a Xen template's (MODULES=list: ext4 and the Xen front ends, no virtio)
+    at path, with the tree's real mkinitramfs and a configuration directory of its own."""
+    (k,) = kernels(root)
+    chroot(root, "rm -rf /root/xen-conf && cp -a /etc/initramfs-tools /root/xen-conf"
+                 " && sed -i 's/^MODULES=.*/MODULES=list/' /root/xen-conf/initramfs.conf"
+                 " && printf 'ext4\\nxen-blkfront\\nxen-netfront\\n' > /root/xen-conf/modules"
+                 f" && mkinitramfs -d /root/xen-conf -o {path} {k} && rm -rf /root/xen-conf")
+
+
+def custom_cfg_default(root: Path) -> None:
+    """Stock grub.cfg (41_custom sources custom.cfg); custom.cfg adds an entry whose initrd has no
+    virtio and makes it the default. The distribution's initrd.img-K has virtio."""
+    (k,) = kernels(root)
+    xen_initrd(root, "/boot/initrd-custom.img")
+    cfg = (root / "boot/grub/grub.cfg").read_text()
+    write(root, "/boot/grub/grub.cfg", cfg + "\n".join(CUSTOM_41) + "\n")
+    entry = debian_entry(CUSTOM_TITLE, k, "initrd-custom.img", "custom-initrd")
+    write(root, "/boot/grub/custom.cfg", "\n".join(entry) + f'\nset default="{CUSTOM_TITLE}"\n')
+
+
+def blacklist_left_in_initrd(root: Path) -> None:
+    """'install virtio_blk /bin/false' was in modprobe.d when the initrd was built (initramfs-tools
+    copies modprobe.d into it), then removed from the host: only the initrd still carries it."""
+    write(root, "/etc/modprobe.d/no-virtio.conf", "install virtio_blk /bin/false\n")
+    chroot(root, "update-initramfs -u -k all >/dev/null 2>&1")
+    (root / "etc/modprobe.d/no-virtio.conf").unlink()
+
+
+def cmdline_blacklist(root: Path) -> None:
+    """The default entry's kernel line has module_blacklist=virtio_blk: the kernel refuses it."""
+    write(root, "/boot/grub/grub.cfg", grub_cfg(root, cmdline=DEB_CMDLINE + " module_blacklist=virtio_blk"))
+
+
+def empty_modules_dep(root: Path) -> None:
+    """modules.dep cut to nothing (depmod on a full disk): modprobe finds no module at all."""
+    for k in kernels(root):
+        (root / f"lib/modules/{k}/modules.dep").write_text("")
+
+
+def dracut_omit_regex(root: Path) -> None:
+    """dracut's omit_drivers holds the pattern 'virtio.*': the next initrd dracut builds has no virtio."""
+    write(root, "/etc/dracut.conf.d/50-slim.conf", '# from a slim-image template\nomit_drivers+=" virtio.* "\n')
