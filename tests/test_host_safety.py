@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,155 @@ def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return proc
 
 
+# --- 1. backups: written complete, trusted only when verified ---------------------------------
+
+
+def test_backup_is_complete_and_vouched_for(host):
+    (host / IMG).write_bytes(ORIGINAL)
+    ok(host.rebuild())
+    assert (host / IMG).read_bytes() == NEW
+    assert bak(host).read_bytes() == ORIGINAL
+    assert host.boot() == ["initrd.img-6.1.0-50-amd64", "initrd.img-6.1.0-50-amd64.kvm-drivers.bak",
+                           "initrd.img-6.1.0-50-amd64.kvm-drivers.bak.sum"]  # fmt: skip
+    cksum = subprocess.run(["cksum"], input=ORIGINAL, capture_output=True).stdout.decode().strip()
+    assert (host / (IMG + ".kvm-drivers.bak.sum")).read_text().splitlines()[0] == f"bak {cksum}"
+
+
+def test_truncated_backup_left_by_a_cut_copy_is_replaced_before_the_image(host):
+    # Issue 18: a backup cp cut short left a truncated .bak; the next run took no new backup and
+    # replaced the original: the only copy left was the truncated one.
+    (host / IMG).write_bytes(ORIGINAL)
+    bak(host).write_bytes(ORIGINAL[: len(ORIGINAL) // 2])  # as an older version's cut cp left it
+    out = ok(host.rebuild())
+    assert bak(host).read_bytes() == ORIGINAL, out.stderr
+    assert (host / IMG).read_bytes() == NEW
+
+
+def test_backup_whose_recorded_checksum_no_longer_matches_is_not_trusted(host):
+    (host / IMG).write_bytes(ORIGINAL)
+    ok(host.rebuild())
+    damaged = bytearray(ORIGINAL)
+    damaged[1000] ^= 0xFF  # same size, one byte off
+    bak(host).write_bytes(bytes(damaged))
+    second = image("ext4", "virtio_blk", filler=b"# a second build\n")
+    host.dracut(second)
+    ok(host.rebuild())
+    assert bak(host).read_bytes() == NEW  # a complete copy of the image it replaced, not the damaged one
+    assert (host / IMG).read_bytes() == second
+
+
+def test_verified_backup_of_the_image_from_before_kvm_drivers_is_kept_through_its_rebuilds(host):
+    # "An old .bak stops every later backup": now the .bak is the last image kvm-drivers did not
+    # build. kvm-drivers' own rebuilds keep it; an image rebuilt by anything else is backed up anew.
+    (host / IMG).write_bytes(ORIGINAL)
+    ok(host.rebuild())
+    host.dracut(image("ext4", "virtio_blk", filler=b"# a second build\n"))
+    ok(host.rebuild())
+    assert bak(host).read_bytes() == ORIGINAL  # the image was ours: the pre-kvm-drivers copy stays
+    foreign = image("ext4", "virtio_blk", filler=b"# update-initramfs after a package update\n")
+    (host / IMG).write_bytes(foreign)
+    ok(host.rebuild())
+    assert bak(host).read_bytes() == foreign  # rebuilt by something else since: that is the original now
+
+
+def test_no_room_for_a_complete_backup_leaves_the_image_untouched(host, tmp_path):
+    # ENOSPC for real: /boot is a 12 MiB tmpfs that the (stand-in) generator fills after writing
+    # its image, as another writer would between the free-space check and the backup.
+    boot = tmp_path / "boot"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m,mode=755", "tmpfs", str(boot)], check=True)
+    try:
+        (host / IMG).write_bytes(ORIGINAL)
+        stale = bak(host)
+        stale.write_bytes(b"\x1f\x8b truncated")  # an untrusted backup: it must be replaced first
+        host.dracut(NEW, fill=True)
+        proc = host.rebuild()
+        assert proc.returncode == 1
+        assert f"cannot back up {IMG}" in proc.stderr and "No space left on device" in proc.stderr, proc.stderr
+        assert f"{IMG} left unchanged" in proc.stderr
+        assert (host / IMG).read_bytes() == ORIGINAL
+        assert stale.read_bytes() == b"\x1f\x8b truncated"  # nothing replaced without a complete copy
+        (host / "/boot/zz-filler").unlink()
+        assert host.boot() == ["initrd.img-6.1.0-50-amd64", "initrd.img-6.1.0-50-amd64.kvm-drivers.bak"]
+        host.dracut(NEW)
+        ok(host.rebuild())  # room again: the next run backs up, then replaces
+        assert bak(host).read_bytes() == ORIGINAL and (host / IMG).read_bytes() == NEW
+    finally:
+        subprocess.run(["umount", "-l", str(boot)], check=False)
+
+
+def test_run_killed_mid_backup_leaves_the_original_and_the_next_run_backs_it_up(host):
+    # A STAND-IN cp: for the backup only, it copies half the image, says so, and hangs until killed.
+    flag = host.tmp / "half-copied"
+    host.tool("cp", f"""#!/bin/sh
+# STAND-IN for cp (tests only): the backup copy is cut off half way; anything else is the real cp
+case "$3" in
+    *.kvm-drivers.bak|*.kvm-drivers.bak.part) head -c {len(ORIGINAL) // 2} "$2" > "$3"; touch {flag}; exec sleep 60 ;;
+esac
+exec /bin/cp "$@"
+""")
+    (host / IMG).write_bytes(ORIGINAL)
+    proc = subprocess.Popen(host.rebuild_command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not flag.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert flag.exists(), proc.communicate()
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole run, cut off mid-backup
+    proc.wait()
+    assert (host / IMG).read_bytes() == ORIGINAL
+    assert not bak(host).exists()  # the half copy only ever had a temporary name
+    (host.tmp / "sbin/cp").unlink()
+    ok(host.rebuild())
+    assert bak(host).read_bytes() == ORIGINAL and (host / IMG).read_bytes() == NEW
+    assert not [n for n in host.boot() if n.endswith((".part", ".new"))]
+
+
+def test_backup_and_sidecar_of_a_removed_initrd_are_removed(host):
+    (host / IMG).write_bytes(ORIGINAL)
+    ok(host.rebuild())
+    gone = "/boot/initrd.img-5.10.0-9-amd64"
+    (host / gone).write_bytes(ORIGINAL)
+    ok(host.rebuild(img=gone))
+    (host / gone).unlink()
+    ok(host.rebuild())
+    assert not [n for n in host.boot() if "5.10.0-9" in n]
+
+
+# --- 2. the log: in the root-only state directory, no link followed ---------------------------
+
+
+def test_log_is_in_the_state_directory_and_planted_links_are_never_followed(host):
+    # Issue 18: rebuild.sh tested /var/log/kvm-drivers.log, then appended to it: whoever may write
+    # /var/log (Ubuntu: root:syslog 0775) could swap in a link in that gap.
+    victim = host.tmp / "victim"
+    victim.write_text("root:secret\n")
+    (host / "/var/log/kvm-drivers.log").symlink_to(victim)
+    (host / IMG).write_bytes(ORIGINAL)
+    ok(host.rebuild())
+    log = host / "/run/kvm-drivers/log"
+    assert not log.is_symlink() and len(log.read_text().splitlines()) == 1
+    assert f"rebuilt {IMG} for kernel {KVER}" in log.read_text()
+    assert victim.read_text() == "root:secret\n"
+    # a link in the state directory itself (only root could plant it): removed, not followed
+    log.unlink()
+    log.symlink_to(victim)
+    host.dracut(image("ext4", "virtio_blk", filler=b"# a second build\n"))
+    ok(host.rebuild())
+    assert victim.read_text() == "root:secret\n"
+    assert not log.is_symlink() and f"rebuilt {IMG}" in log.read_text()
+    assert (host / "/var/log/kvm-drivers.log").is_symlink()  # the old path: never opened at all
+    assert sorted(p.name for p in (host / "/run/kvm-drivers").iterdir()) == ["lock", "log"]
+
+
+def test_rebuilds_append_to_the_log_one_line_each(host):
+    (host / IMG).write_bytes(ORIGINAL)
+    ok(host.rebuild())
+    (host / "/run/kvm-drivers/log.out.abcdef").write_text("left by a killed run\n")
+    ok(host.rebuild())
+    assert len((host / "/run/kvm-drivers/log").read_text().splitlines()) == 2
+    assert not (host / "/run/kvm-drivers/log.out.abcdef").exists()
+
+
 # --- 4. modprobe.d edits roll back with the run -----------------------------------------------
 
 BLACKLIST = "# site policy\nblacklist virtio_blk\noptions loop max_loop=8\n"
@@ -201,3 +352,18 @@ def test_unblacklist_refuses_a_run_id_that_is_not_plain(host):
     site.write_text(BLACKLIST)
     proc = host.unblacklist("/etc/modprobe.d/site.conf", "../../etc", "2", "blacklist virtio_blk")
     assert proc.returncode == 1 and "bad run id" in proc.stderr and site.read_text() == BLACKLIST
+
+
+def test_backup_names_that_are_not_plain_files_are_never_written_through(host):
+    (host / IMG).write_bytes(ORIGINAL)
+    victim = host.tmp / "victim"
+    victim.write_text("keep\n")
+    bak(host).symlink_to(victim)  # a link: removed, the backup written in its place
+    ok(host.rebuild())
+    assert victim.read_text() == "keep\n" and bak(host).read_bytes() == ORIGINAL and not bak(host).is_symlink()
+    bak(host).unlink()
+    bak(host).mkdir()  # a directory: mv would move the backup into it
+    host.dracut(image("ext4", "virtio_blk", filler=b"# a second build\n"))
+    proc = host.rebuild()
+    assert proc.returncode == 1 and "is not a regular file" in proc.stderr
+    assert (host / IMG).read_bytes() == NEW and list(bak(host).iterdir()) == []
