@@ -68,7 +68,7 @@ def kvm_drivers(
     if the_plan.status == "compliant":
         host.noop("every handled initrd holds the KVM drivers, and they are declared")
         return
-    run_id = ops.new_run_id()  # ties the declaration's rollback copy to this run's rebuilds
+    run_id = ops.new_run_id()  # ties the rollback copies (declaration, modprobe.d) to this run's rebuilds
     rebuild = [k for k in the_plan.kernels if k.version in the_plan.to_rebuild]
     done: dict[str, Any] = {}
     if remove_blacklists and the_plan.blacklisted:
@@ -123,6 +123,6 @@ def log_summary(done: dict[str, Any], declared: str | None) -> None:
     for initrd, version, meta in done["rebuilt"]:
         if _changed(meta):
             lines.append(f"initrd {initrd} (kernel {version}) rebuilt and verified; "
-                         f"the previous one is kept as {initrd}.kvm-drivers.bak")  # fmt: skip
+                         f"the last one not built by kvm-drivers is kept as {initrd}.kvm-drivers.bak")  # fmt: skip
     for line in lines or ["nothing needed changing (another run got there first)"]:
         logger.info(f"{host.print_prefix}kvm-drivers: {line}")

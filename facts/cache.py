@@ -11,15 +11,24 @@ Two things are kept per host, in one small JSON file under $KVM_DRIVERS_CACHE (d
   again when read back: the file is input like any other) stands, without parsing anything.
   With it, the paths the host's bootloader files named (``watch``): sent back with the known
   keys, so that the host fingerprints them too (a symbolic link pointed elsewhere shows).
+
+The cache is only used while it is ours: the directory and each file must be owned by the user
+running kvm-drivers and writable by nobody else (a shared KVM_DRIVERS_CACHE would otherwise let
+another local user plant a listing or a state), and a file must be a regular file reached without
+following a link. Anything else is ignored (the host is then asked for a full answer, a cold
+gather), with one warning per cache directory.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
-import tempfile
+import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +36,8 @@ from facts.parsers import MARK, MODULE_NAME, Snapshot
 from facts.state import HostState, shape_problems
 
 WATCHED = re.compile(r"^/[A-Za-z0-9._@+,:=~/-]{1,1023}$")  # a path gather.sh stats (plain names only)
+LOG = logging.getLogger("kvm_drivers.cache")
+_warned: set[str] = set()  # cache directories already warned about (once per process each)
 
 
 @dataclass
@@ -54,11 +65,62 @@ def _file(host_name: str) -> Path | None:
     return root / f"{readable}-{digest}.json" if root else None
 
 
+def _warn_once(root: Path, problem: str) -> None:
+    if str(root) not in _warned:
+        _warned.add(str(root))
+        LOG.warning("kvm-drivers: %s: ignoring the cache there (every host gets a full gather)", problem)
+
+
+def _ours(st: os.stat_result) -> str:
+    """Why a cache directory or file is not ours alone ("" when it is)."""
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not by uid {os.geteuid()} who runs kvm-drivers"
+    if st.st_mode & 0o022:
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return ""
+
+
+def _open_dir(root: Path) -> int | None:
+    """A descriptor of the cache directory, when it is ours alone (None otherwise)."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    problem = _ours(os.fstat(fd))
+    if problem:
+        os.close(fd)
+        _warn_once(root, f"cache directory {root} is {problem}")
+        return None
+    return fd
+
+
+def _read(root: Path, name: str) -> dict | None:
+    """The JSON of one cache file, read only when it and its directory are ours alone."""
+    dir_fd = _open_dir(root)
+    if dir_fd is None:
+        return None
+    try:  # no link followed, no FIFO waited on; what is checked is what is read
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            _warn_once(root, f"cache file {root / name} is a symbolic link")
+        return None
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        problem = "not a regular file" if not stat.S_ISREG(st.st_mode) else _ours(st)
+        if problem:
+            _warn_once(root, f"cache file {root / name} is {problem}")
+            return None
+        return json.loads(f.read())
+
+
 def load(host_name: str) -> HostCache:
-    """The cache of one host (empty when missing or unreadable)."""
+    """The cache of one host (empty when missing, unreadable, or not ours alone)."""
     path = _file(host_name)
     try:
-        data = json.loads(path.read_text()) if path else {}
+        data = _read(path.parent, path.name) if path else {}
     except (OSError, ValueError):
         return HostCache()
     if not isinstance(data, dict) or not isinstance(data.get("listings"), dict) or data.get("host") != host_name:
@@ -157,13 +219,30 @@ def save(host_name: str, cached: HostCache, snap: Snapshot, state: HostState, ve
                 "state": state.to_dict()} if trusted else {}  # fmt: skip
     path = _file(host_name)
     if path and (keep != cached.listings or snapshot != cached.snapshot):
-        try:  # private: it holds bootloader configurations (they may carry password hashes)
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if path.parent.stat().st_mode & 0o077:
-                path.parent.chmod(0o700)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")  # 0600, O_EXCL
-            with os.fdopen(fd, "w") as out:
-                out.write(json.dumps({"host": host_name, "listings": keep, "snapshot": snapshot}))
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a cache we cannot write only costs speed
+        _write(path, json.dumps({"host": host_name, "listings": keep, "snapshot": snapshot}))
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace one cache file, in a directory that is ours alone (made 0700 if open to others)."""
+    try:  # private: it holds bootloader configurations (they may carry password hashes)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.stat(path.parent)
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            path.parent.chmod(0o700)
+        dir_fd = _open_dir(path.parent)
+        if dir_fd is None:
+            return  # another user's directory: nothing is written there
+        try:
+            tmp = f".tmp-{secrets.token_hex(8)}.json"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+            try:
+                with os.fdopen(fd, "w") as out:
+                    out.write(text)
+                os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError:
+                os.unlink(tmp, dir_fd=dir_fd)
+                raise
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # a cache we cannot write only costs speed

@@ -36,21 +36,49 @@ kvm_stale() {
     return 0
 }
 
-# kvm_rollback RUN: undo the declaration RUN wrote (kept in $KVM_STATE/rollback.RUN), but only
-# while the file still holds exactly what RUN wrote: a later edit is never overwritten.
+# kvm_keep RUN FILE NEW: before the temporary file NEW replaces FILE, keep in
+# $KVM_STATE/rollback.RUN what undoing it takes (kvm_rollback): one entry per file, made
+# of a copy of FILE ("prev"; none when FILE does not exist yet: undoing removes it), FILE's path,
+# then the checksum of NEW ("written", last: an entry without it is never acted on). A file
+# changed twice in one run keeps its first copy (the state before the run). RUN "": nothing kept.
+kvm_keep() {
+    [ -n "$1" ] || return 0
+    _k="$KVM_STATE/rollback.$1"
+    [ -d "$_k" ] || mkdir -m 700 "$_k" || return 1
+    _e=""
+    for _x in "$_k"/*/path; do
+        [ -f "$_x" ] && [ "$(cat "$_x")" = "$2" ] && _e=${_x%/path}
+    done
+    if [ -z "$_e" ]; then
+        _e=$(mktemp -d "$_k/f.XXXXXX") || return 1
+        if [ -f "$2" ] && ! cp -p "$2" "$_e/prev"; then rm -rf "$_e"; return 1; fi
+        printf '%s' "$2" > "$_e/path" || { rm -rf "$_e"; return 1; }
+    fi
+    cksum < "$3" > "$_e/written" || { rm -rf "$_e"; return 1; }
+}
+
+# kvm_rollback RUN: undo every change RUN kept (kvm_keep: declarations, modprobe.d edits and
+# overrides), each only while its file still holds exactly what RUN wrote: a later edit is never
+# overwritten. A file RUN created is removed again. Then RUN's rollback state is gone.
 kvm_rollback() {
     _r="$KVM_STATE/rollback.$1"
-    [ -n "$1" ] && [ -f "$_r/path" ] || return 0
-    _f=$(cat "$_r/path")
-    if [ "$(cksum < "$_f" 2>/dev/null)" != "$(cat "$_r/written" 2>/dev/null)" ]; then
-        _m="$_f changed since this run wrote it: not rolled back"
-    elif [ -f "$_r/prev" ]; then
-        cp -p "$_r/prev" "$_f.kvm-drivers.$$" && mv -f "$_f.kvm-drivers.$$" "$_f" && _m="restored $_f"
-    else
-        rm -f "$_f" && _m="removed $_f again"
-    fi
+    [ -n "$1" ] && [ -d "$_r" ] || return 0
+    for _e in "$_r"/*/; do
+        _e=${_e%/}
+        [ -f "$_e/path" ] && [ -f "$_e/written" ] || continue
+        _f=$(cat "$_e/path")
+        _m="cannot restore $_f"
+        if [ "$(cksum < "$_f" 2>/dev/null)" != "$(cat "$_e/written")" ]; then
+            _m="$_f changed since this run wrote it: not rolled back"
+        elif [ -f "$_e/prev" ]; then
+            cp -p "$_e/prev" "$_f.kvm-drivers.$$" && mv -f "$_f.kvm-drivers.$$" "$_f" && _m="restored $_f"
+            rm -f "$_f.kvm-drivers.$$"
+        else
+            rm -f "$_f" && _m="removed $_f again"
+        fi
+        echo "kvm-drivers: $_m" >&2
+    done
     rm -rf "$_r"
-    echo "kvm-drivers: $_m" >&2
     return 0
 }
 

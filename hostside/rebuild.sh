@@ -2,10 +2,13 @@
 # Usage: sh -c "$(cat lib.sh rebuild.sh)" kvm-rebuild PY_LISTER GENERATOR IMAGE KVER RUN LAST FORCE MODULE...
 # The new image is built beside the old one under a temporary name, listed, checked for
 # every required module, flushed to disk, and only then renamed over the old one (atomic on
-# one file system). The original image is kept once as IMAGE.kvm-drivers.bak. On any failure
-# the old image stays in place untouched, the declaration that run RUN wrote is rolled back
-# (lib.sh kvm_rollback: only while it holds what RUN wrote) and the exit status is non-zero.
-# LAST=1 on the run's last rebuild: on success it drops the rollback state.
+# one file system). The image it replaces is backed up first as IMAGE.kvm-drivers.bak, unless
+# that already holds a verified copy of the last image kvm-drivers did not build itself (see
+# "Backup" below); without a complete backup the image is never replaced. On any failure the
+# old image stays in place untouched, what run RUN changed (declaration, modprobe.d edits) is
+# rolled back (lock.sh kvm_rollback: only while each file holds what RUN wrote) and the exit
+# status is non-zero. LAST=1 on the run's last rebuild: on success it drops the rollback state.
+# Each rebuild is logged in $KVM_STATE/log (root only; never /var/log, where others may write).
 # IMAGE must be a regular file in /boot (or absent): anything else is refused.
 # One run at a time per host: the lock (lib.sh kvm_lock) waits up to KVM_DRIVERS_LOCK_WAIT seconds.
 trap '' PIPE  # a dropped SSH channel must not kill the script between two steps: it finishes
@@ -21,10 +24,12 @@ required="$*"
 locked=0
 tmp=""
 log=""
+bak=""
 
 cleanup() {
     [ -z "$tmp" ] || rm -f "$tmp"
     [ -z "$log" ] || rm -f "$log"
+    [ -z "$bak" ] || rm -f "$bak.part" "$bak.sum.part"
 }
 rollback() {
     [ "$locked" = 1 ] && kvm_rollback "$run"  # never another run's: only with the lock held
@@ -36,6 +41,50 @@ fail() {  # clean up first: the message may not reach anyone
     exit 1
 }
 trap 'cleanup; rollback; exit 1' HUP INT TERM
+
+# Backup. IMAGE.kvm-drivers.bak is the last image kvm-drivers did not build itself, and
+# IMAGE.kvm-drivers.bak.sum (written after it, under a temporary name, flushed, then renamed)
+# records its checksum and size ("bak CKSUM") and those of the images kvm-drivers put in its
+# place ("ours CKSUM"). The backup is trusted only while it matches its "bak" line: a backup
+# cut short, or one the sidecar does not vouch for (older kvm-drivers versions wrote none), is
+# not. It is kept while trusted and the image is still one kvm-drivers built (an "ours" line)
+# or the backed-up one: the image from before kvm-drivers is kept through later rebuilds.
+# Otherwise (the image was rebuilt by something else since, e.g. a kernel update's
+# update-initramfs, or the backup is not trusted), the image is copied afresh under a
+# temporary name, flushed, checked against the image, and renamed over the old backup. If no
+# complete backup can be taken (no space left, ...), the image is not replaced.
+backup() {
+    for _b in "$bak" "$bak.sum"; do  # mv would move into a directory, or write through a link
+        [ -L "$_b" ] && rm -f "$_b"
+        [ ! -e "$_b" ] || [ -f "$_b" ] || fail "$_b is not a regular file: $img left unchanged"
+    done
+    now=$(cksum < "$img") || fail "cannot read $img"
+    had=""
+    if [ -f "$bak" ] && [ -f "$bak.sum" ]; then
+        had=$(sed -n 's/^bak //p' "$bak.sum")
+        [ -n "$had" ] && [ "$(cksum < "$bak")" = "$had" ] || had=""
+    fi
+    keep=""
+    if [ -n "$had" ] && { [ "$now" = "$had" ] || grep -qxF "ours $now" "$bak.sum"; }; then
+        keep="ours $now"
+    else
+        rm -f "$bak.part"
+        why=$( (umask 077 && cp -p "$img" "$bak.part") 2>&1) ||
+            fail "cannot back up $img (${why:-cp failed}): $img left unchanged"
+        sync "$bak.part" 2>/dev/null || sync
+        [ "$(cksum < "$bak.part")" = "$now" ] ||
+            fail "the backup of $img does not match it (did it change meanwhile?): $img left unchanged"
+        mv -f "$bak.part" "$bak" || fail "cannot rename the backup of $img into place: $img left unchanged"
+        had=$now
+    fi
+    # vouch for the backup, and name the image about to replace this one as ours
+    sum="bak $had
+${keep:+$keep
+}ours $(cksum < "$tmp")"
+    why=$( (umask 077 && printf '%s\n' "$sum" > "$bak.sum.part") 2>&1) && [ "$(cat "$bak.sum.part")" = "$sum" ] &&
+        { sync "$bak.sum.part" 2>/dev/null || sync; } && mv -f "$bak.sum.part" "$bak.sum" ||
+        fail "cannot record the backup of $img (${why:-write failed}): $img left unchanged"
+}
 
 case "$run" in *[!a-z0-9]*) fail "bad run id" ;; esac
 kvm_lock || fail "$KVM_LOCK_ERR"
@@ -52,12 +101,21 @@ esac
 [ ! -e "$img" ] || [ -f "$img" ] || fail "refusing to replace $img: not a regular file"
 tmp="$img.kvm-drivers.new"
 bak="$img.kvm-drivers.bak"
-log=$(mktemp "$KVM_STATE/log.XXXXXX") || fail "cannot create a log file in $KVM_STATE"
-# Left by interrupted runs: temporary images; backups of initrds that no longer exist.
-for f in /boot/*.kvm-drivers.new /boot/*.kvm-drivers.bak; do
+# The log of rebuilds, opened once (fd 8) in the root-only state directory: nobody else can
+# create anything there, so what is checked here is what gets opened (a link is removed, never
+# followed). /var/log is not used: whoever may write there could swap in a link.
+rm -f "$KVM_STATE/log.out."*  # the tool output of interrupted runs (the lock is held: none is running)
+[ -L "$KVM_STATE/log" ] && rm -f "$KVM_STATE/log"
+[ ! -e "$KVM_STATE/log" ] || [ -f "$KVM_STATE/log" ] || fail "$KVM_STATE/log is not a regular file"
+command exec 8>>"$KVM_STATE/log" || fail "cannot open the log $KVM_STATE/log"
+log=$(mktemp "$KVM_STATE/log.out.XXXXXX") || fail "cannot create a file for the tool's output in $KVM_STATE"
+# Left by interrupted runs: temporary images and backups; backups of initrds that no longer exist.
+for f in /boot/*.kvm-drivers.new /boot/*.kvm-drivers.bak.part /boot/*.kvm-drivers.bak.sum.part \
+    /boot/*.kvm-drivers.bak /boot/*.kvm-drivers.bak.sum; do
     case "$f" in
-        *.new) [ -f "$f" ] && rm -f "$f" ;;
+        *.new|*.part) [ -f "$f" ] && rm -f "$f" ;;
         *.bak) [ -f "$f" ] && [ ! -e "${f%.kvm-drivers.bak}" ] && rm -f "$f" ;;
+        *.bak.sum) [ -f "$f" ] && [ ! -e "${f%.kvm-drivers.bak.sum}" ] && rm -f "$f" ;;
     esac
 done
 
@@ -81,7 +139,7 @@ dir=$(dirname "$img")
 cur=0
 [ -f "$img" ] && cur=$(($(wc -c < "$img") / 1024))
 need=$((cur * 2 + 8192))
-[ -f "$bak" ] && need=$((cur + 8192))
+[ -f "$bak" ] && [ -f "$bak.sum" ] && need=$((cur + 8192))  # a backup that is likely kept
 free=$(df -Pk "$dir" | awk 'NR == 2 {print $4}')
 [ -n "$free" ] && [ "$free" -lt "$need" ] &&
     fail "not enough free space in $dir for kernel $kver: need $need KiB, $free KiB free"
@@ -108,11 +166,9 @@ done
 [ -n "$missing" ] &&
     fail "rebuilt initrd for kernel $kver still lacks:$missing ($img left unchanged)"
 
-if [ -f "$img" ] && [ ! -f "$bak" ]; then
-    cp -p "$img" "$bak" || fail "cannot back up $img"
-fi
 chmod --reference="$img" "$tmp" 2>/dev/null || chmod 600 "$tmp"
 sync "$tmp" 2>/dev/null || sync  # the new image is on disk before it takes the old one's name
+[ -f "$img" ] && backup
 mv -f "$tmp" "$img" || fail "cannot move the new initrd into place as $img"
 tmp=""
 sync
@@ -124,7 +180,5 @@ fi
 cleanup
 [ "$last" = 1 ] && rm -rf "$KVM_STATE/rollback.$run"
 msg="rebuilt $img for kernel $kver; it holds: $required"
-if [ ! -L /var/log/kvm-drivers.log ] && { [ ! -e /var/log/kvm-drivers.log ] || [ -f /var/log/kvm-drivers.log ]; }; then
-    echo "$(date '+%Y-%m-%dT%H:%M:%S%z') $msg" >> /var/log/kvm-drivers.log 2>/dev/null
-fi
+echo "$(date '+%Y-%m-%dT%H:%M:%S%z') $msg" >&8
 echo "kvm-drivers: $msg"

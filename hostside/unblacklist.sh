@@ -3,8 +3,12 @@
 # Each line must still read TEXT (else nothing is changed). In /etc the file (or a link's
 # target) is rewritten with those lines commented out; a vendor file (/usr/lib, /lib, /run) is
 # overridden by a same-named copy in /etc/modprobe.d with them commented out. Under the host lock.
+# RUN (a run id, or ""): what the file held (or that it did not exist: an override) is kept in
+# the root-only $KVM_STATE/rollback.RUN, as write.sh does, so that a failed rebuild of the same
+# run undoes the edit (lock.sh kvm_keep, kvm_rollback: only while the file holds what RUN wrote).
 trap '' PIPE
 f=$1; run=$2; shift 2
+case "$run" in *[!a-z0-9]*) echo "kvm-drivers: bad run id" >&2; exit 1 ;; esac
 case "$f" in
     */../*|*/./*) echo "kvm-drivers: refusing $f" >&2; exit 1 ;;
     /etc/modprobe.d/*.conf|/run/modprobe.d/*.conf|/usr/local/lib/modprobe.d/*.conf|/usr/lib/modprobe.d/*.conf) ;;
@@ -37,5 +41,7 @@ tmp=$(mktemp "$t.kvm-drivers.XXXXXX") || exit 1
 trap 'rm -f "$tmp" "$script"' EXIT
 trap 'rm -f "$tmp" "$script"; exit 1' HUP INT TERM
 sed -f "$script" "$f" > "$tmp" || exit 1
-kvm_swap "$tmp" "$t" || exit 1
+kvm_attrs "$tmp" "$t" || exit 1
+kvm_keep "$run" "$t" "$tmp" || { echo "kvm-drivers: cannot keep rollback state in $KVM_STATE" >&2; exit 1; }
+mv -f "$tmp" "$t" || exit 1
 echo "kvm-drivers: disabled in $t: line(s)$lines of $f"

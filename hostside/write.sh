@@ -6,7 +6,7 @@
 # temporary file beside it (owner, mode and SELinux label of the old one), is flushed, then
 # renamed over it. RUN (a run id, or ""): what was there is kept in the root-only
 # $KVM_STATE/rollback.RUN, so that a failed rebuild of the same run can undo the change
-# (lib.sh kvm_rollback). A file that already has the content is left alone.
+# (lock.sh kvm_keep, kvm_rollback). A file that already has the content is left alone.
 trap '' PIPE
 f=$1; new=$2; had=$3; old=$4; run=$5
 case "$run" in *[!a-z0-9]*) echo "kvm-drivers: bad run id" >&2; exit 1 ;; esac
@@ -37,12 +37,6 @@ trap 'rm -f "$tmp"' EXIT
 trap 'rm -f "$tmp"; exit 1' HUP INT TERM
 printf '%s' "$new" > "$tmp" || exit 1
 kvm_attrs "$tmp" "$f" || exit 1
-if [ -n "$run" ]; then
-    r="$KVM_STATE/rollback.$run"
-    rm -rf "$r" && mkdir -m 700 "$r" || exit 1
-    printf '%s\n' "$f" > "$r/path" || exit 1
-    if [ -f "$f" ]; then cp -p "$f" "$r/prev" || exit 1; fi
-    printf '%s' "$new" | cksum > "$r/written" || exit 1
-fi
+kvm_keep "$run" "$f" "$tmp" || { echo "kvm-drivers: cannot keep rollback state in $KVM_STATE" >&2; exit 1; }
 mv -f "$tmp" "$f" || exit 1
 trap - EXIT HUP INT TERM

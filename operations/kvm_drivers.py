@@ -196,15 +196,19 @@ def rebuild_initrd(
     Rebuild the initrd that the bootloader boots for one kernel, with the host's own generator
     (update-initramfs/mkinitramfs, dracut or mkinitrd), so that it holds modules: built into a
     temporary file beside it, listed, every module checked, flushed, then moved over the old
-    one (kept once as ``IMAGE.kvm-drivers.bak``). Fails, naming what is missing, if the new image
-    still lacks one; the old image is then untouched. Nothing is done when it already holds them.
+    one. ``IMAGE.kvm-drivers.bak`` keeps a verified copy of the last image not built by
+    kvm-drivers (taken afresh when the image was rebuilt by something else since, or the copy is
+    incomplete); without a complete backup the image is not replaced. Fails, naming what is
+    missing, if the new image still lacks one; the old image is then untouched. Nothing is done
+    when it already holds them.
 
     + kernel: the kernel version (``uname -r`` style)
     + modules: modules the initrd must hold (a driver and its dependencies: ``KernelPlan.needed``)
     + state: the host's ``HostState`` (gathered here when not given)
     + force: rebuild even if the initrd already holds them (e.g. after a blacklist was removed)
     + last: this is the run's last rebuild: on success it drops the run's rollback copy
-    + run_id: as for ``declare_drivers``: a failure puts back what that run's declaration replaced
+    + run_id: as for ``declare_drivers``: a failure puts back what that run's declaration and
+      modprobe.d edits replaced (each only while it holds what the run wrote)
 
     **Example:**
 
@@ -242,7 +246,8 @@ def disable_modprobe_lines(drivers: list[str], state: HostState | None = None, r
 
     + drivers: the drivers that must not be stopped
     + state: the host's ``HostState`` (gathered here when not given)
-    + run_id: as for ``declare_drivers``
+    + run_id: as for ``declare_drivers``: a failing ``rebuild_initrd`` with the same id puts each
+      file back (and removes an override it created), while it holds what this run wrote
 
     **Example:**
 

@@ -1,6 +1,10 @@
 """The control-side initrd listing cache: a cached listing gives the same verdict."""
 
+import logging
+import os
 from pathlib import Path
+
+import pytest
 
 from facts import cache, report
 from facts import kvm_drivers as kd
@@ -152,3 +156,65 @@ def test_watched_paths_read_back_are_only_plain_absolute_paths():
                              state=object())  # type: ignore[arg-type]  # fmt: skip
     assert cache.watch(cached, "v1") == ["/boot/ok"]
     assert cache.watch(cached, "v2") == []  # made by other code: nothing of it is used
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user takes root")
+def test_cache_not_ours_alone_is_ignored_with_one_warning(tmp_path, monkeypatch, caplog):
+    # Issue 18: cache files were loaded without an owner check, so another local user sharing
+    # KVM_DRIVERS_CACHE could plant a listing or a state. Now a file or directory that is not the
+    # running user's alone is ignored (a cold gather: the host is asked for everything), with a
+    # warning once per directory.
+    from facts.kvm_drivers import CACHE_VERSION, gather_state
+
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    monkeypatch.setattr(cache, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="kvm_drivers.cache")
+    host = FakeHost("db1", with_fingerprint("7-8"))
+    gather_state(host, ["virtio_blk"])
+    f = cache._file("db1")
+    assert cache.seen(cache.load("db1"), CACHE_VERSION) == "7-8"  # ours alone: used
+
+    def cold() -> bool:
+        """The host is asked for a full answer: no fingerprint, no initrd key of ours sent."""
+        gather_state(host, ["virtio_blk"])
+        return host.asked[-1][1]["seen"] == "" and host.asked[-1][1]["known"] == []
+
+    assert not cold()
+    for plant in (lambda: os.chown(f, 4242, -1),  # planted by another user (a file of the right shape)
+                  lambda: f.chmod(0o620)):  # ours, but the group may rewrite it  # fmt: skip
+        plant()
+        assert cache.load("db1") == cache.HostCache() and cold()
+        # the full answer then replaced it with a file of ours alone, used from then on
+        assert os.stat(f).st_uid == os.geteuid() and oct(f.stat().st_mode & 0o777) == "0o600"
+        assert cache.seen(cache.load("db1"), CACHE_VERSION) == "7-8"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "owned by uid 4242" in warnings[0], warnings  # once per directory
+
+    for change, expect in [(lambda: tmp_path.chmod(0o777), "writable by group or others (mode 0777)"),
+                           (lambda: os.chown(tmp_path, 4242, -1), "owned by uid 4242")]:  # fmt: skip
+        monkeypatch.setattr(cache, "_warned", set())
+        caplog.clear()
+        change()
+        assert cache.load("db1") == cache.HostCache() and cold()
+        assert [r.getMessage() for r in caplog.records if expect in r.getMessage()], caplog.records
+        tmp_path.chmod(0o700)
+        os.chown(tmp_path, os.geteuid(), -1)
+    # a link in our directory to a file of ours elsewhere: not followed
+    monkeypatch.setattr(cache, "_warned", set())
+    real = tmp_path.parent / "elsewhere.json"
+    real.write_text(f.read_text())
+    f.unlink()
+    f.symlink_to(real)
+    assert cache.load("db1") == cache.HostCache()
+    assert "is a symbolic link" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user takes root")
+def test_cache_is_never_written_into_another_users_directory(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chown(shared, 4242, -1)
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(shared))
+    monkeypatch.setattr(cache, "_warned", set())
+    read("web1", with_fingerprint("1-2"))
+    assert list(shared.iterdir()) == [] and oct(shared.stat().st_mode & 0o777) == "0o755"

@@ -27,6 +27,16 @@ def write(path: Path, content: str, old: str | None = None, run: str = "", check
     return subprocess.run(cmd, capture_output=True, text=True, check=check, env={**os.environ, **env})
 
 
+def kept(run: str) -> dict[str, str | None]:
+    """The rollback state of one run on this machine: {path: what it held before (None: no file)}."""
+    out = {}
+    for entry in sorted((STATE / f"rollback.{run}").glob("*/")):
+        if (entry / "written").exists():
+            prev = entry / "prev"
+            out[(entry / "path").read_text()] = prev.read_text() if prev.exists() else None
+    return out
+
+
 def lib(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(["sh", "-c", LIB + script, "kvm-test", *args], capture_output=True, text=True,
                           env={**os.environ, **env})  # fmt: skip
@@ -39,7 +49,7 @@ def test_write_keeps_mode_and_a_rollback_copy_tied_to_its_run(tmp_path):
     write(f, "ext4\nvirtio_blk\n", old="ext4\n", run="aaaa1111")
     assert f.read_text() == "ext4\nvirtio_blk\n"
     assert oct(f.stat().st_mode & 0o777) == "0o600"
-    assert (STATE / "rollback.aaaa1111" / "prev").read_text() == "ext4\n"
+    assert kept("aaaa1111") == {str(f): "ext4\n"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["modules"]  # no temp file, no copy in /etc
     assert oct(STATE.stat().st_mode & 0o777) == "0o700" and STATE.stat().st_uid == 0
 
@@ -104,7 +114,7 @@ def test_run_waiting_for_the_lock_never_rolls_back_the_holder(tmp_path):
         cmd = ["sh", "-c", hostside.REBUILD, "kvm-rebuild", "", "dracut", "/boot/x.img", "6.1", "1234abcd", "1", "0"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KVM_DRIVERS_LOCK_WAIT": "1"})
     assert proc.returncode == 1 and "another kvm-drivers run is still changing this host" in proc.stderr
-    assert f.read_text() == "ext4\nvirtio\n" and (STATE / "rollback.1234abcd" / "prev").exists()
+    assert f.read_text() == "ext4\nvirtio\n" and kept("1234abcd") == {str(f): "ext4\n"}
 
 
 def test_concurrent_writes_end_with_the_content_and_no_leftovers(tmp_path):
