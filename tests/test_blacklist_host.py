@@ -65,10 +65,19 @@ def fake_root(base: Path) -> Path:
     return root
 
 
-def run(root: Path, script: str, *args: str, path: str = "") -> subprocess.CompletedProcess:
-    """script run by /bin/sh (as sh -c SCRIPT sh ARGS...) chrooted into root, in a mount namespace of its own."""
+def run(root: Path, script: str, *args: str, path: str = "", awk: str = "", shell: str = "/bin/sh"
+        ) -> subprocess.CompletedProcess:  # fmt: skip
+    """script run by shell (as sh -c SCRIPT sh ARGS...) chrooted into root, in a mount namespace of its
+    own; with awk (a program of this machine), "awk" is that one (first in the PATH lib.sh sets).
+    """
+    local = ""
+    if awk:
+        (root / "fakelocal").mkdir(exist_ok=True)
+        (root / "fakelocal/awk").unlink(missing_ok=True)
+        (root / "fakelocal/awk").symlink_to(shutil.which(awk) or awk)
+        local = ' && mount --bind "$R/fakelocal" "$R/usr/local/bin"'
     setup = ('mount --bind /usr "$R/usr" && mount -o remount,bind,ro "$R/usr" && mount --bind /dev/null "$R/dev/null"'
-             ' && mount -t proc proc "$R/proc" && exec chroot "$R" /bin/sh -c "$S" sh "$@"')  # fmt: skip
+             f' && mount -t proc proc "$R/proc"{local} && exec chroot "$R" {shell} -c "$S" sh "$@"')  # fmt: skip
     env = {"R": str(root), "S": script, "PATH": f"{path}:/usr/sbin:/usr/bin:/sbin:/bin".lstrip(":"), "LC_ALL": "C"}
     return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", setup, "sh", *args],
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
@@ -123,8 +132,8 @@ HOST_FILES = {
 }
 
 
-def gather(root: Path, path: str = "") -> p.Snapshot:
-    proc = run(root, kd.gather_command(WANTED).get_raw_value(), path=path)
+def gather(root: Path, path: str = "", **how: str) -> p.Snapshot:
+    proc = run(root, kd.gather_command(WANTED).get_raw_value(), path=path, **how)
     assert proc.returncode == 0, proc.stderr
     snap = p.parse_snapshot(proc.stdout.splitlines())
     assert snap.complete and not snap.problems, (snap.problems, proc.stdout[-2000:])
@@ -167,6 +176,22 @@ def test_gather_sends_every_blacklist_of_the_host_and_of_the_initrd(root):
     assert {d for d, _ in bl.stops([b["text"] for b in image.blocks], WANTED)} == {"virtio_blk", "virtio_net"}
     assert bl.cmdline_stops([c["word"] for c in image.cmdline], WANTED) == [
         ("virtio_pci", "rd.driver.blacklist=virtio_pci")]  # fmt: skip
+
+
+VARIANTS = [{"awk": a} for a in ("mawk", "gawk", "original-awk") if shutil.which(a)]
+if shutil.which("busybox"):
+    VARIANTS += [{"awk": "busybox"}, {"shell": "/usr/bin/busybox sh"}]
+
+
+@pytest.mark.parametrize("how", VARIANTS, ids=lambda how: " ".join(how.values()))
+def test_every_awk_and_busybox_sh_give_the_same_answer(root, how):
+    def seen(snap: p.Snapshot) -> tuple:
+        image = snap.initrds[f"/boot/initrd.img-{KVER}"]
+        key = lambda d: sorted(d.items())  # noqa: E731
+        return (sorted(map(key, snap.blacklists)), sorted(map(key, image.blocks)), image.cmdline, image.conf_read,
+                image.conf_error, sorted(image.modules))  # fmt: skip
+
+    assert seen(gather(root, **how)) == seen(gather(root))
 
 
 def test_initrd_whose_files_cannot_be_read_says_so(root):
