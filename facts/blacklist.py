@@ -126,7 +126,10 @@ def _matches(pattern: str, driver: str) -> bool:
     """fnmatch(pattern, driver, 0) for the names kmod compares (no '/', no backslash left)."""
     if not any(c in pattern for c in "*?["):
         return pattern == driver
-    return fnmatchcase(driver, pattern)
+    try:  # glibc's fnmatch takes "[^...]" for "[!...]" too
+        return fnmatchcase(driver, pattern.replace("[^", "[!"))
+    except Exception:  # noqa: BLE001 - a pattern we cannot read: in doubt, it names the driver
+        return True
 
 
 def _words(text: str) -> list[str]:

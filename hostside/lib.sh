@@ -46,7 +46,8 @@ function ko(p) { return p ~ /\.ko(\.(gz|xz|zst|bz2|lz4))?$/ }'
 # the module names that matter. kvm_phys(FILE, N, TEXT) takes physical line N of FILE, in order;
 # kvm_flush() ends the file. Each logical line (a line ending in an odd run of backslashes goes on
 # with the next one, as kmod and module-init-tools read them) whose first word is blacklist, install
-# or alias and whose name (a pattern for install and alias: fnmatch) is one of kvm_w is printed as
+# or alias and whose name (a pattern for install and alias: fnmatch; one awk cannot safely turn into
+# a regular expression matches every name) is one of kvm_w is printed as
 # kvm_pre "FILE:FIRST-LINE:MODULE:TEXT", once for each module it names (TEXT: the physical lines
 # joined, without the backslash-newlines). Lines of command-line files (etc/cmdline,
 # etc/cmdline.d/*.conf: read line by line, no comments) give "cmdline FILE:WORD" for each word
@@ -65,7 +66,7 @@ function kvm_under(p,   o, i, c, n, j) {
     }
     return o
 }
-function kvm_re(p,   o, i, c, n, j, b) {
+function kvm_re(p,   o, i, c, n, j, b, k) {
     o = "^"; n = length(p)
     for (i = 1; i <= n; i++) {
         c = substr(p, i, 1)
@@ -74,7 +75,9 @@ function kvm_re(p,   o, i, c, n, j, b) {
         else if (c == "[") {
             j = index(substr(p, i), "]"); b = substr(p, i + 1, j - 2); i += j - 1
             if (substr(b, 1, 1) == "!") b = "^" substr(b, 2)
-            if (b == "" || b == "^" || index(b, "[") || index(b, "\\")) return ""
+            if (substr(b, 1 + (substr(b, 1, 1) == "^")) !~ /^[A-Za-z0-9_.,+@-]+$/) return "\001"
+            for (k = 2; k < length(b); k++)
+                if (substr(b, k, 1) == "-" && substr(b, k - 1, 1) > substr(b, k + 1, 1)) return "\001"
             o = o "[" b "]"
         } else if (index("\\^$.|+(){}/", c)) o = o "\\" c
         else o = o c
@@ -85,9 +88,8 @@ function kvm_hits(name,   u, re, w, out) {
     gsub(/\\/, "", name); u = kvm_under(name)
     if (u == "") return ""
     if (!index(u, "*") && !index(u, "?") && !index(u, "[")) return (u in kvm_w) ? u : ""
-    re = kvm_re(u); if (re == "") return ""
-    out = ""
-    for (w in kvm_w) if (w ~ re) out = out " " w
+    re = kvm_re(u); out = ""
+    for (w in kvm_w) if (re == "\001" || w ~ re) out = out " " w
     return substr(out, 2)
 }
 function kvm_phys(f, n, t) {

@@ -179,6 +179,10 @@ ALL = [line for line, _ in STOPPED] + LOADED + [
     "install virtio_blk /sbin/modprobe -ai virtio_net virtio_blk",
     "install virtio_blk /sbin/modprobe virtio_blk -i",
     "install virtio_blk X=1 /sbin/modprobe -i virtio_blk",
+    "install virtio_[z-a]lk /bin/true",  # a range no awk accepts: every name, the judge decides
+    "install virtio_[[:alpha:]lk /bin/true",
+    "install virtio_[^b]lk /bin/true",
+    "alias virtio_[!x]lk off",
 ]
 
 
@@ -190,4 +194,5 @@ def test_awk_twin_never_lets_pass_what_the_judge_stops(awk):
     assert python - shell == set()  # nothing the judge stops gets past the twin
     # and where the twin is stricter, it is on purpose (quotes, $(...): it does not parse them)
     stricter = {ALL[n - 1] for n, _ in shell - python}
-    assert stricter <= {LOADED[-2], LOADED[-1]}, stricter
+    assert stricter <= {LOADED[-2], LOADED[-1], "install virtio_[z-a]lk /bin/true",
+                        "install virtio_[[:alpha:]lk /bin/true", "install virtio_[^b]lk /bin/true"}, stricter
