@@ -6,6 +6,8 @@ Two things are kept per host, in one small JSON file under $KVM_DRIVERS_CACHE (d
 - initrd listings: listing an initrd means decompressing all of it, and its module list only
   changes when the file does. The gather script is told which "path|size|mtime|ctime" keys
   we know and skips those (ctime cannot be set from user space: any rewrite changes the key).
+  What the image's own modprobe.d and command-line files say is kept with its listing (it is
+  read at the same time); a listing whose files could not be read is not kept.
 - the state of the last complete answer and its fingerprint (see hostside/gather.sh): when the
   host reports the same fingerprint, it sends only its live values, and that state (checked
   again when read back: the file is input like any other) stands, without parsing anything.
@@ -32,7 +34,16 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facts.parsers import MARK, MODULE_NAME, Snapshot
+from facts.parsers import (
+    CMDLINE_WORD,
+    CONF_TEXT,
+    DIGITS,
+    INITRD_CMDLINE_FILE,
+    INITRD_CONF_FILE,
+    MARK,
+    MODULE_NAME,
+    Snapshot,
+)
 from facts.state import HostState, shape_problems
 
 WATCHED = re.compile(r"^/[A-Za-z0-9._@+,:=~/-]{1,1023}$")  # a path gather.sh stats (plain names only)
@@ -146,6 +157,32 @@ def _valid_listing(entry: object) -> bool:
         and isinstance(entry.get("kernel_dirs"), list)
         and isinstance(entry.get("modprobe_files"), list)
         and isinstance(entry.get("lister"), str)
+        and isinstance(entry.get("conf_read"), int)
+        and not isinstance(entry["conf_read"], bool)
+        and isinstance(entry.get("blocks"), list)
+        and all(_valid_block(b) for b in entry["blocks"])
+        and isinstance(entry.get("cmdline"), list)
+        and all(_valid_word(w) for w in entry["cmdline"])
+    )
+
+
+def _valid_block(block: object) -> bool:
+    """A module configuration line of an initrd as parse_snapshot keeps it (the cache file is input)."""
+    return (
+        isinstance(block, dict)
+        and set(block) == {"file", "line", "driver", "text"}
+        and all(isinstance(v, str) for v in block.values())
+        and bool(INITRD_CONF_FILE.fullmatch(block["file"]) and DIGITS.fullmatch(block["line"]))
+        and bool(MODULE_NAME.fullmatch(block["driver"]) and CONF_TEXT.fullmatch(block["text"]))
+    )
+
+
+def _valid_word(word: object) -> bool:
+    return (
+        isinstance(word, dict)
+        and set(word) == {"file", "word"}
+        and all(isinstance(v, str) for v in word.values())
+        and bool(INITRD_CMDLINE_FILE.fullmatch(word["file"]) and CMDLINE_WORD.fullmatch(word["word"]))
     )
 
 
@@ -197,6 +234,9 @@ def fill(cached: HostCache, snap: Snapshot) -> None:
             initrd.kernel_dirs = set(entry["kernel_dirs"])
             initrd.modprobe_files = list(entry["modprobe_files"])
             initrd.lister = entry["lister"] + " (cached)"
+            initrd.blocks = [dict(b) for b in entry["blocks"]]
+            initrd.cmdline = [dict(w) for w in entry["cmdline"]]
+            initrd.conf_read, initrd.conf_error = entry["conf_read"], ""
         elif initrd.cached:
             initrd.error = "listing cache lost during the run; run again"
 
@@ -207,14 +247,18 @@ def save(host_name: str, cached: HostCache, snap: Snapshot, state: HostState, ve
     """
     keep = {}
     for initrd in snap.initrds.values():
-        if initrd.key and not initrd.error:
+        if initrd.key and not initrd.error and not initrd.conf_error and initrd.conf_read is not None:
             keep[initrd.key] = {
                 "modules": sorted(initrd.modules),
                 "kernel_dirs": sorted(initrd.kernel_dirs),
                 "modprobe_files": initrd.modprobe_files,
                 "lister": initrd.lister.replace(" (cached)", ""),
+                "blocks": initrd.blocks,
+                "cmdline": initrd.cmdline,
+                "conf_read": initrd.conf_read,
             }
-    trusted = snap.fingerprint and state.readable and not any(i.error for i in snap.initrds.values())
+    trusted = (snap.fingerprint and state.readable
+               and not any(i.error or i.conf_error for i in snap.initrds.values()))  # fmt: skip
     snapshot = {"version": version, "fingerprint": snap.fingerprint, "watch": watched(snap),
                 "state": state.to_dict()} if trusted else {}  # fmt: skip
     path = _file(host_name)

@@ -77,6 +77,20 @@ class RawInitrd:
     key: str = ""  # "path|size|mtime|ctime": identifies this exact file for the listing cache
     cached: bool = False  # the host did not list it: the caller's cache has its listing
     magic: str = ""  # its first bytes in hex ('' when the host did not send them)
+    # What its own files say about loading modules (read from inside the image; cached with the
+    # listing): module configuration lines (modprobe.d files in effect, etc/modprobe.conf,
+    # etc/modprobe.conf.local) that may stop a module the image holds or a looked-up driver, as
+    # {file, line, driver, text}: file the path inside the image (no leading '/'), line the first
+    # line of the logical line, driver the module it names (one entry per module a pattern names),
+    # text the logical line, continuations joined (facts/blacklist.py stops() judges them);
+    blocks: list[dict[str, str]] = field(default_factory=list)
+    # the words of its command-line files (etc/cmdline, etc/cmdline.d/*.conf) that blacklist such a
+    # module, as {file, word} (facts/blacklist.py cmdline_stops() judges them);
+    cmdline: list[dict[str, str]] = field(default_factory=list)
+    conf_read: int | None = None  # how many of those files were read (None: not read)
+    # why those files could not be read: '' when they were (or when the image could not be listed
+    # at all: see error). Never read: never "no blacklist".
+    conf_error: str = ""
 
 
 @dataclass
@@ -122,7 +136,17 @@ DUMPED_FILES = re.compile(
     f"|/etc/dracut\\.conf\\.d/{_NAME}\\.conf|/usr/lib/dracut/dracut\\.conf\\.d/{_NAME}\\.conf"
     f"|/boot/loader/entries/{_NAME}\\.conf|/boot/efi/EFI/{_NAME}/grub\\.cfg)$"
 )
-MODPROBE_FILE = re.compile(f"^/(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.d/{_NAME}\\.conf$")
+MODPROBE_FILE = re.compile(
+    f"^(?:/(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.d/{_NAME}|/etc/modprobe\\.conf(?:\\.local)?)$"
+)
+# The same files inside an initrd (paths as its listing shows them), and its command-line files.
+INITRD_CONF_FILE = re.compile(
+    f"^(?:(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.d/{_NAME}|etc/modprobe\\.conf(?:\\.local)?)$"
+)
+INITRD_CMDLINE_FILE = re.compile(f"^etc/cmdline(?:\\.d/{_NAME}\\.conf)?$")
+CONF_TEXT_MAX = 4096  # characters of a module configuration line or command-line word at most
+CONF_TEXT = re.compile(f"^[\\t -~]{{1,{CONF_TEXT_MAX}}}$")  # printable ASCII (tabs too)
+CMDLINE_WORD = re.compile(f"^[!-~]{{1,{CONF_TEXT_MAX}}}$")
 # An absolute path without "." or ".." components, empty components or control characters.
 SAFE_PATH = re.compile(r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f]+)+$")
 DIGITS = re.compile(r"^[0-9]{1,18}$")
@@ -155,7 +179,14 @@ def safe_path(path: str) -> bool:
 #   file PATH                  the file's bytes, then one extra newline (removed again here);
 #                              PATH only one of DUMPED_FILES.
 #   unreadable PATH            PATH exists but could not be read or is not UTF-8.
-#   blacklist                  "FILE:LINE:DRIVER:TEXT" modprobe.d lines stopping a wanted driver.
+#   blacklist                  "FILE:LINE:DRIVER:TEXT" module configuration lines that may stop a
+#                              looked-up driver or a module of its closure: FILE a modprobe.d file
+#                              in effect, /etc/modprobe.conf or /etc/modprobe.conf.local
+#                              (MODPROBE_FILE); each logical line whose first word is blacklist,
+#                              install or alias and whose name (a pattern for install and alias)
+#                              matches DRIVER, once per DRIVER; LINE its first line, TEXT its
+#                              physical lines joined without the backslash-newlines (at most
+#                              CONF_TEXT_MAX characters). facts/blacklist.py says which stop it.
 #   kernel K                   one /lib/modules/K: "image PATH", "has builtin|dep|config", kernel config
 #                              lines, and per looked-up driver N "builtin N", "absent N", or
 #                              "closure N N,DEP,DEP..." (N is a module: the modules it needs,
@@ -165,7 +196,15 @@ def safe_path(path: str) -> bool:
 #                              and the file it is on this system ('' when none).
 #   initrd PATH SIZE           one initrd: "key PATH|SIZE|MTIME|CTIME", "magic HEX" (first bytes),
 #                              then "cached" (the caller's listing stands) or its listing:
-#                              "lister python", "m MODULE", "kver K", "modprobe FILE".
+#                              "lister python", "m MODULE", "kver K", "modprobe FILE"; and what
+#                              its own files say (read from inside it): "conf FILE:LINE:DRIVER:TEXT"
+#                              (as a blacklist line; FILE the path inside the image, INITRD_CONF_FILE;
+#                              DRIVER a module it holds or a looked-up one), "cmdline FILE:WORD"
+#                              (FILE etc/cmdline or etc/cmdline.d/*.conf; WORD modprobe.blacklist=,
+#                              module_blacklist=, rd.driver.blacklist=, rdblacklist= or blacklist=
+#                              naming such a module), then "confread N" (N files read: the lines
+#                              above are all there is) or "conferror WHY" (they could not be read).
+#                              A listed image with neither: its configuration is unknown.
 #   listfail RC                the listing of the last initrd failed; up to 5 lines of its output.
 #   kimage AS_WRITTEN RESOLVED an unversioned kernel image a bootloader entry names:
 #                              "version K" (from its bzImage header), "same PATH" (same file).
@@ -269,9 +308,9 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
             if not _parse_kernel_line(snap.kernels[arg], line):
                 problem(f"unexpected line for kernel {arg}: {line!r}")
         elif kind == "blacklist":
-            path, lineno, driver, text = (line.split(":", 3) + ["", "", ""])[:4]
-            if MODPROBE_FILE.match(path) and DIGITS.match(lineno) and MODULE_NAME.match(driver):
-                snap.blacklists.append({"file": path, "line": lineno, "driver": driver, "text": text})
+            entry = _conf_line(line, MODPROBE_FILE)
+            if entry:
+                snap.blacklists.append(entry)
             else:
                 problem(f"unexpected modprobe.d line {line!r}")
         elif kind == "kimage":
@@ -302,10 +341,37 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 initrd.cached = True
             elif key == "magic":
                 initrd.magic = value
+            elif key == "conf" and (entry := _conf_line(value, INITRD_CONF_FILE)):
+                initrd.blocks.append(entry)
+            elif key == "cmdline" and (entry := _cmdline_word(value)):
+                initrd.cmdline.append(entry)
+            elif key == "confread" and DIGITS.match(value):
+                initrd.conf_read = int(value)
+            elif key == "conferror" and value and CONF_TEXT.match(value):
+                initrd.conf_error = value[:300]
             else:
                 problem(f"unexpected line for initrd {initrd.path}: {line!r}")
     close()
+    for initrd in snap.initrds.values():  # listed, but its files not read: unknown, never "none"
+        if initrd.conf_read is None and not (initrd.conf_error or initrd.cached or initrd.error):
+            initrd.conf_error = "the answer does not say what its modprobe.d and command-line files hold"
     return snap
+
+
+def _conf_line(line: str, files: re.Pattern) -> dict[str, str] | None:
+    """{file, line, driver, text} of a "FILE:LINE:DRIVER:TEXT" line of the answer (None: malformed)."""
+    path, lineno, driver, text = (line.split(":", 3) + ["", "", ""])[:4]
+    if files.match(path) and DIGITS.match(lineno) and MODULE_NAME.match(driver) and CONF_TEXT.match(text):
+        return {"file": path, "line": lineno, "driver": driver, "text": text}
+    return None
+
+
+def _cmdline_word(value: str) -> dict[str, str] | None:
+    """{file, word} of a "FILE:WORD" line of the answer (None: malformed)."""
+    path, _, word = value.partition(":")
+    if INITRD_CMDLINE_FILE.match(path) and CMDLINE_WORD.match(word):
+        return {"file": path, "word": word}
+    return None
 
 
 def _parse_kernel_line(kernel: RawKernel, line: str) -> bool:

@@ -6,9 +6,12 @@ Facts and operations both send these; nothing here runs on the control machine.
 - ``gather.sh``: the one read-only command that gathers a host's state (``@@KVM`` sections,
   specified in ``facts/parsers.py`` next to their parser);
 - ``write.sh``, ``unblacklist.sh``, ``rebuild.sh``: the changes, each under the host's lock;
-- ``lib.sh``: shell functions prepended to each of them (listing an initrd, module-name
-  normalisation); ``lock.sh``: those of the changes only (lock, state directory, rollback, swap);
-- ``initrd_ls.py``: lists an initrd where lsinitrd/lsinitramfs cannot (Python 2.7 or 3).
+- ``lib.sh``: shell functions prepended to each of them (listing an initrd and reading its
+  modprobe.d and command-line files, module-name normalisation, finding the lines that may stop a
+  module: the awk twin of ``facts/blacklist.py``); ``lock.sh``: those of the changes only (lock,
+  state directory, rollback, swap);
+- ``initrd_ls.py``: lists an initrd where lsinitrd/lsinitramfs cannot, and prints a few of its
+  files (``--cat``: lsinitramfs cannot) (Python 2.7 or 3).
 """
 
 from __future__ import annotations

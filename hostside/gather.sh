@@ -87,13 +87,19 @@ for f in /etc/os-release /usr/lib/os-release /etc/SuSE-release /etc/redhat-relea
     { [ -f "$f" ] || [ -L "$f" ]; } || continue
     odd "$f" || dumps="$dumps $f"
 done
-# modprobe.d files in effect: a same-named file in /etc (or /run) overrides a vendor one.
+# Module configuration files in effect: modprobe.d files (a same-named file in /etc, or /run,
+# overrides a vendor one; kmod reads *.conf only, module-init-tools (CentOS 6, SLES 11) any name but
+# its backups: config_filter.c), /etc/modprobe.conf (module-init-tools) and SUSE's
+# /etc/modprobe.conf.local (SUSE's documentation: read with modprobe.conf; its mkinitrd copies both).
 mp=""
-for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/local/lib/modprobe.d/*.conf /usr/lib/modprobe.d/*.conf \
-    /lib/modprobe.d/*.conf; do
+for f in /etc/modprobe.d/* /run/modprobe.d/* /usr/local/lib/modprobe.d/* /usr/lib/modprobe.d/* /lib/modprobe.d/*; do
     [ -f "$f" ] || continue
-    odd "$f" && continue
     b=${f##*/}
+    case "$b" in
+        ~*|CVS*|*.rpmsave|*.rpmorig|*.rpmnew|*.dpkg-old|*.dpkg-dist|*.dpkg-new|*.dpkg-bak|*.bak|*.orig|*.rej|*.YaST2save|*.-|*~|*,v)
+            continue ;;
+    esac
+    odd "$f" && continue
     case "$f" in
         /run/*) [ -f "/etc/modprobe.d/$b" ] && continue ;;
         /usr/local/*) [ -f "/etc/modprobe.d/$b" ] || [ -f "/run/modprobe.d/$b" ] && continue ;;
@@ -104,6 +110,9 @@ for f in /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/local/lib/modprobe.d
             [ -L /lib ] && [ -f "/usr/lib/modprobe.d/$b" ] && continue ;;  # merged /usr: the same file
     esac
     mp="$mp $f"
+done
+for f in /etc/modprobe.conf /etc/modprobe.conf.local; do
+    [ -f "$f" ] && mp="$mp $f"
 done
 # The tools, looked up in $PATH as command -v does, in shell built-ins ("tool NAME" alone: not installed).
 tools=""
@@ -226,13 +235,8 @@ fi
     }
 }' $dumps
 
-# modprobe.d lines that stop a wanted driver loading (copied into the initrd by both tools).
-sec blacklist
-[ -n "$mp" ] && awk -v want=" $W " '
-    $1 == "blacklist" || ($1 == "install" && $3 ~ /^\/(usr\/)?bin\/(false|true)$/) {
-        n = $2; gsub(/-/, "_", n); if (index(want, " " n " ")) print FILENAME ":" FNR ":" n ":" $0 }' $mp | ascii
-
 kernels=""
+cl=""
 for d in /lib/modules/*; do
     [ -d "$d" ] || continue
     odd "$d" && continue
@@ -250,7 +254,10 @@ for d in /lib/modules/*; do
     # The kernel config's virtio lines, and for each wanted driver: built in, absent, or a module
     # and its dependency closure (itself first, then breadth first), from modules.builtin and
     # modules.dep. This is the only place the closure is computed: the control side reads it.
-    [ -n "$files" ] && awk -v want="$W" -v closure=$closure "$KVM_NORM"'
+    # The closures' modules go in cl: their blacklists stop the drivers too (kmod runs the install
+    # commands of the whole list it loads).
+    kout=""
+    [ -n "$files" ] && kout=$(awk -v want="$W" -v closure=$closure "$KVM_NORM"'
         FILENAME ~ /\/config-[^\/]*$/ {
             if ($0 ~ /^(# )?CONFIG_([A-Z_]*VIRTIO[A-Z_]*|ATA_PIIX|ATA_GENERIC|NET_FAILOVER|FAILOVER)[= ]/) print
             next
@@ -277,8 +284,26 @@ for d in /lib/modules/*; do
                 }
                 print "closure " n " " c
             }
-        }' $files
+        }' $files)
+    [ -z "$kout" ] && continue
+    printf '%s\n' "$kout"
+    _ifs=$IFS; IFS='
+'; set -f
+    for l in $kout; do
+        case "$l" in
+            "closure "*) IFS=,; for m in ${l#closure * }; do case " $W$cl " in *" $m "*) ;; *) cl="$cl $m" ;; esac; done; IFS='
+' ;;
+        esac
+    done
+    IFS=$_ifs; set +f
 done
+
+# Module configuration lines that may stop a looked-up driver or a module of its closure, each
+# logical line (continuations joined) once for each module it names (facts/blacklist.py judges;
+# the initrds carry copies of these files).
+sec blacklist
+[ -n "$mp" ] && awk -v want="$W$cl" "$KVM_NORM$KVM_CONF"' BEGIN { n = split(want, x, " "); for (i = 1; i <= n; i++) kvm_w[x[i]] = 1 }
+    { kvm_phys(FILENAME, FNR, $0) } END { kvm_flush() }' $mp | ascii
 
 # Initrd images: those the bootloaders name, plus each kernel's conventional names.
 bl=""
@@ -311,11 +336,22 @@ for p in $refs $cands; do
     echo "magic $(od -An -tx1 -N6 "$r" 2>/dev/null | tr -d ' \n')"
     case "$KNOWN" in *" $key "*) echo "cached"; continue ;; esac
     if out=$(list_initrd "$r"); then
-        printf '%s\n' "$out" | awk "$KVM_NORM"'
+        lst=$(printf '%s\n' "$out" | awk "$KVM_NORM"'
             $1 == "lister" { print; next }
             ko($NF) { print "m " norm($NF) }
             $NF ~ /^\/?(usr\/)?lib\/modules\/[^\/]+\/?$/ { n = $NF; sub(/\/$/, "", n); sub(/.*\//, "", n); print "kver " n }
-            $NF ~ /(^|\/)modprobe\.d\/[^\/]+\.conf$/ { print "modprobe " $NF }' | sort -u | ascii
+            $NF ~ /(^|\/)modprobe\.d\/[^\/]+\.conf$/ { print "modprobe " $NF }' | sort -u | ascii)
+        printf '%s\n' "$lst"
+        # What the image's own module configuration and command-line files say about the modules
+        # it holds and the looked-up ones ("conf", "cmdline" lines), then "confread N" or
+        # "conferror WHY": its content, so the listing's cache key covers it too.
+        cf=$(printf '%s\n' "$out" | awk "$KVM_CONF_FILES")
+        fl=""; _ifs=$IFS; IFS='
+'
+        for l in $cf; do case "$l" in "x "*) fl="$fl ${l#x }" ;; esac; done
+        IFS=$_ifs
+        { printf '%s\n' "$lst" "$cf"; printf 'm %s\n' $W $cl; initrd_conf "$r" $fl; } |
+            awk -v kvm_pre="conf " "$KVM_NORM$KVM_CONF$KVM_CONF_STREAM" | ascii
     else
         sec listfail "$?"
         printf '%s\n' "$out" | tail -n 5 | ascii

@@ -165,6 +165,28 @@ for m in $required; do
 done
 [ -n "$missing" ] &&
     fail "rebuilt initrd for kernel $kver still lacks:$missing ($img left unchanged)"
+# ... and that nothing in it stops one loading: no blacklist, install command that does not load
+# it or alias elsewhere in its modprobe.d files, modprobe.conf or modprobe.conf.local, and no
+# blacklist word in its command-line files (lib.sh KVM_CONF judges as facts/blacklist.py does,
+# never more leniently). A rebuild forced by removing a blacklist proves here that it is gone
+# from the image; files that cannot be read prove nothing.
+lst=$(list_initrd "$tmp") || fail "rebuilt initrd for kernel $kver is unreadable, $img left unchanged"
+cf=$(printf '%s\n' "$lst" | awk "$KVM_CONF_FILES")
+fl=""; _ifs=$IFS; IFS='
+'
+for l in $cf; do case "$l" in "x "*) fl="$fl ${l#x }" ;; esac; done
+IFS=$_ifs
+set -f
+verdict=$({ printf 'm %s\n' $required; printf '%s\n' "$cf"; initrd_conf "$tmp" $fl; } |
+    awk -v kvm_judge=1 -v kvm_pre="" "$KVM_NORM$KVM_CONF$KVM_CONF_STREAM" | tr -c '\t\n -~' '?')
+set +f
+case "$verdict" in
+    *"conferror "*) fail "cannot read the module configuration inside the rebuilt initrd for kernel $kver" \
+        "(${verdict##*conferror }), $img left unchanged" ;;
+esac
+stops=$(printf '%s\n' "$verdict" | grep -v '^confread ' | head -n 5 | tr '\n' ';')
+[ -n "$stops" ] &&
+    fail "rebuilt initrd for kernel $kver still stops a required module ($img left unchanged): ${stops%;}"
 
 chmod --reference="$img" "$tmp" 2>/dev/null || chmod 600 "$tmp"
 sync "$tmp" 2>/dev/null || sync  # the new image is on disk before it takes the old one's name

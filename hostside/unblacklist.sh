@@ -1,8 +1,12 @@
-# kvm-drivers: disable modprobe.d lines of ONE file, all in one go. Prepended with lib.sh.
+# kvm-drivers: disable module configuration lines of ONE file, all in one go. Prepended with lib.sh.
 # Usage: sh -c "$(cat lib.sh unblacklist.sh)" kvm-unblacklist PATH RUN LINE TEXT [LINE TEXT]...
-# Each line must still read TEXT (else nothing is changed). In /etc the file (or a link's
-# target) is rewritten with those lines commented out; a vendor file (/usr/lib, /lib, /run) is
-# overridden by a same-named copy in /etc/modprobe.d with them commented out. Under the host lock.
+# LINE is where a logical line starts and TEXT that logical line as gather.sh sent it (its physical
+# lines joined without the backslash-newlines, printable ASCII, anything else as '?'); each must
+# still read TEXT (else nothing is changed). Every physical line of it is commented out (a comment
+# ending in a backslash would swallow the next line anyway: kmod and module-init-tools join before
+# they look for '#'). In /etc (modprobe.d, /etc/modprobe.conf, /etc/modprobe.conf.local) the file
+# (or a link's target) is rewritten in place; a vendor file (/usr/lib, /lib, /run) is overridden by
+# a same-named copy in /etc/modprobe.d with them commented out. Under the host lock.
 # RUN (a run id, or ""): what the file held (or that it did not exist: an override) is kept in
 # the root-only $KVM_STATE/rollback.RUN, as write.sh does, so that a failed rebuild of the same
 # run undoes the edit (lock.sh kvm_keep, kvm_rollback: only while the file holds what RUN wrote).
@@ -11,8 +15,10 @@ f=$1; run=$2; shift 2
 case "$run" in *[!a-z0-9]*) echo "kvm-drivers: bad run id" >&2; exit 1 ;; esac
 case "$f" in
     */../*|*/./*) echo "kvm-drivers: refusing $f" >&2; exit 1 ;;
-    /etc/modprobe.d/*.conf|/run/modprobe.d/*.conf|/usr/local/lib/modprobe.d/*.conf|/usr/lib/modprobe.d/*.conf) ;;
-    /lib/modprobe.d/*.conf) ;;
+    /etc/modprobe.conf|/etc/modprobe.conf.local) ;;
+    /etc/modprobe.d/*/*|/run/modprobe.d/*/*|/usr/local/lib/modprobe.d/*/*|/usr/lib/modprobe.d/*/*|/lib/modprobe.d/*/*)
+        echo "kvm-drivers: refusing $f: not a modprobe.d file" >&2; exit 1 ;;
+    /etc/modprobe.d/?*|/run/modprobe.d/?*|/usr/local/lib/modprobe.d/?*|/usr/lib/modprobe.d/?*|/lib/modprobe.d/?*) ;;
     *) echo "kvm-drivers: refusing $f: not a modprobe.d file" >&2; exit 1 ;;
 esac
 kvm_lock || { echo "kvm-drivers: $KVM_LOCK_ERR" >&2; exit 1; }
@@ -24,11 +30,26 @@ trap 'rm -f "$script"; exit 1' HUP INT TERM
 lines=""
 while [ $# -ge 2 ]; do
     case "$1" in ''|*[!0-9]*) echo "kvm-drivers: bad line number '$1'" >&2; exit 1 ;; esac
-    # compared as gather.sh sent it (printable ASCII, anything else as '?')
-    if [ "$(sed -n "$1p" "$f" | tr -c '\t\n -~' '?')" != "$2" ]; then
+    case "$lines " in *" $1 "*) shift 2; continue ;; esac  # a line naming several modules comes once per module
+    # the logical line starting at $1, compared as gather.sh sent it: "LAST-LINE" then its text
+    # (status 3: line $1 is the continuation of an earlier one)
+    got=$(tr -c '\t\n -~' '?' < "$f" | awk -v n="$1" '
+        NR < n { c = match($0, /\\+$/) && RLENGTH % 2; next }
+        NR == n && c { bad = 1; exit }
+        { if (match($0, /\\+$/) && RLENGTH % 2) { t = t substr($0, 1, length($0) - 1); next }
+          t = t $0; print NR; print t; done = 1; exit }
+        END { if (bad) exit 3; if (!done && NR >= n) { print NR; print t } }')
+    if [ $? -ne 0 ] || [ "${got#*
+}" != "$2" ] || [ "$got" = "${got#*
+}" ]; then
         echo "kvm-drivers: $f line $1 changed since it was read: nothing changed, run again" >&2; exit 1
     fi
-    printf '%ss/^/# disabled by kvm-drivers (needed to boot on KVM): /\n' "$1" >> "$script"
+    i=$1
+    while [ "$i" -le "${got%%
+*}" ]; do
+        printf '%ss/^/# disabled by kvm-drivers (needed to boot on KVM): /\n' "$i" >> "$script"
+        i=$((i + 1))
+    done
     lines="$lines $1"
     shift 2
 done

@@ -19,6 +19,7 @@ from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.context import ctx_state
 from pyinfra.operations.util.files import generate_color_diff
 
+from facts.blacklist import stops
 from facts.kvm_drivers import KvmDrivers
 from facts.parsers import DIGITS, MODPROBE_FILE, norm, shell_assignments, shell_statements
 from facts.state import HostState, KernelState
@@ -238,11 +239,14 @@ def rebuild_initrd(
 @operation()
 def disable_modprobe_lines(drivers: list[str], state: HostState | None = None, run_id: str = ""):
     """
-    Disable the modprobe.d lines (``blacklist X``, ``install X /bin/false``) that stop one of
-    drivers loading, by commenting them out; every other line is kept. A file in /etc is edited
-    (through a link, to its target); a vendor file (/usr/lib, /lib, /run) is overridden by a copy
-    in /etc/modprobe.d. One command per file, each line re-checked on the host. The initrds carry
-    a copy of modprobe.d: rebuild them afterwards (``rebuild_initrd`` with ``force=True``).
+    Disable the module configuration lines that stop one of drivers loading (``blacklist X``, an
+    ``install X`` command that does not load X, ``alias X off``: ``facts.blacklist.stops`` judges),
+    by commenting them out (every physical line of a line continued with backslashes); every other
+    line is kept. A file in /etc (modprobe.d, /etc/modprobe.conf, /etc/modprobe.conf.local) is
+    edited (through a link, to its target); a vendor file (/usr/lib, /lib, /run) is overridden by a
+    copy in /etc/modprobe.d. One command per file, each line re-checked on the host. The initrds
+    carry a copy of modprobe.d: rebuild them afterwards (``rebuild_initrd`` with ``force=True``,
+    which proves the new image stops none of them).
 
     + drivers: the drivers that must not be stopped
     + state: the host's ``HostState`` (gathered here when not given)
@@ -257,7 +261,7 @@ def disable_modprobe_lines(drivers: list[str], state: HostState | None = None, r
     """
     drivers = _names(drivers)
     state = _state(state, drivers)
-    lines = [b for b in state.blacklists if b.driver in drivers]
+    lines = [b for b in state.blacklists if b.driver in drivers and stops([b.text], [b.driver])]
     if not lines:
         host.noop(f"no modprobe.d line stops {' '.join(drivers)}")
         return

@@ -8,22 +8,31 @@ import pytest
 
 from facts import cache, report
 from facts import kvm_drivers as kd
+from facts import parsers as p
 from operations.plan import plan
 
 FIX = Path(__file__).parent / "fixtures"
 KEY = "/boot/initrd.img-6.1.0-50-amd64|6046887|1764199265|1764199265"
 
 
-def lines(cached: bool) -> list[str]:
+# What gather.sh now says after the listing of that initrd (recorded before it read an image's own
+# files): its three modprobe.d files (Debian's aliases, fbdev-blacklist and systemd) name no virtio
+# module, so nothing but the count of files read.
+CONF = ["confread 3"]
+
+
+def lines(cached: bool, conf: list[str] | None = None) -> list[str]:
     out = []
+    inside = False
     for line in (FIX / "gather-bookworm-itools.txt").read_text().splitlines():
         if line.startswith("@@KVM initrd "):
             out += [line, f"key {KEY}"] + (["cached"] if cached else [])
-            skipping = cached
+            inside = True
             continue
-        if line.startswith("@@KVM "):
-            skipping = False
-        if not (cached and skipping):
+        if line.startswith("@@KVM ") and inside:
+            out += [] if cached else (CONF if conf is None else conf)
+            inside = False
+        if not (cached and inside):
             out.append(line)
     return out
 
@@ -218,3 +227,49 @@ def test_cache_is_never_written_into_another_users_directory(tmp_path, monkeypat
     monkeypatch.setattr(cache, "_warned", set())
     read("web1", with_fingerprint("1-2"))
     assert list(shared.iterdir()) == [] and oct(shared.stat().st_mode & 0o777) == "0o755"
+
+def test_what_the_initrds_own_files_say_is_cached_with_its_listing(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    conf = ["conf etc/modprobe.d/x.conf:2:virtio_blk:install virtio_blk /bin/false",
+            "cmdline etc/cmdline.d/10.conf:rd.driver.blacklist=virtio_pci", "confread 2"]  # fmt: skip
+    read("web1", lines(cached=False, conf=conf))
+    entry = cache.load("web1").listings[KEY]
+    assert entry["blocks"] == [{"file": "etc/modprobe.d/x.conf", "line": "2", "driver": "virtio_blk",
+                                "text": "install virtio_blk /bin/false"}]  # fmt: skip
+    assert entry["cmdline"] == [{"file": "etc/cmdline.d/10.conf", "word": "rd.driver.blacklist=virtio_pci"}]
+    snap = p.parse_snapshot(lines(cached=True))
+    cache.fill(cache.load("web1"), snap)
+    (image,) = snap.initrds.values()
+    assert image.blocks == entry["blocks"] and image.cmdline == entry["cmdline"]
+    assert image.conf_read == 2 and image.conf_error == ""
+
+
+def test_initrd_whose_files_were_not_read_is_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    read("web1", lines(cached=False, conf=["conferror no way to read files inside an initrd here"]))
+    assert cache.load("web1").listings == {}  # listed again next time
+    read("web1", lines(cached=False, conf=[]))  # an older script: the answer does not say
+    assert cache.load("web1").listings == {}
+
+
+def test_cached_initrd_files_of_the_wrong_shape_are_dropped(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    read("web1", lines(cached=False))
+    path = next(tmp_path.iterdir())
+    good = json.loads(path.read_text())
+    for bad in ({"blocks": [{"file": "/etc/shadow", "line": "1", "driver": "x", "text": "y"}]},
+                {"blocks": [{"file": "etc/modprobe.d/a.conf", "line": "1", "driver": "x", "text": "y\n"}]},
+                {"cmdline": [{"file": "etc/cmdline", "word": "a b"}]}, {"conf_read": True}, {"conf_read": None},
+                {"blocks": None}):  # fmt: skip
+        data = json.loads(json.dumps(good))
+        data["listings"][KEY].update(bad)
+        path.write_text(json.dumps(data))
+        assert cache.load("web1").listings == {}, bad
+    # a listing cached by the previous version (no initrd files): listed again
+    data = json.loads(json.dumps(good))
+    for k in ("blocks", "cmdline", "conf_read"):
+        del data["listings"][KEY][k]
+    path.write_text(json.dumps(data))
+    assert cache.load("web1").listings == {}

@@ -211,7 +211,7 @@ def test_shell_and_python_normalise_module_names_alike():
 def gather_kernel_awk() -> str:
     """gather.sh's per-kernel awk program (the one place the closure is computed), as run there."""
     text = (Path(hostside.__file__).parent / "gather.sh").read_text()
-    start = text.index('[ -n "$files" ] && awk')
+    start = text.index('awk -v want="$W" -v closure')
     return text[start : text.index("' $files", start) + len("' $files")]
 
 

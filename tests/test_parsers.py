@@ -420,3 +420,55 @@ def test_unreadable_marker_after_a_file_keeps_that_file():
     lines = [f"@@KVM file {a}", "x", "", f"@@KVM unreadable {b}", f"@@KVM file {c}", "y", "", "@@KVM end"]
     snap = p.parse_snapshot(lines)
     assert snap.files == {a: "x\n", b: None, c: "y\n"}
+
+
+INITRD = ["@@KVM initrd /boot/initrd.img-6.1 1234", "key /boot/initrd.img-6.1|1234|1|2", "m virtio_blk"]
+
+
+def test_initrd_files_lines_are_kept_and_odd_ones_refused():
+    good = [
+        "conf etc/modprobe.d/x.conf:2:virtio_blk:install virtio_blk /bin/false",
+        "conf etc/modprobe.conf:1:virtio_pci:install virtio_pci :",
+        "conf usr/lib/modprobe.d/legacy:3:virtio_net:alias virtio_net off",
+        "cmdline etc/cmdline.d/10.conf:rd.driver.blacklist=virtio_pci",
+        "cmdline etc/cmdline:modprobe.blacklist=virtio_blk",
+        "confread 4",
+    ]
+    snap = p.parse_snapshot(["@@KVM blacklist", "/etc/modprobe.conf:2:virtio_pci:install virtio_pci :", *INITRD, *good,
+                             "@@KVM end"])  # fmt: skip
+    assert not snap.problems and snap.blacklists[0]["file"] == "/etc/modprobe.conf"
+    image = snap.initrds["/boot/initrd.img-6.1"]
+    files = [b["file"] for b in image.blocks]
+    assert files == ["etc/modprobe.d/x.conf", "etc/modprobe.conf", "usr/lib/modprobe.d/legacy"]
+    assert image.cmdline[1] == {"file": "etc/cmdline", "word": "modprobe.blacklist=virtio_blk"}
+    assert image.conf_read == 4 and image.conf_error == ""
+    for bad in (
+        "conf /etc/modprobe.d/x.conf:1:virtio_blk:blacklist virtio_blk",  # not a path inside the image
+        "conf etc/shadow:1:virtio_blk:blacklist virtio_blk",
+        "conf etc/modprobe.d/x.conf:1e:virtio_blk:blacklist virtio_blk",
+        "conf etc/modprobe.d/x.conf:1:virtio_blk;id:blacklist virtio_blk",
+        "conf etc/modprobe.d/x.conf:1:virtio_blk:" + "x" * (p.CONF_TEXT_MAX + 1),
+        "conf etc/modprobe.d/x.conf:1:virtio_blk:blacklist virtio_blk\x1b[2J",
+        "conf etc/modprobe.d/../x.conf:1:virtio_blk:blacklist virtio_blk",
+        "cmdline etc/cmdline.d/10.conf:rd.driver.blacklist=virtio_pci rd.retry=1",
+        "cmdline boot/grub/grub.cfg:rd.driver.blacklist=virtio_pci",
+        "confread many",
+        "conferror",
+    ):
+        snap = p.parse_snapshot([*INITRD, bad, "confread 1", "@@KVM end"])
+        assert snap.problems, bad
+    for bad in ("/etc/modprobe.d/x.conf:1:virtio_blk:" + "x" * 5000, "/etc/modprobe.conf.d/x:1:virtio_blk:blacklist x",
+                "/etc/modprobe.d/sub/x.conf:1:virtio_blk:blacklist virtio_blk"):  # fmt: skip
+        assert p.parse_snapshot(["@@KVM blacklist", bad, "@@KVM end"]).problems, bad
+
+
+def test_initrd_files_not_read_are_never_a_clean_bill():
+    snap = p.parse_snapshot([*INITRD, "conferror could not read etc/modprobe.d/x.conf", "@@KVM end"])
+    image = snap.initrds["/boot/initrd.img-6.1"]
+    assert image.conf_error == "could not read etc/modprobe.d/x.conf" and image.conf_read is None
+    snap = p.parse_snapshot([*INITRD, "@@KVM end"])  # an answer that does not say: unknown
+    assert "does not say" in snap.initrds["/boot/initrd.img-6.1"].conf_error
+    snap = p.parse_snapshot([*INITRD[:2], "cached", "@@KVM end"])  # the cache brings them (facts/cache.py fill)
+    assert snap.initrds["/boot/initrd.img-6.1"].conf_error == ""
+    snap = p.parse_snapshot([*INITRD[:2], "@@KVM listfail 1", "lsinitramfs: broken", "@@KVM end"])
+    assert snap.initrds["/boot/initrd.img-6.1"].error and snap.initrds["/boot/initrd.img-6.1"].conf_error == ""
