@@ -65,6 +65,13 @@ def kvm_drivers(
         )
         return
     log_plan(the_plan)
+    if the_plan.blacklisted and not remove_blacklists:  # a rebuild would copy them in again (rebuild.sh refuses)
+        lines = "; ".join(f"{b.file} line {b.line} ({ops.printable(b.text)[:80]})" for b in the_plan.blacklisted)
+        ops.fail_host(name="Refuse an unsupported or broken host",
+                      message=f"module configuration stops {' '.join(sorted({b.driver for b in the_plan.blacklisted}))}"
+                              f" loading: {lines}; set kvm_remove_blacklists to disable those lines - nothing was "
+                              "changed on this host")  # fmt: skip
+        return
     if the_plan.status == "compliant":
         host.noop("every handled initrd holds the KVM drivers, and they are declared")
         return

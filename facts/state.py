@@ -19,6 +19,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from facts import blacklist as bl
 from facts import parsers as p
 
 VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
@@ -44,6 +45,7 @@ class Blacklist:
     line: str  # line number, as text
     driver: str
     text: str
+    why: str = ""  # how it stops the driver (facts/blacklist.py)
 
 
 @dataclass
@@ -85,6 +87,9 @@ class KernelState:
     kinds: dict[str, str] = field(default_factory=dict)  # driver -> builtin, module or absent
     closures: dict[str, list[str]] = field(default_factory=dict)  # module driver -> it and its module deps
     in_initrd: list[str] = field(default_factory=list)  # modules of those closures the initrd holds
+    # what the initrd's own modprobe.d / modprobe.conf / command-line files do: [module, where, why]
+    initrd_blocks: list[list[str]] = field(default_factory=list)
+    initrd_conf_error: str = ""  # why those files could not be read ('' when they were)
     doubts: dict[str, str] = field(default_factory=dict)  # driver -> why what it is in this kernel cannot be told
     config: dict[str, str] = field(default_factory=dict)  # the kernel config's virtio lines (CONFIG_X -> y/m/n)
 
@@ -109,6 +114,8 @@ class HostState:
     kernels: list[KernelState] = field(default_factory=list)  # installed kernels, newest first
     declared: Declared = field(default_factory=Declared)
     blacklists: list[Blacklist] = field(default_factory=list)
+    # blacklist words on the default boot entry's kernel line: [module, word, why]
+    cmdline_blocks: list[list[str]] = field(default_factory=list)
 
     def __str__(self) -> str:  # pyinfra names an unnamed operation after its arguments: keep it short
         return f"<state: {self.distro.id} {self.distro.version}, {len(self.kernels)} kernel(s)>"
@@ -229,6 +236,7 @@ def stored_state(snap: p.Snapshot) -> HostState:
                           "it cannot be checked")  # fmt: skip
 
     wanted_modules = {m for k in snap.kernels.values() for d in drivers for m in k.closures.get(d, [d])}
+    watched = wanted_modules | set(drivers)  # what a blacklist must not stop
     declared = declared_drivers(generator, snap.files, wanted_modules | set(drivers))
     if generator == "suse-mkinitrd":
         raw_value = p.parse_initrd_modules(snap.files.get("/etc/sysconfig/kernel"))[1] or ""
@@ -258,7 +266,10 @@ def stored_state(snap: p.Snapshot) -> HostState:
         ),
         kernels=[kernel_state(snap, k, drivers, boot, default_entry, distro.family) for k in newest_first],
         declared=declared,
-        blacklists=[Blacklist(**b) for b in snap.blacklists],
+        blacklists=[Blacklist(**b, why=why) for b in snap.blacklists
+                    for _, _, why in bl.reasons([b["text"]], [b["driver"]])[:1]],
+        cmdline_blocks=[[m, w, why] for m, w, why in bl.cmdline_reasons(
+            bl.split_cmdline(default_entry.options if default_entry else ""), sorted(watched))],
     )
 
 
@@ -318,6 +329,17 @@ def kernel_state(
         source = "distribution naming convention"
     raw = snap.initrds.get(initrd)
     refused = "" if no_initrd else initrd_refusal(initrd, raw)
+    watched = sorted(set(drivers) | {m for d in drivers for m in k.closures.get(d, [])})
+    blocks: list[list[str]] = []
+    conf_error = ""
+    if raw is not None and not no_initrd and not raw.error:
+        conf_error = raw.conf_error
+        for b in raw.blocks:
+            blocks += [[m, f"{b['file']} in the initrd: {b['text'][:200]}", why]
+                       for m, _, why in bl.reasons([b["text"]], [b["driver"]]) if m in watched]  # fmt: skip
+        for c in raw.cmdline:
+            blocks += [[m, f"{c['file']} in the initrd: {c['word'][:200]}", why]
+                       for m, _, why in bl.cmdline_reasons([c["word"]], watched)]  # fmt: skip
     if not refused and raw is not None and raw.kernel_dirs and k.version not in raw.kernel_dirs:
         refused = (f"{initrd} holds the modules of kernel {' '.join(sorted(raw.kernel_dirs))}, not of {k.version} "
                    "that its bootloader entry boots: fix the entry (rebuilding it would break the other kernel)")
@@ -341,6 +363,8 @@ def kernel_state(
         closures=closures,
         in_initrd=sorted(modules & raw.modules) if raw is not None and not error and not no_initrd else [],
         doubts=doubts,
+        initrd_blocks=blocks,
+        initrd_conf_error=conf_error,
         config={o: v for o, v in k.config.items() if o in set(p.CONFIG_OPTION.values())},
     )
 

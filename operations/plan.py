@@ -139,6 +139,8 @@ class KernelPlan:
     needed: list[str] = field(default_factory=list)  # the modules' closure: what the initrd must hold
     missing: list[str] = field(default_factory=list)  # needed, and not in the initrd
     doubts: dict[str, str] = field(default_factory=dict)  # wanted driver -> why what it is in it cannot be told
+    blocks: list[list[str]] = field(default_factory=list)  # [module, where, why]: the initrd's own files stop it
+    conf_error: str = ""  # why the initrd's own configuration files could not be read
 
 
 @dataclass
@@ -186,6 +188,7 @@ def kernel_plan(k: KernelState, wanted: list[str]) -> KernelPlan:
         builtin=[d for d in wanted if kinds[d] == "builtin"], modules=[d for d in wanted if kinds[d] == "module"],
         absent=[d for d in wanted if kinds[d] == "absent"], needed=list(needed), missing=missing,
         doubts={d: k.doubts[d] for d in wanted if d in k.doubts},
+        blocks=[b for b in k.initrd_blocks if b[0] in needed or b[0] in wanted], conf_error=k.initrd_conf_error,
     )  # fmt: skip
 
 
@@ -266,11 +269,27 @@ def plan(
         elif module in needed_modules:
             errors.append(f"dracut's omit_drivers pattern {pattern!r:.80} in {path} keeps {module} out of every "
                           "initrd dracut builds (the next kernel update drops it): remove it from there")  # fmt: skip
-    to_rebuild = [k.version for k in usable if k.missing]
-    blacklisted = [b for b in state.blacklists if b.driver in wanted]
+    watched = set(wanted) | needed_modules
+    blacklisted = [b for b in state.blacklists if b.driver in watched]
     for b in blacklisted:
-        warnings.append(f"{b.file} line {b.line} stops {b.driver} loading ({b.text.strip()}); "
+        warnings.append(f"{b.file} line {b.line} stops {b.driver} loading ({b.text.strip()[:120]}: {b.why}); "
                         "set kvm_remove_blacklists to remove it")  # fmt: skip
+    for module, word, why in state.cmdline_blocks:
+        if module in watched:
+            errors.append(f"the default boot entry's kernel command line has {word!r:.80} ({why}): {module} can "
+                          "never load; remove it from the entry (and from GRUB_CMDLINE_LINUX in /etc/default/grub)")
+    stopped_on_host = {b.driver for b in blacklisted}
+    for k in usable:
+        if k.conf_error and not k.initrd_error and not k.missing:  # (a rebuilt one is proven by rebuild.sh)
+            errors.append(f"cannot verify: initrd {k.initrd} of kernel {k.version}: what its own modprobe.d and "
+                          f"command-line files say is not known ({k.conf_error})")  # fmt: skip
+        for module, where, why in k.blocks:
+            tail = ("rebuilding it drops it" if module not in stopped_on_host
+                    else "the host's own configuration has it too")  # fmt: skip
+            warnings.append(f"initrd {k.initrd} of kernel {k.version} stops {module} ({where}: {why}); {tail}")
+    # an initrd that lacks a module, or carries a line that the host's configuration no longer has
+    to_rebuild = [k.version for k in usable
+                  if k.missing or any(b[0] not in stopped_on_host for b in k.blocks)]  # fmt: skip
     if to_rebuild and not errors:
         errors += boot_prechecks(state, [k for k in usable if k.version in to_rebuild])
 

@@ -214,7 +214,8 @@ def test_initrd_whose_files_cannot_be_read_says_so(root):
 
 def test_answer_without_the_initrd_files_is_not_a_clean_bill():
     lines = (Path(__file__).parent / "fixtures/gather-bookworm-itools.txt").read_text().splitlines()
-    snap = p.parse_snapshot(lines)  # recorded before gather.sh read an initrd's own files
+    # as recorded before gather.sh read an initrd's own files (tests/fixtures/README.md)
+    snap = p.parse_snapshot([ln for ln in lines if not ln.startswith("confread ")])
     (image,) = snap.initrds.values()
     assert image.conf_read is None and "does not say" in image.conf_error
 

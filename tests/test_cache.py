@@ -32,7 +32,7 @@ def lines(cached: bool, conf: list[str] | None = None) -> list[str]:
         if line.startswith("@@KVM ") and inside:
             out += [] if cached else (CONF if conf is None else conf)
             inside = False
-        if not (cached and inside):
+        if not (cached and inside) and not line.startswith(("confread ", "conferror ")):  # given by conf
             out.append(line)
     return out
 

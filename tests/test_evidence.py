@@ -68,6 +68,11 @@ def grub(text: str, add: str = "", entry_lines: tuple[str, str] | None = None) -
     return f"{head}@@KVM file /boot/grub/grub.cfg\n{cfg}{add}\n@@KVM {tail}"
 
 
+def host_lines(text: str, line: str) -> str:
+    """The answer with a module configuration line of the host's (gather.sh's blacklist section)."""
+    return text.replace("@@KVM kernel ", f"@@KVM blacklist\n{line}\n@@KVM kernel ", 1)
+
+
 def add_file(text: str, path: str, body: str) -> str:
     return text.replace("@@KVM kernel ", f"@@KVM file {path}\n{body}\n@@KVM kernel ", 1)
 
@@ -106,6 +111,32 @@ MUTANTS = [
      lambda t: grub(t, "set default=\"$grub_platform\"\n"), {}, ["cannot tell which entry GRUB boots"]),
     ("a second initrd image loaded over the checked one",
      lambda t: grub(t, "", ("\tinitrd\t" + INITRD, f"\tinitrd\t{INITRD} /boot/extra.img")), {}, ["/boot/extra.img"]),
+    # kmod (libkmod-module.c): an install command runs instead of loading the module; 'true' and ':'
+    # load nothing. /etc/modprobe.conf is read by module-init-tools (CentOS 6, SLES 11).
+    ("install virtio_blk true in /etc/modprobe.conf",
+     lambda t: host_lines(t, "/etc/modprobe.conf:3:virtio_blk:install virtio_blk true"),
+     {}, ["install virtio_blk true"]),
+    ("install virtio_pci : in modprobe.d",
+     lambda t: host_lines(t, "/etc/modprobe.d/x.conf:1:virtio_pci:install virtio_pci :"),
+     {}, ["install virtio_pci :"]),
+    # the kernel refuses a module named by module_blacklist= (kernel/module/main.c blacklisted())
+    ("module_blacklist= on the default entry's kernel line",
+     lambda t: grub(t, "", ("root=/dev/vda ro quiet", "root=/dev/vda ro quiet module_blacklist=virtio_blk")), {},
+     ["module_blacklist=virtio_blk"]),
+    ("modprobe.blacklist= on the default entry's kernel line",
+     lambda t: grub(t, "", ("root=/dev/vda ro quiet", "root=/dev/vda ro quiet modprobe.blacklist=virtio_net")), {},
+     ["modprobe.blacklist=virtio_net"]),
+    # initramfs-tools and dracut copy modprobe.d into the initrd; its udev and modprobe read that copy
+    ("a blacklist left inside the initrd, gone from the host",
+     lambda t: t.replace("confread 3\n", "conf etc/modprobe.d/x.conf:1:virtio_blk:install virtio_blk /bin/false\n"
+                                         "confread 3\n"), {}, ["install virtio_blk /bin/false"]),
+    # dracut reads rd.driver.blacklist= from etc/cmdline.d (modules.d/99base/dracut-lib.sh getargs)
+    ("rd.driver.blacklist= in the initrd's cmdline.d",
+     lambda t: t.replace("confread 3\n", "cmdline etc/cmdline.d/10.conf:rd.driver.blacklist=virtio_pci\n"
+                                         "confread 3\n"), {}, ["rd.driver.blacklist=virtio_pci"]),
+    ("the initrd's own files could not be read",
+     lambda t: t.replace("confread 3\n", "conferror no lister for files inside an initrd\n"), {},
+     ["cannot verify: initrd"]),
     # depmod on a full disk leaves modules.dep empty: modprobe then finds no virtio module; the
     # config says the kernel has them as modules.
     ("empty modules.dep, config says =m",
