@@ -3,7 +3,8 @@ PYTHON ?= python3
 APT_PACKAGES = debootstrap qemu-system-x86 openssh-client e2fsprogs zstd lz4 xz-utils cpio iproute2 util-linux grub-emu \
 	build-essential flex bison bc libelf-dev linux-source-6.1 \
 	grub-common grub-pc-bin grub-efi-amd64-bin grub-efi-amd64-signed xorriso mtools ovmf fdisk dosfstools \
-	btrfs-progs python3-rpm chromium
+	btrfs-progs python3-rpm chromium \
+	busybox gawk original-awk
 
 .PHONY: setup deps lab demo test lint down
 
@@ -13,6 +14,8 @@ deps:
 	@echo "== apt packages: $(APT_PACKAGES)"
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null
+	# gawk and busybox are there to test the host scripts under every awk; awk stays Debian's default (mawk)
+	update-alternatives --set awk /usr/bin/mawk >/dev/null
 	@echo "== Python packages (pyproject.toml, with test extras)"
 	# PIP_BREAK_SYSTEM_PACKAGES: Debian 12's own python3 is PEP 668-managed; harmless elsewhere
 	PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q -e ".[test]"
