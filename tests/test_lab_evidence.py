@@ -121,7 +121,8 @@ def test_blacklist_left_inside_the_initrd_is_drift_and_the_rebuild_drops_it(stor
 
 def test_blacklist_on_the_kernel_line_is_an_error_and_untouched(story):
     before = story["before"][CMDLINE.name]
-    assert "module_blacklist=virtio_blk" in before.log and not before.ok, before.summary()
+    # the same initrd boots on deb12-compliant; here the kernel refuses virtio_blk: no /dev/vda
+    assert not before.ok and "ALERT!" in before.cause, before.summary()
     assert story["rows"][CMDLINE.name]["status"] == "error"
     assert "module_blacklist=virtio_blk" in said(story, CMDLINE)
     assert story["sums_before"][CMDLINE.name] == story["sums_after"][CMDLINE.name]

@@ -222,11 +222,12 @@ def rescue_iso(version: str) -> Path:
     iso = CACHE / f"grub-rescue-{version}-{key}.iso"
     if iso.exists():
         return iso
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # two boots may make it at once: each its own temporary file
         (Path(tmp) / "boot/grub").mkdir(parents=True)
         (Path(tmp) / "boot/grub/grub.cfg").write_text(cfg)
-        run(["grub-mkrescue", "-d", str(modules), "-o", f"{iso}.tmp", tmp])
-    Path(f"{iso}.tmp").rename(iso)
+        part = Path(f"{iso}.{os.getpid()}.{threading.get_ident()}")
+        run(["grub-mkrescue", "-d", str(modules), "-o", str(part), tmp])
+        part.rename(iso)
     return iso
 
 
