@@ -13,6 +13,7 @@ Hosts: 127.0.40.x, their own inventory.
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -52,7 +53,11 @@ def boot_all(specs: list[hosts.HostSpec]) -> dict[str, boot.BootResult]:
 
 
 @pytest.fixture(scope="module")
-def story(lab):
+def story():
+    # its own hosts only: the session's 'lab' fixture (up and down of every lab host) belongs to the
+    # deploy story, which runs in the other worker meanwhile
+    if os.geteuid() != 0:
+        pytest.fail("the lab needs root (namespaces, mounts, debootstrap)")
     for h in ALL:
         hosts.start(h)
     try:
