@@ -721,12 +721,18 @@ def _done(word: list) -> list:
 
 
 _PLAIN = re.compile(r"[^\\\s;#{}'\"$]+")
+_BLANKS = re.compile(r"[ \t\r]+")
+_SEPARATORS = re.compile(r"[\n;][\n; \t\r]*")  # ';' and newlines, and the blanks between them
+_IN_DOUBLE_QUOTES = re.compile(r'[^"\\]+')
 
 
 def _grub_lex(text: str) -> list:
     """GRUB script tokens: words (lists of (text, quote) parts), and newline (also for ';'), '{', '}'.
 
-    Blocks opened and closed on one line ('{ true; }') come out as multi-line ones do.
+    Blocks opened and closed on one line ('{ true; }') come out as multi-line ones do. A run of
+    separators is one newline token (an empty statement does nothing). Runs of plain characters,
+    blanks, comments and quoted text are taken whole: the cost is linear in the text, with few
+    steps per character of Python.
     """
     tokens: list = []
     word: list | None = None
@@ -746,14 +752,14 @@ def _grub_lex(text: str) -> list:
             i += 2
         elif c in " \t\r":
             flush()
-            i += 1
+            i = _BLANKS.match(text, i).end()  # type: ignore[union-attr]
         elif c in "\n;":
             flush()
             tokens.append("\n")
-            i += 1
+            i = _SEPARATORS.match(text, i).end()  # type: ignore[union-attr]
         elif c == "#" and word is None:
-            while i < n and text[i] != "\n":
-                i += 1
+            j = text.find("\n", i)
+            i = n if j < 0 else j
         elif c in "{}":
             flush()
             tokens.append(c)
@@ -765,11 +771,19 @@ def _grub_lex(text: str) -> list:
             i = j + 1
         elif c == '"':
             j, buf = i + 1, []
-            while j < n and text[j] != '"':
-                if text[j] == "\\" and j + 1 < n and text[j + 1] in '"\\$':
+            while j < n:
+                m = _IN_DOUBLE_QUOTES.match(text, j)
+                if m:
+                    buf.append(m.group())
+                    j = m.end()
+                elif text[j] == '"':
+                    break
+                elif j + 1 < n and text[j + 1] in '"\\$':  # a backslash escapes these only
+                    buf.append(text[j + 1])
+                    j += 2
+                else:
+                    buf.append("\\")
                     j += 1
-                buf.append(text[j])
-                j += 1
             word = _add(word, "".join(buf), '"')
             i = j + 1
         elif c == "$" and text.startswith("${", i):
@@ -807,38 +821,108 @@ class _Block:
     item: _Item | None = None
     state: bool | None = True  # the current branch runs (True), does not (False), or unknown
     taken: bool | None = False  # an earlier branch of this if ran
-    saved: dict[str, str | None] | None = None  # the variables outside a submenu's own context
+    saved: _Vars | None = None  # the variables outside a submenu's own context
+    # What the blocks below this one say (set when it is pushed; they cannot change while it is
+    # on the stack: only the innermost block's branch moves): runs(), entry_block(), menu() and
+    # runs_in_entry() as they were just before it. Each statement then costs O(1), however deep.
+    outer_runs: bool | None = True
+    outer_entry: _Block | None = None
+    outer_menu: list[_Item] | None = None
+    outer_in_entry: bool = True
+
+
+class _Vars:
+    """The variables of one GRUB environment context (normal/context.c).
+
+    A submenu's body runs in a new context that starts as a copy of the exported variables
+    (upstream, RHEL 8) or of all of them (RHEL 9, Fedora). The copy is made lazily: a name not
+    set in the new context is looked up in the one below it, if it was exported when the submenu
+    was opened (``cutoff``: export numbers below it; None: every variable). Nothing is written
+    below while the submenu is open, so this is the copy, at O(1) per submenu.
+    """
+
+    __slots__ = ("own", "below", "cutoff", "exports")
+
+    def __init__(self, own: dict[str, str | None], below: _Vars | None = None, cutoff: int | None = None,
+                 exports: dict[str, int] | None = None):  # fmt: skip
+        self.own = own
+        self.below = below
+        self.cutoff = cutoff
+        self.exports = exports if exports is not None else {}  # name -> when it was first exported
+
+    def find(self, name: str) -> tuple[bool, str | None]:
+        """(is set, value)."""
+        ctx: _Vars | None = self
+        while ctx is not None:
+            if name in ctx.own:
+                return True, ctx.own[name]
+            if ctx.cutoff is not None and self.exports.get(name, ctx.cutoff) >= ctx.cutoff:
+                return False, None
+            ctx = ctx.below
+        return False, None
+
+    def get(self, name: str) -> str | None:
+        return self.find(name)[1]
+
+    def __contains__(self, name: str) -> bool:
+        return self.find(name)[0]
+
+    def __setitem__(self, name: str, value: str | None) -> None:
+        self.own[name] = value
+
+
+_HEADS = ("then", "else", "do")
+MAX_SUBMENU_DEPTH = 16  # submenus inside submenus: real menus nest one or two deep
+EXPANSION_BUDGET = 8  # variables may expand to this many times the size of grub.cfg (+ 1 MiB) in all
+
+
+class GrubTooLarge(ValueError):
+    """A grub.cfg whose evaluation would cost more than a real one ever does: refused."""
 
 
 class _GrubScript:
     """Runs the statements of a grub.cfg that decide the menu and the default, nothing else."""
 
     def __init__(self, env: dict[str, str], export_all: bool = False):
-        self.vars: dict[str, str | None] = {f: "y" for f in GRUB_FEATURES}
-        self.vars.update(env)  # load_env: grubenv's variables (00_header loads them first)
-        self.exported = set(GRUB_FEATURES)  # normal/main.c exports the feature variables
+        variables: dict[str, str | None] = {f: "y" for f in GRUB_FEATURES}
+        variables.update(env)  # load_env: grubenv's variables (00_header loads them first)
+        self.export_count = 1
+        exports = dict.fromkeys(GRUB_FEATURES, 0)  # normal/main.c exports the feature variables
+        self.vars = _Vars(variables, exports=exports)
         self.export_all = export_all
         self.top: list[_Item] = []
         self.stack: list[_Block] = []
+        self.submenus = 0  # submenu blocks open
         self.warnings: list[str] = []
         self.default_doubt = ""
+        self.budget = 1 << 20  # characters expansions may still produce (run() adds its share)
 
     # values
     def expand(self, word: _Word, keep_empty: bool = False) -> str | None:
         out = []
+        budget = self.budget
         for text, quote in word:
             if quote == "'":
                 out.append(text)
+                budget -= len(text)
                 continue
             pos = 0
             for m in _VAR.finditer(text):
                 out.append(text[pos : m.start()])
                 name = m.group(1) or m.group(2)
-                if name in GRUB_RUNTIME or (name in self.vars and self.vars[name] is None):
+                known, value = self.vars.find(name)
+                if name in GRUB_RUNTIME or (known and value is None):
                     raise _Unknown(name)
-                out.append(self.vars.get(name) or "")
+                out.append(value or "")
+                budget -= m.start() - pos + len(value or "")
+                if budget < 0:  # e.g. 'set a=$a$a' over and over: twice the size each time
+                    raise GrubTooLarge("grub.cfg: its variables expand to far more text than the file holds")
                 pos = m.end()
             out.append(text[pos:])
+            budget -= len(text) - pos
+        if budget < 0:
+            raise GrubTooLarge("grub.cfg: its variables expand to far more text than the file holds")
+        self.budget = budget
         value = "".join(out)
         if not value and not keep_empty and all(q == "" for _, q in word):
             return None  # an unquoted empty expansion is no argument at all
@@ -847,31 +931,38 @@ class _GrubScript:
     def args(self, words: list[_Word]) -> list[str]:
         return [v for v in (self.expand(w) for w in words) if v is not None]
 
-    # context
+    # context: each answer is the innermost block's, combined with what the blocks below it said
+    # when it was pushed (see _Block.outer_runs)
     def runs(self) -> bool | None:
         """Whether a statement here runs when grub.cfg is read (None: cannot tell)."""
-        result: bool | None = True
-        for b in self.stack:
-            if b.kind in ("menuentry", "submenu", "function") or b.state is False:
-                return False
-            if b.state is None or b.kind == "loop":
-                result = None
-        return result
+        if not self.stack:
+            return True
+        b = self.stack[-1]
+        if b.outer_runs is False or b.kind in ("menuentry", "submenu", "function") or b.state is False:
+            return False
+        return None if b.outer_runs is None or b.state is None or b.kind == "loop" else True
 
     def entry_block(self) -> _Block | None:
-        for b in reversed(self.stack):
-            if b.kind in ("menuentry", "submenu", "function"):
-                return b
-        return None
+        if not self.stack:
+            return None
+        b = self.stack[-1]
+        return b if b.kind in ("menuentry", "submenu", "function") else b.outer_entry
 
     def menu(self) -> list[_Item] | None:
         """The item list that a menuentry here would join (None: not built now)."""
-        for b in reversed(self.stack):
-            if b.kind == "submenu":
-                return b.item.children if b.item is not None and b.state is not False else None
-            if b.kind in ("menuentry", "function") or b.state is False:
-                return None
-        return self.top
+        if not self.stack:
+            return self.top
+        b = self.stack[-1]
+        if b.kind == "submenu":
+            return b.item.children if b.item is not None and b.state is not False else None
+        if b.kind in ("menuentry", "function") or b.state is False:
+            return None
+        return b.outer_menu
+
+    def push(self, block: _Block) -> None:
+        block.outer_runs, block.outer_entry = self.runs(), self.entry_block()
+        block.outer_menu, block.outer_in_entry = self.menu(), self.runs_in_entry()
+        self.stack.append(block)
 
     # statements
     def test(self, words: list[_Word]) -> bool | None:
@@ -890,9 +981,12 @@ class _GrubScript:
             return None  # a command's exit status (search, keystatus, ...)
 
         def primary(a: list[str]) -> bool | None:
-            if a and a[0] == "!":
-                r = primary(a[1:])
-                return None if r is None else not r
+            nots = 0
+            while nots < len(a) and a[nots] == "!":  # '! ! x': each '!' negates what follows
+                nots += 1
+            if nots:
+                r = primary(a[nots:])
+                return None if r is None else r != (nots % 2 == 1)
             if len(a) == 1:
                 return a[0] != ""
             if len(a) == 2 and a[0] in ("-n", "-z"):
@@ -942,23 +1036,22 @@ class _GrubScript:
     def statement(self, words: list[_Word], opens: bool) -> None:
         if not words and not opens:
             return
-        heads = []
-        while words and len(words[0]) == 1 and words[0][0][1] == "" and words[0][0][0] in ("then", "else", "do"):
-            heads.append(words[0][0][0])
-            words = words[1:]
-        for h in heads:
-            if h == "else" and self.stack and self.stack[-1].kind == "if":
+        k = 0
+        while k < len(words) and len(words[k]) == 1 and words[k][0][1] == "" and words[k][0][0] in _HEADS:
+            if words[k][0][0] == "else" and self.stack and self.stack[-1].kind == "if":
                 b = self.stack[-1]
                 b.state = False if b.taken is True else None if b.taken is None else True
+            k += 1
+        words = words[k:] if k else words
         if not words:
             if opens:
-                self.stack.append(_Block("function"))
+                self.push(_Block("function"))
             return
         head = "".join(t for t, _ in words[0])
         inner = self.entry_block()
         if head == "if" or head == "elif":
             if head == "if":
-                self.stack.append(_Block("if"))
+                self.push(_Block("if"))
             b = self.stack[-1] if self.stack and self.stack[-1].kind == "if" else _Block("if")
             cond = self.test(words[1:]) if not (inner and inner.kind != "submenu") else None
             if b.taken is True:
@@ -972,7 +1065,7 @@ class _GrubScript:
                 self.stack.pop()
             return
         if head in ("while", "until", "for"):
-            self.stack.append(_Block("loop", state=None))
+            self.push(_Block("loop", state=None))
             return
         if head in ("menuentry", "submenu") and opens:
             item = self.new_item(head, words[1:])
@@ -980,22 +1073,28 @@ class _GrubScript:
             if where is not None and item is not None:
                 where.append(item)
             block = _Block(head, item, state=True)
+            self.push(block)
             if head == "submenu":
                 # Its body runs in a new context (normal/context.c grub_env_context_open()):
                 # upstream and RHEL 8 copy only exported variables, RHEL 9 and Fedora all of them.
+                self.submenus += 1
+                if self.submenus > MAX_SUBMENU_DEPTH:
+                    raise GrubTooLarge(f"grub.cfg: submenus nested more than {MAX_SUBMENU_DEPTH} deep")
                 block.saved = self.vars
-                self.vars = {k: v for k, v in self.vars.items() if self.export_all or k in self.exported}
-            self.stack.append(block)
+                self.vars = _Vars({}, self.vars, None if self.export_all else self.export_count, self.vars.exports)
             return
         if opens:  # function NAME {, or anything else that opens a block
-            self.stack.append(_Block("function"))
+            self.push(_Block("function"))
             return
         if inner is not None:
             if inner.kind == "menuentry" and inner.item is not None and self.runs_in_entry():
                 self.entry_line(inner.item.entry, head, words[1:])
             return
         if head == "export" and self.runs() is not False:
-            self.exported.update(self.args(words[1:]))
+            for name in self.args(words[1:]):
+                if name not in self.vars.exports:
+                    self.vars.exports[name] = self.export_count
+                    self.export_count += 1
         elif head == "blscfg" and self.runs() is not False:
             where = self.menu()
             if where is not None:
@@ -1013,12 +1112,12 @@ class _GrubScript:
             self.assign(m.group(1), [(m.group(2), quote)] + word[1:])
 
     def runs_in_entry(self) -> bool:
-        for b in reversed(self.stack):
-            if b.kind in ("menuentry", "submenu", "function"):
-                return True
-            if b.state is False:
-                return False
-        return True
+        if not self.stack:
+            return True
+        b = self.stack[-1]
+        if b.kind in ("menuentry", "submenu", "function"):
+            return True
+        return False if b.state is False else b.outer_in_entry
 
     def new_item(self, kind: str, words: list[_Word]) -> _Item | None:
         words = [[("--id", "")] if w == [("$menuentry_id_option", "")] else w for w in words]  # 00_header's
@@ -1073,15 +1172,18 @@ class _GrubScript:
             b = self.stack.pop()
             if b.saved is not None:
                 self.vars = b.saved
+                self.submenus -= 1
             if b.kind in ("menuentry", "submenu", "function"):
                 return
 
     def run(self, text: str) -> None:
+        self.budget += EXPANSION_BUDGET * len(text)
         words: list[_Word] = []
         for tok in _grub_lex(text):
             if tok == "\n":
-                self.statement(words, False)
-                words = []
+                if words:
+                    self.statement(words, False)
+                    words = []
             elif tok == "{":
                 self.statement(words, True)
                 words = []
