@@ -6,7 +6,6 @@ Every function here is unit-tested on captured real outputs (tests/fixtures).
 
 from __future__ import annotations
 
-import functools
 import re
 import shlex
 import tempfile
@@ -685,6 +684,41 @@ def _split_cmp(a: str, b: str, has_name: bool, caret: str | None) -> int:
     return 0
 
 
+_SEGMENTS = {c: re.compile("[0-9]+|[A-Za-z]+|" + ("[~" + re.escape(c) + "]" if c else "~")) for c in ("^", "+", None)}
+
+
+def version_key(text: str, caret: str | None = "^") -> tuple:
+    """A key that orders versions as rpmvercmp() does: key(a) < key(b) iff rpmvercmp(a, b) < 0,
+    equal iff it is 0.
+
+    rpmvercmp() walks both strings in step, skipping separators (anything but ASCII letters,
+    digits, '~' and the caret), and compares one token of each at a time: '~' sorts before the
+    end of the string, the end before the caret, the caret before any segment, a letter segment
+    before a number segment; letters by their string, numbers by their value (no leading zeros:
+    longer is larger, then as strings). That is the order of these token tuples, compared
+    lexicographically, the end being the token (1,).
+    """
+    out: list[tuple] = []
+    for m in _SEGMENTS[caret].finditer(text):
+        t = m.group()
+        if t == "~":
+            out.append((0,))
+        elif t == caret:
+            out.append((2,))
+        elif t[0].isdigit():
+            t = t.lstrip("0")
+            out.append((4, len(t), t))
+        else:
+            out.append((3, t))
+    out.append((1,))
+    return tuple(out)
+
+
+def split_key(text: str, has_name: bool, caret: str | None) -> tuple:
+    """A key that orders as blscfg.c split_cmp() does (name, version, release by version_key())."""
+    return tuple(version_key(part, caret) for part in _split_nvr(text, has_name))
+
+
 # GRUB 2 script (the subset grub.cfg files use) -----------------------------------------------
 
 # Variables GRUB >= 2.00 sets itself (grub-core/normal/main.c, features[]).
@@ -1196,6 +1230,9 @@ class _GrubScript:
         self.statement(words, False)
 
 
+_DIGITS_OF = {10: re.compile("[0-9]*"), 8: re.compile("[0-7]*"), 16: re.compile("[0-9a-fA-F]*")}
+
+
 def _grub_strtoul(value: str) -> tuple[int, str] | None:
     """grub_strtoul(value, &tail, 0) (kern/misc.c): (number, tail), None for GRUB_ERR_BAD_NUMBER."""
     s = value.lstrip(" \t\n\r\f\v")
@@ -1204,28 +1241,25 @@ def _grub_strtoul(value: str) -> tuple[int, str] | None:
         base, s = 16, s[2:]
     elif len(s) > 1 and s[0] == "0" and s[1] in "01234567":
         base = 8
-    digits = {10: "0123456789", 8: "01234567", 16: "0123456789abcdefABCDEF"}[base]
-    k = 0
-    while k < len(s) and s[k] in digits:
-        k += 1
+    k = _DIGITS_OF[base].match(s).end()  # type: ignore[union-attr]
     if k == 0:
         return None
     return int(s[:k], base), s[k:]
 
 
+_GT_RUN = re.compile(">+")
+
+
 def _first_component(spec: str) -> tuple[str, str | None]:
-    """('a>b' -> 'a', 'b'): the first '>'-separated component ('>>' is a '>'), and the rest."""
-    out, k = [], 0
-    while k < len(spec):
-        if spec[k] == ">":
-            if spec[k + 1 : k + 2] == ">":
-                out.append(">")
-                k += 2
-                continue
-            return "".join(out), spec[k + 1 :]
-        out.append(spec[k])
-        k += 1
-    return "".join(out), None
+    """('a>b' -> 'a', 'b'): the first '>'-separated component ('>>' is a '>'), and the rest.
+
+    Read left to right, '>>' is a '>' and a single '>' ends the component: in a run of '>', pairs
+    are literal, and an odd run's last '>' is the separator.
+    """
+    for m in _GT_RUN.finditer(spec):
+        if (m.end() - m.start()) % 2:
+            return spec[: m.end() - 1].replace(">>", ">"), spec[m.end() :]
+    return spec.replace(">>", ">"), None
 
 
 def _entry_number(items: list[_Item], spec: str, fedora: bool) -> int:
@@ -1332,22 +1366,30 @@ def parse_grub2(
         cfg.warnings.append(f"next_entry={value!r} in grubenv: the next boot only boots it")
     fedora = variant != "upstream"
     item, _ = _resolve(top, value, fedora, variant == "fedora", cfg.warnings)
-    if item is not None and item.entry in cfg.entries:
-        cfg.default = cfg.entries.index(item.entry)
+    index = _index_of(cfg.entries, item.entry) if item is not None else None
+    if index is not None:
+        cfg.default = index
     else:
         cfg.warnings.append("the default is an empty submenu")
     return cfg
+
+
+def _index_of(entries: list[BootEntry], entry: BootEntry | None) -> int | None:
+    """Where entry (the object itself) is in entries (None: not there)."""
+    return next((i for i, e in enumerate(entries) if e is entry), None)
 
 
 def _resolve_default(entries: list[BootEntry], value: str, warnings: list[str], variant: str = "upstream") -> int:
     """Index into a flat menu (BLS, GRUB legacy) of the entry GRUB boots for ``value``."""
     items = [_Item(e.title, e.ident, None, e) for e in entries]
     item, _ = _resolve(items, value, variant != "upstream", variant == "fedora", warnings)
-    return entries.index(item.entry) if item is not None else 0
+    index = _index_of(entries, item.entry) if item is not None else None
+    return index if index is not None else 0
 
 
 def bls_sort_key(variant: str = "fedora", use_version: bool = True) -> Callable[[tuple[str, str]], Any]:
-    """Sort key that puts BLS entries in the menu order of GRUB's blscfg (newest first).
+    """Sort key of (file name without '.conf', version field) that puts BLS entries in the
+    menu order of GRUB's blscfg when sorted with ``reverse=True`` (newest first).
 
     rhboot/grub2 grub-core/commands/blscfg.c: on RHEL 8 (branch rhel-8-main) bls_cmp() compares
     the 'version' fields with split_cmp() (version, then release, by vercmp()) when every entry
@@ -1356,18 +1398,19 @@ def bls_sort_key(variant: str = "fedora", use_version: bool = True) -> Callable[
     BLS entries in a sorted linked list"; branches rhel-9-main, fedora-44) only the file name
     is compared (split_cmp(), name first: the machine-id), newest first, and a second entry that
     compares equal is dropped.
+
+    The key orders as those comparisons do (see split_key()), so a stable sort on it gives the
+    order a stable sort with split_cmp() would, in O(n log n) tuple comparisons.
     """
     caret = None if variant == "rhel8" else "+"
 
-    def cmp(x: tuple[str, str], y: tuple[str, str]) -> int:
-        (fx, vx), (fy, vy) = x, y
+    def key(x: tuple[str, str]) -> tuple:
+        name, version = x
         if variant == "rhel8" and use_version:
-            r = _split_cmp(vx, vy, False, caret)
-            if r:
-                return -r
-        return -_split_cmp(fx, fy, True, caret)
+            return split_key(version, False, caret), split_key(name, True, caret)
+        return (split_key(name, True, caret),)
 
-    return functools.cmp_to_key(cmp)
+    return key
 
 
 def parse_bls(files: dict[str, str | None], env: dict[str, str], variant: str = "fedora") -> BootConfig:
@@ -1392,13 +1435,17 @@ def parse_bls(files: dict[str, str | None], env: dict[str, str], variant: str = 
         entry = BootEntry(title, kernel, choose_initrd(initrds), ident, "", linux)
         found.append((ident, version if "version" in keys else "", entry))
     use_version = all(v for _, v, _ in found)  # blscfg.c: sort by version only if every entry has one
-    found.sort(key=lambda f: bls_sort_key(variant, use_version)((f[0], f[1])))
-    seen: list[str] = []
+    key = bls_sort_key(variant, use_version)
+    found.sort(key=lambda f: key((f[0], f[1])), reverse=True)
+    # "compares equal" (split_cmp() == 0) is "has the same split_key()": a set finds it
+    seen: set[tuple] = set()
     for ident, _, entry in found:
-        if variant != "rhel8" and any(_split_cmp(ident, s, True, "+") == 0 for s in seen):
-            cfg.warnings.append(f"BLS entry {ident} compares equal to another one: blscfg drops it")
-            continue
-        seen.append(ident)
+        if variant != "rhel8":
+            same = split_key(ident, True, "+")
+            if same in seen:
+                cfg.warnings.append(f"BLS entry {ident} compares equal to another one: blscfg drops it")
+                continue
+            seen.add(same)
         if not entry.linux_path:  # blscfg.c create_entry(): "Skipping file ... with no 'linux' key"
             continue
         cfg.entries.append(entry)
@@ -1462,7 +1509,7 @@ def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
     for path, text in grub2:
         if not text:
             continue
-        if re.search(r"^\s*blscfg\b", text, re.M):
+        if re.search(r"^[^\S\n]*blscfg\b", text, re.M):  # = ^\s*blscfg, without its quadratic backtracking
             bls = parse_bls(files, env, variant if variant != "upstream" else "fedora")
             cfg = parse_grub2(text, env, f"{path} (blscfg) + /boot/loader/entries", bls.entries, variant)
             cfg.warnings = warnings + bls.warnings + cfg.warnings
