@@ -7,7 +7,6 @@ Every function here is unit-tested on captured real outputs (tests/fixtures).
 from __future__ import annotations
 
 import re
-import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +124,14 @@ DIGITS = re.compile(r"^[0-9]{1,18}$")
 FINGERPRINT_MAX = 32768  # gather.sh sends none longer: it is sent back with the next command
 FINGERPRINT = re.compile(f"^[!-~]{{1,{FINGERPRINT_MAX}}}$")  # printable ASCII, no space
 INITRD_KEY = re.compile(r"^(/[!-~]+)\|[0-9]{1,18}\|[0-9]{1,18}\|[0-9]{1,18}$")  # path|size|mtime|ctime
+# How many of each thing an answer may hold: far above what any real host has, low enough that
+# what grows with their product (state building, the plan) stays small. More is refused.
+MAX_DRIVERS = 256  # drivers looked up (the inventory's list)
+MAX_KERNELS = 1024  # /lib/modules directories
+MAX_CLOSURE = 256  # modules one driver needs
+MAX_KERNEL_DIRS = 64  # kernel versions whose modules one initrd holds
+MAX_SAME = 64  # versioned images that are the same file as one unversioned kernel image
+RELEASE_MAX = 64 * 1024  # bytes of a release file (they are read by the distro library, not in linear time)
 
 
 def safe_path(path: str) -> bool:
@@ -189,6 +196,9 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
     def close() -> None:
         if kind == "file":  # gather.sh adds one newline after the file: join() drops it again
             snap.files[arg] = "\n".join(body)
+            if arg in RELEASE_FILES and len(snap.files[arg]) > RELEASE_MAX:  # type: ignore[arg-type]
+                problem(f"release file {arg} is larger than {RELEASE_MAX} bytes: not read")
+                snap.files[arg] = None
 
     for line in lines:
         if line.startswith(MARK):
@@ -202,7 +212,10 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 snap.files[arg] = None
                 kind = ""
             elif kind == "kernel":
-                if len(words) == 2 and KERNEL_NAME.match(arg):
+                if len(snap.kernels) >= MAX_KERNELS and arg not in snap.kernels:
+                    problem(f"more than {MAX_KERNELS} kernel directories: the others are not read")
+                    kind = "ignored"
+                elif len(words) == 2 and KERNEL_NAME.match(arg):
                     snap.kernels[arg] = RawKernel(arg)
                 else:
                     problem(f"unexpected kernel directory name {arg!r}")
@@ -257,6 +270,9 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 if not all(MODULE_NAME.match(d) for d in snap.drivers):
                     problem(f"unexpected driver names {value!r:.80}")
                     snap.drivers = [d for d in snap.drivers if MODULE_NAME.match(d)]
+                if len(snap.drivers) > MAX_DRIVERS:
+                    problem(f"more than {MAX_DRIVERS} drivers looked up")
+                    snap.drivers = snap.drivers[:MAX_DRIVERS]
             elif key in ("bootfree", "uid") and value and not DIGITS.match(value):
                 problem(f"unexpected {key} value {value!r}")
             else:
@@ -274,7 +290,7 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
             key, _, value = line.partition(" ")
             if key == "version" and KERNEL_NAME.match(value):
                 snap.kimages[arg].version = value
-            elif key == "same" and safe_path(value):
+            elif key == "same" and safe_path(value) and len(snap.kimages[arg].same) < MAX_SAME:
                 snap.kimages[arg].same.append(value)
             else:
                 problem(f"unexpected line for kernel image {arg}: {line!r}")
@@ -286,7 +302,7 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
             key, _, value = line.partition(" ")
             if key == "m" and MODULE_NAME.match(value):
                 initrd.modules.add(value)
-            elif key == "kver":
+            elif key == "kver" and (len(initrd.kernel_dirs) < MAX_KERNEL_DIRS or value in initrd.kernel_dirs):
                 initrd.kernel_dirs.add(value)
             elif key == "modprobe":
                 initrd.modprobe_files.append(value)
@@ -319,7 +335,7 @@ def _parse_kernel_line(kernel: RawKernel, line: str) -> bool:
         kernel.modules[words[1]] = words[2]
     elif words[0] == "closure" and len(words) == 3 and MODULE_NAME.match(words[1]):
         closure = words[2].split(",")
-        if not all(MODULE_NAME.match(m) for m in closure) or closure[0] != words[1]:
+        if len(closure) > MAX_CLOSURE or not all(MODULE_NAME.match(m) for m in closure) or closure[0] != words[1]:
             return False
         kernel.closures[words[1]] = closure
     elif line.startswith(("CONFIG_", "# CONFIG_")):  # kernel config lines; odd values are not used
@@ -468,10 +484,13 @@ def _legacy_release(files: dict[str, str | None]) -> tuple[str, str, str]:
     (DISTRIB_ID/DISTRIB_RELEASE), /etc/debian_version alone. ('', '', '') when none tells.
     """
     system = (files.get("/etc/system-release") or "").strip()
-    if m := re.match(r"^(.*?)\s+release\s+(\S+)", system):
-        name = m.group(1)
+    # ^(.*?)\s+release\s+(\S+), without its quadratic backtracking over a run of blanks: the
+    # first match starts where a run of blanks does, and '.' stops at a newline
+    m = re.search(r"(?<!\s)\s+release\s+(\S+)", system)
+    if m and "\n" not in system[: m.start()]:
+        name = system[: m.start()]
         did = "amzn" if name.lower().startswith("amazon linux") else name.split()[0].lower()
-        return did, name, m.group(2)
+        return did, name, m.group(1)
     lsb = dict(re.findall(r"^(DISTRIB_\w+)=[\"']?([^\"'\n]*)", files.get("/etc/lsb-release") or "", re.M))
     if lsb.get("DISTRIB_ID"):
         did = lsb["DISTRIB_ID"]
@@ -1551,32 +1570,148 @@ def parse_modules_file(text: str | None) -> list[str]:
 
 def shell_statements(text: str | None) -> list[tuple[int, int, str]]:
     """(first line, last line, statement) of a shell-style file, lines counted from 0 in
-    text.split(newline): a backslash-newline or a quote left open continues on the next line.
+    text.split(newline): a backslash-newline or a quote left open continues on the next line
+    (an open quote by shlex.split(comments=True)'s rules, for up to 200 lines).
+
+    Linear: a statement is built from its lines once, and whether a quote is open is followed
+    line by line (_QuoteScan) instead of splitting the whole statement again at each line.
     """
     out = []
     lines = (text or "").split("\n")
     i = 0
     while i < len(lines):
-        first, stmt = i, lines[i].replace("\r", "")
+        first = i
+        parts = [lines[i].replace("\r", "")]  # the statement, in pieces
+        scan = _QuoteScan()
+        scanned = 0  # pieces the scan has read (a backslash removed later is never among them)
         while i + 1 < len(lines):
-            if stmt.endswith("\\") and not stmt.endswith("\\\\"):
-                stmt = stmt[:-1] + lines[i + 1].replace("\r", "")
-            elif i - first < 200 and _open_quote(stmt):
-                stmt = stmt + "\n" + lines[i + 1].replace("\r", "")
+            if _ends_with_one_backslash(parts):
+                last = max(k for k, part in enumerate(parts) if part)  # it holds that backslash
+                parts[last] = parts[last][:-1]
+                parts.append(lines[i + 1].replace("\r", ""))
+            elif i - first < 200 and scan.feed(parts, scanned):
+                scanned = len(parts)
+                parts += ["\n", lines[i + 1].replace("\r", "")]
             else:
                 break
             i += 1
-        out.append((first, i, stmt))
+        out.append((first, i, "".join(parts)))
         i += 1
     return out
 
 
-def _open_quote(stmt: str) -> bool:
-    try:
-        shlex.split(stmt, comments=True)
-    except ValueError as exc:
-        return "quotation" in str(exc)
-    return False
+def _ends_with_one_backslash(parts: list[str]) -> bool:
+    """Whether "".join(parts) ends with one backslash, not two."""
+    tail = ""
+    for part in reversed(parts):
+        tail = part[-2:] + tail
+        if len(tail) >= 2:
+            break
+    return tail.endswith("\\") and not tail.endswith("\\\\")
+
+
+class _QuoteScan:
+    """Whether shlex.split(text, comments=True) would fail with "No closing quotation", read
+    piece by piece: its states outside quotes (a '#' starts a comment up to the newline, a
+    backslash escapes the next character), in single quotes, and in double quotes (where a
+    backslash escapes the next character too). At the end of the text, only an open quote is
+    that error ("No escaped character" is another).
+    """
+
+    _NEXT = {"out": re.compile(r"[#\\'\"]"), "'": re.compile("'"), '"': re.compile(r'[\\"]'), "#": re.compile("\n")}
+
+    def __init__(self) -> None:
+        self.state = "out"  # out, ', ", #, or the escape states \\out and \\"
+
+    def feed(self, parts: list[str], start: int) -> bool:
+        """Read parts[start:]; True when a quote is open at their end."""
+        for part in parts[start:]:
+            self._read(part)
+        return self.state in ("'", '"')
+
+    def _read(self, text: str) -> None:
+        i, n = 0, len(text)
+        while i < n:
+            state = self.state
+            if state.startswith("\\"):  # the escaped character, whatever it is
+                self.state = state[1:]
+                i += 1
+                continue
+            m = self._NEXT[state].search(text, i)
+            if m is None:
+                return
+            c, i = m.group(), m.end()
+            if state == "out":
+                self.state = "\\out" if c == "\\" else c
+            elif state == '"' and c == "\\":
+                self.state = '\\"'
+            else:  # the quote closes, the comment ends
+                self.state = "out"
+
+
+def shell_words(text: str) -> list[str]:
+    """shlex.split(text, comments=True), in linear time (shlex builds each word a character at a
+    time by string concatenation: quadratic in a word's length). Same words, same ValueError
+    ("No closing quotation", "No escaped character").
+    """
+    words: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in " \t\r\n#":  # blanks and comments between words
+            if text[i] == "#":
+                j = text.find("\n", i)
+                i = n if j < 0 else j + 1
+            else:
+                i += 1
+        if i >= n:
+            return words
+        parts: list[str] = []
+        while i < n:
+            c = text[i]
+            if c in " \t\r\n":
+                i += 1
+                break
+            if c == "#":  # a comment ends the word too
+                j = text.find("\n", i)
+                i = n if j < 0 else j + 1
+                break
+            if c == "'":
+                j = text.find("'", i + 1)
+                if j < 0:
+                    raise ValueError("No closing quotation")
+                parts.append(text[i + 1 : j])
+                i = j + 1
+            elif c == '"':
+                i += 1
+                while True:
+                    m = _DQ_TEXT.match(text, i)
+                    if m:
+                        parts.append(m.group())
+                        i = m.end()
+                    if i >= n:
+                        raise ValueError("No closing quotation")
+                    if text[i] == '"':
+                        i += 1
+                        break
+                    if i + 1 >= n:  # a backslash at the very end
+                        raise ValueError("No escaped character")
+                    escaped = text[i + 1]
+                    parts.append(escaped if escaped in '\\"' else "\\" + escaped)
+                    i += 2
+            elif c == "\\":
+                if i + 1 >= n:
+                    raise ValueError("No escaped character")
+                parts.append(text[i + 1])
+                i += 2
+            else:
+                m = _SHELL_PLAIN.match(text, i)
+                parts.append(m.group())  # type: ignore[union-attr]
+                i = m.end()  # type: ignore[union-attr]
+        words.append("".join(parts))
+
+
+_DQ_TEXT = re.compile(r'[^"\\]+')
+_SHELL_PLAIN = re.compile(r"[^ \t\r\n#'\"\\]+")
 
 
 def shell_assignments(text: str | None) -> list[tuple[str, str, str]]:
@@ -1588,7 +1723,7 @@ def shell_assignments(text: str | None) -> list[tuple[str, str, str]]:
             continue
         key, op, rest = m.groups()
         try:
-            words = shlex.split(rest, comments=True)
+            words = shell_words(rest)
         except ValueError:
             words = rest.strip().strip("\"'").split()
         out.append((key, op, " ".join(words)))
