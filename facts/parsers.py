@@ -134,9 +134,12 @@ MAX_SAME = 64  # versioned images that are the same file as one unversioned kern
 RELEASE_MAX = 64 * 1024  # bytes of a release file (they are read by the distro library, not in linear time)
 
 
+PATH_MAX = 4096  # bytes of a path on Linux (limits.h): no file has a longer one
+
+
 def safe_path(path: str) -> bool:
-    """An absolute, normalised path (no '.', '..', '//', control characters)."""
-    return bool(SAFE_PATH.match(path)) and "//" not in path
+    """An absolute, normalised path (no '.', '..', '//', control characters), of at most PATH_MAX characters."""
+    return len(path) <= PATH_MAX and bool(SAFE_PATH.match(path)) and "//" not in path
 
 
 # --- the @@KVM wire format (gather.sh -> parse_snapshot) -----------------------------------
