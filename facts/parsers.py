@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -782,43 +783,57 @@ _SEPARATORS = re.compile(r"[\n;][\n; \t\r]*")  # ';' and newlines, and the blank
 _IN_DOUBLE_QUOTES = re.compile(r'[^"\\]+')
 
 
-def _grub_lex(text: str) -> list:
+# Outside a word: a whole plain word ending where a word ends, blanks, separators, or a brace;
+# anything else (quotes, '$', a backslash, '#'...) goes through the general rules below.
+_SIMPLE = re.compile(r"(?P<w>[^\\\s;#{}'\"$]+)(?=[ \t\r\n;{}]|\Z)|(?P<b>[ \t\r]+)|(?P<s>[\n;][\n; \t\r]*)|(?P<c>[{}])")
+
+
+def _grub_tokens(text: str) -> Iterator:
     """GRUB script tokens: words (lists of (text, quote) parts), and newline (also for ';'), '{', '}'.
 
     Blocks opened and closed on one line ('{ true; }') come out as multi-line ones do. A run of
     separators is one newline token (an empty statement does nothing). Runs of plain characters,
     blanks, comments and quoted text are taken whole: the cost is linear in the text, with few
-    steps per character of Python.
+    steps of Python per token.
     """
-    tokens: list = []
     word: list | None = None
     i, n = 0, len(text)
-
-    def flush() -> None:
-        nonlocal word
-        if word is not None:
-            tokens.append(_done(word))
-            word = None
-
+    simple = _SIMPLE.match
     while i < n:
+        if word is None and (m := simple(text, i)):
+            kind = m.lastgroup
+            if kind == "w":
+                yield [(m.group(), "")]
+            elif kind == "s":
+                yield "\n"
+            elif kind == "c":
+                yield m.group()
+            i = m.end()
+            continue
         c = text[i]
         if c == "\\" and i + 1 < n:
             if text[i + 1] != "\n":
                 word = _add(word, text[i + 1], "'")
             i += 2
         elif c in " \t\r":
-            flush()
+            if word is not None:
+                yield _done(word)
+                word = None
             i = _BLANKS.match(text, i).end()  # type: ignore[union-attr]
         elif c in "\n;":
-            flush()
-            tokens.append("\n")
+            if word is not None:
+                yield _done(word)
+                word = None
+            yield "\n"
             i = _SEPARATORS.match(text, i).end()  # type: ignore[union-attr]
         elif c == "#" and word is None:
             j = text.find("\n", i)
             i = n if j < 0 else j
         elif c in "{}":
-            flush()
-            tokens.append(c)
+            if word is not None:
+                yield _done(word)
+                word = None
+            yield c
             i += 1
         elif c == "'":
             j = text.find("'", i + 1)
@@ -852,8 +867,13 @@ def _grub_lex(text: str) -> list:
             j = m.end() if m else i + 1
             word = _add(word, text[i:j], "")
             i = j
-    flush()
-    return tokens
+    if word is not None:
+        yield _done(word)
+
+
+def _grub_lex(text: str) -> list:
+    """All of _grub_tokens(text)."""
+    return list(_grub_tokens(text))
 
 
 class _Unknown(Exception):
@@ -1235,7 +1255,7 @@ class _GrubScript:
     def run(self, text: str) -> None:
         self.budget += EXPANSION_BUDGET * len(text)
         words: list[_Word] = []
-        for tok in _grub_lex(text):
+        for tok in _grub_tokens(text):
             if tok == "\n":
                 if words:
                     self.statement(words, False)
@@ -1584,17 +1604,20 @@ def shell_statements(text: str | None) -> list[tuple[int, int, str]]:
     i = 0
     while i < len(lines):
         first = i
-        parts = [lines[i].replace("\r", "")]  # the statement, in pieces
+        parts = [lines[i].replace("\r", "")]  # the statement, in pieces (none empty but a first one)
         scan = _QuoteScan()
         scanned = 0  # pieces the scan has read (a backslash removed later is never among them)
         while i + 1 < len(lines):
+            line = lines[i + 1].replace("\r", "")
             if _ends_with_one_backslash(parts):
-                last = max(k for k, part in enumerate(parts) if part)  # it holds that backslash
-                parts[last] = parts[last][:-1]
-                parts.append(lines[i + 1].replace("\r", ""))
+                parts[-1] = parts[-1][:-1]
+                if not parts[-1] and len(parts) > 1:
+                    parts.pop()
+                if line:
+                    parts.append(line)
             elif i - first < 200 and scan.feed(parts, scanned):
                 scanned = len(parts)
-                parts += ["\n", lines[i + 1].replace("\r", "")]
+                parts += ["\n", line] if line else ["\n"]
             else:
                 break
             i += 1
@@ -1604,12 +1627,10 @@ def shell_statements(text: str | None) -> list[tuple[int, int, str]]:
 
 
 def _ends_with_one_backslash(parts: list[str]) -> bool:
-    """Whether "".join(parts) ends with one backslash, not two."""
-    tail = ""
-    for part in reversed(parts):
-        tail = part[-2:] + tail
-        if len(tail) >= 2:
-            break
+    """Whether "".join(parts) ends with one backslash, not two (parts: none empty but a first one)."""
+    tail = parts[-1][-2:]
+    if len(tail) < 2 and len(parts) > 1:
+        tail = parts[-2][-1:] + tail
     return tail.endswith("\\") and not tail.endswith("\\\\")
 
 
