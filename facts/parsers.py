@@ -959,7 +959,8 @@ class GrubTooLarge(ValueError):
 class _GrubScript:
     """Runs the statements of a grub.cfg that decide the menu and the default, nothing else."""
 
-    def __init__(self, env: dict[str, str], export_all: bool = False):
+    def __init__(self, env: dict[str, str], export_all: bool = False, users_optional: bool = False):
+        self.users_optional = users_optional  # Red Hat's GRUB: '--users' may come without a value
         variables: dict[str, str | None] = {f: "y" for f in GRUB_FEATURES}
         variables.update(env)  # load_env: grubenv's variables (00_header loads them first)
         self.export_count = 1
@@ -1204,7 +1205,13 @@ class _GrubScript:
         # commands/menuentry.c options, parsed as lib/arg.c grub_arg_parse() does: "--opt value"
         # takes the next word only if it does not start with '-'; an option that needs a value
         # and gets none, or an unknown option, is an error and the entry is not added (e.g.
-        # RHEL's "--users $grub_users --id X" with grub_users unset).
+        # "--users $grub_users --id X" with grub_users unset, upstream). Red Hat's GRUB makes
+        # the value of --users optional: rhboot/grub2 commit "Make the menu entry users option
+        # argument to be optional" (2018-11-26, Related: rhbz#1652434) gives "users"
+        # GRUB_ARG_OPTION_OPTIONAL in menuentry.c options[], which grub_arg_parse() accepts
+        # without a value, and grub_cmd_menuentry() then ignores it (branches rhel-8.0.0 to
+        # rhel-8-main, rhel-9*, rhel-10*, fedora-30 and later; not rhel-7.x, fedora-29 or
+        # before, master). So on the Fedora/RHEL variants such an entry is added.
         title, ident, error, i = "", "", "", 0
         while i < len(args):
             a = args[i]
@@ -1215,7 +1222,7 @@ class _GrubScript:
                 elif name != "unrestricted" and not eq:
                     if i + 1 < len(args) and not args[i + 1].startswith("-"):
                         value, i = args[i + 1], i + 1
-                    else:
+                    elif not (name == "users" and self.users_optional):
                         error = f"missing mandatory option for `{name}'"
                 if name == "id":
                     ident = value
@@ -1387,7 +1394,7 @@ def parse_grub2(
     'blscfg' command in the file adds, in their menu order.
     """
     cfg = BootConfig(source)
-    script = _GrubScript(env, export_all=variant == "fedora")
+    script = _GrubScript(env, export_all=variant == "fedora", users_optional=variant != "upstream")
     script.run(text)
     cfg.warnings += script.warnings
     top = script.top
