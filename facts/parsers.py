@@ -952,8 +952,11 @@ MAX_SUBMENU_DEPTH = 16  # submenus inside submenus: real menus nest one or two d
 EXPANSION_BUDGET = 8  # variables may expand to this many times the size of grub.cfg (+ 1 MiB) in all
 
 
-class GrubTooLarge(ValueError):
-    """A grub.cfg whose evaluation would cost more than a real one ever does: refused."""
+MAX_BOOT_ENTRIES = 4096  # menu entries and submenus of a bootloader configuration (real ones: a few hundred)
+
+
+class BootConfigTooLarge(ValueError):
+    """A bootloader configuration whose reading would cost more than a real one ever does: refused."""
 
 
 class _GrubScript:
@@ -970,6 +973,7 @@ class _GrubScript:
         self.top: list[_Item] = []
         self.stack: list[_Block] = []
         self.submenus = 0  # submenu blocks open
+        self.items = 0  # items added to a menu
         self.warnings: list[str] = []
         self.default_doubt = ""
         self.budget = 1 << 20  # characters expansions may still produce (run() adds its share)
@@ -993,12 +997,12 @@ class _GrubScript:
                 out.append(value or "")
                 budget -= m.start() - pos + len(value or "")
                 if budget < 0:  # e.g. 'set a=$a$a' over and over: twice the size each time
-                    raise GrubTooLarge("grub.cfg: its variables expand to far more text than the file holds")
+                    raise BootConfigTooLarge("grub.cfg: its variables expand to far more text than the file holds")
                 pos = m.end()
             out.append(text[pos:])
             budget -= len(text) - pos
         if budget < 0:
-            raise GrubTooLarge("grub.cfg: its variables expand to far more text than the file holds")
+            raise BootConfigTooLarge("grub.cfg: its variables expand to far more text than the file holds")
         self.budget = budget
         value = "".join(out)
         if not value and not keep_empty and all(q == "" for _, q in word):
@@ -1148,7 +1152,7 @@ class _GrubScript:
             item = self.new_item(head, words[1:])
             where = self.menu()
             if where is not None and item is not None:
-                where.append(item)
+                self.add(where, item)
             block = _Block(head, item, state=True)
             self.push(block)
             if head == "submenu":
@@ -1156,7 +1160,7 @@ class _GrubScript:
                 # upstream and RHEL 8 copy only exported variables, RHEL 9 and Fedora all of them.
                 self.submenus += 1
                 if self.submenus > MAX_SUBMENU_DEPTH:
-                    raise GrubTooLarge(f"grub.cfg: submenus nested more than {MAX_SUBMENU_DEPTH} deep")
+                    raise BootConfigTooLarge(f"grub.cfg: submenus nested more than {MAX_SUBMENU_DEPTH} deep")
                 block.saved = self.vars
                 self.vars = _Vars({}, self.vars, None if self.export_all else self.export_count, self.vars.exports)
             return
@@ -1175,11 +1179,17 @@ class _GrubScript:
         elif head == "blscfg" and self.runs() is not False:
             where = self.menu()
             if where is not None:
-                where.append(_Item("", "", None, None, bls=True))
+                self.add(where, _Item("", "", None, None, bls=True))
         elif head == "set" and len(words) > 1:
             self.assign_word(words[1])
         elif len(words) == 1:
             self.assign_word(words[0])
+
+    def add(self, menu: list[_Item], item: _Item) -> None:
+        self.items += 1
+        if self.items > MAX_BOOT_ENTRIES:
+            raise BootConfigTooLarge(f"grub.cfg: more than {MAX_BOOT_ENTRIES} menu entries")
+        menu.append(item)
 
     def assign_word(self, word: _Word) -> None:
         """'name=value' as one word ('set name=value' or 'name=value'): the value follows the '='."""
@@ -1399,6 +1409,9 @@ def parse_grub2(
     cfg.warnings += script.warnings
     top = script.top
     if bls is not None:  # blscfg puts the BLS entries where it is called
+        calls = sum(1 for item in top if item.bls)
+        if script.items + calls * (len(bls) - 1) > MAX_BOOT_ENTRIES:
+            raise BootConfigTooLarge(f"grub.cfg and its BLS entries: more than {MAX_BOOT_ENTRIES} menu entries")
         spliced: list[_Item] = []
         for item in top:
             spliced += [_Item(e.title, e.ident, None, e) for e in bls] if item.bls else [item]
@@ -1469,6 +1482,8 @@ def parse_bls(files: dict[str, str | None], env: dict[str, str], variant: str = 
     for path, text in sorted(files.items()):
         if not path.startswith("/boot/loader/entries/") or not path.endswith(".conf") or text is None:
             continue
+        if len(found) >= MAX_BOOT_ENTRIES:
+            raise BootConfigTooLarge(f"/boot/loader/entries: more than {MAX_BOOT_ENTRIES} entries")
         keys: dict[str, list[str]] = {}
         for line in text.splitlines():  # blscfg.c read_entry(): key, blanks, value
             parts = line.strip(" \t").split(None, 1)
@@ -1524,6 +1539,8 @@ def parse_grub_legacy(text: str, saved: str | None, source: str) -> BootConfig:
         if key == "default" and current is None:
             default = rest.strip()
         elif key == "title":
+            if len(cfg.entries) >= MAX_BOOT_ENTRIES:
+                raise BootConfigTooLarge(f"{source}: more than {MAX_BOOT_ENTRIES} entries")
             current = BootEntry(rest.strip(), "", "", "", str(len(cfg.entries)))
             cfg.entries.append(current)
         elif current is not None and key == "kernel" and rest:
