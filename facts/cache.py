@@ -27,6 +27,9 @@ from facts.parsers import MARK, MODULE_NAME, Snapshot
 from facts.state import HostState, shape_problems
 
 WATCHED = re.compile(r"^/[A-Za-z0-9._@+,:=~/-]{1,1023}$")  # a path gather.sh stats (plain names only)
+# Bytes of one host's cache file. It is read in the control process, where every host runs (a real
+# host's is well under 1 MiB): a larger one is neither written nor read (the host is asked again).
+CACHE_MAX = 8 * 1024 * 1024
 
 
 @dataclass
@@ -58,6 +61,8 @@ def load(host_name: str) -> HostCache:
     """The cache of one host (empty when missing or unreadable)."""
     path = _file(host_name)
     try:
+        if path and path.stat().st_size > CACHE_MAX:
+            return HostCache()
         data = json.loads(path.read_text()) if path else {}
     except (OSError, ValueError):
         return HostCache()
@@ -157,13 +162,16 @@ def save(host_name: str, cached: HostCache, snap: Snapshot, state: HostState, ve
                 "state": state.to_dict()} if trusted else {}  # fmt: skip
     path = _file(host_name)
     if path and (keep != cached.listings or snapshot != cached.snapshot):
+        text = json.dumps({"host": host_name, "listings": keep, "snapshot": snapshot})
+        if len(text) > CACHE_MAX:
+            return  # could not be read back: nothing is kept
         try:  # private: it holds bootloader configurations (they may carry password hashes)
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if path.parent.stat().st_mode & 0o077:
                 path.parent.chmod(0o700)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")  # 0600, O_EXCL
             with os.fdopen(fd, "w") as out:
-                out.write(json.dumps({"host": host_name, "listings": keep, "snapshot": snapshot}))
+                out.write(text)
             os.replace(tmp, path)
         except OSError:
             pass  # a cache we cannot write only costs speed

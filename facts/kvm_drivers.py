@@ -42,9 +42,10 @@ from facts.state import DEFAULT_LOOKUP, FALLBACK_INITRDS, HostState, failed_stat
 from hostside import GATHER, LISTER, SCRIPT_VERSION
 
 OUTPUT_CAP = 32 * 1024 * 1024  # bytes of gather output accepted from one host
-INLINE_MAX = 256 * 1024  # bytes (or lines) of an answer read in place; larger ones in a child process
+INLINE_MAX = 64 * 1024  # bytes (or lines) of an answer read in place; larger ones in a child process
 READ_LIMIT = 60.0  # seconds reading one large answer may take (a real one takes well under one)
 CHILD_MEMORY = 4 << 30  # bytes of address space the child reading an answer may add to what it starts with
+STATE_MAX = 2 << 20  # bytes of the (pickled) state a child may send back (a real one: a few KiB): unpickling blocks
 # A cached state is only reused with the gather script and the code that made it.
 CACHE_VERSION = hashlib.sha256(
     (SCRIPT_VERSION + "".join((Path(__file__).parent / f).read_text() for f in ("parsers.py", "state.py"))).encode()
@@ -138,6 +139,8 @@ def _read_apart(lines: list[str], host_cache: cache.HostCache | None, host_name:
         return failed_state(f"the host's answer ({size}) could not be read: no process to read it in ({exc})")
     if data is None:
         return failed_state(f"reading the host's answer ({size}) took more than {limit:g} s: answer refused")
+    if len(data) > STATE_MAX:
+        return failed_state(f"the host's answer ({size}) describes a state larger than {STATE_MAX} bytes: refused")
     try:
         kind, value = pickle.loads(data)
     except Exception as exc:  # noqa: BLE001 - a child that died half-way sent a part
@@ -149,7 +152,8 @@ def _read_apart(lines: list[str], host_cache: cache.HostCache | None, host_name:
 
 def _in_child(work: Any, limit: float) -> bytes | None:
     """The pickled ("state", work()) or ("error", text) of a child process running work; None
-    when it did not finish within limit seconds (it is then killed).
+    when it did not finish within limit seconds (it is then killed). Once more than STATE_MAX
+    bytes have come, the child is killed and what came is returned.
     """
     rfd, wfd = os.pipe()
     try:
@@ -203,6 +207,8 @@ def _in_child(work: Any, limit: float) -> bytes | None:
                 finished = True
                 return b"".join(chunks)
             chunks.append(chunk)
+            if sum(map(len, chunks)) > STATE_MAX:
+                return b"".join(chunks)
     finally:
         os.close(rfd)
         _end_child(pid, kill=not finished)
