@@ -227,3 +227,18 @@ def test_check_report_names_no_cause_it_did_not_see(tmp_path):
     inv = inventory(tmp_path, {"silent": {"fake": "hang"}})
     run_cli("check", inv, "--timeout", "1", "--report", str(tmp_path / "r.json"))
     assert "reading" not in rows_of(tmp_path / "r.json")["silent"]["errors"][0]
+
+
+def test_a_cache_file_too_large_to_read_back_is_neither_written_nor_read(tmp_path, monkeypatch):
+    from facts import cache
+
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    monkeypatch.setattr(cache, "CACHE_MAX", 1000)  # the itools answer's cache file is about 3 KB
+    kd.read_answer(["@@KVM fingerprint 11-22", *crafted.ITOOLS], cache.load("h"), "h")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
+    kd.read_answer(["@@KVM fingerprint 11-22", *crafted.ITOOLS], cache.load("h"), "h")
+    assert cache.load("h").state is not None
+    monkeypatch.setattr(cache, "CACHE_MAX", 1000)
+    assert cache.load("h").state is None and cache.load("h").listings == {}
