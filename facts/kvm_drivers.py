@@ -30,6 +30,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+try:
+    import resource
+except ImportError:  # not on every system: the reader's memory is then not capped
+    resource = None  # type: ignore[assignment]
+
 import gevent
 import gevent.lock
 from gevent import monkey
@@ -166,15 +171,13 @@ def _in_child(work: Any, limit: float) -> bytes | None:
         try:
             os.close(rfd)
             try:
-                import resource
-
                 soft, hard = resource.getrlimit(resource.RLIMIT_AS)
                 with open("/proc/self/statm") as statm:
                     used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
                 want = used + CHILD_MEMORY
                 if soft == resource.RLIM_INFINITY or want < soft:
                     resource.setrlimit(resource.RLIMIT_AS, (want, hard))
-            except (ImportError, OSError, ValueError):
+            except (AttributeError, OSError, ValueError):  # no resource module, no /proc
                 pass
             try:
                 out = pickle.dumps(("state", work()), protocol=pickle.HIGHEST_PROTOCOL)

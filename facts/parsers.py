@@ -179,7 +179,10 @@ def safe_path(path: str) -> bool:
 #   end                        the script finished: an answer without it is cut short.
 #
 # Every value is checked against these shapes; anything else is recorded in Snapshot.problems
-# and makes the host an error (see facts/state.py host_state).
+# and makes the host an error (see facts/state.py host_state). So are counts past the MAX_*
+# caps above (drivers, kernels, closure and kernel-directory sizes, same files, release-file
+# and path lengths), and bootloader configurations past MAX_BOOT_ENTRIES: every step of reading
+# an answer is linear in its size, and nothing grows with a product of two counts.
 
 
 def parse_snapshot(lines: list[str]) -> Snapshot:
