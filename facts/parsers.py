@@ -1575,11 +1575,18 @@ def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
     grub2 += sorted((p, t) for p, t in files.items() if p.startswith("/boot/efi/EFI/"))
     has_bls = any(p.startswith("/boot/loader/entries/") for p in files)
     warnings = [f"{p}: unreadable" for p, t in grub2 if p in files and t is None]
+    read: list[BootConfig] = []  # the BLS entries, read once (not once per EFI grub.cfg calling blscfg)
+
+    def bls_entries() -> BootConfig:
+        if not read:
+            read.append(parse_bls(files, env, variant if variant != "upstream" else "fedora"))
+        return read[0]
+
     for path, text in grub2:
         if not text:
             continue
         if re.search(r"^[^\S\n]*blscfg\b", text, re.M):  # = ^\s*blscfg, without its quadratic backtracking
-            bls = parse_bls(files, env, variant if variant != "upstream" else "fedora")
+            bls = bls_entries()
             cfg = parse_grub2(text, env, f"{path} (blscfg) + /boot/loader/entries", bls.entries, variant)
             cfg.warnings = warnings + bls.warnings + cfg.warnings
             if cfg.entries:
@@ -1590,7 +1597,7 @@ def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
             cfg.warnings = warnings + cfg.warnings
             return cfg
     if has_bls:
-        cfg = parse_bls(files, env, variant if variant != "upstream" else "fedora")
+        cfg = bls_entries()
         cfg.warnings = warnings + cfg.warnings
         return cfg
     for path in ("/boot/grub/menu.lst", "/boot/grub/grub.conf"):

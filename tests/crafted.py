@@ -213,6 +213,14 @@ def _shapes() -> dict[str, Callable[[int], list[str]]]:
         body = ['add_drivers+=" \\'] + ["a \\"] * (b // 4)  # one statement of 8 million continued lines
         return base(RHEL9, files={"/etc/dracut.conf.d/50-crafted.conf": body})
 
+    def efi_blscfg(b: int) -> list[str]:
+        # a grub.cfg calling blscfg on the EFI partition of every vendor name, and no BLS entry to add:
+        # each one read the BLS entries (all the files) again
+        def unit(i: int) -> list[str]:
+            return [f"@@KVM file /boot/efi/EFI/v{i}/grub.cfg", "blscfg", ""]
+
+        return base(RHEL9, grub=["blscfg"], sections=fill(unit, b))
+
     def legacy(b: int) -> list[str]:
         lines = base(grub=[])
         s, e = _section_bounds(lines, "@@KVM file /boot/grub/grub.cfg")
@@ -249,6 +257,7 @@ def _shapes() -> dict[str, Callable[[int], list[str]]]:
         "big-closures": big_closures,
         "dracut-open-quote": dracut_open_quote,
         "dracut-continued": dracut_continued,
+        "efi-blscfg": efi_blscfg,
         "system-release-spaces": lambda b: base(
             os_release="", files={"/etc/system-release": ["Amazon" + " " * (b - 100) + "x"]}
         ),
