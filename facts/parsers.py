@@ -967,11 +967,12 @@ class _GrubScript:
 
     def __init__(self, env: dict[str, str], export_all: bool = False, users_optional: bool = False):
         self.users_optional = users_optional  # Red Hat's GRUB: '--users' may come without a value
-        variables: dict[str, str | None] = {f: "y" for f in GRUB_FEATURES}
-        variables.update(env)  # load_env: grubenv's variables (00_header loads them first)
+        # load_env: grubenv's variables (00_header loads them first) over GRUB's own; both are
+        # read through, never copied (one grubenv, many grub.cfg files on an EFI partition)
+        below = _Vars(env, _Vars(dict.fromkeys(GRUB_FEATURES, "y")))  # type: ignore[arg-type]
         self.export_count = 1
         exports = dict.fromkeys(GRUB_FEATURES, 0)  # normal/main.c exports the feature variables
-        self.vars = _Vars(variables, exports=exports)
+        self.vars = _Vars({}, below, exports=exports)
         self.export_all = export_all
         self.top: list[_Item] = []
         self.stack: list[_Block] = []
@@ -1588,8 +1589,8 @@ def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
         if re.search(r"^[^\S\n]*blscfg\b", text, re.M):  # = ^\s*blscfg, without its quadratic backtracking
             bls = bls_entries()
             cfg = parse_grub2(text, env, f"{path} (blscfg) + /boot/loader/entries", bls.entries, variant)
-            cfg.warnings = warnings + bls.warnings + cfg.warnings
             if cfg.entries:
+                cfg.warnings = warnings + bls.warnings + cfg.warnings
                 return cfg
             continue
         cfg = parse_grub2(text, env, path, None, variant)

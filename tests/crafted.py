@@ -221,6 +221,19 @@ def _shapes() -> dict[str, Callable[[int], list[str]]]:
 
         return base(RHEL9, grub=["blscfg"], sections=fill(unit, b))
 
+    def efi_grubenv(b: int) -> list[str]:
+        # a grubenv of many variables, and many grub.cfg files that each started with a copy of them
+        env = ["# GRUB Environment Block"] + fill(lambda i: [f"v{i}=x"], b // 2)
+        files = fill(lambda i: [f"@@KVM file /boot/efi/EFI/v{i}/grub.cfg", "true", ""], b // 2)
+        return base(RHEL9, grub=["true"], files={"/boot/grub2/grubenv": env}, sections=files)
+
+    def efi_unreadable(b: int) -> list[str]:
+        # many unreadable grub.cfg files (a warning each), and many that call blscfg with no entry
+        # to add: each one built the list of warnings again
+        bad = fill(lambda i: [f"@@KVM unreadable /boot/efi/EFI/u{i}/grub.cfg"], b // 2)
+        files = fill(lambda i: [f"@@KVM file /boot/efi/EFI/v{i}/grub.cfg", "blscfg", ""], b // 2)
+        return base(RHEL9, grub=["blscfg"], sections=bad + files)
+
     def legacy(b: int) -> list[str]:
         lines = base(grub=[])
         s, e = _section_bounds(lines, "@@KVM file /boot/grub/grub.cfg")
@@ -258,6 +271,8 @@ def _shapes() -> dict[str, Callable[[int], list[str]]]:
         "dracut-open-quote": dracut_open_quote,
         "dracut-continued": dracut_continued,
         "efi-blscfg": efi_blscfg,
+        "efi-grubenv": efi_grubenv,
+        "efi-unreadable": efi_unreadable,
         "system-release-spaces": lambda b: base(
             os_release="", files={"/etc/system-release": ["Amazon" + " " * (b - 100) + "x"]}
         ),
