@@ -962,10 +962,23 @@ class BootConfigTooLarge(ValueError):
     """A bootloader configuration whose reading would cost more than a real one ever does: refused."""
 
 
+@dataclass
+class ExpansionBudget:
+    """Characters variable expansions may still produce, shared by the grub.cfg files of one host
+    (each one read adds EXPANSION_BUDGET times its size): a grubenv value expanded by many files
+    costs in all, not per file.
+    """
+
+    left: int = 1 << 20
+
+
 class _GrubScript:
     """Runs the statements of a grub.cfg that decide the menu and the default, nothing else."""
 
-    def __init__(self, env: dict[str, str], export_all: bool = False, users_optional: bool = False):
+    def __init__(
+        self, env: dict[str, str], export_all: bool = False, users_optional: bool = False,
+        budget: ExpansionBudget | None = None,
+    ):  # fmt: skip
         self.users_optional = users_optional  # Red Hat's GRUB: '--users' may come without a value
         # load_env: grubenv's variables (00_header loads them first) over GRUB's own; both are
         # read through, never copied (one grubenv, many grub.cfg files on an EFI partition)
@@ -980,12 +993,12 @@ class _GrubScript:
         self.items = 0  # items added to a menu
         self.warnings: list[str] = []
         self.default_doubt = ""
-        self.budget = 1 << 20  # characters expansions may still produce (run() adds its share)
+        self.budget = budget or ExpansionBudget()  # run() adds the file's share
 
     # values
     def expand(self, word: _Word, keep_empty: bool = False) -> str | None:
         out = []
-        budget = self.budget
+        budget = self.budget.left
         for text, quote in word:
             if quote == "'":
                 out.append(text)
@@ -1007,7 +1020,7 @@ class _GrubScript:
             budget -= len(text) - pos
         if budget < 0:
             raise BootConfigTooLarge("grub.cfg: its variables expand to far more text than the file holds")
-        self.budget = budget
+        self.budget.left = budget
         value = "".join(out)
         if not value and not keep_empty and all(q == "" for _, q in word):
             return None  # an unquoted empty expansion is no argument at all
@@ -1274,7 +1287,7 @@ class _GrubScript:
                 return
 
     def run(self, text: str) -> None:
-        self.budget += EXPANSION_BUDGET * len(text)
+        self.budget.left += EXPANSION_BUDGET * len(text)
         words: list[_Word] = []
         for tok in _grub_tokens(text):
             if tok == "\n":
@@ -1399,16 +1412,18 @@ def _grub_variant(files: dict[str, str | None]) -> str:
 
 
 def parse_grub2(
-    text: str, env: dict[str, str], source: str, bls: list[BootEntry] | None = None, variant: str = "upstream"
-) -> BootConfig:
+    text: str, env: dict[str, str], source: str, bls: list[BootEntry] | None = None, variant: str = "upstream",
+    budget: ExpansionBudget | None = None,
+) -> BootConfig:  # fmt: skip
     """Entries and default of a GRUB 2 grub.cfg, evaluated as GRUB does (see the notes above).
 
     Blocks opened and closed on one line, if/elif/else/fi (a 'set default' runs only when its
     condition holds for the grubenv given), variables, submenus. ``bls``: the entries that a
-    'blscfg' command in the file adds, in their menu order.
+    'blscfg' command in the file adds, in their menu order. ``budget``: shared with the other
+    files read for the same host (default: this file's own).
     """
     cfg = BootConfig(source)
-    script = _GrubScript(env, export_all=variant == "fedora", users_optional=variant != "upstream")
+    script = _GrubScript(env, variant == "fedora", variant != "upstream", budget)
     script.run(text)
     cfg.warnings += script.warnings
     top = script.top
@@ -1577,6 +1592,7 @@ def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
     has_bls = any(p.startswith("/boot/loader/entries/") for p in files)
     warnings = [f"{p}: unreadable" for p, t in grub2 if p in files and t is None]
     read: list[BootConfig] = []  # the BLS entries, read once (not once per EFI grub.cfg calling blscfg)
+    budget = ExpansionBudget()
 
     def bls_entries() -> BootConfig:
         if not read:
@@ -1588,12 +1604,12 @@ def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
             continue
         if re.search(r"^[^\S\n]*blscfg\b", text, re.M):  # = ^\s*blscfg, without its quadratic backtracking
             bls = bls_entries()
-            cfg = parse_grub2(text, env, f"{path} (blscfg) + /boot/loader/entries", bls.entries, variant)
+            cfg = parse_grub2(text, env, f"{path} (blscfg) + /boot/loader/entries", bls.entries, variant, budget)
             if cfg.entries:
                 cfg.warnings = warnings + bls.warnings + cfg.warnings
                 return cfg
             continue
-        cfg = parse_grub2(text, env, path, None, variant)
+        cfg = parse_grub2(text, env, path, None, variant, budget)
         if cfg.entries:
             cfg.warnings = warnings + cfg.warnings
             return cfg

@@ -227,6 +227,12 @@ def _shapes() -> dict[str, Callable[[int], list[str]]]:
         files = fill(lambda i: [f"@@KVM file /boot/efi/EFI/v{i}/grub.cfg", "true", ""], b // 2)
         return base(RHEL9, grub=["true"], files={"/boot/grub2/grubenv": env}, sections=files)
 
+    def efi_expansions(b: int) -> list[str]:
+        # a grubenv value of 1 MiB, expanded by each of many grub.cfg files (each within its own budget)
+        env = ["# GRUB Environment Block", "v=" + "x" * (1 << 20)]
+        files = fill(lambda i: [f"@@KVM file /boot/efi/EFI/v{i}/grub.cfg", "set a=$v", ""], b - (1 << 20))
+        return base(RHEL9, grub=["true"], files={"/boot/grub2/grubenv": env}, sections=files)
+
     def efi_unreadable(b: int) -> list[str]:
         # many unreadable grub.cfg files (a warning each), and many that call blscfg with no entry
         # to add: each one built the list of warnings again
@@ -272,6 +278,7 @@ def _shapes() -> dict[str, Callable[[int], list[str]]]:
         "dracut-continued": dracut_continued,
         "efi-blscfg": efi_blscfg,
         "efi-grubenv": efi_grubenv,
+        "efi-expansions": efi_expansions,
         "efi-unreadable": efi_unreadable,
         "system-release-spaces": lambda b: base(
             os_release="", files={"/etc/system-release": ["Amazon" + " " * (b - 100) + "x"]}
