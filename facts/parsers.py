@@ -133,8 +133,6 @@ MAX_CLOSURE = 256  # modules one driver needs
 MAX_KERNEL_DIRS = 64  # kernel versions whose modules one initrd holds
 MAX_SAME = 64  # versioned images that are the same file as one unversioned kernel image
 RELEASE_MAX = 64 * 1024  # bytes of a release file (they are read by the distro library, not in linear time)
-
-
 PATH_MAX = 4096  # bytes of a path on Linux (limits.h): no file has a longer one
 
 
@@ -952,10 +950,8 @@ class _Vars:
 
 _HEADS = ("then", "else", "do")
 MAX_SUBMENU_DEPTH = 16  # submenus inside submenus: real menus nest one or two deep
-EXPANSION_BUDGET = 8  # variables may expand to this many times the size of grub.cfg (+ 1 MiB) in all
-
-
 MAX_BOOT_ENTRIES = 4096  # menu entries and submenus of a bootloader configuration (real ones: a few hundred)
+EXPANSION_BUDGET = 8  # variables may expand to this many times the size of grub.cfg (+ 1 MiB) in all
 
 
 class BootConfigTooLarge(ValueError):
