@@ -49,6 +49,9 @@ from facts.state import HostState, shape_problems
 WATCHED = re.compile(r"^/[A-Za-z0-9._@+,:=~/-]{1,1023}$")  # a path gather.sh stats (plain names only)
 LOG = logging.getLogger("kvm_drivers.cache")
 _warned: set[str] = set()  # cache directories already warned about (once per process each)
+# Bytes of one host's cache file. It is read in the control process, where every host runs (a real
+# host's is well under 1 MiB): a larger one is neither written nor read (the host is asked again).
+CACHE_MAX = 8 * 1024 * 1024
 
 
 @dataclass
@@ -121,6 +124,8 @@ def _read(root: Path, name: str) -> dict | None:
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         problem = "not a regular file" if not stat.S_ISREG(st.st_mode) else _ours(st)
+        if not problem and st.st_size > CACHE_MAX:
+            return None  # larger than kvm-drivers ever writes: the host is asked again
         if problem:
             _warn_once(root, f"cache file {root / name} is {problem}")
             return None
@@ -263,7 +268,9 @@ def save(host_name: str, cached: HostCache, snap: Snapshot, state: HostState, ve
                 "state": state.to_dict()} if trusted else {}  # fmt: skip
     path = _file(host_name)
     if path and (keep != cached.listings or snapshot != cached.snapshot):
-        _write(path, json.dumps({"host": host_name, "listings": keep, "snapshot": snapshot}))
+        text = json.dumps({"host": host_name, "listings": keep, "snapshot": snapshot})
+        if len(text) <= CACHE_MAX:  # a larger one could not be read back: nothing is kept
+            _write(path, text)
 
 
 def _write(path: Path, text: str) -> None:

@@ -6,10 +6,9 @@ Every function here is unit-tested on captured real outputs (tests/fixtures).
 
 from __future__ import annotations
 
-import functools
 import re
-import shlex
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -153,11 +152,20 @@ DIGITS = re.compile(r"^[0-9]{1,18}$")
 FINGERPRINT_MAX = 32768  # gather.sh sends none longer: it is sent back with the next command
 FINGERPRINT = re.compile(f"^[!-~]{{1,{FINGERPRINT_MAX}}}$")  # printable ASCII, no space
 INITRD_KEY = re.compile(r"^(/[!-~]+)\|[0-9]{1,18}\|[0-9]{1,18}\|[0-9]{1,18}$")  # path|size|mtime|ctime
+# How many of each thing an answer may hold: far above what any real host has, low enough that
+# what grows with their product (state building, the plan) stays small. More is refused.
+MAX_DRIVERS = 256  # drivers looked up (the inventory's list)
+MAX_KERNELS = 1024  # /lib/modules directories
+MAX_CLOSURE = 256  # modules one driver needs
+MAX_KERNEL_DIRS = 64  # kernel versions whose modules one initrd holds
+MAX_SAME = 64  # versioned images that are the same file as one unversioned kernel image
+RELEASE_MAX = 64 * 1024  # bytes of a release file (they are read by the distro library, not in linear time)
+PATH_MAX = 4096  # bytes of a path on Linux (limits.h): no file has a longer one
 
 
 def safe_path(path: str) -> bool:
-    """An absolute, normalised path (no '.', '..', '//', control characters)."""
-    return bool(SAFE_PATH.match(path)) and "//" not in path
+    """An absolute, normalised path (no '.', '..', '//', control characters), of at most PATH_MAX characters."""
+    return len(path) <= PATH_MAX and bool(SAFE_PATH.match(path)) and "//" not in path
 
 
 # --- the @@KVM wire format (gather.sh -> parse_snapshot) -----------------------------------
@@ -211,7 +219,10 @@ def safe_path(path: str) -> bool:
 #   end                        the script finished: an answer without it is cut short.
 #
 # Every value is checked against these shapes; anything else is recorded in Snapshot.problems
-# and makes the host an error (see facts/state.py host_state).
+# and makes the host an error (see facts/state.py host_state). So are counts past the MAX_*
+# caps above (drivers, kernels, closure and kernel-directory sizes, same files, release-file
+# and path lengths), and bootloader configurations past MAX_BOOT_ENTRIES: every step of reading
+# an answer is linear in its size, and nothing grows with a product of two counts.
 
 
 def parse_snapshot(lines: list[str]) -> Snapshot:
@@ -232,6 +243,9 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
     def close() -> None:
         if kind == "file":  # gather.sh adds one newline after the file: join() drops it again
             snap.files[arg] = "\n".join(body)
+            if arg in RELEASE_FILES and len(snap.files[arg]) > RELEASE_MAX:  # type: ignore[arg-type]
+                problem(f"release file {arg} is larger than {RELEASE_MAX} bytes: not read")
+                snap.files[arg] = None
 
     for line in lines:
         if line.startswith(MARK):
@@ -245,7 +259,10 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 snap.files[arg] = None
                 kind = ""
             elif kind == "kernel":
-                if len(words) == 2 and KERNEL_NAME.match(arg):
+                if len(snap.kernels) >= MAX_KERNELS and arg not in snap.kernels:
+                    problem(f"more than {MAX_KERNELS} kernel directories: the others are not read")
+                    kind = "ignored"
+                elif len(words) == 2 and KERNEL_NAME.match(arg):
                     snap.kernels[arg] = RawKernel(arg)
                 else:
                     problem(f"unexpected kernel directory name {arg!r}")
@@ -300,6 +317,9 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 if not all(MODULE_NAME.match(d) for d in snap.drivers):
                     problem(f"unexpected driver names {value!r:.80}")
                     snap.drivers = [d for d in snap.drivers if MODULE_NAME.match(d)]
+                if len(snap.drivers) > MAX_DRIVERS:
+                    problem(f"more than {MAX_DRIVERS} drivers looked up")
+                    snap.drivers = snap.drivers[:MAX_DRIVERS]
             elif key in ("bootfree", "uid") and value and not DIGITS.match(value):
                 problem(f"unexpected {key} value {value!r}")
             else:
@@ -317,7 +337,7 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
             key, _, value = line.partition(" ")
             if key == "version" and KERNEL_NAME.match(value):
                 snap.kimages[arg].version = value
-            elif key == "same" and safe_path(value):
+            elif key == "same" and safe_path(value) and len(snap.kimages[arg].same) < MAX_SAME:
                 snap.kimages[arg].same.append(value)
             else:
                 problem(f"unexpected line for kernel image {arg}: {line!r}")
@@ -329,7 +349,7 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
             key, _, value = line.partition(" ")
             if key == "m" and MODULE_NAME.match(value):
                 initrd.modules.add(value)
-            elif key == "kver":
+            elif key == "kver" and (len(initrd.kernel_dirs) < MAX_KERNEL_DIRS or value in initrd.kernel_dirs):
                 initrd.kernel_dirs.add(value)
             elif key == "modprobe":
                 initrd.modprobe_files.append(value)
@@ -389,7 +409,7 @@ def _parse_kernel_line(kernel: RawKernel, line: str) -> bool:
         kernel.modules[words[1]] = words[2]
     elif words[0] == "closure" and len(words) == 3 and MODULE_NAME.match(words[1]):
         closure = words[2].split(",")
-        if not all(MODULE_NAME.match(m) for m in closure) or closure[0] != words[1]:
+        if len(closure) > MAX_CLOSURE or not all(MODULE_NAME.match(m) for m in closure) or closure[0] != words[1]:
             return False
         kernel.closures[words[1]] = closure
     elif line.startswith(("CONFIG_", "# CONFIG_")):  # kernel config lines; odd values are not used
@@ -538,10 +558,13 @@ def _legacy_release(files: dict[str, str | None]) -> tuple[str, str, str]:
     (DISTRIB_ID/DISTRIB_RELEASE), /etc/debian_version alone. ('', '', '') when none tells.
     """
     system = (files.get("/etc/system-release") or "").strip()
-    if m := re.match(r"^(.*?)\s+release\s+(\S+)", system):
-        name = m.group(1)
+    # ^(.*?)\s+release\s+(\S+), without its quadratic backtracking over a run of blanks: the
+    # first match starts where a run of blanks does, and '.' stops at a newline
+    m = re.search(r"(?<!\s)\s+release\s+(\S+)", system)
+    if m and "\n" not in system[: m.start()]:
+        name = system[: m.start()]
         did = "amzn" if name.lower().startswith("amazon linux") else name.split()[0].lower()
-        return did, name, m.group(2)
+        return did, name, m.group(1)
     lsb = dict(re.findall(r"^(DISTRIB_\w+)=[\"']?([^\"'\n]*)", files.get("/etc/lsb-release") or "", re.M))
     if lsb.get("DISTRIB_ID"):
         did = lsb["DISTRIB_ID"]
@@ -766,6 +789,41 @@ def _split_cmp(a: str, b: str, has_name: bool, caret: str | None) -> int:
     return 0
 
 
+_SEGMENTS = {c: re.compile("[0-9]+|[A-Za-z]+|" + ("[~" + re.escape(c) + "]" if c else "~")) for c in ("^", "+", None)}
+
+
+def version_key(text: str, caret: str | None = "^") -> tuple:
+    """A key that orders versions as rpmvercmp() does: key(a) < key(b) iff rpmvercmp(a, b) < 0,
+    equal iff it is 0.
+
+    rpmvercmp() walks both strings in step, skipping separators (anything but ASCII letters,
+    digits, '~' and the caret), and compares one token of each at a time: '~' sorts before the
+    end of the string, the end before the caret, the caret before any segment, a letter segment
+    before a number segment; letters by their string, numbers by their value (no leading zeros:
+    longer is larger, then as strings). That is the order of these token tuples, compared
+    lexicographically, the end being the token (1,).
+    """
+    out: list[tuple] = []
+    for m in _SEGMENTS[caret].finditer(text):
+        t = m.group()
+        if t == "~":
+            out.append((0,))
+        elif t == caret:
+            out.append((2,))
+        elif t[0].isdigit():
+            t = t.lstrip("0")
+            out.append((4, len(t), t))
+        else:
+            out.append((3, t))
+    out.append((1,))
+    return tuple(out)
+
+
+def split_key(text: str, has_name: bool, caret: str | None) -> tuple:
+    """A key that orders as blscfg.c split_cmp() does (name, version, release by version_key())."""
+    return tuple(version_key(part, caret) for part in _split_nvr(text, has_name))
+
+
 # GRUB 2 script (the subset grub.cfg files use) -----------------------------------------------
 
 # Variables GRUB >= 2.00 sets itself (grub-core/normal/main.c, features[]).
@@ -815,42 +873,62 @@ def _done(word: list) -> list:
 
 
 _PLAIN = re.compile(r"[^\\\s;#{}'\"$]+")
+_BLANKS = re.compile(r"[ \t\r]+")
+_SEPARATORS = re.compile(r"[\n;][\n; \t\r]*")  # ';' and newlines, and the blanks between them
+_IN_DOUBLE_QUOTES = re.compile(r'[^"\\]+')
 
 
-def _grub_lex(text: str) -> list:
+# Outside a word: a whole plain word ending where a word ends, blanks, separators, or a brace;
+# anything else (quotes, '$', a backslash, '#'...) goes through the general rules below.
+_SIMPLE = re.compile(r"(?P<w>[^\\\s;#{}'\"$]+)(?=[ \t\r\n;{}]|\Z)|(?P<b>[ \t\r]+)|(?P<s>[\n;][\n; \t\r]*)|(?P<c>[{}])")
+
+
+def _grub_tokens(text: str) -> Iterator:
     """GRUB script tokens: words (lists of (text, quote) parts), and newline (also for ';'), '{', '}'.
 
-    Blocks opened and closed on one line ('{ true; }') come out as multi-line ones do.
+    Blocks opened and closed on one line ('{ true; }') come out as multi-line ones do. A run of
+    separators is one newline token (an empty statement does nothing). Runs of plain characters,
+    blanks, comments and quoted text are taken whole: the cost is linear in the text, with few
+    steps of Python per token.
     """
-    tokens: list = []
     word: list | None = None
     i, n = 0, len(text)
-
-    def flush() -> None:
-        nonlocal word
-        if word is not None:
-            tokens.append(_done(word))
-            word = None
-
+    simple = _SIMPLE.match
     while i < n:
+        if word is None and (m := simple(text, i)):
+            kind = m.lastgroup
+            if kind == "w":
+                yield [(m.group(), "")]
+            elif kind == "s":
+                yield "\n"
+            elif kind == "c":
+                yield m.group()
+            i = m.end()
+            continue
         c = text[i]
         if c == "\\" and i + 1 < n:
             if text[i + 1] != "\n":
                 word = _add(word, text[i + 1], "'")
             i += 2
         elif c in " \t\r":
-            flush()
-            i += 1
+            if word is not None:
+                yield _done(word)
+                word = None
+            i = _BLANKS.match(text, i).end()  # type: ignore[union-attr]
         elif c in "\n;":
-            flush()
-            tokens.append("\n")
-            i += 1
+            if word is not None:
+                yield _done(word)
+                word = None
+            yield "\n"
+            i = _SEPARATORS.match(text, i).end()  # type: ignore[union-attr]
         elif c == "#" and word is None:
-            while i < n and text[i] != "\n":
-                i += 1
+            j = text.find("\n", i)
+            i = n if j < 0 else j
         elif c in "{}":
-            flush()
-            tokens.append(c)
+            if word is not None:
+                yield _done(word)
+                word = None
+            yield c
             i += 1
         elif c == "'":
             j = text.find("'", i + 1)
@@ -859,11 +937,19 @@ def _grub_lex(text: str) -> list:
             i = j + 1
         elif c == '"':
             j, buf = i + 1, []
-            while j < n and text[j] != '"':
-                if text[j] == "\\" and j + 1 < n and text[j + 1] in '"\\$':
+            while j < n:
+                m = _IN_DOUBLE_QUOTES.match(text, j)
+                if m:
+                    buf.append(m.group())
+                    j = m.end()
+                elif text[j] == '"':
+                    break
+                elif j + 1 < n and text[j + 1] in '"\\$':  # a backslash escapes these only
+                    buf.append(text[j + 1])
+                    j += 2
+                else:
+                    buf.append("\\")
                     j += 1
-                buf.append(text[j])
-                j += 1
             word = _add(word, "".join(buf), '"')
             i = j + 1
         elif c == "$" and text.startswith("${", i):
@@ -876,8 +962,13 @@ def _grub_lex(text: str) -> list:
             j = m.end() if m else i + 1
             word = _add(word, text[i:j], "")
             i = j
-    flush()
-    return tokens
+    if word is not None:
+        yield _done(word)
+
+
+def _grub_lex(text: str) -> list:
+    """All of _grub_tokens(text)."""
+    return list(_grub_tokens(text))
 
 
 class _Unknown(Exception):
@@ -903,47 +994,132 @@ class _Block:
     steers: str = ""  # a function's body adds menu entries or changes the default: what it does
     state: bool | None = True  # the current branch runs (True), does not (False), or unknown
     taken: bool | None = False  # an earlier branch of this if ran
-    saved: dict[str, str | None] | None = None  # the variables outside a submenu's own context
+    saved: _Vars | None = None  # the variables outside a submenu's own context
+    # What the blocks below this one say (set when it is pushed; they cannot change while it is
+    # on the stack: only the innermost block's branch moves): runs(), entry_block(), menu() and
+    # runs_in_entry() as they were just before it. Each statement then costs O(1), however deep.
+    outer_runs: bool | None = True
+    outer_entry: _Block | None = None
+    outer_menu: list[_Item] | None = None
+    outer_in_entry: bool = True
+
+
+class _Vars:
+    """The variables of one GRUB environment context (normal/context.c).
+
+    A submenu's body runs in a new context that starts as a copy of the exported variables
+    (upstream, RHEL 8) or of all of them (RHEL 9, Fedora). The copy is made lazily: a name not
+    set in the new context is looked up in the one below it, if it was exported when the submenu
+    was opened (``cutoff``: export numbers below it; None: every variable). Nothing is written
+    below while the submenu is open, so this is the copy, at O(1) per submenu.
+    """
+
+    __slots__ = ("own", "below", "cutoff", "exports")
+
+    def __init__(self, own: dict[str, str | None], below: _Vars | None = None, cutoff: int | None = None,
+                 exports: dict[str, int] | None = None):  # fmt: skip
+        self.own = own
+        self.below = below
+        self.cutoff = cutoff
+        self.exports = exports if exports is not None else {}  # name -> when it was first exported
+
+    def find(self, name: str) -> tuple[bool, str | None]:
+        """(is set, value)."""
+        ctx: _Vars | None = self
+        while ctx is not None:
+            if name in ctx.own:
+                return True, ctx.own[name]
+            if ctx.cutoff is not None and self.exports.get(name, ctx.cutoff) >= ctx.cutoff:
+                return False, None
+            ctx = ctx.below
+        return False, None
+
+    def get(self, name: str) -> str | None:
+        return self.find(name)[1]
+
+    def __contains__(self, name: str) -> bool:
+        return self.find(name)[0]
+
+    def __setitem__(self, name: str, value: str | None) -> None:
+        self.own[name] = value
+
+
+_HEADS = ("then", "else", "do")
+MAX_SUBMENU_DEPTH = 16  # submenus inside submenus: real menus nest one or two deep
+MAX_BOOT_ENTRIES = 4096  # menu entries and submenus of a bootloader configuration (real ones: a few hundred)
+EXPANSION_BUDGET = 8  # variables may expand to this many times the size of grub.cfg (+ 1 MiB) in all
+
+
+class BootConfigTooLarge(ValueError):
+    """A bootloader configuration whose reading would cost more than a real one ever does: refused."""
+
+
+@dataclass
+class ExpansionBudget:
+    """Characters variable expansions may still produce, shared by the grub.cfg files of one host
+    (each one read adds EXPANSION_BUDGET times its size): a grubenv value expanded by many files
+    costs in all, not per file.
+    """
+
+    left: int = 1 << 20
 
 
 class _GrubScript:
     """Runs the statements of a grub.cfg that decide the menu and the default, nothing else."""
 
     def __init__(
-        self, env: dict[str, str], export_all: bool = False, files: dict[str, str | None] | None = None,
-        config_file: str = "",
-    ):
-        self.vars: dict[str, str | None] = {f: "y" for f in GRUB_FEATURES}
-        self.vars.update(env)  # load_env: grubenv's variables (00_header loads them first)
+        self, env: dict[str, str], export_all: bool = False, users_optional: bool = False,
+        budget: ExpansionBudget | None = None, files: dict[str, str | None] | None = None, config_file: str = "",
+    ):  # fmt: skip
+        self.users_optional = users_optional  # Red Hat's GRUB: '--users' may come without a value
+        # load_env: grubenv's variables (00_header loads them first) over GRUB's own; both are
+        # read through, never copied (one grubenv, many grub.cfg files on an EFI partition)
+        below = _Vars(env, _Vars(dict.fromkeys(GRUB_FEATURES, "y")))  # type: ignore[arg-type]
+        self.export_count = 1
+        exports = dict.fromkeys(GRUB_FEATURES, 0)  # normal/main.c exports the feature variables
+        self.vars = _Vars({}, below, exports=exports)
         if config_file:  # normal/main.c sets it to the directory of the file it reads
             self.vars["config_directory"] = config_file.rsplit("/", 1)[0]
         self.files = files or {}  # the files the host sent: 'source' reads them, '-f' tests them
         self.reading = [config_file or "grub.cfg"]  # the file being run, and the ones sourcing it
         self.functions: dict[str, str] = {}  # name -> what it does to the menu ('' nothing)
+        self.sourced: set[str] = set()  # the files 'source' ran
         self.doubts: list[str] = []  # what keeps the menu or the default from being known
-        self.exported = set(GRUB_FEATURES)  # normal/main.c exports the feature variables
         self.export_all = export_all
         self.top: list[_Item] = []
         self.stack: list[_Block] = []
+        self.submenus = 0  # submenu blocks open
+        self.items = 0  # items added to a menu
         self.warnings: list[str] = []
         self.default_doubt = ""
+        self.budget = budget or ExpansionBudget()  # run() adds the file's share
 
     # values
     def expand(self, word: _Word, keep_empty: bool = False) -> str | None:
         out = []
+        budget = self.budget.left
         for text, quote in word:
             if quote == "'":
                 out.append(text)
+                budget -= len(text)
                 continue
             pos = 0
             for m in _VAR.finditer(text):
                 out.append(text[pos : m.start()])
                 name = m.group(1) or m.group(2)
-                if self.vars.get(name) is None and (name in GRUB_RUNTIME or name in self.vars):
+                known, value = self.vars.find(name)
+                if value is None and (known or name in GRUB_RUNTIME):
                     raise _Unknown(name)  # set at boot time, or under a condition we cannot evaluate
-                out.append(self.vars.get(name) or "")
+                out.append(value or "")
+                budget -= m.start() - pos + len(value or "")
+                if budget < 0:  # e.g. 'set a=$a$a' over and over: twice the size each time
+                    raise BootConfigTooLarge("grub.cfg: its variables expand to far more text than the file holds")
                 pos = m.end()
             out.append(text[pos:])
+            budget -= len(text) - pos
+        if budget < 0:
+            raise BootConfigTooLarge("grub.cfg: its variables expand to far more text than the file holds")
+        self.budget.left = budget
         value = "".join(out)
         if not value and not keep_empty and all(q == "" for _, q in word):
             return None  # an unquoted empty expansion is no argument at all
@@ -952,31 +1128,38 @@ class _GrubScript:
     def args(self, words: list[_Word]) -> list[str]:
         return [v for v in (self.expand(w) for w in words) if v is not None]
 
-    # context
+    # context: each answer is the innermost block's, combined with what the blocks below it said
+    # when it was pushed (see _Block.outer_runs)
     def runs(self) -> bool | None:
         """Whether a statement here runs when grub.cfg is read (None: cannot tell)."""
-        result: bool | None = True
-        for b in self.stack:
-            if b.kind in ("menuentry", "submenu", "function") or b.state is False:
-                return False
-            if b.state is None or b.kind == "loop":
-                result = None
-        return result
+        if not self.stack:
+            return True
+        b = self.stack[-1]
+        if b.outer_runs is False or b.kind in ("menuentry", "submenu", "function") or b.state is False:
+            return False
+        return None if b.outer_runs is None or b.state is None or b.kind == "loop" else True
 
     def entry_block(self) -> _Block | None:
-        for b in reversed(self.stack):
-            if b.kind in ("menuentry", "submenu", "function"):
-                return b
-        return None
+        if not self.stack:
+            return None
+        b = self.stack[-1]
+        return b if b.kind in ("menuentry", "submenu", "function") else b.outer_entry
 
     def menu(self) -> list[_Item] | None:
         """The item list that a menuentry here would join (None: not built now)."""
-        for b in reversed(self.stack):
-            if b.kind == "submenu":
-                return b.item.children if b.item is not None and b.state is not False else None
-            if b.kind in ("menuentry", "function") or b.state is False:
-                return None
-        return self.top
+        if not self.stack:
+            return self.top
+        b = self.stack[-1]
+        if b.kind == "submenu":
+            return b.item.children if b.item is not None and b.state is not False else None
+        if b.kind in ("menuentry", "function") or b.state is False:
+            return None
+        return b.outer_menu
+
+    def push(self, block: _Block) -> None:
+        block.outer_runs, block.outer_entry = self.runs(), self.entry_block()
+        block.outer_menu, block.outer_in_entry = self.menu(), self.runs_in_entry()
+        self.stack.append(block)
 
     # statements
     def test(self, words: list[_Word]) -> bool | None:
@@ -1002,9 +1185,12 @@ class _GrubScript:
             return None  # a command's exit status (search, keystatus, ...)
 
         def primary(a: list) -> bool | None:
-            if a and a[0] == "!":
-                r = primary(a[1:])
-                return None if r is None else not r
+            nots = 0
+            while nots < len(a) and a[nots] == "!":  # '! ! x': each '!' negates what follows
+                nots += 1
+            if nots:
+                r = primary(a[nots:])
+                return None if r is None else r != (nots % 2 == 1)
             if _UNKNOWN_WORD in a:
                 return None
             if len(a) == 2 and a[0] in ("-f", "-e", "-s"):
@@ -1067,9 +1253,10 @@ class _GrubScript:
                 self.doubt(f"sources {path}, which kvm-drivers does not read")
         elif runs is None:
             self.doubt(f"sources {path} under a condition that cannot be evaluated")
-        elif path in self.reading or len(self.reading) > 8:
-            self.doubt(f"sources {path} again (a loop, or nested too deeply)")
-        else:
+        elif path in self.reading or path in self.sourced or len(self.reading) > 8:
+            self.doubt(f"sources {path} again (a loop, twice, or nested too deeply): not followed")
+        else:  # each file at most once: what is run stays linear in what the host sent
+            self.sourced.add(path)
             self.reading.append(path)
             self.run(text)
             self.reading.pop()
@@ -1094,23 +1281,22 @@ class _GrubScript:
     def statement(self, words: list[_Word], opens: bool) -> None:
         if not words and not opens:
             return
-        heads = []
-        while words and len(words[0]) == 1 and words[0][0][1] == "" and words[0][0][0] in ("then", "else", "do"):
-            heads.append(words[0][0][0])
-            words = words[1:]
-        for h in heads:
-            if h == "else" and self.stack and self.stack[-1].kind == "if":
+        k = 0
+        while k < len(words) and len(words[k]) == 1 and words[k][0][1] == "" and words[k][0][0] in _HEADS:
+            if words[k][0][0] == "else" and self.stack and self.stack[-1].kind == "if":
                 b = self.stack[-1]
                 b.state = False if b.taken is True else None if b.taken is None else True
+            k += 1
+        words = words[k:] if k else words
         if not words:
             if opens:
-                self.stack.append(_Block("function"))
+                self.push(_Block("function"))
             return
         head = "".join(t for t, _ in words[0])
         inner = self.entry_block()
         if head == "if" or head == "elif":
             if head == "if":
-                self.stack.append(_Block("if"))
+                self.push(_Block("if"))
             b = self.stack[-1] if self.stack and self.stack[-1].kind == "if" else _Block("if")
             cond = self.test(words[1:]) if not (inner and inner.kind != "submenu") else None
             if b.taken is True:
@@ -1124,25 +1310,28 @@ class _GrubScript:
                 self.stack.pop()
             return
         if head in ("while", "until", "for"):
-            self.stack.append(_Block("loop", state=None))
+            self.push(_Block("loop", state=None))
             return
         if head in ("menuentry", "submenu") and opens:
             self.steer(f"adds menu entries ({head})")
             item = self.new_item(head, words[1:])
             where = self.menu()
             if where is not None and item is not None:
-                where.append(item)
+                self.add(where, item)
             block = _Block(head, item, state=True)
+            self.push(block)
             if head == "submenu":
                 # Its body runs in a new context (normal/context.c grub_env_context_open()):
                 # upstream and RHEL 8 copy only exported variables, RHEL 9 and Fedora all of them.
+                self.submenus += 1
+                if self.submenus > MAX_SUBMENU_DEPTH:
+                    raise BootConfigTooLarge(f"grub.cfg: submenus nested more than {MAX_SUBMENU_DEPTH} deep")
                 block.saved = self.vars
-                self.vars = {k: v for k, v in self.vars.items() if self.export_all or k in self.exported}
-            self.stack.append(block)
+                self.vars = _Vars({}, self.vars, None if self.export_all else self.export_count, self.vars.exports)
             return
         if opens:  # function NAME {, or anything else that opens a block
             name = "".join(t for t, _ in words[1]) if head == "function" and len(words) > 1 else ""
-            self.stack.append(_Block("function", name=name))
+            self.push(_Block("function", name=name))
             return
         if inner is not None:
             if inner.kind == "menuentry" and inner.item is not None and self.runs_in_entry():
@@ -1165,18 +1354,27 @@ class _GrubScript:
         elif head in self.functions and self.functions[head] and runs is not False:
             self.doubt(f"calls function {head}, which {self.functions[head]}: kvm-drivers does not follow it")
         if head == "export" and self.runs() is not False:
-            self.exported.update(self.args(words[1:]))
+            for name in self.args(words[1:]):
+                if name not in self.vars.exports:
+                    self.vars.exports[name] = self.export_count
+                    self.export_count += 1
         elif head == "blscfg" and self.runs() is not False:
-            blsdir = self.vars.get("blsdir", "")
-            if len(words) > 1 or blsdir is None or blsdir not in ("", "/loader/entries", "/boot/loader/entries"):
+            known, blsdir = self.vars.find("blsdir")
+            if len(words) > 1 or known and blsdir not in ("", "/loader/entries", "/boot/loader/entries"):
                 self.doubt("runs blscfg on entries other than /boot/loader/entries: not read")
             where = self.menu()
             if where is not None:
-                where.append(_Item("", "", None, None, bls=True))
+                self.add(where, _Item("", "", None, None, bls=True))
         elif head == "set" and len(words) > 1:
             self.assign_word(words[1])
         elif len(words) == 1:
             self.assign_word(words[0])
+
+    def add(self, menu: list[_Item], item: _Item) -> None:
+        self.items += 1
+        if self.items > MAX_BOOT_ENTRIES:
+            raise BootConfigTooLarge(f"grub.cfg: more than {MAX_BOOT_ENTRIES} menu entries")
+        menu.append(item)
 
     def assign_word(self, word: _Word) -> None:
         """'name=value' as one word ('set name=value' or 'name=value'): the value follows the '='."""
@@ -1186,12 +1384,12 @@ class _GrubScript:
             self.assign(m.group(1), [(m.group(2), quote)] + word[1:])
 
     def runs_in_entry(self) -> bool:
-        for b in reversed(self.stack):
-            if b.kind in ("menuentry", "submenu", "function"):
-                return True
-            if b.state is False:
-                return False
-        return True
+        if not self.stack:
+            return True
+        b = self.stack[-1]
+        if b.kind in ("menuentry", "submenu", "function"):
+            return True
+        return False if b.state is False else b.outer_in_entry
 
     def new_item(self, kind: str, words: list[_Word]) -> _Item | None:
         words = [[("--id", "")] if w == [("$menuentry_id_option", "")] else w for w in words]  # 00_header's
@@ -1202,7 +1400,13 @@ class _GrubScript:
         # commands/menuentry.c options, parsed as lib/arg.c grub_arg_parse() does: "--opt value"
         # takes the next word only if it does not start with '-'; an option that needs a value
         # and gets none, or an unknown option, is an error and the entry is not added (e.g.
-        # RHEL's "--users $grub_users --id X" with grub_users unset).
+        # "--users $grub_users --id X" with grub_users unset, upstream). Red Hat's GRUB makes
+        # the value of --users optional: rhboot/grub2 commit "Make the menu entry users option
+        # argument to be optional" (2018-11-26, Related: rhbz#1652434) gives "users"
+        # GRUB_ARG_OPTION_OPTIONAL in menuentry.c options[], which grub_arg_parse() accepts
+        # without a value, and grub_cmd_menuentry() then ignores it (branches rhel-8.0.0 to
+        # rhel-8-main, rhel-9*, rhel-10*, fedora-30 and later; not rhel-7.x, fedora-29 or
+        # before, master). So on the Fedora/RHEL variants such an entry is added.
         title, ident, error, i = "", "", "", 0
         while i < len(args):
             a = args[i]
@@ -1213,7 +1417,7 @@ class _GrubScript:
                 elif name != "unrestricted" and not eq:
                     if i + 1 < len(args) and not args[i + 1].startswith("-"):
                         value, i = args[i + 1], i + 1
-                    else:
+                    elif not (name == "users" and self.users_optional):
                         error = f"missing mandatory option for `{name}'"
                 if name == "id":
                     ident = value
@@ -1271,17 +1475,20 @@ class _GrubScript:
             b = self.stack.pop()
             if b.saved is not None:
                 self.vars = b.saved
+                self.submenus -= 1
             if b.kind == "function" and b.name:
                 self.functions[b.name] = b.steers
             if b.kind in ("menuentry", "submenu", "function"):
                 return
 
     def run(self, text: str) -> None:
+        self.budget.left += EXPANSION_BUDGET * len(text)
         words: list[_Word] = []
-        for tok in _grub_lex(text):
+        for tok in _grub_tokens(text):
             if tok == "\n":
-                self.statement(words, False)
-                words = []
+                if words:
+                    self.statement(words, False)
+                    words = []
             elif tok == "{":
                 self.statement(words, True)
                 words = []
@@ -1294,6 +1501,9 @@ class _GrubScript:
         self.statement(words, False)
 
 
+_DIGITS_OF = {10: re.compile("[0-9]*"), 8: re.compile("[0-7]*"), 16: re.compile("[0-9a-fA-F]*")}
+
+
 def _grub_strtoul(value: str) -> tuple[int, str] | None:
     """grub_strtoul(value, &tail, 0) (kern/misc.c): (number, tail), None for GRUB_ERR_BAD_NUMBER."""
     s = value.lstrip(" \t\n\r\f\v")
@@ -1302,28 +1512,25 @@ def _grub_strtoul(value: str) -> tuple[int, str] | None:
         base, s = 16, s[2:]
     elif len(s) > 1 and s[0] == "0" and s[1] in "01234567":
         base = 8
-    digits = {10: "0123456789", 8: "01234567", 16: "0123456789abcdefABCDEF"}[base]
-    k = 0
-    while k < len(s) and s[k] in digits:
-        k += 1
+    k = _DIGITS_OF[base].match(s).end()  # type: ignore[union-attr]
     if k == 0:
         return None
     return int(s[:k], base), s[k:]
 
 
+_GT_RUN = re.compile(">+")
+
+
 def _first_component(spec: str) -> tuple[str, str | None]:
-    """('a>b' -> 'a', 'b'): the first '>'-separated component ('>>' is a '>'), and the rest."""
-    out, k = [], 0
-    while k < len(spec):
-        if spec[k] == ">":
-            if spec[k + 1 : k + 2] == ">":
-                out.append(">")
-                k += 2
-                continue
-            return "".join(out), spec[k + 1 :]
-        out.append(spec[k])
-        k += 1
-    return "".join(out), None
+    """('a>b' -> 'a', 'b'): the first '>'-separated component ('>>' is a '>'), and the rest.
+
+    Read left to right, '>>' is a '>' and a single '>' ends the component: in a run of '>', pairs
+    are literal, and an odd run's last '>' is the separator.
+    """
+    for m in _GT_RUN.finditer(spec):
+        if (m.end() - m.start()) % 2:
+            return spec[: m.end() - 1].replace(">>", ">"), spec[m.end() :]
+    return spec.replace(">>", ">"), None
 
 
 def _entry_number(items: list[_Item], spec: str, fedora: bool) -> int:
@@ -1401,8 +1608,8 @@ def _grub_variant(files: dict[str, str | None]) -> str:
 
 def parse_grub2(
     text: str, env: dict[str, str], source: str, bls: list[BootEntry] | None = None, variant: str = "upstream",
-    files: dict[str, str | None] | None = None, path: str = "",
-) -> BootConfig:
+    budget: ExpansionBudget | None = None, files: dict[str, str | None] | None = None, path: str = "",
+) -> BootConfig:  # fmt: skip
     """Entries and default of a GRUB 2 grub.cfg, evaluated as GRUB does (see the notes above).
 
     Blocks opened and closed on one line, if/elif/else/fi (a 'set default' runs only when its
@@ -1410,10 +1617,11 @@ def parse_grub2(
     (``files``, the host's; ``path``: this file's own, for ${config_directory}). ``bls``: the
     entries that a 'blscfg' command in the file adds, in their menu order; when not given and
     ``files`` holds /boot/loader/entries, they are read from there, their variables expanded
-    as GRUB expands them at boot (with what grub.cfg and grubenv set).
+    as GRUB expands them at boot (with what grub.cfg and grubenv set). ``budget``: shared with
+    the other files read for the same host (default: this file's own).
     """
     cfg = BootConfig(source)
-    script = _GrubScript(env, export_all=variant == "fedora", files=files, config_file=path)
+    script = _GrubScript(env, variant == "fedora", variant != "upstream", budget, files, path)
     script.run(text)
     cfg.warnings += script.warnings
     cfg.doubts += script.doubts
@@ -1423,6 +1631,9 @@ def parse_grub2(
         bls = found.entries
         cfg.warnings += found.warnings
     if bls is not None:  # blscfg puts the BLS entries where it is called
+        calls = sum(1 for item in top if item.bls)
+        if script.items + calls * (len(bls) - 1) > MAX_BOOT_ENTRIES:
+            raise BootConfigTooLarge(f"grub.cfg and its BLS entries: more than {MAX_BOOT_ENTRIES} menu entries")
         spliced: list[_Item] = []
         for item in top:
             spliced += [_Item(e.title, e.ident, None, e) for e in bls] if item.bls else [item]
@@ -1440,22 +1651,30 @@ def parse_grub2(
         cfg.warnings.append(f"next_entry={value!r} in grubenv: the next boot only boots it")
     fedora = variant != "upstream"
     item, _ = _resolve(top, value, fedora, variant == "fedora", cfg.warnings)
-    if item is not None and item.entry in cfg.entries:
-        cfg.default = cfg.entries.index(item.entry)
+    index = _index_of(cfg.entries, item.entry) if item is not None else None
+    if index is not None:
+        cfg.default = index
     else:
         cfg.warnings.append("the default is an empty submenu")
     return cfg
+
+
+def _index_of(entries: list[BootEntry], entry: BootEntry | None) -> int | None:
+    """Where entry (the object itself) is in entries (None: not there)."""
+    return next((i for i, e in enumerate(entries) if e is entry), None)
 
 
 def _resolve_default(entries: list[BootEntry], value: str, warnings: list[str], variant: str = "upstream") -> int:
     """Index into a flat menu (BLS, GRUB legacy) of the entry GRUB boots for ``value``."""
     items = [_Item(e.title, e.ident, None, e) for e in entries]
     item, _ = _resolve(items, value, variant != "upstream", variant == "fedora", warnings)
-    return entries.index(item.entry) if item is not None else 0
+    index = _index_of(entries, item.entry) if item is not None else None
+    return index if index is not None else 0
 
 
 def bls_sort_key(variant: str = "fedora", use_version: bool = True) -> Callable[[tuple[str, str]], Any]:
-    """Sort key that puts BLS entries in the menu order of GRUB's blscfg (newest first).
+    """Sort key of (file name without '.conf', version field) that puts BLS entries in the
+    menu order of GRUB's blscfg when sorted with ``reverse=True`` (newest first).
 
     rhboot/grub2 grub-core/commands/blscfg.c: on RHEL 8 (branch rhel-8-main) bls_cmp() compares
     the 'version' fields with split_cmp() (version, then release, by vercmp()) when every entry
@@ -1464,18 +1683,19 @@ def bls_sort_key(variant: str = "fedora", use_version: bool = True) -> Callable[
     BLS entries in a sorted linked list"; branches rhel-9-main, fedora-44) only the file name
     is compared (split_cmp(), name first: the machine-id), newest first, and a second entry that
     compares equal is dropped.
+
+    The key orders as those comparisons do (see split_key()), so a stable sort on it gives the
+    order a stable sort with split_cmp() would, in O(n log n) tuple comparisons.
     """
     caret = None if variant == "rhel8" else "+"
 
-    def cmp(x: tuple[str, str], y: tuple[str, str]) -> int:
-        (fx, vx), (fy, vy) = x, y
+    def key(x: tuple[str, str]) -> tuple:
+        name, version = x
         if variant == "rhel8" and use_version:
-            r = _split_cmp(vx, vy, False, caret)
-            if r:
-                return -r
-        return -_split_cmp(fx, fy, True, caret)
+            return split_key(version, False, caret), split_key(name, True, caret)
+        return (split_key(name, True, caret),)
 
-    return functools.cmp_to_key(cmp)
+    return key
 
 
 def _expand_bls(value: str, variables: dict[str, str | None]) -> tuple[str, str]:
@@ -1509,6 +1729,8 @@ def parse_bls(
     for path, text in sorted(files.items()):
         if not path.startswith("/boot/loader/entries/") or not path.endswith(".conf") or text is None:
             continue
+        if len(found) >= MAX_BOOT_ENTRIES:
+            raise BootConfigTooLarge(f"/boot/loader/entries: more than {MAX_BOOT_ENTRIES} entries")
         keys: dict[str, list[str]] = {}
         for line in text.splitlines():  # blscfg.c read_entry(): key, blanks, value
             parts = line.strip(" \t").split(None, 1)
@@ -1530,13 +1752,17 @@ def parse_bls(
                             "which only GRUB knows"
         found.append((ident, version if "version" in keys else "", entry))
     use_version = all(v for _, v, _ in found)  # blscfg.c: sort by version only if every entry has one
-    found.sort(key=lambda f: bls_sort_key(variant, use_version)((f[0], f[1])))
-    seen: list[str] = []
+    key = bls_sort_key(variant, use_version)
+    found.sort(key=lambda f: key((f[0], f[1])), reverse=True)
+    # "compares equal" (split_cmp() == 0) is "has the same split_key()": a set finds it
+    seen: set[tuple] = set()
     for ident, _, entry in found:
-        if variant != "rhel8" and any(_split_cmp(ident, s, True, "+") == 0 for s in seen):
-            cfg.warnings.append(f"BLS entry {ident} compares equal to another one: blscfg drops it")
-            continue
-        seen.append(ident)
+        if variant != "rhel8":
+            same = split_key(ident, True, "+")
+            if same in seen:
+                cfg.warnings.append(f"BLS entry {ident} compares equal to another one: blscfg drops it")
+                continue
+            seen.add(same)
         if not entry.linux_path:  # blscfg.c create_entry(): "Skipping file ... with no 'linux' key"
             continue
         cfg.entries.append(entry)
@@ -1566,6 +1792,8 @@ def parse_grub_legacy(text: str, saved: str | None, source: str) -> BootConfig:
         if key == "default" and current is None:
             default = rest.strip()
         elif key == "title":
+            if len(cfg.entries) >= MAX_BOOT_ENTRIES:
+                raise BootConfigTooLarge(f"{source}: more than {MAX_BOOT_ENTRIES} entries")
             current = BootEntry(rest.strip(), "", "", "", str(len(cfg.entries)))
             cfg.entries.append(current)
         elif current is not None and key == "kernel" and rest:
@@ -1620,21 +1848,33 @@ def _parse_boot(files: dict[str, str | None]) -> BootConfig | None:
     grub2 += sorted((p, t) for p, t in files.items() if p.startswith("/boot/efi/EFI/"))
     has_bls = any(p.startswith("/boot/loader/entries/") for p in files)
     warnings = [f"{p}: unreadable" for p, t in grub2 if p in files and t is None]
+    read: list[BootConfig] = []  # the BLS entries, read once (not once per EFI grub.cfg calling blscfg)
+    budget = ExpansionBudget()
+
+    def bls_entries() -> BootConfig:
+        if not read:
+            read.append(parse_bls(files, env, variant if variant != "upstream" else "fedora"))
+        return read[0]
+
     for path, text in grub2:
         if not text:
             continue
-        if re.search(r"^\s*blscfg\b", text, re.M):
-            cfg = parse_grub2(text, env, f"{path} (blscfg) + /boot/loader/entries", None, variant, files, path)
-            cfg.warnings = warnings + cfg.warnings
+        if re.search(r"^[^\S\n]*blscfg\b", text, re.M):  # = ^\s*blscfg, without its quadratic backtracking
+            # the BLS entries are read with this file's variables only when there are any (read
+            # once to know): a file that yields none moves on without reading them again
+            bls = bls_entries()
+            cfg = parse_grub2(text, env, f"{path} (blscfg) + /boot/loader/entries", None if bls.entries else [],
+                              variant, budget, files, path)  # fmt: skip
             if cfg.entries:
+                cfg.warnings = warnings + bls.warnings + cfg.warnings
                 return cfg
             continue
-        cfg = parse_grub2(text, env, path, None, variant, files, path)
+        cfg = parse_grub2(text, env, path, None, variant, budget, files, path)
         if cfg.entries:
             cfg.warnings = warnings + cfg.warnings
             return cfg
     if has_bls:
-        cfg = parse_bls(files, env, variant if variant != "upstream" else "fedora")
+        cfg = bls_entries()
         cfg.warnings = warnings + cfg.warnings
         return cfg
     for path in ("/boot/grub/menu.lst", "/boot/grub/grub.conf"):
@@ -1664,32 +1904,149 @@ def parse_modules_file(text: str | None) -> list[str]:
 
 def shell_statements(text: str | None) -> list[tuple[int, int, str]]:
     """(first line, last line, statement) of a shell-style file, lines counted from 0 in
-    text.split(newline): a backslash-newline or a quote left open continues on the next line.
+    text.split(newline): a backslash-newline or a quote left open continues on the next line
+    (an open quote by shlex.split(comments=True)'s rules, for up to 200 lines).
+
+    Linear: a statement is built from its lines once, and whether a quote is open is followed
+    line by line (_QuoteScan) instead of splitting the whole statement again at each line.
     """
     out = []
     lines = (text or "").split("\n")
     i = 0
     while i < len(lines):
-        first, stmt = i, lines[i].replace("\r", "")
+        first = i
+        parts = [lines[i].replace("\r", "")]  # the statement, in pieces (none empty but a first one)
+        scan = _QuoteScan()
+        scanned = 0  # pieces the scan has read (a backslash removed later is never among them)
         while i + 1 < len(lines):
-            if stmt.endswith("\\") and not stmt.endswith("\\\\"):
-                stmt = stmt[:-1] + lines[i + 1].replace("\r", "")
-            elif i - first < 200 and _open_quote(stmt):
-                stmt = stmt + "\n" + lines[i + 1].replace("\r", "")
+            line = lines[i + 1].replace("\r", "")
+            if _ends_with_one_backslash(parts):
+                parts[-1] = parts[-1][:-1]
+                if not parts[-1] and len(parts) > 1:
+                    parts.pop()
+                if line:
+                    parts.append(line)
+            elif i - first < 200 and scan.feed(parts, scanned):
+                scanned = len(parts)
+                parts += ["\n", line] if line else ["\n"]
             else:
                 break
             i += 1
-        out.append((first, i, stmt))
+        out.append((first, i, "".join(parts)))
         i += 1
     return out
 
 
-def _open_quote(stmt: str) -> bool:
-    try:
-        shlex.split(stmt, comments=True)
-    except ValueError as exc:
-        return "quotation" in str(exc)
-    return False
+def _ends_with_one_backslash(parts: list[str]) -> bool:
+    """Whether "".join(parts) ends with one backslash, not two (parts: none empty but a first one)."""
+    tail = parts[-1][-2:]
+    if len(tail) < 2 and len(parts) > 1:
+        tail = parts[-2][-1:] + tail
+    return tail.endswith("\\") and not tail.endswith("\\\\")
+
+
+class _QuoteScan:
+    """Whether shlex.split(text, comments=True) would fail with "No closing quotation", read
+    piece by piece: its states outside quotes (a '#' starts a comment up to the newline, a
+    backslash escapes the next character), in single quotes, and in double quotes (where a
+    backslash escapes the next character too). At the end of the text, only an open quote is
+    that error ("No escaped character" is another).
+    """
+
+    _NEXT = {"out": re.compile(r"[#\\'\"]"), "'": re.compile("'"), '"': re.compile(r'[\\"]'), "#": re.compile("\n")}
+
+    def __init__(self) -> None:
+        self.state = "out"  # out, ', ", #, or the escape states \\out and \\"
+
+    def feed(self, parts: list[str], start: int) -> bool:
+        """Read parts[start:]; True when a quote is open at their end."""
+        for part in parts[start:]:
+            self._read(part)
+        return self.state in ("'", '"')
+
+    def _read(self, text: str) -> None:
+        i, n = 0, len(text)
+        while i < n:
+            state = self.state
+            if state.startswith("\\"):  # the escaped character, whatever it is
+                self.state = state[1:]
+                i += 1
+                continue
+            m = self._NEXT[state].search(text, i)
+            if m is None:
+                return
+            c, i = m.group(), m.end()
+            if state == "out":
+                self.state = "\\out" if c == "\\" else c
+            elif state == '"' and c == "\\":
+                self.state = '\\"'
+            else:  # the quote closes, the comment ends
+                self.state = "out"
+
+
+def shell_words(text: str) -> list[str]:
+    """shlex.split(text, comments=True), in linear time (shlex builds each word a character at a
+    time by string concatenation: quadratic in a word's length). Same words, same ValueError
+    ("No closing quotation", "No escaped character").
+    """
+    words: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in " \t\r\n#":  # blanks and comments between words
+            if text[i] == "#":
+                j = text.find("\n", i)
+                i = n if j < 0 else j + 1
+            else:
+                i += 1
+        if i >= n:
+            return words
+        parts: list[str] = []
+        while i < n:
+            c = text[i]
+            if c in " \t\r\n":
+                i += 1
+                break
+            if c == "#":  # a comment ends the word too
+                j = text.find("\n", i)
+                i = n if j < 0 else j + 1
+                break
+            if c == "'":
+                j = text.find("'", i + 1)
+                if j < 0:
+                    raise ValueError("No closing quotation")
+                parts.append(text[i + 1 : j])
+                i = j + 1
+            elif c == '"':
+                i += 1
+                while True:
+                    m = _DQ_TEXT.match(text, i)
+                    if m:
+                        parts.append(m.group())
+                        i = m.end()
+                    if i >= n:
+                        raise ValueError("No closing quotation")
+                    if text[i] == '"':
+                        i += 1
+                        break
+                    if i + 1 >= n:  # a backslash at the very end
+                        raise ValueError("No escaped character")
+                    escaped = text[i + 1]
+                    parts.append(escaped if escaped in '\\"' else "\\" + escaped)
+                    i += 2
+            elif c == "\\":
+                if i + 1 >= n:
+                    raise ValueError("No escaped character")
+                parts.append(text[i + 1])
+                i += 2
+            else:
+                m = _SHELL_PLAIN.match(text, i)
+                parts.append(m.group())  # type: ignore[union-attr]
+                i = m.end()  # type: ignore[union-attr]
+        words.append("".join(parts))
+
+
+_DQ_TEXT = re.compile(r'[^"\\]+')
+_SHELL_PLAIN = re.compile(r"[^ \t\r\n#'\"\\]+")
 
 
 def shell_assignments(text: str | None) -> list[tuple[str, str, str]]:
@@ -1701,7 +2058,7 @@ def shell_assignments(text: str | None) -> list[tuple[str, str, str]]:
             continue
         key, op, rest = m.groups()
         try:
-            words = shlex.split(rest, comments=True)
+            words = shell_words(rest)
         except ValueError:
             words = rest.strip().strip("\"'").split()
         out.append((key, op, " ".join(words)))

@@ -218,7 +218,7 @@ def stored_state(snap: p.Snapshot) -> HostState:
 
     installed = [k for k in snap.kernels.values() if k.has_dep and k.images]
     for k in snap.kernels.values():
-        if k not in installed:
+        if not (k.has_dep and k.images):  # not installed
             why = "no modules.dep" if not k.has_dep else "no kernel image in /boot"
             warnings.append(f"/lib/modules/{k.version} skipped: not an installed kernel ({why})")
     if not installed and distro.family:
@@ -249,6 +249,9 @@ def stored_state(snap: p.Snapshot) -> HostState:
                       "refusing to rewrite it")  # fmt: skip
 
     newest_first = sorted(installed, key=lambda k: p.kernel_version_tuple(k.version), reverse=True)
+    by_kernel: dict[str, list[p.BootEntry]] = {}  # the entries of each kernel, found once
+    for e in boot.entries if boot else []:
+        by_kernel.setdefault(e.kernel, []).append(e)
     return HostState(
         drivers=list(drivers),
         errors=errors,
@@ -264,7 +267,7 @@ def stored_state(snap: p.Snapshot) -> HostState:
             default_title=default_entry.title if default_entry else None,
             entries=[asdict(e) for e in boot.entries] if boot else [],
         ),
-        kernels=[kernel_state(snap, k, drivers, boot, default_entry, distro.family) for k in newest_first],
+        kernels=[kernel_state(snap, k, drivers, boot, default_entry, distro.family, by_kernel) for k in newest_first],
         declared=declared,
         blacklists=[Blacklist(**b, why=why) for b in snap.blacklists
                     for _, _, why in bl.reasons([b["text"]], [b["driver"]])[:1]],
@@ -305,9 +308,15 @@ def kernel_state(
     boot: p.BootConfig | None,
     default_entry: p.BootEntry | None,
     family: str | None,
+    by_kernel: dict[str, list[p.BootEntry]] | None = None,
 ) -> KernelState:
-    """One kernel: the initrd it boots, and each looked-up driver built in, a module, or absent."""
-    entries = [e for e in (boot.entries if boot else []) if e.kernel == k.version]
+    """One kernel: the initrd it boots, and each looked-up driver built in, a module, or absent.
+    by_kernel: boot's entries by kernel version (saves looking through all of them per kernel).
+    """
+    if by_kernel is not None:
+        entries = list(by_kernel.get(k.version, []))
+    else:
+        entries = [e for e in (boot.entries if boot else []) if e.kernel == k.version]
     if default_entry is not None and default_entry in entries:
         # What GRUB boots is the default entry's own lines: never an initrd another entry of the
         # same kernel (recovery) loads. Without an initrd line it boots without one.
@@ -430,6 +439,12 @@ def tie_unversioned_entries(boot: p.BootConfig, snap: p.Snapshot) -> list[str]:
     is installed (/lib/modules/<version>), else a versioned image that is the same file.
     """
     notes = []
+    owners: dict[str, str] = {}  # image -> the first kernel (in the answer's order) that has it
+    for k in snap.kernels.values():
+        for image in k.images:
+            owners.setdefault(image, k.version)
+    order = {version: i for i, version in enumerate(snap.kernels)}
+    tied: dict[str, tuple[str, str]] = {}  # image as written -> (kernel, how): once per image
     for entry in boot.entries:
         img = snap.kimages.get(entry.linux_path) if not entry.kernel and entry.linux_path else None
         if img is None:
@@ -437,12 +452,16 @@ def tie_unversioned_entries(boot: p.BootConfig, snap: p.Snapshot) -> list[str]:
         if img.version and img.version in snap.kernels:
             entry.kernel, how = img.version, "its header's version string"
         else:
-            owner = [k.version for k in snap.kernels.values() if set(k.images) & set(img.same)]
+            if entry.linux_path not in tied:
+                found = [owners[x] for x in img.same if x in owners]
+                owner = min(found, key=order.__getitem__) if found else ""
+                tied[entry.linux_path] = (owner, f"the same file as {' '.join(img.same):.300}")
+            owner, how = tied[entry.linux_path]
             if not owner:
                 notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}, which is not tied to "
                              f"an installed kernel (header version {img.version or 'unreadable'})")  # fmt: skip
                 continue
-            entry.kernel, how = owner[0], f"the same file as {' '.join(img.same)}"
+            entry.kernel = owner
         notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}: kernel {entry.kernel} ({how})")
     return notes
 

@@ -215,6 +215,8 @@ def check_host(state, host, timeout: float, log: _HostLog | None = None) -> dict
             if exc is not timer:
                 raise
             problem = f"timed out after {timeout:g} s (the per-host limit: kvm_gather_timeout, else --timeout)"
+            if reading := getattr(exc, "kvm_reading", ""):  # set by facts.kvm_drivers.read_answer
+                problem += f" while reading its answer ({reading}): answer refused"
         except ConnectError as exc:
             problem = f"unreachable: {exc}"
         except Exception as exc:  # noqa: BLE001 - whatever happens to one host is that host's error

@@ -181,7 +181,8 @@ def kernel_plan(k: KernelState, wanted: list[str]) -> KernelPlan:
     elif error:
         missing = list(needed)
     else:
-        missing = [m for m in needed if m not in k.in_initrd]
+        have = set(k.in_initrd)  # not the list: closures x listing would be quadratic
+        missing = [m for m in needed if m not in have]
     return KernelPlan(
         version=k.version, default=k.default, too_old=k.too_old, initrd=k.initrd, initrd_source=k.initrd_source,
         initrd_size=k.initrd_size, initrd_error=error, initrd_refused=k.initrd_refused, lister=k.lister,

@@ -4,7 +4,8 @@ data ``fake`` says how the host behaves, and a runner that starts the CLI in a s
 fake: "drifted" (answers a captured Debian 12 gather output), "compliant" (the same, with every driver
 declared and in the initrd), "cut" (the output stops half-way), "fail" (the command exits 1), "raise"
 (the connector raises), "hang" (never answers), "noconnect" (connecting fails), "prompt" (asks for a
-sudo password, as pyinfra does when sudo needs one).
+sudo password, as pyinfra does when sudo needs one), "answer:PATH" (answers the lines of the file PATH,
+e.g. a crafted answer of tests/crafted.py, handed over in chunks as a connection would).
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ class FakeConnector(BaseConnector):
             out = CommandOutput([OutputLine("stderr", "sudo: a password is required")])
             return execute_command_with_sudo_retry(self.host, arguments, lambda: (1, out))
         gevent.sleep(0.01)
+        if kind.startswith("answer:"):
+            out: list[OutputLine] = []
+            with open(kind[len("answer:") :]) as answer:
+                for n, line in enumerate(answer):
+                    out.append(OutputLine("stdout", line.rstrip("\n")))
+                    if n % 20000 == 0:
+                        gevent.sleep(0)  # as reading from a connection does: others run meanwhile
+            return True, CommandOutput(out)
         return True, CommandOutput([OutputLine("stdout", line) for line in gather_output(kind)])
 
     def put_file(self, *args, **kwargs):

@@ -100,12 +100,37 @@ def test_grub2_default_on_real_configs(name, env, variant, want):
     assert (e.path, e.kernel, e.initrd) == want
 
 
-def test_rhel8_static_entries_need_grub_users():
+def test_rhel8_static_entries_without_grub_users_upstream_and_on_red_hat():
     # menuentry ... --users $grub_users --id X: with grub_users unset, '--users' gets no value
-    # ('--id' starts with '-'), lib/arg.c fails "missing mandatory option", the entry is not
-    # added. (This file is generated for petitboot on ppc64le, which does not run it as GRUB.)
-    cfg = p.parse_grub2((REAL / "grub" / "petitboot-rhel8-ppc64le.cfg").read_text(), {}, "x", variant="rhel8")
+    # ('--id' starts with '-'). Upstream lib/arg.c fails "missing mandatory option" and the entry
+    # is not added (grub-emu agrees: test_grub_emu.py). Red Hat's GRUB, which reads this RHEL 8
+    # file, has made that value optional since RHEL 8.0 (rhbz#1652434): every entry is there.
+    # (This file is generated for petitboot on ppc64le, which does not run it as GRUB.)
+    text = (REAL / "grub" / "petitboot-rhel8-ppc64le.cfg").read_text()
+    cfg = p.parse_grub2(text, {}, "x", variant="upstream")
     assert cfg.entries == [] and "missing mandatory option for `users'" in cfg.warnings[0]
+    for variant in ("rhel8", "fedora"):
+        cfg = p.parse_grub2(text, {"saved_entry": f"{RHEL8_ID}-4.18.0-80.el8.ppc64le"}, "x", variant=variant)
+        assert [e.kernel for e in cfg.entries] == ["4.18.0-80.11.2.el8_0.ppc64le", "4.18.0-80.el8.ppc64le",
+                                                  f"0-rescue-{RHEL8_ID}"]
+        assert [e.ident for e in cfg.entries][1] == f"{RHEL8_ID}-4.18.0-80.el8.ppc64le"  # --id still read
+        assert cfg.entries[cfg.default].kernel == "4.18.0-80.el8.ppc64le"
+        assert not any("users" in w for w in cfg.warnings), cfg.warnings
+
+
+@pytest.mark.parametrize("options, upstream, red_hat", [
+    ("--users", None, "T"),  # nothing after it
+    ("--users --id i", None, "i"),  # another option after it
+    ("--users $unset --class c", None, "T"),  # an empty variable: no word at all
+    ("--users root --id i", "i", "i"),  # a value: the same everywhere
+    ("--users '' --id i", "i", "i"),  # an empty word is a value
+    ("--hotkey --id i", None, None),  # only --users is optional on Red Hat's GRUB
+])  # fmt: skip
+def test_menuentry_users_without_a_value(options, upstream, red_hat):
+    text = f"menuentry T {options} {{\n linux /vmlinuz-1\n}}\n"
+    for variant, want in (("upstream", upstream), ("rhel8", red_hat), ("fedora", red_hat)):
+        cfg = p.parse_grub2(text, {}, "x", variant=variant)
+        assert [e.ident for e in cfg.entries] == ([want] if want else []), (variant, cfg.warnings)
 
 
 def test_sles_snapshot_header_one_line_blocks():
