@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -407,3 +408,41 @@ def test_check_cli_limit_and_empty_scope(story):
 
 def test_check_cli_changes_nothing(story):
     assert story.sums_before == story.sums_dry  # drift check, kvm-drivers check and --dry all ran in between
+
+
+def crafted_shell(lines: list[str]):
+    """A host whose root login shell prints a crafted answer whatever it is asked (its sshd runs
+    'SHELL -c COMMAND'): what a compromised host can send kvm-drivers."""
+
+    def setup(root) -> None:
+        (root / "root/crafted.txt").write_text("\n".join(lines) + "\n")
+        shell = root / "usr/local/sbin/kvm-crafted-shell"
+        shell.write_text("#!/bin/sh\n# lab: a compromised host's answer to every command\nexec cat /root/crafted.txt\n")
+        shell.chmod(0o755)
+        passwd = root / "etc/passwd"
+        text = passwd.read_text()
+        passwd.write_text(text.replace(":/root:/bin/bash\n", ":/root:/usr/local/sbin/kvm-crafted-shell\n", 1))
+
+    return setup
+
+
+def test_check_over_the_lab_with_a_crafted_full_cap_host_finishes_in_30_s(lab, story, tmp_path):
+    # Issue 18 "Done when": kvm-drivers check --timeout 5 over the lab plus one host sending a
+    # crafted answer at the full cap finishes in under 30 s, with every other host checked.
+    from tests import crafted
+
+    lines = crafted.answer("nested-if")  # about 26 s of CPU to read in full: far past 5 s
+    bad = hosts.variant("deb12-itools", "crafted-cap", "127.0.41.1", crafted_shell(lines))
+    hosts.start(bad)
+    try:
+        inv = hosts.write_inventory([*lab, bad], "crafted")
+        start = time.monotonic()
+        run = check_cli(str(inv), "--timeout", "5", "--report", str(tmp_path / "r.json"), timeout=300)
+        took = time.monotonic() - start
+    finally:
+        hosts.stop(bad)
+    assert took < 30, f"{took:.1f} s\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+    rows = {r["host"]: r for r in json.loads((tmp_path / "r.json").read_text())["hosts"]}
+    assert rows[bad.name]["status"] == "error" and "timed out after 5 s" in rows[bad.name]["errors"][0]
+    assert {n: r["status"] for n, r in rows.items() if n != bad.name} == {
+        h.name: expected_status(h, True) for h in hosts.HOSTS}
