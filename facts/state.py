@@ -91,7 +91,6 @@ class KernelState:
     initrd_blocks: list[list[str]] = field(default_factory=list)
     initrd_conf_error: str = ""  # why those files could not be read ('' when they were)
     doubts: dict[str, str] = field(default_factory=dict)  # driver -> why what it is in this kernel cannot be told
-    config: dict[str, str] = field(default_factory=dict)  # the kernel config's virtio lines (CONFIG_X -> y/m/n)
 
 
 @dataclass
@@ -237,7 +236,7 @@ def stored_state(snap: p.Snapshot) -> HostState:
 
     wanted_modules = {m for k in snap.kernels.values() for d in drivers for m in k.closures.get(d, [d])}
     watched = wanted_modules | set(drivers)  # what a blacklist must not stop
-    declared = declared_drivers(generator, snap.files, wanted_modules | set(drivers))
+    declared = declared_drivers(generator, snap.files, watched)
     if generator == "suse-mkinitrd":
         raw_value = p.parse_initrd_modules(snap.files.get("/etc/sysconfig/kernel"))[1] or ""
         odd = [w for w in raw_value.split() if not p.MODULE_NAME.match(p.norm(w))]
@@ -374,7 +373,6 @@ def kernel_state(
         doubts=doubts,
         initrd_blocks=blocks,
         initrd_conf_error=conf_error,
-        config={o: v for o, v in k.config.items() if o in set(p.CONFIG_OPTION.values())},
     )
 
 
