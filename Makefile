@@ -33,7 +33,7 @@ demo: setup  ## the main job against the lab: check, deploy, check again, boot
 	$(PYTHON) -m tests.lab up
 	@echo "== 2/7 kvm-drivers check (changes nothing)"
 	$(EXPECT) 3 "drifted and unsupported hosts found" \
-		$(PYTHON) -m kvm_drivers_cli check inventories/lab.py --report /tmp/kvm-drivers-before.html
+		$(PYTHON) -m kvm_drivers check inventories/lab.py --report /tmp/kvm-drivers-before.html
 	@echo "== 3/7 boot deb12-itools before the deploy (expected: ALERT! /dev/vda does not exist)"
 	$(EXPECT) 1 "the boot failed" $(PYTHON) -m tests.lab boot deb12-itools
 	@echo "== 4/7 deploy (the two unsupported hosts are refused by design)"
@@ -43,7 +43,7 @@ demo: setup  ## the main job against the lab: check, deploy, check again, boot
 		$(PYTHON) -m pyinfra -y inventories/lab.py deploys/kvm_drivers.py
 	@echo "== 6/7 kvm-drivers check again (expected: all compliant but the two unsupported hosts)"
 	$(EXPECT) 3 "unsupported hosts found" \
-		$(PYTHON) -m kvm_drivers_cli check inventories/lab.py --report /tmp/kvm-drivers-after.html
+		$(PYTHON) -m kvm_drivers check inventories/lab.py --report /tmp/kvm-drivers-after.html
 	@echo "== 7/7 boot deb12-itools after the deploy (expected: BOOTED, virtio_blk bound)"
 	$(PYTHON) -m tests.lab boot deb12-itools
 

@@ -99,7 +99,6 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="measured runs of each command (median)")
     parser.add_argument("--check-only", action="store_true", help="no deploy: floor and check only")
-    parser.add_argument("--legacy", action="store_true", help="also time the deprecated deploys/drift_check.py")
     args = parser.parse_args()
     if not 0 < args.hosts <= 4 * PER_NET:
         parser.error(f"--hosts must be between 1 and {4 * PER_NET}")
@@ -114,8 +113,7 @@ def main() -> int:
     subprocess.run(["rm", "-rf", str(env_cache)], check=False)
     os.environ["KVM_DRIVERS_CACHE"] = str(env_cache)
     floor_cmd = ["-m", "pyinfra", inv, "fact", "server.KernelVersion"]
-    check_cmd = ["-m", "kvm_drivers_cli", "check", inv, "--quiet"]
-    legacy_cmd = ["-m", "pyinfra", "-y", inv, "deploys/drift_check.py"]
+    check_cmd = ["-m", "kvm_drivers", "check", inv, "--quiet"]
     deploy_cmd = ["-m", "pyinfra", "-y", inv, "deploys/kvm_drivers.py"]
     drift_ok = (0, 2, 3, 4) if args.check_only else (0,)
     results: dict[str, Sample] = {}
@@ -125,13 +123,10 @@ def main() -> int:
         if not args.check_only:
             timed("deploy, fixing the fleet", deploy_cmd, specs)
         print(f"warm, {args.rounds} alternating rounds:", flush=True)
-        runs: dict[str, list[Sample]] = {"floor": [], "check": [], "legacy": [], "deploy": []}
+        runs: dict[str, list[Sample]] = {"floor": [], "check": [], "deploy": []}
         for _ in range(args.rounds):
             runs["floor"].append(timed("floor: fact server.KernelVersion", floor_cmd, specs))
             runs["check"].append(timed("kvm-drivers check, warm cache", check_cmd, specs, ok=drift_ok))
-            if args.legacy:
-                runs["legacy"].append(timed("deploys/drift_check.py (deprecated), warm", legacy_cmd, specs,
-                                            ok=drift_ok))  # fmt: skip
             if not args.check_only:
                 runs["deploy"].append(timed("deploy, converged fleet", deploy_cmd, specs))
         results = {k: median(v) for k, v in runs.items() if v}
@@ -144,7 +139,7 @@ def main() -> int:
           "| wall / floor | CPU / floor | remote commands/host |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     names = {"floor": "floor: `fact server.KernelVersion`", "check": "`kvm-drivers check`, warm cache",
-             "legacy": "`deploys/drift_check.py`, warm cache", "deploy": "deploy, converged fleet"}  # fmt: skip
+             "deploy": "deploy, converged fleet"}  # fmt: skip
     for key, s in results.items():
         print(f"| {names[key]} | {s.wall:.2f} | {1000 * s.cpu / len(specs):.2f} | {s.wall / floor.wall:.2f}x "
               f"| {s.cpu / floor.cpu:.2f}x | {', '.join(map(str, s.cmds))} |")  # fmt: skip

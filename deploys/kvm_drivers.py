@@ -14,7 +14,7 @@ One remote command gathers the state; a host already in the wanted state gets no
 
 from pyinfra import host
 
-from deploys.kvm import kvm_drivers
-from operations.plan import settings_from_data
+from kvm_drivers.deploy import kvm_drivers
+from kvm_drivers.operations.plan import settings_from_data
 
 kvm_drivers(**settings_from_data(host.data))

@@ -62,7 +62,7 @@ import re
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
-from facts.parsers import norm
+from kvm_drivers.facts.parsers import norm
 
 # --- module configuration lines -------------------------------------------------------------
 

@@ -41,10 +41,10 @@ from gevent import monkey
 from gevent.socket import wait_read
 from pyinfra.api import FactBase, QuoteString, ShortFactBase, StringCommand
 
-from facts import cache
-from facts import parsers as p
-from facts.state import DEFAULT_LOOKUP, FALLBACK_INITRDS, HostState, failed_state, stored_state, with_live
-from hostside import GATHER, LISTER, SCRIPT_VERSION
+from kvm_drivers.facts import cache
+from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.state import DEFAULT_LOOKUP, FALLBACK_INITRDS, HostState, failed_state, stored_state, with_live
+from kvm_drivers.hostside import GATHER, LISTER, SCRIPT_VERSION
 
 OUTPUT_CAP = 32 * 1024 * 1024  # bytes of gather output accepted from one host
 INLINE_MAX = 64 * 1024  # bytes (or lines) of an answer read in place; larger ones in a child process

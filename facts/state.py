@@ -19,8 +19,8 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from facts import blacklist as bl
-from facts import parsers as p
+from kvm_drivers.facts import blacklist as bl
+from kvm_drivers.facts import parsers as p
 
 VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
 SUSE_FIRST = ["ata_piix", "ata_generic"]

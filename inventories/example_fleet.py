@@ -1,6 +1,6 @@
 """An example inventory of a real fleet: copy it, replace the hosts, then run these.
 
-    pyinfra inventories/example_fleet.py deploys/drift_check.py --data report=fleet.html
+    kvm-drivers check inventories/example_fleet.py --report fleet.html
     pyinfra -y inventories/example_fleet.py deploys/kvm_drivers.py --limit web
 
 Groups are the module's lists; each host is a name or (name, data). Group-wide data lives

@@ -19,12 +19,12 @@ from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.context import ctx_state
 from pyinfra.operations.util.files import generate_color_diff
 
-from facts.blacklist import stops
-from facts.kvm_drivers import KvmDrivers
-from facts.parsers import DIGITS, MODPROBE_FILE, norm, shell_assignments, shell_statements
-from facts.state import HostState, KernelState
-from hostside import LISTER, REBUILD, UNBLACKLIST, WRITE
-from operations.plan import driver_list_errors
+from kvm_drivers.facts.blacklist import stops
+from kvm_drivers.facts.kvm_drivers import KvmDrivers
+from kvm_drivers.facts.parsers import DIGITS, MODPROBE_FILE, norm, shell_assignments, shell_statements
+from kvm_drivers.facts.state import HostState, KernelState
+from kvm_drivers.hostside import LISTER, REBUILD, UNBLACKLIST, WRITE
+from kvm_drivers.operations.plan import driver_list_errors
 
 MARKER = "# kvm-drivers: virtio drivers needed to boot on KVM"
 

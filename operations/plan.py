@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from facts import parsers as p
-from facts.state import SUSE_FIRST, VIRTIO, Blacklist, Declared, HostState, KernelState
+from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.state import SUSE_FIRST, VIRTIO, Blacklist, Declared, HostState, KernelState
 
 GATHER_TIMEOUT = 300  # seconds a host may take to answer (inventory data kvm_gather_timeout)
 CHANGE_TIMEOUT = 1800  # seconds one change (a write, a rebuild and its lock wait) may take (kvm_change_timeout)

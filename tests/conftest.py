@@ -64,8 +64,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def check_cli(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run ``kvm-drivers check ARGS`` (as python3 -m kvm_drivers_cli) from the repository root, stdin closed."""
-    cmd = [sys.executable, "-m", "kvm_drivers_cli", "check", *args]
+    """Run ``kvm-drivers check ARGS`` (as python3 -m kvm_drivers) from the repository root, stdin closed."""
+    cmd = [sys.executable, "-m", "kvm_drivers", "check", *args]
     env = {**os.environ, "KVM_DRIVERS_CACHE": CACHE}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env,
                           stdin=subprocess.DEVNULL)  # fmt: skip

@@ -307,7 +307,7 @@ def answer(shape: str, fraction: float = 1.0) -> list[str]:
 def _time(shape: str, fraction: float, limit: float) -> Iterator[str]:
     import resource
 
-    from facts import kvm_drivers as kd
+    from kvm_drivers.facts import kvm_drivers as kd
 
     lines = answer(shape, fraction)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

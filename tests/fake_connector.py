@@ -91,7 +91,7 @@ def install() -> None:
     inventory.get_execution_connectors = lambda: {**real_exec(), "fake": FakeConnector}
 
 
-RUNNER = "import sys, tests.fake_connector as f; f.install(); from kvm_drivers_cli.check import main; sys.exit(main())"
+RUNNER = "import sys, tests.fake_connector as f; f.install(); from kvm_drivers.cli.check import main; sys.exit(main())"
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 120) -> subprocess.CompletedProcess:

@@ -1,8 +1,8 @@
 """Test helper: a parsed answer straight to its plan (state, then plan), as the deploy does."""
 
-from facts import parsers as p
-from facts.state import host_state
-from operations.plan import Plan, lookup_drivers, plan
+from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.state import host_state
+from kvm_drivers.operations.plan import Plan, lookup_drivers, plan
 
 
 def analyse(snap: p.Snapshot, drivers=None, extra=None, kernels="all") -> Plan:

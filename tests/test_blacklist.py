@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-import hostside
-from facts import blacklist as bl
+from kvm_drivers import hostside
+from kvm_drivers.facts import blacklist as bl
 
 WANTED = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
 

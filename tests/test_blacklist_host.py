@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import hostside
-from facts import blacklist as bl
-from facts import kvm_drivers as kd
-from facts import parsers as p
+from kvm_drivers import hostside
+from kvm_drivers.facts import blacklist as bl
+from kvm_drivers.facts import kvm_drivers as kd
+from kvm_drivers.facts import parsers as p
 
 KVER = "6.1.0-kvm"
 WANTED = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]

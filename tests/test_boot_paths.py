@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from facts import parsers as p
+from kvm_drivers.facts import parsers as p
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from facts import cache, report
-from facts import kvm_drivers as kd
-from facts import parsers as p
-from operations.plan import plan
+from kvm_drivers import report
+from kvm_drivers.facts import cache
+from kvm_drivers.facts import kvm_drivers as kd
+from kvm_drivers.facts import parsers as p
+from kvm_drivers.operations.plan import plan
 
 FIX = Path(__file__).parent / "fixtures"
 KEY = "/boot/initrd.img-6.1.0-50-amd64|6046887|1764199265|1764199265"
@@ -130,7 +131,7 @@ def test_cache_belongs_to_the_host_gathered_from_whatever_host_is_in_context(tmp
     # Issue 13: the cache was keyed on the context host, so other_host.get_fact() used the wrong one.
     from pyinfra.context import ctx_host
 
-    from facts.kvm_drivers import CACHE_VERSION, KvmAnswer, gather_state
+    from kvm_drivers.facts.kvm_drivers import CACHE_VERSION, KvmAnswer, gather_state
 
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
     other = FakeHost("db1", with_fingerprint("7-8"))
@@ -147,7 +148,7 @@ def test_cache_belongs_to_the_host_gathered_from_whatever_host_is_in_context(tmp
 
 
 def test_the_fact_is_pure_command_in_state_out():
-    from facts.kvm_drivers import KvmDrivers
+    from kvm_drivers.facts.kvm_drivers import KvmDrivers
 
     fact = KvmDrivers()
     before = dict(vars(fact))
@@ -173,7 +174,7 @@ def test_cache_not_ours_alone_is_ignored_with_one_warning(tmp_path, monkeypatch,
     # KVM_DRIVERS_CACHE could plant a listing or a state. Now a file or directory that is not the
     # running user's alone is ignored (a cold gather: the host is asked for everything), with a
     # warning once per directory.
-    from facts.kvm_drivers import CACHE_VERSION, gather_state
+    from kvm_drivers.facts.kvm_drivers import CACHE_VERSION, gather_state
 
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
     monkeypatch.setattr(cache, "_warned", set())

@@ -251,6 +251,6 @@ def test_console_script_and_module_entry_point():
     module, func = re.search(r'^kvm-drivers = "([\w.]+):(\w+)"$', scripts, re.M).groups()
     code = f"import {module} as m; import sys; sys.exit(m.{func}(['check', '--help']))"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True).returncode == 0
-    run = subprocess.run([sys.executable, "-m", "kvm_drivers_cli", "check", "--help"], cwd=ROOT, capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "kvm_drivers", "check", "--help"], cwd=ROOT, capture_output=True,
                          text=True)  # fmt: skip
     assert run.returncode == 0 and "--timeout" in run.stdout and "exit codes" in run.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from facts import parsers as p
+from kvm_drivers.facts import parsers as p
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 F17 = "fe7b6773-70ed-4eac-b323-16ed459c7f86"

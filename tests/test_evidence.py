@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from facts import parsers as p
-from operations.plan import VIRTIO
+from kvm_drivers.facts import parsers as p
+from kvm_drivers.operations.plan import VIRTIO
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"

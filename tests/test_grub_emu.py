@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from facts import parsers as p
+from kvm_drivers.facts import parsers as p
 from tests import grub_emu
 from tests.test_corpus import GRUB_CASES, REAL, _counting_config, _env
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from facts import parsers as p
+from kvm_drivers.facts import parsers as p
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 

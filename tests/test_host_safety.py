@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import hostside
+from kvm_drivers import hostside
 from tests.test_initrd_ls import newc
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root, in mount namespaces")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import hostside
-from facts import parsers as p
+from kvm_drivers import hostside
+from kvm_drivers.facts import parsers as p
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root")
 STATE = Path("/run/kvm-drivers")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from facts import kvm_drivers as kd
-from facts import parsers as p
-from operations.plan import Plan, deploy_settings_errors, lookup_drivers, plan
+from kvm_drivers.facts import kvm_drivers as kd
+from kvm_drivers.facts import parsers as p
+from kvm_drivers.operations.plan import Plan, deploy_settings_errors, lookup_drivers, plan
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
@@ -153,7 +153,7 @@ def test_tampered_cached_state_is_never_used(tmp_path, monkeypatch, field, value
     # cache now keeps a state: read back, it is checked like an answer, and a bad one is dropped
     # (the host is then asked for a full answer).
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
-    from facts import cache
+    from kvm_drivers.facts import cache
 
     lines = ["@@KVM fingerprint 11-22", *ITOOLS_NOW]  # a full answer that can be kept
     kd.read_answer(lines, cache.load("h1"), "h1")
@@ -169,7 +169,7 @@ def test_tampered_cached_state_is_never_used(tmp_path, monkeypatch, field, value
 def test_cache_files_are_private(tmp_path, monkeypatch):
     # Low: cache files were 0644 and hold grub.cfg, which may contain password hashes.
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path / "c"))
-    from facts import cache
+    from kvm_drivers.facts import cache
 
     kd.read_answer(["@@KVM fingerprint 11-22", *ITOOLS_NOW], cache.load("h2"), "h2")  # a full answer that is kept
     assert oct((tmp_path / "c").stat().st_mode & 0o777) == "0o700"
@@ -180,7 +180,7 @@ def test_cache_files_are_private(tmp_path, monkeypatch):
 def test_hosts_whose_names_sanitise_alike_never_share_a_cache(tmp_path, monkeypatch):
     # review finding: 'db:1' and 'db_1' shared db_1.json, so one could forge the other's cached answer.
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
-    from facts import cache
+    from kvm_drivers.facts import cache
 
     assert cache._file("db:1") != cache._file("db_1")
     kd.read_answer(["@@KVM fingerprint 11-22", *ITOOLS_NOW], cache.load("db_1"), "db_1")
@@ -191,7 +191,7 @@ def test_hosts_whose_names_sanitise_alike_never_share_a_cache(tmp_path, monkeypa
 
 def test_multiline_initrd_modules_is_rendered_as_one_valid_assignment(tmp_path):
     # Medium: a backslash-newline INITRD_MODULES was rendered into a file sh rejects.
-    from operations import kvm_drivers as ops
+    from kvm_drivers.operations import kvm_drivers as ops
 
     text = '# kernel\nINITRD_MODULES="xenblk \\\n  ext3"\nDOMU_INITRD_MODULES="xennet"\n'
     assert p.parse_initrd_modules(text)[0] == ["xenblk", "ext3"]
@@ -289,7 +289,7 @@ def test_deploy_settings_are_checked():
 
 def test_terminal_escapes_from_host_data_never_reach_the_log_or_messages():
     # Low: terminal escape sequences from host data reached the terminal.
-    from operations import kvm_drivers as ops
+    from kvm_drivers.operations import kvm_drivers as ops
 
     assert ops.printable("Debian\x1b]2;owned\x07\x1b[2J") == "Debian\\x1b]2;owned\\x07\\x1b[2J"
 

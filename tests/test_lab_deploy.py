@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import testinfra
 
-from facts import kvm_drivers as kd
-from facts import parsers
-from operations.plan import wanted_drivers
+from kvm_drivers.facts import kvm_drivers as kd
+from kvm_drivers.facts import parsers
+from kvm_drivers.operations.plan import wanted_drivers
 from tests.conftest import ROOT, Run, check_cli, pyinfra
 from tests.lab import boot, hosts
 from tests.planning import analyse
@@ -29,7 +29,6 @@ from tests.planning import analyse
 pytestmark = pytest.mark.lab
 INVENTORY, DEPLOY = "inventories/lab.py", "deploys/kvm_drivers.py"
 HOOK_HOST = "deb12-itools-b"
-DRIFT = "deploys/drift_check.py"
 REPORTS = hosts.STATE / "reports"
 CHECK_FORMATS = (".json", ".prom", ".xml", ".html", ".txt")
 
@@ -121,9 +120,6 @@ class Story:
     sums_second: dict[str, dict] = field(default_factory=dict)
     after: dict[str, boot.BootResult] = field(default_factory=dict)
     hook_output: str = ""
-    drift_before: Run | None = None
-    drift_after: Run | None = None
-    drift_after_fixed: Run | None = None
     check_before: subprocess.CompletedProcess | None = None
     check_after: subprocess.CompletedProcess | None = None
     check_after_fixed: subprocess.CompletedProcess | None = None
@@ -138,7 +134,6 @@ def story(lab) -> Story:
     before_boots = launch_failing_boots(fixed)
     s.info_before = each(remote_info, lab)
     s.sums_before = each(sums, lab)
-    s.drift_before = pyinfra(INVENTORY, DRIFT, "--data", f"report={REPORTS}/before.html")
     s.check_before = check_cli(INVENTORY, *report_args("check-before"))
     s.dry = pyinfra(INVENTORY, DEPLOY, "--dry", "--json")
     s.sums_dry = each(sums, lab)
@@ -147,8 +142,6 @@ def story(lab) -> Story:
     s.sums_first = each(sums, lab)
     s.second = pyinfra("-y", INVENTORY, DEPLOY)
     s.sums_second = each(sums, lab)
-    s.drift_after = pyinfra(INVENTORY, DRIFT, "--data", f"report={REPORTS}/after.json")
-    s.drift_after_fixed = pyinfra(INVENTORY, DRIFT, *[a for h in fixed for a in ("--limit", h.name)])
     s.check_after = check_cli(INVENTORY, *report_args("check-after"), "--previous", f"{REPORTS}/check-before.json")
     s.check_after_fixed = check_cli(INVENTORY, "--quiet", *[a for h in fixed for a in ("--limit", h.name)])
     s.check_nothing = check_cli(INVENTORY, "--limit", "no-such-host*", "--report", f"{REPORTS}/check-nothing.prom")
@@ -317,27 +310,6 @@ def test_blacklist_is_reported_then_removed_on_request(story):
     assert story.after["deb12-blacklist"].ok
 
 
-def test_drift_check_before_reports_every_host_and_changes_nothing(story):
-    run = story.drift_before
-    assert run.returncode == 3, run.output  # drifted and unsupported hosts: the worst (3) wins
-    for h in hosts.HOSTS:
-        assert h.name in run.output
-    assert story.sums_before == story.sums_dry  # neither the drift check nor --dry wrote anything
-    page = (REPORTS / "before.html").read_text()
-    assert page.count('<tr class="drifted"') == len(fixed_hosts())
-    assert page.count('<tr class="unsupported"') == len(refused_hosts())
-
-
-def test_drift_check_after_json(story):
-    assert story.drift_after.returncode == 3, story.drift_after.output  # the refused hosts stay unsupported
-    data = json.loads((REPORTS / "after.json").read_text())
-    status = {row["host"]: row["status"] for row in data["hosts"]}
-    for h in hosts.HOSTS:
-        want = {"fixed": "compliant", "compliant": "compliant", "fails": "unsupported"}[h.expect]
-        assert status[h.name] == want, (h.name, data)
-    assert story.drift_after_fixed.returncode == 0, story.drift_after_fixed.output
-
-
 def test_kernel_with_every_virtio_driver_built_in_needs_nothing(story):
     info = story.info_before["deb12-builtin"]
     (kernel,) = info.kernels
@@ -373,8 +345,8 @@ def test_check_cli_over_ssh_exit_code_and_every_report(story, when):
     status = {row["host"]: row["status"] for row in data["hosts"]}
     assert status == {h.name: expected_status(h, when == "after") for h in hosts.HOSTS}
     assert data["exit_code"] == 3 and data["summary"]["error"] == 0
-    legacy = story.drift_before if when == "before" else story.drift_after
-    assert run.returncode == legacy.returncode  # the deprecated wrapper agrees
+    for h in hosts.HOSTS:
+        assert h.name in run.stdout
     lines = run.stdout.splitlines()
     if when == "before":
         assert lines[-1].startswith(f"{len(hosts.HOSTS)} hosts: ")
@@ -407,7 +379,7 @@ def test_check_cli_limit_and_empty_scope(story):
 
 
 def test_check_cli_changes_nothing(story):
-    assert story.sums_before == story.sums_dry  # drift check, kvm-drivers check and --dry all ran in between
+    assert story.sums_before == story.sums_dry  # kvm-drivers check and --dry both ran in between
 
 
 def crafted_shell(lines: list[str]):

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-import hostside
-from facts import kvm_drivers as kd
-from facts import parsers
-from operations import kvm_drivers as ops
-from operations.plan import wanted_drivers
-from tests.conftest import pyinfra
+from kvm_drivers import hostside
+from kvm_drivers.facts import kvm_drivers as kd
+from kvm_drivers.facts import parsers
+from kvm_drivers.operations import kvm_drivers as ops
+from kvm_drivers.operations.plan import wanted_drivers
+from tests.conftest import check_cli, pyinfra
 from tests.lab import hosts
 from tests.planning import analyse
 
 pytestmark = pytest.mark.lab
-DEPLOY, DRIFT = "deploys/kvm_drivers.py", "deploys/drift_check.py"
+DEPLOY = "deploys/kvm_drivers.py"
 MODULES = "/etc/initramfs-tools/modules"
 BROKEN_HOOK = """#!/bin/sh
 # lab fault injection: a broken initramfs-tools hook
@@ -108,9 +108,9 @@ def test_bad_hosts_and_bad_data_fail_alone_with_clear_messages(started):
     assert "kvm_gather_timeout must be a number of seconds" in out
     # the drift check never calls them compliant
     report = hosts.STATE / "hostile-report.json"
-    drift = pyinfra("-y", str(inv), DRIFT, "--data", f"report={report}")
+    drift = check_cli(str(inv), "--report", str(report))
     rows = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
-    assert drift.returncode == 4
+    assert drift.returncode == 4, drift.stdout + drift.stderr
     assert {n: r["status"] for n, r in rows.items()} == {
         shadow.name: "error", baddata.name: "error", typo.name: "error", odd.name: "error", ok.name: "compliant",
         latin.name: "compliant", badflag.name: "error",
@@ -147,8 +147,8 @@ def test_vendor_file_with_several_blacklist_lines_has_all_of_them_disabled(start
     # Low (by reading): stale backups outlived their kernels; update-initramfs's hooks were skipped
     assert "5.10.0-9" not in ssh(h, "ls /boot")
     assert ssh(h, "cat /root/post-update.log") == "6.1.0-50-amd64 /boot/initrd.img-6.1.0-50-amd64\n"
-    drift = pyinfra("-y", str(inv), DRIFT, "--data", f"report={tmp_path}/r.json")
-    assert drift.returncode == 0, drift.output
+    drift = check_cli(str(inv), "--report", f"{tmp_path}/r.json")
+    assert drift.returncode == 0, drift.stdout + drift.stderr
 
 
 def test_killed_run_then_admin_edit_then_failing_run_keeps_the_admin_line(started):
@@ -208,8 +208,8 @@ def test_host_that_never_answers_is_an_error_after_its_time_limit(started, tmp_p
     ok = make("answers", 10)
     inv = started(hung, ok)
     start = time.monotonic()
-    run = pyinfra("-y", str(inv), DRIFT, "--data", f"report={tmp_path}/r.json", timeout=300)
-    assert time.monotonic() - start < 120, run.output
+    run = check_cli(str(inv), "--report", f"{tmp_path}/r.json", timeout=300)
+    assert time.monotonic() - start < 120, run.stdout + run.stderr
     rows = {r["host"]: r for r in json.loads((tmp_path / "r.json").read_text())["hosts"]}
     assert run.returncode == 4
     assert rows[hung.name]["status"] == "error" and rows[ok.name]["status"] == "drifted"

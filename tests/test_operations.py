@@ -13,10 +13,10 @@ import pytest
 from pyinfra.api import OperationError, QuoteString
 from pyinfra.context import ctx_host, ctx_state
 
-import hostside
-from facts.kvm_drivers import KvmDrivers
-from facts.state import HostState
-from operations import kvm_drivers as ops
+from kvm_drivers import hostside
+from kvm_drivers.facts.kvm_drivers import KvmDrivers
+from kvm_drivers.facts.state import HostState
+from kvm_drivers.operations import kvm_drivers as ops
 
 CASES = sorted((Path(__file__).parent / "operations").glob("*/*.json"))
 SCRIPTS = {hostside.WRITE: "@write.sh", hostside.REBUILD: "@rebuild.sh", hostside.UNBLACKLIST: "@unblacklist.sh",

@@ -12,10 +12,10 @@ import time
 import gevent
 import pytest
 
-from facts import kvm_drivers as kd
-from facts import parsers as p
-from facts.state import HostState
-from operations.plan import plan
+from kvm_drivers.facts import kvm_drivers as kd
+from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.state import HostState
+from kvm_drivers.operations.plan import plan
 from tests import crafted
 from tests.fake_connector import run_cli
 from tests.test_check_cli import inventory, rows_of
@@ -230,7 +230,7 @@ def test_check_report_names_no_cause_it_did_not_see(tmp_path):
 
 
 def test_a_cache_file_too_large_to_read_back_is_neither_written_nor_read(tmp_path, monkeypatch):
-    from facts import cache
+    from kvm_drivers.facts import cache
 
     monkeypatch.setenv("KVM_DRIVERS_CACHE", str(tmp_path))
     monkeypatch.setattr(cache, "CACHE_MAX", 1000)  # the itools answer's cache file is about 3 KB

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from facts import kvm_drivers as kd
-from facts import parsers as p
-from facts.state import OLDEST_KERNEL, driver_kind
-from operations.plan import VIRTIO
+from kvm_drivers.facts import kvm_drivers as kd
+from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.state import OLDEST_KERNEL, driver_kind
+from kvm_drivers.operations.plan import VIRTIO
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"

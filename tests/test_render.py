@@ -1,9 +1,9 @@
 """Unit tests of the configuration edits: every unrelated line kept, nothing duplicated."""
 
 
-from facts import parsers as p
-from facts.state import HostState
-from operations import kvm_drivers as ops
+from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.state import HostState
+from kvm_drivers.operations import kvm_drivers as ops
 
 VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
 

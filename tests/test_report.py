@@ -4,9 +4,9 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
-from facts import parsers as p
-from facts import report
-from operations.plan import VIRTIO, Plan
+from kvm_drivers import report
+from kvm_drivers.facts import parsers as p
+from kvm_drivers.operations.plan import VIRTIO, Plan
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"

@@ -18,8 +18,8 @@ import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from facts import parsers as p
-from facts import report
+from kvm_drivers import report
+from kvm_drivers.facts import parsers as p
 from tests.fake_connector import gather_output
 from tests.planning import analyse
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from facts.state import VIRTIO
+from kvm_drivers.facts.state import VIRTIO
 
 CACHE = Path(os.environ.get("KVM_LAB_CACHE", "/var/cache/kvm-drivers-lab"))
 MIRROR = os.environ.get("KVM_LAB_MIRROR", "http://deb.debian.org/debian")

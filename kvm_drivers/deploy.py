@@ -3,7 +3,7 @@ The kvm-drivers deploy as a function another pyinfra project can call with its o
 
 .. code:: python
 
-    from deploys.kvm import kvm_drivers
+    from kvm_drivers.deploy import kvm_drivers
 
     kvm_drivers(extra=["virtio_console"], kernels="default")
 
@@ -23,9 +23,16 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from facts.kvm_drivers import gather_state
-from operations import kvm_drivers as ops
-from operations.plan import CHANGE_TIMEOUT, GATHER_TIMEOUT, Plan, deploy_settings_errors, lookup_drivers, plan
+from kvm_drivers.facts.kvm_drivers import gather_state
+from kvm_drivers.operations import kvm_drivers as ops
+from kvm_drivers.operations.plan import (
+    CHANGE_TIMEOUT,
+    GATHER_TIMEOUT,
+    Plan,
+    deploy_settings_errors,
+    lookup_drivers,
+    plan,
+)
 
 
 @deploy("Make the host boot on KVM")

@@ -2,7 +2,7 @@
 
 pyinfra runs hosts in gevent greenlets: like pyinfra's own CLI, importing this package first patches
 the standard library for gevent, so SSH connections to many hosts proceed at once. Not twice: inside a
-pyinfra run (deploys/drift_check.py) pyinfra has done it already, and patching ssl again recurses.
+pyinfra run pyinfra has done it already, and patching ssl again recurses.
 """
 
 from gevent import monkey

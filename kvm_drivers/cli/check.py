@@ -33,9 +33,9 @@ from typing import Any, NoReturn, TextIO
 import click
 import gevent
 
-from facts import report
+from kvm_drivers import report
 
-LOG = logging.getLogger("kvm_drivers_cli")
+LOG = logging.getLogger("kvm_drivers.cli")
 DEFAULT_TIMEOUT = 300.0
 
 
@@ -190,8 +190,8 @@ def check_host(state, host, timeout: float, log: _HostLog | None = None) -> dict
     from pyinfra.api.exceptions import ConnectError
     from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 
-    from facts.kvm_drivers import gather_state
-    from operations.plan import deploy_settings_errors, lookup_drivers, plan, settings_from_data
+    from kvm_drivers.facts.kvm_drivers import gather_state
+    from kvm_drivers.operations.plan import deploy_settings_errors, lookup_drivers, plan, settings_from_data
 
     problem = ""
     gathered = None
@@ -356,47 +356,3 @@ def main(argv: list[str] | None = None) -> int:
         LOG.exception("internal error")
         print(f"kvm-drivers: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return report.EXIT_USAGE
-
-
-_LEGACY_STARTED: set[int] = set()
-
-
-def legacy_deploy(state, data: dict[str, Any]) -> None:
-    """What the deprecated deploys/drift_check.py does inside a pyinfra run: the first host to arrive runs
-    the whole check (every host in pyinfra's scope, failed connections included), prints it, writes the
-    report named by data["report"], and ends the process with the check's exit code (os._exit: the
-    result cannot depend on which host finishes last, nor on gevent passing SystemExit on). The other
-    hosts return at once.
-    """
-    from pyinfra.context import ctx_state
-
-    state = ctx_state.get() or state  # the State itself, not pyinfra's context proxy of it
-    if id(state) in _LEGACY_STARTED:
-        return
-    _LEGACY_STARTED.add(id(state))
-    started = time.time()
-    timeout = float(data.get("check_timeout") or DEFAULT_TIMEOUT)
-    host_log = _HostLog()
-    logging.getLogger("pyinfra").addHandler(host_log)
-    forbid_prompts()
-    scope = [h for h in state.inventory if state.is_host_in_limit(h)]
-    jobs = [gevent.spawn(check_host, state, h, timeout, host_log) for h in scope]  # not the pool: it is full
-    gevent.joinall(jobs)
-    rows = [j.value if j.successful() else report.host_row(h.name, None, f"internal error: {j.exception!r}")
-            for h, j in zip(scope, jobs)]  # fmt: skip
-    code = report.exit_code(rows) if rows else report.EXIT_NO_HOSTS
-    print(report.text_table(rows), flush=True)
-    target = data.get("report")
-    if target:
-        meta = {"generated_at": time.time(), "duration_seconds": time.time() - started, "exit_code": code}
-        try:
-            report.write_report(target, rows, meta)
-            print(f"report written to {target}", flush=True)
-        except (OSError, ValueError) as exc:
-            print(f"report {target} could not be written: {exc}", file=sys.stderr, flush=True)
-            code = max(code, report.EXIT_REPORT_FAILED)
-    print("deploys/drift_check.py is deprecated: use 'kvm-drivers check INVENTORY' (see the README)",
-          file=sys.stderr, flush=True)  # fmt: skip
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

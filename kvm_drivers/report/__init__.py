@@ -25,10 +25,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from operations.plan import STATUSES
+from kvm_drivers.operations.plan import STATUSES
 
 if TYPE_CHECKING:
-    from operations.plan import Plan
+    from kvm_drivers.operations.plan import Plan
 
 # Exit codes of the drift check: the worst status found decides.
 EXIT_CODES = {"compliant": 0, "drifted": 2, "unsupported": 3, "error": 4}

@@ -1,7 +1,0 @@
-"""``python3 -m kvm_drivers_cli check INVENTORY ...``: the same as the ``kvm-drivers`` console script."""
-
-import sys
-
-from kvm_drivers_cli.check import main
-
-sys.exit(main())
