@@ -25,14 +25,8 @@ from pyinfra.operations import python
 
 from kvm_drivers.facts.kvm_drivers import gather_state
 from kvm_drivers.operations import kvm_drivers as ops
-from kvm_drivers.operations.plan import (
-    CHANGE_TIMEOUT,
-    GATHER_TIMEOUT,
-    Plan,
-    deploy_settings_errors,
-    lookup_drivers,
-    plan,
-)
+from kvm_drivers.operations.plan import Plan, plan
+from kvm_drivers.operations.settings import CHANGE_TIMEOUT, GATHER_TIMEOUT, Settings
 
 
 @deploy("Make the host boot on KVM")
@@ -56,15 +50,14 @@ def kvm_drivers(
     + gather_timeout: seconds the host may take to answer the state gathering
     + change_timeout: seconds each change (a write, one rebuild) may take
     """
-    bad = deploy_settings_errors({"kvm_remove_blacklists": remove_blacklists, "kvm_gather_timeout": gather_timeout,
-                                  "kvm_change_timeout": change_timeout})  # fmt: skip
-    if bad:
-        ops.fail_host(name="Refuse bad settings", message=f"{'; '.join(bad)} - nothing was changed")
+    settings = Settings.read(drivers, extra, kernels, remove_blacklists, gather_timeout, change_timeout)
+    if settings.errors:  # checked once, before anything is gathered
+        ops.fail_host(name="Refuse bad settings", message=f"{'; '.join(settings.errors)} - nothing was changed")
         return
-    state = gather_state(host, lookup_drivers(drivers, extra), _timeout=gather_timeout)
+    state = gather_state(host, settings.lookup(), _timeout=settings.gather_timeout)
     if state is None:
         return  # the command failed: pyinfra has reported this host as failed
-    the_plan = plan(state, drivers, extra, kernels)
+    the_plan = plan(state, settings)
     if the_plan.errors:
         ops.fail_host(
             name="Refuse an unsupported or broken host",
@@ -72,7 +65,7 @@ def kvm_drivers(
         )
         return
     log_plan(the_plan)
-    if the_plan.blacklisted and not remove_blacklists:  # a rebuild would copy them in again (rebuild.sh refuses)
+    if the_plan.blacklisted and not settings.remove_blacklists:  # a rebuild would copy them back (rebuild.sh refuses)
         lines = "; ".join(f"{b.file} line {b.line} ({ops.printable(b.text)[:80]})" for b in the_plan.blacklisted)
         ops.fail_host(name="Refuse an unsupported or broken host",
                       message=f"module configuration stops {' '.join(sorted({b.driver for b in the_plan.blacklisted}))}"
@@ -85,23 +78,23 @@ def kvm_drivers(
     run_id = ops.new_run_id()  # ties the rollback copies (declaration, modprobe.d) to this run's rebuilds
     rebuild = [k for k in the_plan.kernels if k.version in the_plan.to_rebuild]
     done: dict[str, Any] = {}
-    if remove_blacklists and the_plan.blacklisted:
+    if settings.remove_blacklists and the_plan.blacklisted:
         done["blacklists"] = ops.disable_modprobe_lines(
             name="Disable modprobe.d lines that stop KVM drivers", drivers=the_plan.wanted, state=state,
-            run_id=run_id, _timeout=change_timeout,
+            run_id=run_id, _timeout=settings.change_timeout,
         )  # fmt: skip
         # the initrds carry a copy of modprobe.d: rebuild every one that holds a wanted module
         rebuild = [k for k in the_plan.kernels if not k.too_old and k.needed]
     if the_plan.to_declare:
         done["declared"] = ops.declare_drivers(
             name="Declare the KVM drivers", drivers=the_plan.declare, state=state,
-            run_id=run_id if rebuild else "", _timeout=change_timeout,
+            run_id=run_id if rebuild else "", _timeout=settings.change_timeout,
         )  # fmt: skip
     done["rebuilt"] = []
     for i, k in enumerate(rebuild):
         meta = ops.rebuild_initrd(
             name=f"Rebuild the initrd of kernel {k.version}", kernel=k.version, modules=k.needed, state=state,
-            force=not k.missing, last=i == len(rebuild) - 1, run_id=run_id, _timeout=change_timeout,
+            force=not k.missing, last=i == len(rebuild) - 1, run_id=run_id, _timeout=settings.change_timeout,
         )  # fmt: skip
         done["rebuilt"].append((k.initrd, k.version, meta))
     if len(done) > 1 or done["rebuilt"]:

@@ -24,7 +24,7 @@ from kvm_drivers.facts.kvm_drivers import KvmDrivers
 from kvm_drivers.facts.parsers import DIGITS, MODPROBE_FILE, norm, shell_assignments, shell_statements
 from kvm_drivers.facts.state import HostState, KernelState
 from kvm_drivers.hostside import LISTER, REBUILD, UNBLACKLIST, WRITE
-from kvm_drivers.operations.plan import driver_list_errors
+from kvm_drivers.operations.settings import driver_list_errors
 
 MARKER = "# kvm-drivers: virtio drivers needed to boot on KVM"
 

@@ -6,115 +6,20 @@ unsupported, error), every reason not to touch it, and the work: which drivers t
 kernels' initrds to rebuild, which modprobe.d lines stop a wanted driver. The deploy turns a plan
 into operations; the fleet check and its reports read the same plan.
 
-Settings (inventory data): ``kvm_drivers`` replaces the family's driver list, ``kvm_drivers_extra``
-adds to it, ``kvm_kernels`` is ``"all"``, ``"default"`` or a list of kernel versions.
+The settings arrive checked (operations/settings.py): their errors are the host's errors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from kvm_drivers.facts import parsers as p
-from kvm_drivers.facts.state import SUSE_FIRST, VIRTIO, Blacklist, Declared, HostState, KernelState
+from kvm_drivers.facts.state import Blacklist, Declared, HostState, KernelState
+from kvm_drivers.operations.settings import TRANSPORT, Settings
 
-GATHER_TIMEOUT = 300  # seconds a host may take to answer (inventory data kvm_gather_timeout)
-CHANGE_TIMEOUT = 1800  # seconds one change (a write, a rebuild and its lock wait) may take (kvm_change_timeout)
 STATUSES = ("compliant", "drifted", "unsupported", "error")
-# The virtio devices sit on a transport: on the x86 KVM clouds the disk and the NIC are PCI devices,
-# so virtio_pci is wanted with any of them, whatever the inventory lists (virtio and virtio_ring
-# come with it, through modules.dep).
-TRANSPORT = "virtio_pci"
-VIRTIO_DEVICES = ("virtio_blk", "virtio_scsi", "virtio_net")
 # Without these in the kernel the default entry boots, the root disk on virtio-blk or the NIC is
 # never found: a kernel that lacks one cannot be made to boot on KVM by any initrd.
 ESSENTIAL = ("virtio_blk", "virtio_net", "virtio_pci", "virtio", "virtio_ring")
-
-
-# --- settings ------------------------------------------------------------------------------
-
-
-def default_drivers(family: str | None) -> list[str]:
-    """The procedure's driver list for a family (SUSE families list ata_piix ata_generic first)."""
-    return SUSE_FIRST + VIRTIO if family and family.startswith("suse") else list(VIRTIO)
-
-
-def wanted_drivers(family: str | None, drivers: list[str] | None, extra: list[str] | None) -> list[str]:
-    """The drivers to guarantee: the given list (or the family default) plus extras, normalised."""
-    out: list[str] = []
-    for d in (drivers or default_drivers(family)) + (extra or []):
-        if p.norm(d) not in out:
-            out.append(p.norm(d))
-    if TRANSPORT not in out and any(d in out for d in VIRTIO_DEVICES):
-        out.append(TRANSPORT)
-    return out
-
-
-def driver_list_errors(key: str, value: object) -> list[str]:
-    """Why value (the inventory data key) is not a list of module names ([] when it is)."""
-    if not isinstance(value, (list, tuple)) or not all(isinstance(d, str) for d in value):
-        return [f"{key} must be a list of module names, got {type(value).__name__} {value!r:.60}"]
-    bad = [d for d in value if not p.MODULE_NAME.match(p.norm(d)) or "/" in d]
-    return [f"{key}: not a module name: {', '.join(repr(d)[:60] for d in bad)}"] if bad else []
-
-
-def settings_errors(drivers: object, extra: object, kernels: object) -> list[str]:
-    """Why the inventory data (kvm_drivers, kvm_drivers_extra, kvm_kernels) cannot be used."""
-    errors = []
-    for key, value in (("kvm_drivers", drivers), ("kvm_drivers_extra", extra)):
-        if value is not None:
-            errors += driver_list_errors(key, value)
-    if isinstance(drivers, (list, tuple)) and not drivers:
-        errors.append("kvm_drivers is empty: give the drivers to guarantee, or leave it unset")
-    if isinstance(kernels, (list, tuple)):
-        if not kernels or not all(isinstance(k, str) and p.KERNEL_NAME.match(k) for k in kernels):
-            errors.append(f"kvm_kernels must be 'all', 'default' or a non-empty list of kernel versions, "
-                          f"got {kernels!r:.80}")  # fmt: skip
-    elif kernels not in ("all", "default"):
-        errors.append(f"kvm_kernels must be 'all', 'default' or a list of kernel versions, got {kernels!r:.80}")
-    return errors
-
-
-def deploy_settings_errors(data: Any) -> list[str]:
-    """Why the deploy-only inventory data (kvm_remove_blacklists, kvm_gather_timeout,
-    kvm_change_timeout) cannot be used.
-    """
-    errors = []
-    if not isinstance(data.get("kvm_remove_blacklists", False), bool):
-        errors.append(f"kvm_remove_blacklists must be True or False, got {data.get('kvm_remove_blacklists')!r:.40}")
-    for key in ("kvm_gather_timeout", "kvm_change_timeout"):
-        value = data.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            errors.append(f"{key} must be a number of seconds, got {value!r:.40}")
-    return errors
-
-
-def valid_drivers(drivers: object) -> list[str] | None:
-    """The driver list, normalised, if it is a valid one, else None (settings_errors says why)."""
-    return None if driver_list_errors("", drivers) else [p.norm(d) for d in drivers]  # type: ignore[union-attr]
-
-
-def settings_from_data(data: Any) -> dict[str, Any]:
-    """The deploy's arguments from inventory data (``kvm_drivers``, ``kvm_drivers_extra``, ``kvm_kernels``,
-    ``kvm_remove_blacklists``, ``kvm_gather_timeout``, ``kvm_change_timeout``).
-    """
-    return {
-        "drivers": data.get("kvm_drivers"),
-        "extra": data.get("kvm_drivers_extra"),
-        "kernels": data.get("kvm_kernels", "all"),
-        "remove_blacklists": data.get("kvm_remove_blacklists", False),
-        "gather_timeout": data.get("kvm_gather_timeout", GATHER_TIMEOUT),
-        "change_timeout": data.get("kvm_change_timeout", CHANGE_TIMEOUT),
-    }
-
-
-def lookup_drivers(drivers: object = None, extra: object = None) -> list[str]:
-    """The drivers to look up on a host before its family is known: every family's list when
-    drivers is not given (the SUSE one holds the others). Only well-formed names travel: bad
-    inventory data is reported by plan().
-    """
-    names, more = valid_drivers(drivers), valid_drivers(extra) or []
-    return wanted_drivers("suse", None, more) if names is None else wanted_drivers(None, names, more)
 
 
 # --- the plan ------------------------------------------------------------------------------
@@ -193,30 +98,26 @@ def kernel_plan(k: KernelState, wanted: list[str]) -> KernelPlan:
     )  # fmt: skip
 
 
-def plan(
-    state: HostState, drivers: object = None, extra: object = None, kernels: object = "all"
-) -> Plan:
+def plan(state: HostState, settings: Settings = Settings()) -> Plan:  # noqa: B008 - frozen, never changed
     """Decide what the host needs for these settings. Pure: state in, plan out."""
-    errors = settings_errors(drivers, extra, kernels)
-    bad_settings = bool(errors)
-    if bad_settings:  # check with the defaults; nothing is changed on a host with bad settings
-        drivers, extra, kernels = None, None, "all"
-    wanted = wanted_drivers(state.distro.family, drivers, extra)  # type: ignore[arg-type]
+    errors = list(settings.errors)
+    bad_settings = bool(errors)  # checked with the defaults; nothing is changed on a host with bad settings
+    wanted = settings.wanted(state.distro.family)
+    kernels = settings.kernels
     errors += state.errors
     warnings = list(state.warnings)
     unlooked = [d for d in wanted if d not in state.drivers]
     if unlooked and state.readable:
         errors.append(f"internal: drivers {' '.join(unlooked)} were not looked up on the host")
 
-    named_list = valid_drivers(drivers) if drivers is not None else None
-    if named_list is not None and TRANSPORT in wanted and TRANSPORT not in named_list + (valid_drivers(extra) or []):
+    if settings.drivers is not None and TRANSPORT in wanted and TRANSPORT not in settings.named:
         warnings.append(f"{TRANSPORT} is wanted too, though kvm_drivers does not list it: the virtio disk and NIC "
                         "are PCI devices on KVM, and are not found without it")  # fmt: skip
     installed = state.kernels
     chosen = installed
     if kernels == "default":
         chosen = [k for k in installed if k.default] or installed[:1]
-    elif isinstance(kernels, (list, tuple)):
+    elif isinstance(kernels, tuple):
         chosen = [k for k in installed if k.version in kernels]
         unknown = [v for v in kernels if v not in {k.version for k in installed}]
         if unknown:
@@ -252,8 +153,7 @@ def plan(
         elif k.initrd_error:
             warnings.append(f"initrd {k.initrd} of kernel {k.version}: {k.initrd_error}")
 
-    named = [p.norm(d) for d in list(drivers or []) + list(extra or [])]  # type: ignore[call-overload]
-    nowhere = [d for d in named if installed and all(k.kinds.get(d, "absent") == "absent" for k in installed)]
+    nowhere = [d for d in settings.named if installed and all(k.kinds.get(d, "absent") == "absent" for k in installed)]
     if nowhere:
         errors.append(f"driver(s) named in the inventory exist in no installed kernel: {' '.join(nowhere)} "
                       "(a typo?)")  # fmt: skip

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kvm_drivers.facts import parsers as p
-from kvm_drivers.operations.plan import VIRTIO
+from kvm_drivers.facts.state import VIRTIO
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"

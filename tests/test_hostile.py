@@ -15,7 +15,8 @@ import pytest
 
 from kvm_drivers.facts import kvm_drivers as kd
 from kvm_drivers.facts import parsers as p
-from kvm_drivers.operations.plan import Plan, deploy_settings_errors, lookup_drivers, plan
+from kvm_drivers.operations.plan import Plan, plan
+from kvm_drivers.operations.settings import Settings
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
@@ -43,7 +44,7 @@ def test_release_file_path_sent_by_host_writes_nothing_on_control_machine(tmp_pa
 def process(lines: list[str], **args) -> Plan:
     """The fact's own processing of a host's answer (no cache), then the plan for these settings."""
     state = kd.KvmDrivers().process(lines)
-    return plan(state, args.get("drivers"), args.get("extra"), args.get("kernels", "all"))
+    return plan(state, Settings.read(args.get("drivers"), args.get("extra"), args.get("kernels", "all")))
 
 
 @pytest.mark.parametrize(
@@ -129,7 +130,7 @@ def test_file_in_boot_that_is_not_an_initrd_is_refused():
 def test_bad_inventory_data_is_a_clear_error_never_compliant(data, expect):
     # Medium: bad kvm_drivers / kvm_kernels data crashed the run or reported "compliant".
     compliant = ITOOLS  # the state does not matter: bad settings are an error first
-    cmd = kd.KvmDrivers().command(lookup_drivers(data.get("drivers"), data.get("extra"))).get_raw_value()
+    cmd = kd.KvmDrivers().command(Settings.read(data.get("drivers"), data.get("extra")).lookup()).get_raw_value()
     assert "touch /x" not in cmd  # an invalid name never reaches the host
     info = process(compliant, **data)
     assert info.status == "error"
@@ -279,12 +280,17 @@ def test_initrd_modules_with_shell_code_is_never_rewritten():
 
 def test_deploy_settings_are_checked():
     # review finding: kvm_remove_blacklists: "false" is truthy; kvm_gather_timeout: "300" made gevent raise.
-    assert deploy_settings_errors({}) == []
-    assert deploy_settings_errors({"kvm_remove_blacklists": True, "kvm_gather_timeout": 30}) == []
-    errors = deploy_settings_errors({"kvm_remove_blacklists": "false"})
-    assert "kvm_remove_blacklists must be True or False" in errors[0]
-    assert "kvm_gather_timeout must be a number" in deploy_settings_errors({"kvm_gather_timeout": "300"})[0]
-    assert "kvm_change_timeout must be a number" in deploy_settings_errors({"kvm_change_timeout": None})[0]
+    def errors(data: dict) -> tuple[str, ...]:
+        return Settings.from_data(data).errors
+
+    assert errors({}) == ()
+    assert errors({"kvm_remove_blacklists": True, "kvm_gather_timeout": 30}) == ()
+    assert "kvm_remove_blacklists must be True or False" in errors({"kvm_remove_blacklists": "false"})[0]
+    assert "kvm_gather_timeout must be a number" in errors({"kvm_gather_timeout": "300"})[0]
+    assert "kvm_change_timeout must be a number" in errors({"kvm_change_timeout": None})[0]
+    # a bad value never reaches the run: its default stands in beside the error
+    bad = Settings.from_data({"kvm_remove_blacklists": "false", "kvm_gather_timeout": "300"})
+    assert bad.remove_blacklists is False and bad.gather_timeout == 300
 
 
 def test_terminal_escapes_from_host_data_never_reach_the_log_or_messages():

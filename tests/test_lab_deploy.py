@@ -21,7 +21,7 @@ import testinfra
 
 from kvm_drivers.facts import kvm_drivers as kd
 from kvm_drivers.facts import parsers
-from kvm_drivers.operations.plan import wanted_drivers
+from kvm_drivers.operations.settings import wanted_drivers
 from tests.conftest import ROOT, Run, check_cli, pyinfra
 from tests.lab import boot, hosts
 from tests.planning import analyse

@@ -18,7 +18,7 @@ import pytest
 
 from kvm_drivers.facts import cache, parsers
 from kvm_drivers.facts import kvm_drivers as kd
-from kvm_drivers.operations.plan import wanted_drivers
+from kvm_drivers.operations.settings import wanted_drivers
 from tests.conftest import check_cli, pyinfra
 from tests.lab import boot, hosts
 

@@ -20,7 +20,7 @@ from kvm_drivers import hostside
 from kvm_drivers.facts import kvm_drivers as kd
 from kvm_drivers.facts import parsers
 from kvm_drivers.operations import kvm_drivers as ops
-from kvm_drivers.operations.plan import wanted_drivers
+from kvm_drivers.operations.settings import wanted_drivers
 from tests.conftest import check_cli, pyinfra
 from tests.lab import hosts
 from tests.planning import analyse

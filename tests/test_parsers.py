@@ -6,8 +6,7 @@ import pytest
 
 from kvm_drivers.facts import kvm_drivers as kd
 from kvm_drivers.facts import parsers as p
-from kvm_drivers.facts.state import OLDEST_KERNEL, driver_kind
-from kvm_drivers.operations.plan import VIRTIO
+from kvm_drivers.facts.state import OLDEST_KERNEL, VIRTIO, driver_kind
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"

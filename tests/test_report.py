@@ -6,7 +6,8 @@ from pathlib import Path
 
 from kvm_drivers import report
 from kvm_drivers.facts import parsers as p
-from kvm_drivers.operations.plan import VIRTIO, Plan
+from kvm_drivers.facts.state import VIRTIO
+from kvm_drivers.operations.plan import Plan
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"

@@ -191,14 +191,16 @@ def check_host(state, host, timeout: float, log: _HostLog | None = None) -> dict
     from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 
     from kvm_drivers.facts.kvm_drivers import gather_state
-    from kvm_drivers.operations.plan import deploy_settings_errors, lookup_drivers, plan, settings_from_data
+    from kvm_drivers.operations.plan import plan
+    from kvm_drivers.operations.settings import Settings
 
     problem = ""
     gathered = None
-    settings = settings_from_data(host.data)  # the deploy's own reading of the inventory data
-    if bad := deploy_settings_errors(host.data):  # e.g. kvm_gather_timeout given as a string
-        return report.host_row(host.name, None, "; ".join(bad))
-    timeout = float(host.data.get("kvm_gather_timeout", timeout))  # the host's own limit, if its data sets one
+    settings = Settings.from_data(host.data)  # the deploy's own reading of the inventory data, checked once
+    if settings.errors:  # e.g. kvm_gather_timeout given as a string: nothing is gathered
+        return report.host_row(host.name, None, "; ".join(settings.errors))
+    if host.data.get("kvm_gather_timeout") is not None:
+        timeout = settings.gather_timeout  # the host's own limit, if its data sets one
     with ctx_state.use(state), ctx_config.use(state.config), ctx_inventory.use(state.inventory), ctx_host.use(host):
         timer = gevent.Timeout(timeout)
         timer.start()
@@ -207,7 +209,7 @@ def check_host(state, host, timeout: float, log: _HostLog | None = None) -> dict
                 host.connect(raise_exceptions=True, show_errors=False)
                 state.activate_host(host)
             # failures are this host's row, not a failed run
-            gathered = gather_state(host, lookup_drivers(settings["drivers"], settings["extra"]), _ignore_errors=True)
+            gathered = gather_state(host, settings.lookup(), _ignore_errors=True)
             if gathered is None:
                 said = [line for line in (log.lines.get(host.name, []) if log else []) if line]
                 problem = "the state gathering command failed" + (f": {' / '.join(said[-5:])}" if said else "")
@@ -224,7 +226,7 @@ def check_host(state, host, timeout: float, log: _HostLog | None = None) -> dict
         finally:
             timer.close()
     try:
-        the_plan = plan(gathered, settings["drivers"], settings["extra"], settings["kernels"]) if gathered else None
+        the_plan = plan(gathered, settings) if gathered else None
         return report.host_row(host.name, the_plan, problem)
     except Exception as exc:  # noqa: BLE001 - an answer the report cannot read is an error, not a pass
         return report.host_row(host.name, None, f"could not read the fact's answer: {type(exc).__name__}: {exc}")
