@@ -1,7 +1,7 @@
 """Benchmark: the fleet check (``kvm-drivers check``) and the converged deploy against the floor of one
 trivial fact (``pyinfra INV fact server.KernelVersion``), over a fleet of lab hosts on loopback.
 
-    python -m bench.fleet_bench [--hosts 50] [--rounds 3] [--check-only] [--legacy]
+    python -m bench.fleet_bench [--hosts 50] [--rounds 3] [--check-only]
 
 For each measured command: wall time and control-process CPU (user + system of the child process,
 from getrusage) in ms per host, medians of --rounds runs that alternate with the floor, their ratios

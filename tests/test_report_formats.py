@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvm_drivers import report
 from kvm_drivers.facts import parsers as p
+from kvm_drivers.operations.plan import STATUSES
 from tests.fake_connector import gather_output
 from tests.planning import analyse
 
@@ -102,7 +103,7 @@ def test_prometheus_metrics_parse_and_escape_labels():
     assert len(status) == 4 * len(rows)
     for r in rows:
         name = report.printable(r["host"])
-        assert [s for s in report.STATUSES if status[(name, s)] == 1] == [r["status"]]
+        assert [s for s in STATUSES if status[(name, s)] == 1] == [r["status"]]
     evil = report.printable(EVIL)
     assert "\x1b" not in evil and '"' in evil and (evil, "error") in status  # quote and backslash round-trip
     missing = {(s.labels["host"], s.labels["kernel"]): s.value for s in families["kvm_drivers_missing_modules"].samples}
