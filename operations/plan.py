@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.config_files import norm
 from kvm_drivers.facts.state import SUSE_FIRST, VIRTIO, Blacklist, Declared, HostState, KernelState
+from kvm_drivers.facts.wire import KERNEL_NAME, MODULE_NAME
 
 GATHER_TIMEOUT = 300  # seconds a host may take to answer (inventory data kvm_gather_timeout)
 CHANGE_TIMEOUT = 1800  # seconds one change (a write, a rebuild and its lock wait) may take (kvm_change_timeout)
@@ -43,8 +44,8 @@ def wanted_drivers(family: str | None, drivers: list[str] | None, extra: list[st
     """The drivers to guarantee: the given list (or the family default) plus extras, normalised."""
     out: list[str] = []
     for d in (drivers or default_drivers(family)) + (extra or []):
-        if p.norm(d) not in out:
-            out.append(p.norm(d))
+        if norm(d) not in out:
+            out.append(norm(d))
     if TRANSPORT not in out and any(d in out for d in VIRTIO_DEVICES):
         out.append(TRANSPORT)
     return out
@@ -54,7 +55,7 @@ def driver_list_errors(key: str, value: object) -> list[str]:
     """Why value (the inventory data key) is not a list of module names ([] when it is)."""
     if not isinstance(value, (list, tuple)) or not all(isinstance(d, str) for d in value):
         return [f"{key} must be a list of module names, got {type(value).__name__} {value!r:.60}"]
-    bad = [d for d in value if not p.MODULE_NAME.match(p.norm(d)) or "/" in d]
+    bad = [d for d in value if not MODULE_NAME.match(norm(d)) or "/" in d]
     return [f"{key}: not a module name: {', '.join(repr(d)[:60] for d in bad)}"] if bad else []
 
 
@@ -67,7 +68,7 @@ def settings_errors(drivers: object, extra: object, kernels: object) -> list[str
     if isinstance(drivers, (list, tuple)) and not drivers:
         errors.append("kvm_drivers is empty: give the drivers to guarantee, or leave it unset")
     if isinstance(kernels, (list, tuple)):
-        if not kernels or not all(isinstance(k, str) and p.KERNEL_NAME.match(k) for k in kernels):
+        if not kernels or not all(isinstance(k, str) and KERNEL_NAME.match(k) for k in kernels):
             errors.append(f"kvm_kernels must be 'all', 'default' or a non-empty list of kernel versions, "
                           f"got {kernels!r:.80}")  # fmt: skip
     elif kernels not in ("all", "default"):
@@ -91,7 +92,7 @@ def deploy_settings_errors(data: Any) -> list[str]:
 
 def valid_drivers(drivers: object) -> list[str] | None:
     """The driver list, normalised, if it is a valid one, else None (settings_errors says why)."""
-    return None if driver_list_errors("", drivers) else [p.norm(d) for d in drivers]  # type: ignore[union-attr]
+    return None if driver_list_errors("", drivers) else [norm(d) for d in drivers]  # type: ignore[union-attr]
 
 
 def settings_from_data(data: Any) -> dict[str, Any]:
@@ -252,7 +253,7 @@ def plan(
         elif k.initrd_error:
             warnings.append(f"initrd {k.initrd} of kernel {k.version}: {k.initrd_error}")
 
-    named = [p.norm(d) for d in list(drivers or []) + list(extra or [])]  # type: ignore[call-overload]
+    named = [norm(d) for d in list(drivers or []) + list(extra or [])]  # type: ignore[call-overload]
     nowhere = [d for d in named if installed and all(k.kinds.get(d, "absent") == "absent" for k in installed)]
     if nowhere:
         errors.append(f"driver(s) named in the inventory exist in no installed kernel: {' '.join(nowhere)} "
