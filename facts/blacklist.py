@@ -5,7 +5,7 @@ Pure: text in, verdicts out (one job). The lines are in modprobe.d / modprobe.co
 gather.sh sends them (a logical line, its continuation lines joined) or as a file holds them; the
 words are a kernel command line's (the default boot entry's) or those of an initrd's own
 command-line files (dracut's etc/cmdline.d/*.conf and etc/cmdline). Module names compare as the
-kernel knows them: dashes as underscores (``facts.parsers.norm`` for the wanted names).
+kernel knows them: dashes as underscores (``facts.config_files.norm`` for the wanted names).
 
 When in doubt, a line stops the driver: a false "stopped" costs a rebuild or a question to an
 admin; a false "loads" can leave a host that does not boot on KVM reported compliant.
@@ -62,7 +62,7 @@ import re
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
-from kvm_drivers.facts.parsers import norm
+from kvm_drivers.facts.config_files import norm
 
 # --- module configuration lines -------------------------------------------------------------
 

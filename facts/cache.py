@@ -34,7 +34,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvm_drivers.facts.parsers import (
+from kvm_drivers.facts.state import HostState, shape_problems
+from kvm_drivers.facts.wire import (
     CMDLINE_WORD,
     CONF_TEXT,
     DIGITS,
@@ -44,7 +45,6 @@ from kvm_drivers.facts.parsers import (
     MODULE_NAME,
     Snapshot,
 )
-from kvm_drivers.facts.state import HostState, shape_problems
 
 WATCHED = re.compile(r"^/[A-Za-z0-9._@+,:=~/-]{1,1023}$")  # a path gather.sh stats (plain names only)
 LOG = logging.getLogger("kvm_drivers.cache")

@@ -42,8 +42,8 @@ from gevent.socket import wait_read
 from pyinfra.api import FactBase, QuoteString, ShortFactBase, StringCommand
 
 from kvm_drivers.facts import cache
-from kvm_drivers.facts import parsers as p
 from kvm_drivers.facts.state import DEFAULT_LOOKUP, FALLBACK_INITRDS, HostState, failed_state, stored_state, with_live
+from kvm_drivers.facts.wire import parse_snapshot
 from kvm_drivers.hostside import GATHER, LISTER, SCRIPT_VERSION
 
 OUTPUT_CAP = 32 * 1024 * 1024  # bytes of gather output accepted from one host
@@ -51,9 +51,11 @@ INLINE_MAX = 64 * 1024  # bytes (or lines) of an answer read in place; larger on
 READ_LIMIT = 60.0  # seconds reading one large answer may take (a real one takes well under one)
 CHILD_MEMORY = 4 << 30  # bytes of address space the child reading an answer may add to what it starts with
 STATE_MAX = 2 << 20  # bytes of the (pickled) state a child may send back (a real one: a few KiB): unpickling blocks
-# A cached state is only reused with the gather script and the code that made it.
+# A cached state is only reused with the gather script and the code that made it: the parsers and state.py.
+STATE_CODE = ("wire.py", "distro.py", "config_files.py", "boot_entries.py", "grub_words.py", "grub_script.py",
+              "grub_default.py", "rpmvercmp.py", "boot_menus.py", "state.py")  # fmt: skip
 CACHE_VERSION = hashlib.sha256(
-    (SCRIPT_VERSION + "".join((Path(__file__).parent / f).read_text() for f in ("parsers.py", "state.py"))).encode()
+    (SCRIPT_VERSION + "".join((Path(__file__).parent / f).read_text() for f in STATE_CODE)).encode()
 ).hexdigest()[:16]
 
 
@@ -106,13 +108,13 @@ def _read(lines: list[str], host_cache: cache.HostCache | None, host_name: str) 
         same = cache.unchanged(host_cache, lines) if host_cache is not None else None
         if same is not None:
             stored, live_lines = same
-            live = p.parse_snapshot(live_lines)
+            live = parse_snapshot(live_lines)
             state = with_live(stored, live.meta)
             if live.problems:
                 bad = [f"malformed answer from the host: {x}" for x in live.problems]
                 state = replace(state, errors=state.errors + bad, readable=False)
             return state
-        snap = p.parse_snapshot(lines)
+        snap = parse_snapshot(lines)
         if host_cache is not None:
             cache.fill(host_cache, snap)
         stored = stored_state(snap)

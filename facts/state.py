@@ -1,7 +1,7 @@
 """
 The KVM-driver state of one host, as typed data: what ``gather.sh`` saw, interpreted.
 
-``host_state(snapshot)`` is pure: it reads a parsed ``Snapshot`` (facts/parsers.py) and
+``host_state(snapshot)`` is pure: it reads a parsed ``Snapshot`` (facts/wire.py) and
 says, for the drivers looked up, which distribution family and initrd generator the host has,
 which kernels are installed and which initrd each one boots, what each driver is in each kernel
 (built in, a module and its dependency closure, absent), which of those modules each initrd
@@ -20,7 +20,28 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from kvm_drivers.facts import blacklist as bl
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.boot_entries import BootConfig, BootEntry, kernel_from_path, system_path
+from kvm_drivers.facts.boot_menus import parse_boot
+from kvm_drivers.facts.config_files import (
+    CONFIG_OPTION,
+    dracut_omits,
+    initramfs_tools_setting,
+    norm,
+    parse_dracut,
+    parse_initrd_modules,
+    parse_modules_file,
+)
+from kvm_drivers.facts.distro import Distro, kernel_version_tuple, parse_distro
+from kvm_drivers.facts.wire import (
+    DIGITS,
+    KERNEL_NAME,
+    MODPROBE_FILE,
+    MODULE_NAME,
+    RawInitrd,
+    RawKernel,
+    Snapshot,
+    safe_path,
+)
 
 VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
 SUSE_FIRST = ["ata_piix", "ata_generic"]
@@ -101,7 +122,7 @@ class HostState:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     readable: bool = True  # False: the host's answer was cut short or malformed
-    distro: p.Distro = field(default_factory=lambda: p.Distro("unknown", "unknown", "", None, ""))
+    distro: Distro = field(default_factory=lambda: Distro("unknown", "unknown", "", None, ""))
     generator: str | None = None  # initramfs-tools, dracut or suse-mkinitrd
     tools: dict[str, str] = field(default_factory=dict)  # tool name -> path
     running_kernel: str = ""  # live values, sent by the host on every run (not a problem if not installed:
@@ -128,7 +149,7 @@ class HostState:
         """The inverse of to_dict; missing keys take their defaults (for tests and tools)."""
         data = dict(data)
         if "distro" in data:
-            data["distro"] = p.Distro(**{"reason": "", **data["distro"]})
+            data["distro"] = Distro(**{"reason": "", **data["distro"]})
         if "boot" in data:
             data["boot"] = BootInfo(**data["boot"])
         if "declared" in data:
@@ -140,11 +161,11 @@ class HostState:
 
 def failed_state(message: str) -> HostState:
     """The state of a host that could not be read: an error, never a pass."""
-    distro = p.Distro("unknown", "unknown", "", None, message)
+    distro = Distro("unknown", "unknown", "", None, message)
     return HostState(errors=[message], readable=False, distro=distro)
 
 
-def host_state(snap: p.Snapshot) -> HostState:
+def host_state(snap: Snapshot) -> HostState:
     """What snap (one gathered answer) says about the host, for the drivers it looked up (the
     answer says which).
     """
@@ -158,15 +179,15 @@ def with_live(state: HostState, meta: dict[str, str]) -> HostState:
     return replace(
         state,
         running_kernel=meta.get("uname", ""),
-        boot_free_kib=int(meta["bootfree"]) if p.DIGITS.match(meta.get("bootfree", "")) else None,
+        boot_free_kib=int(meta["bootfree"]) if DIGITS.match(meta.get("bootfree", "")) else None,
         boot_mount=[o for o in meta.get("bootmount", "").split(",") if o],
     )
 
 
-def stored_state(snap: p.Snapshot) -> HostState:
+def stored_state(snap: Snapshot) -> HostState:
     """host_state() without the live values: what the control side may keep for an unchanged host."""
     drivers = snap.drivers
-    distro = p.parse_distro(snap.files)
+    distro = parse_distro(snap.files)
     generator, generator_error = choose_generator(distro.family, snap.tools)
     problems = list(snap.problems)
     for k in snap.kernels.values():
@@ -181,12 +202,12 @@ def stored_state(snap: p.Snapshot) -> HostState:
         errors.append(distro.reason)
     elif generator_error:
         errors.append(generator_error)
-    loader = p.initramfs_tools_setting(snap.files.get("/etc/sysconfig/bootloader"), "LOADER_TYPE")
+    loader = initramfs_tools_setting(snap.files.get("/etc/sysconfig/bootloader"), "LOADER_TYPE")
     if distro.family and distro.family.startswith("suse") and loader in ("grub2-bls", "systemd-boot"):
         errors.append(f"LOADER_TYPE={loader}: this system builds its initrds with sdbootutil, which kvm-drivers "
                       "does not drive; declare the drivers and run 'sdbootutil add-all-kernels' by hand")  # fmt: skip
 
-    boot = p.parse_boot(snap.files)
+    boot = parse_boot(snap.files)
     if boot is None:
         if distro.family:
             errors.append("cannot verify what boots: no bootloader configuration found (looked for GRUB 2's "
@@ -209,7 +230,7 @@ def stored_state(snap: p.Snapshot) -> HostState:
                           f"({' '.join(default_entry.extra_initrds)[:200]}) over {default_entry.initrd}: "
                           "kvm-drivers checks one image per entry")  # fmt: skip
     if "grubby" in snap.meta:  # the host's own tool names the default kernel: we must agree with it
-        theirs = p.kernel_from_path(snap.meta["grubby"].strip())
+        theirs = kernel_from_path(snap.meta["grubby"].strip())
         ours = default_entry.kernel if default_entry else ""
         if theirs != ours:
             errors.append(f"grubby --default-kernel says {snap.meta['grubby'].strip()!r:.120}, kvm-drivers reads "
@@ -238,8 +259,8 @@ def stored_state(snap: p.Snapshot) -> HostState:
     watched = wanted_modules | set(drivers)  # what a blacklist must not stop
     declared = declared_drivers(generator, snap.files, watched)
     if generator == "suse-mkinitrd":
-        raw_value = p.parse_initrd_modules(snap.files.get("/etc/sysconfig/kernel"))[1] or ""
-        odd = [w for w in raw_value.split() if not p.MODULE_NAME.match(p.norm(w))]
+        raw_value = parse_initrd_modules(snap.files.get("/etc/sysconfig/kernel"))[1] or ""
+        odd = [w for w in raw_value.split() if not MODULE_NAME.match(norm(w))]
         if odd:
             errors.append(f"INITRD_MODULES in /etc/sysconfig/kernel holds something other than module names "
                           f"({' '.join(odd)[:80]!r}): refusing to rewrite it")  # fmt: skip
@@ -247,8 +268,8 @@ def stored_state(snap: p.Snapshot) -> HostState:
         errors.append(f"{declared.path} exists but could not be read (permissions, or not UTF-8 text): "
                       "refusing to rewrite it")  # fmt: skip
 
-    newest_first = sorted(installed, key=lambda k: p.kernel_version_tuple(k.version), reverse=True)
-    by_kernel: dict[str, list[p.BootEntry]] = {}  # the entries of each kernel, found once
+    newest_first = sorted(installed, key=lambda k: kernel_version_tuple(k.version), reverse=True)
+    by_kernel: dict[str, list[BootEntry]] = {}  # the entries of each kernel, found once
     for e in boot.entries if boot else []:
         by_kernel.setdefault(e.kernel, []).append(e)
     return HostState(
@@ -283,17 +304,17 @@ def declared_drivers(generator: str | None, files: dict[str, str | None], module
     modules = modules or set()
     out = Declared(path=CONFIG_PATHS.get(generator or ""))
     if generator == "initramfs-tools":
-        out.drivers = p.parse_modules_file(files.get("/etc/initramfs-tools/modules"))
+        out.drivers = parse_modules_file(files.get("/etc/initramfs-tools/modules"))
         out.by_others = out.drivers
-        out.setting = "MODULES=" + p.initramfs_tools_setting(files.get("/etc/initramfs-tools/initramfs.conf"))
+        out.setting = "MODULES=" + initramfs_tools_setting(files.get("/etc/initramfs-tools/initramfs.conf"))
     elif generator == "dracut":
-        conf = p.parse_dracut(files)
+        conf = parse_dracut(files)
         out.drivers = sorted(conf.add_drivers)
         out.by_others = sorted(d for d, src in conf.add_drivers.items() if src != out.path)
-        out.omitted = [list(t) for t in p.dracut_omits(conf, sorted(modules), [])]
+        out.omitted = [list(t) for t in dracut_omits(conf, sorted(modules), [])]
         out.setting = f"hostonly={conf.hostonly or 'default'}"
     elif generator == "suse-mkinitrd":
-        out.drivers, raw = p.parse_initrd_modules(files.get("/etc/sysconfig/kernel"))
+        out.drivers, raw = parse_initrd_modules(files.get("/etc/sysconfig/kernel"))
         out.by_others = out.drivers
         out.setting = f"INITRD_MODULES={raw!r}" if raw is not None else "INITRD_MODULES unset"
     out.current = files.get(out.path) if out.path else None
@@ -301,13 +322,13 @@ def declared_drivers(generator: str | None, files: dict[str, str | None], module
 
 
 def kernel_state(
-    snap: p.Snapshot,
-    k: p.RawKernel,
+    snap: Snapshot,
+    k: RawKernel,
     drivers: list[str],
-    boot: p.BootConfig | None,
-    default_entry: p.BootEntry | None,
+    boot: BootConfig | None,
+    default_entry: BootEntry | None,
     family: str | None,
-    by_kernel: dict[str, list[p.BootEntry]] | None = None,
+    by_kernel: dict[str, list[BootEntry]] | None = None,
 ) -> KernelState:
     """One kernel: the initrd it boots, and each looked-up driver built in, a module, or absent.
     by_kernel: boot's entries by kernel version (saves looking through all of them per kernel).
@@ -323,7 +344,7 @@ def kernel_state(
     initrd, source = "", ""
     for entry in entries:
         if entry.initrd:
-            initrd = snap.refs.get(entry.initrd) or p.system_path(entry.initrd)
+            initrd = snap.refs.get(entry.initrd) or system_path(entry.initrd)
             source = f"bootloader entry '{entry.title}'"
             break
     # the bootloader boots this kernel without any initrd (not said when a variable hides it: an error)
@@ -359,7 +380,7 @@ def kernel_state(
     return KernelState(
         version=k.version,
         default=default_entry is not None and default_entry.kernel == k.version,
-        too_old=p.kernel_version_tuple(k.version) <= OLDEST_KERNEL,
+        too_old=kernel_version_tuple(k.version) <= OLDEST_KERNEL,
         initrd=initrd,
         initrd_source=source,
         initrd_size=raw.size if raw else None,
@@ -397,25 +418,25 @@ def choose_generator(family: str | None, tools: dict[str, str]) -> tuple[str | N
 
 
 
-def driver_kind(kernel: p.RawKernel, driver: str) -> str:
+def driver_kind(kernel: RawKernel, driver: str) -> str:
     """'builtin', 'module' or 'absent' for one driver in one kernel."""
     if driver in kernel.builtin:
         return "builtin"
     if driver in kernel.modules:
         return "module"
-    option = p.CONFIG_OPTION.get(driver)
+    option = CONFIG_OPTION.get(driver)
     if not kernel.has_builtin and option and kernel.config.get(option) == "y":
         return "builtin"
     return "absent"
 
 
 
-def kind_doubt(kernel: p.RawKernel, driver: str, kind: str) -> str:
+def kind_doubt(kernel: RawKernel, driver: str, kind: str) -> str:
     """Why what driver is in kernel cannot be told from its files ('' when the files agree):
     modules.dep, modules.builtin and /boot/config-<version> must say the same thing (an empty or
     cut modules.dep, left by depmod on a full disk, lists no module at all).
     """
-    option = p.CONFIG_OPTION.get(driver)
+    option = CONFIG_OPTION.get(driver)
     value = kernel.config.get(option or "")
     v = kernel.version
     if kind == "absent" and value == "m":
@@ -430,7 +451,7 @@ def kind_doubt(kernel: p.RawKernel, driver: str, kind: str) -> str:
     return ""
 
 
-def tie_unversioned_entries(boot: p.BootConfig, snap: p.Snapshot) -> list[str]:
+def tie_unversioned_entries(boot: BootConfig, snap: Snapshot) -> list[str]:
     """Give entries that boot an image without a version in its name (/boot/linux.vmx) their kernel.
 
     Through the image itself, never its name: the version in its bzImage header when that kernel
@@ -474,11 +495,11 @@ INITRD_MAGIC = ("303730373031", "303730373032", "1f8b", "fd377a585a00", "28b52ff
 INITRD_PATH = re.compile(r"^/boot/[A-Za-z0-9._@+,:=~/-]+$")  # no spaces, patterns or non-ASCII
 
 
-def initrd_refusal(path: str, raw: p.RawInitrd | None) -> str:
+def initrd_refusal(path: str, raw: RawInitrd | None) -> str:
     """Why kvm-drivers must not rebuild path as an initrd ('' when it may): whatever the
     bootloader configuration says, only a file in /boot that looks like an initrd is replaced.
     """
-    if not p.safe_path(path) or not path.startswith("/boot/") or not INITRD_PATH.match(path):
+    if not safe_path(path) or not path.startswith("/boot/") or not INITRD_PATH.match(path):
         return f"the bootloader names {path!r} as an initrd: not a file in /boot, refusing to touch it"
     if raw is not None and raw.magic and not raw.magic.startswith(INITRD_MAGIC):
         return f"{path} does not look like an initrd (first bytes {raw.magic[:12]}): refusing to replace it"
@@ -494,15 +515,15 @@ def shape_problems(state: HostState) -> list[str]:
     out = []
     names = list(state.drivers) + [d for k in state.kernels for c in k.closures.values() for d in c]
     names += list(state.declared.drivers) + [b.driver for b in state.blacklists]
-    if not all(isinstance(n, str) and p.MODULE_NAME.match(n) for n in names):
+    if not all(isinstance(n, str) and MODULE_NAME.match(n) for n in names):
         out.append("a module name")
     for k in state.kernels:
-        if not p.KERNEL_NAME.match(k.version):
+        if not KERNEL_NAME.match(k.version):
             out.append(f"kernel {k.version!r:.40}")
         elif k.initrd and not k.initrd_refused and initrd_refusal(k.initrd, None):
             out.append(f"initrd {k.initrd!r:.60}")
     if state.declared.path != CONFIG_PATHS.get(state.generator or ""):
         out.append(f"declaration path {state.declared.path!r:.60}")
-    if not all(p.MODPROBE_FILE.match(b.file) and p.DIGITS.match(b.line) for b in state.blacklists):
+    if not all(MODPROBE_FILE.match(b.file) and DIGITS.match(b.line) for b in state.blacklists):
         out.append("a modprobe.d reference")
     return out

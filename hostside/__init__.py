@@ -4,7 +4,7 @@ What runs on the hosts, as the text sent to them: POSIX sh scripts and a Python 
 Facts and operations both send these; nothing here runs on the control machine.
 
 - ``gather.sh``: the one read-only command that gathers a host's state (``@@KVM`` sections,
-  specified in ``facts/parsers.py`` next to their parser);
+  specified in ``facts/wire.py`` next to their parser);
 - ``write.sh``, ``unblacklist.sh``, ``rebuild.sh``: the changes, each under the host's lock;
 - ``lib.sh``: shell functions prepended to each of them (listing an initrd and reading its
   modprobe.d and command-line files, module-name normalisation, finding the lines that may stop a

@@ -10,7 +10,7 @@
 # (facts/state.py FALLBACK_INITRDS): looked up for each kernel besides what the bootloaders name.
 # CAP: bytes of output at most (facts/kvm_drivers.py OUTPUT_CAP): a longer answer is cut (and refused).
 # Output: sections, each opened by a line "@@KVM <kind> [args]": the format is specified in
-# facts/parsers.py, next to its parser (parse_snapshot).
+# facts/wire.py, next to its parser (parse_snapshot).
 [ $# -ge 5 ] || { echo "kvm-drivers gather: called with $# arguments, 5 or more expected" >&2; exit 2; }
 PYLIST=$1
 KNOWN=" $2 "

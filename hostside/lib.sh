@@ -35,7 +35,7 @@ list_initrd() {
 
 # The one module-name normalisation, for awk programs (awk "$KVM_NORM"'...'): norm(P) is the name
 # the kernel gives the module file P (basename, no .ko suffix, dashes as underscores); ko(P) says
-# whether P is a module file. facts/parsers.py norm() is its Python twin, for inventory names
+# whether P is a module file. facts/config_files.py norm() is its Python twin, for inventory names
 # (tests/test_host_scripts.py checks that they agree).
 KVM_NORM='function norm(p, n) { n = p; sub(/.*\//, "", n); sub(/\.ko(\.[a-z0-9]+)?$/, "", n); gsub(/-/, "_", n); return n }
 function ko(p) { return p ~ /\.ko(\.(gz|xz|zst|bz2|lz4))?$/ }'

@@ -20,9 +20,10 @@ from pyinfra.context import ctx_state
 from pyinfra.operations.util.files import generate_color_diff
 
 from kvm_drivers.facts.blacklist import stops
+from kvm_drivers.facts.config_files import norm, shell_assignments, shell_statements
 from kvm_drivers.facts.kvm_drivers import KvmDrivers
-from kvm_drivers.facts.parsers import DIGITS, MODPROBE_FILE, norm, shell_assignments, shell_statements
 from kvm_drivers.facts.state import HostState, KernelState
+from kvm_drivers.facts.wire import DIGITS, MODPROBE_FILE
 from kvm_drivers.hostside import LISTER, REBUILD, UNBLACKLIST, WRITE
 from kvm_drivers.operations.settings import driver_list_errors
 

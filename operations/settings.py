@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kvm_drivers.facts.parsers import KERNEL_NAME, MODULE_NAME, norm
+from kvm_drivers.facts.config_files import norm
 from kvm_drivers.facts.state import SUSE_FIRST, VIRTIO
+from kvm_drivers.facts.wire import KERNEL_NAME, MODULE_NAME
 
 GATHER_TIMEOUT = 300  # seconds a host may take to answer (inventory data kvm_gather_timeout)
 CHANGE_TIMEOUT = 1800  # seconds one change (a write, a rebuild and its lock wait) may take (kvm_change_timeout)

@@ -112,7 +112,7 @@ def _shapes() -> dict[str, Callable[[int], list[str]]]:
         return lambda b: base(os_release, grub=["set default=\"${saved_entry}\"", "blscfg"],
                               sections=fill(_bls_unit, b))  # fmt: skip
 
-    # What grows with a product of counts is bounded by the answer's caps (facts/parsers.py
+    # What grows with a product of counts is bounded by the answer's caps (facts/wire.py
     # MAX_KERNELS, MAX_DRIVERS, MAX_CLOSURE, MAX_KERNEL_DIRS, MAX_SAME): these stay just under them.
     kernels = [line for i in range(1000) for line in _kernel_unit(i)]
 

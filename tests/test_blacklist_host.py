@@ -17,7 +17,7 @@ import pytest
 from kvm_drivers import hostside
 from kvm_drivers.facts import blacklist as bl
 from kvm_drivers.facts import kvm_drivers as kd
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.wire import Snapshot, parse_snapshot
 
 KVER = "6.1.0-kvm"
 WANTED = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
@@ -132,10 +132,10 @@ HOST_FILES = {
 }
 
 
-def gather(root: Path, path: str = "", **how: str) -> p.Snapshot:
+def gather(root: Path, path: str = "", **how: str) -> Snapshot:
     proc = run(root, kd.gather_command(WANTED).get_raw_value(), path=path, **how)
     assert proc.returncode == 0, proc.stderr
-    snap = p.parse_snapshot(proc.stdout.splitlines())
+    snap = parse_snapshot(proc.stdout.splitlines())
     assert snap.complete and not snap.problems, (snap.problems, proc.stdout[-2000:])
     return snap
 
@@ -185,7 +185,7 @@ if shutil.which("busybox"):
 
 @pytest.mark.parametrize("how", VARIANTS, ids=lambda how: " ".join(how.values()))
 def test_every_awk_and_busybox_sh_give_the_same_answer(root, how):
-    def seen(snap: p.Snapshot) -> tuple:
+    def seen(snap: Snapshot) -> tuple:
         image = snap.initrds[f"/boot/initrd.img-{KVER}"]
         key = lambda d: sorted(d.items())  # noqa: E731
         return (sorted(map(key, snap.blacklists)), sorted(map(key, image.blocks)), image.cmdline, image.conf_read,
@@ -215,7 +215,7 @@ def test_initrd_whose_files_cannot_be_read_says_so(root):
 def test_answer_without_the_initrd_files_is_not_a_clean_bill():
     lines = (Path(__file__).parent / "fixtures/gather-bookworm-itools.txt").read_text().splitlines()
     # as recorded before gather.sh read an initrd's own files (tests/fixtures/README.md)
-    snap = p.parse_snapshot([ln for ln in lines if not ln.startswith("confread ")])
+    snap = parse_snapshot([ln for ln in lines if not ln.startswith("confread ")])
     (image,) = snap.initrds.values()
     assert image.conf_read is None and "does not say" in image.conf_error
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.boot_entries import system_path
+from kvm_drivers.facts.wire import parse_snapshot
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
@@ -24,10 +25,10 @@ def lines(edit) -> list[str]:
 
 
 def test_system_path():
-    assert p.system_path("/@/boot/initrd.img-6.1") == "/boot/initrd.img-6.1"
-    assert p.system_path("/@boot/initrd.img-6.1") == "/boot/initrd.img-6.1"
-    assert p.system_path("/initramfs-6.1.img") == "/boot/initramfs-6.1.img"
-    assert p.system_path("/boot/initrd.vmx") == "/boot/initrd.vmx"
+    assert system_path("/@/boot/initrd.img-6.1") == "/boot/initrd.img-6.1"
+    assert system_path("/@boot/initrd.img-6.1") == "/boot/initrd.img-6.1"
+    assert system_path("/initramfs-6.1.img") == "/boot/initramfs-6.1.img"
+    assert system_path("/boot/initrd.vmx") == "/boot/initrd.vmx"
 
 
 def test_btrfs_at_subvolume_paths_map_to_boot():
@@ -37,13 +38,13 @@ def test_btrfs_at_subvolume_paths_map_to_boot():
         # what gather.sh's refs loop prints for it (it strips /@ when the file is not found)
         return text.replace("@@KVM end", f"@@KVM ref /@/boot/initrd.img-{K} /boot/initrd.img-{K}\n@@KVM end")
 
-    info = analyse(p.parse_snapshot(lines(edit)))
+    info = analyse(parse_snapshot(lines(edit)))
     (kernel,) = info.kernels
     assert kernel.initrd == f"/boot/initrd.img-{K}" and kernel.initrd_source.startswith("bootloader entry")
     assert kernel.initrd_error == "" and info.status == "drifted"
     # Without gather.sh's answer (an old script), the path is still mapped, never /boot/@/boot/...
     old_script = lines(lambda t: edit(t).replace(f"@@KVM ref /@/boot/initrd.img-{K} /boot/initrd.img-{K}\n", ""))
-    info = analyse(p.parse_snapshot(old_script))
+    info = analyse(parse_snapshot(old_script))
     assert info.kernels[0].initrd == f"/boot/initrd.img-{K}"
 
 
@@ -58,7 +59,7 @@ def vmx(kimage: str):
 
 
 def test_unversioned_image_tied_by_its_header_version():
-    snap = p.parse_snapshot(lines(vmx(f"@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nversion {K}\n")))
+    snap = parse_snapshot(lines(vmx(f"@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nversion {K}\n")))
     assert snap.kimages["/boot/linux.vmx"].version == K and not snap.problems
     info = analyse(snap)
     (kernel,) = info.kernels
@@ -68,7 +69,7 @@ def test_unversioned_image_tied_by_its_header_version():
 
 
 def test_unversioned_image_tied_by_being_the_same_file():
-    snap = p.parse_snapshot(lines(vmx(f"@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nsame /boot/vmlinuz-{K}\n")))
+    snap = parse_snapshot(lines(vmx(f"@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nsame /boot/vmlinuz-{K}\n")))
     info = analyse(snap)
     assert info.kernels[0].default and info.state.boot.default_kernel == K
     assert any("the same file as" in w for w in info.warnings)
@@ -76,7 +77,7 @@ def test_unversioned_image_tied_by_being_the_same_file():
 
 def test_unversioned_image_never_tied_by_name_alone():
     # header of another kernel, no same file: the entry stays untied, the conventional name is used
-    snap = p.parse_snapshot(lines(vmx("@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nversion 3.0.101-63-default\n")))
+    snap = parse_snapshot(lines(vmx("@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nversion 3.0.101-63-default\n")))
     info = analyse(snap)
     (kernel,) = info.kernels
     assert not kernel.default and kernel.initrd_source == "distribution naming convention"
@@ -84,7 +85,7 @@ def test_unversioned_image_never_tied_by_name_alone():
 
 
 def test_malformed_kimage_lines_are_refused():
-    snap = p.parse_snapshot(lines(vmx("@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nversion $(reboot)\n")))
+    snap = parse_snapshot(lines(vmx("@@KVM kimage /boot/linux.vmx /boot/linux.vmx\nversion $(reboot)\n")))
     assert snap.kimages["/boot/linux.vmx"].version == "" and snap.problems
 
 
@@ -105,7 +106,7 @@ def test_gather_block_reads_the_version_from_a_real_kernel(image, tmp_path):
     helpers = GATHER.read_text().split("\nascii()", 1)[1].split("\n\n", 1)[0]  # ascii() and odd()
     script = 'sec() { echo "@@KVM $*"; }\nascii()' + helpers + "\nbl=" + str(menu) + "\n#" + block
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30, check=False).stdout
-    snap = p.parse_snapshot(out.splitlines())
+    snap = parse_snapshot(out.splitlines())
     img = snap.kimages[f"{tmp_path}/linux.vmx"]
     assert img.resolved == f"{tmp_path}/linux.vmx"
     assert img.version == re.sub(r"^vmlinuz-", "", image.name)  # the file's own name, read from its header

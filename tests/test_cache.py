@@ -9,7 +9,7 @@ import pytest
 from kvm_drivers import report
 from kvm_drivers.facts import cache
 from kvm_drivers.facts import kvm_drivers as kd
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.wire import parse_snapshot
 from kvm_drivers.operations.plan import plan
 
 FIX = Path(__file__).parent / "fixtures"
@@ -238,7 +238,7 @@ def test_what_the_initrds_own_files_say_is_cached_with_its_listing(tmp_path, mon
     assert entry["blocks"] == [{"file": "etc/modprobe.d/x.conf", "line": "2", "driver": "virtio_blk",
                                 "text": "install virtio_blk /bin/false"}]  # fmt: skip
     assert entry["cmdline"] == [{"file": "etc/cmdline.d/10.conf", "word": "rd.driver.blacklist=virtio_pci"}]
-    snap = p.parse_snapshot(lines(cached=True))
+    snap = parse_snapshot(lines(cached=True))
     cache.fill(cache.load("web1"), snap)
     (image,) = snap.initrds.values()
     assert image.blocks == entry["blocks"] and image.cmdline == entry["cmdline"]

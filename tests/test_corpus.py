@@ -2,7 +2,7 @@
 
 Every expected answer below was worked out by hand from GRUB's own rules (grub-core/normal/menu.c
 get_entry_number and grub_menu_execute_entry, blscfg.c bls_cmp, GRUB 0.97's default/savedefault;
-see facts/parsers.py) and the procedure's family table, reading the fixture itself: the comment
+see facts/grub_default.py) and the procedure's family table, reading the fixture itself: the comment
 on each row says why. They were not copied from the parser's output.
 """
 
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.boot_menus import parse_bls, parse_boot, parse_grub2, parse_grub_legacy
+from kvm_drivers.facts.distro import parse_distro
+from kvm_drivers.facts.grub_script import parse_grubenv
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 F17 = "fe7b6773-70ed-4eac-b323-16ed459c7f86"
@@ -22,7 +24,7 @@ U2204, K2204 = "e8328184-226c-4e5e-9635-8142cc114051", "5.15.0-100-generic"
 
 
 def _env(name: str | None) -> dict[str, str]:
-    return p.parse_grubenv((REAL / "grubenv" / name).read_text()) if name else {}
+    return parse_grubenv((REAL / "grubenv" / name).read_text()) if name else {}
 
 
 # (fixture, grubenv (file name or dict), variant) -> (index path, kernel, initrd as written)
@@ -95,7 +97,7 @@ GRUB_CASES = [
 @pytest.mark.parametrize("name,env,variant,want", GRUB_CASES)
 def test_grub2_default_on_real_configs(name, env, variant, want):
     env = env if isinstance(env, dict) else _env(env)
-    cfg = p.parse_grub2((REAL / "grub" / name).read_text(), env, name, variant=variant)
+    cfg = parse_grub2((REAL / "grub" / name).read_text(), env, name, variant=variant)
     e = cfg.entries[cfg.default]
     assert (e.path, e.kernel, e.initrd) == want
 
@@ -107,10 +109,10 @@ def test_rhel8_static_entries_without_grub_users_upstream_and_on_red_hat():
     # file, has made that value optional since RHEL 8.0 (rhbz#1652434): every entry is there.
     # (This file is generated for petitboot on ppc64le, which does not run it as GRUB.)
     text = (REAL / "grub" / "petitboot-rhel8-ppc64le.cfg").read_text()
-    cfg = p.parse_grub2(text, {}, "x", variant="upstream")
+    cfg = parse_grub2(text, {}, "x", variant="upstream")
     assert cfg.entries == [] and "missing mandatory option for `users'" in cfg.warnings[0]
     for variant in ("rhel8", "fedora"):
-        cfg = p.parse_grub2(text, {"saved_entry": f"{RHEL8_ID}-4.18.0-80.el8.ppc64le"}, "x", variant=variant)
+        cfg = parse_grub2(text, {"saved_entry": f"{RHEL8_ID}-4.18.0-80.el8.ppc64le"}, "x", variant=variant)
         assert [e.kernel for e in cfg.entries] == ["4.18.0-80.11.2.el8_0.ppc64le", "4.18.0-80.el8.ppc64le",
                                                   f"0-rescue-{RHEL8_ID}"]
         assert [e.ident for e in cfg.entries][1] == f"{RHEL8_ID}-4.18.0-80.el8.ppc64le"  # --id still read
@@ -129,15 +131,15 @@ def test_rhel8_static_entries_without_grub_users_upstream_and_on_red_hat():
 def test_menuentry_users_without_a_value(options, upstream, red_hat):
     text = f"menuentry T {options} {{\n linux /vmlinuz-1\n}}\n"
     for variant, want in (("upstream", upstream), ("rhel8", red_hat), ("fedora", red_hat)):
-        cfg = p.parse_grub2(text, {}, "x", variant=variant)
+        cfg = parse_grub2(text, {}, "x", variant=variant)
         assert [e.ident for e in cfg.entries] == ([want] if want else []), (variant, cfg.warnings)
 
 
 def test_sles_snapshot_header_one_line_blocks():
     text = (REAL / "grub" / "petitboot-sles-btrfs-snapshot.cfg").read_text()
-    cfg = p.parse_grub2(text, {}, "x")
+    cfg = parse_grub2(text, {}, "x")
     assert [(e.path, e.title, e.linux_path) for e in cfg.entries] == [("0", "test", "/vmlinux")]
-    cfg = p.parse_grub2(text, {"extra_cmdline": "x", "snapshot_num": "7"}, "x")  # booted from snapshot 7
+    cfg = parse_grub2(text, {"extra_cmdline": "x", "snapshot_num": "7"}, "x")  # booted from snapshot 7
     assert [e.path for e in cfg.entries] == ["0>0", "1"]
     # The submenu's body runs in a new context holding only exported variables (upstream
     # normal/context.c): $snapshot_num is empty there (grub-emu shows the same title).
@@ -166,7 +168,7 @@ def _counting_config() -> str:
     ],
 )
 def test_boot_counting_block(env, want):
-    cfg = p.parse_grub2(_counting_config(), {"grub_users": "root", **env}, "x", variant="rhel8")
+    cfg = parse_grub2(_counting_config(), {"grub_users": "root", **env}, "x", variant="rhel8")
     assert cfg.entries[cfg.default].kernel == want
 
 
@@ -180,7 +182,7 @@ def _bls_files(paths: list[Path]) -> dict[str, str | None]:
 def test_bls_order_fedora_by_file_name_rhel8_by_version():
     files = _bls_files(BLS_19)
     # Fedora >= 30 / RHEL >= 9: split_cmp on the file name; "<id>-tboot" is a longer (newer) name.
-    fedora = p.parse_bls(files, {}, "fedora")
+    fedora = parse_bls(files, {}, "fedora")
     assert [e.ident.split("-", 1)[1] for e in fedora.entries] == [
         "tboot-3.8.1-2.fc19.x86_64",
         "tboot-3.8.0-2.fc19.x86_64",
@@ -188,7 +190,7 @@ def test_bls_order_fedora_by_file_name_rhel8_by_version():
         "3.8.0-2.fc19.x86_64",
     ]
     # RHEL 8: by 'version' first, the file name only between equal versions.
-    rhel8 = p.parse_bls(files, {}, "rhel8")
+    rhel8 = parse_bls(files, {}, "rhel8")
     assert [e.ident.split("-", 1)[1] for e in rhel8.entries] == [
         "tboot-3.8.1-2.fc19.x86_64",
         "3.8.1-2.fc19.x86_64",
@@ -198,14 +200,14 @@ def test_bls_order_fedora_by_file_name_rhel8_by_version():
     e = rhel8.entries[rhel8.default]
     assert (e.kernel, e.initrd) == ("3.8.1-2.fc19.x86_64", "/boot/initrd-3.8.1-2.fc19.x86_64")
     # saved_entry by id (the file name without .conf)
-    cfg = p.parse_bls(files, {"saved_entry": "6a9857a393724b7a981ebb5b8495b9ea-3.8.0-2.fc19.x86_64"}, "fedora")
+    cfg = parse_bls(files, {"saved_entry": "6a9857a393724b7a981ebb5b8495b9ea-3.8.0-2.fc19.x86_64"}, "fedora")
     assert cfg.entries[cfg.default].ident.endswith("a-3.8.0-2.fc19.x86_64")
 
 
 def test_bls_fedora_coreos_version_is_a_serial():
     files = _bls_files([REAL / "bls" / "ostree-1-fedora-coreos.conf"])
     files["/boot/grub2/grub.cfg"] = "blscfg\n"  # petitboot's test-grub2-blscfg-fcos38.c embedded config
-    cfg = p.parse_boot(files)
+    cfg = parse_boot(files)
     e = cfg.entries[cfg.default]
     assert e.kernel == "6.3.8-200.fc38.ppc64le"  # 'version 1' is not it
     assert e.initrd.endswith("/initramfs-6.3.8-200.fc38.ppc64le.img")
@@ -228,7 +230,7 @@ LEGACY_CASES = [
 
 @pytest.mark.parametrize("name,saved,want", LEGACY_CASES)
 def test_grub_legacy_on_real_configs(name, saved, want):
-    cfg = p.parse_grub_legacy((REAL / "legacy" / name).read_text(), saved, name)
+    cfg = parse_grub_legacy((REAL / "legacy" / name).read_text(), saved, name)
     e = cfg.entries[cfg.default]
     assert (cfg.default, e.kernel, e.initrd, e.linux_path) == want
 
@@ -293,7 +295,7 @@ RELEASE_CASES = [
 
 @pytest.mark.parametrize("load,name,want", RELEASE_CASES, ids=[c[1] for c in RELEASE_CASES])
 def test_release_files_route_to_the_right_family(load, name, want):
-    d = p.parse_distro(load(name))
+    d = parse_distro(load(name))
     want_id, want_family = want
     assert d.family == want_family, d
     assert want_id is None or d.id == want_id, d
@@ -309,12 +311,12 @@ def test_release_files_route_to_the_right_family(load, name, want):
     ],
 )
 def test_hosts_with_a_single_old_release_file(name, only, want):
-    d = p.parse_distro(_release_dir(name, only))
+    d = parse_distro(_release_dir(name, only))
     assert (d.id, d.family, d.version) == want, d
 
 
 def test_suse_release_only_opensuse_12_1_is_legacy():
-    d = p.parse_distro({"/etc/SuSE-release": (REAL / "legacy" / "grubby-opensuse12.1-SuSE-release").read_text()})
+    d = parse_distro({"/etc/SuSE-release": (REAL / "legacy" / "grubby-opensuse12.1-SuSE-release").read_text()})
     assert (d.id, d.version, d.family) == ("opensuse", "12.1", "suse-legacy")
 
 

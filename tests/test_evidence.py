@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.boot_menus import parse_boot
 from kvm_drivers.facts.state import VIRTIO
+from kvm_drivers.facts.wire import parse_snapshot
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
@@ -35,7 +36,7 @@ def compliant_answer() -> str:
 
 
 def plan_of(text: str, **settings):
-    return analyse(p.parse_snapshot(text.splitlines()), **settings)
+    return analyse(parse_snapshot(text.splitlines()), **settings)
 
 
 def test_the_base_answer_is_compliant():
@@ -196,7 +197,7 @@ def test_custom_cfg_entries_join_the_menu_and_its_default_wins():
     text = add_file(grub(compliant_answer(), CUSTOM_41), "/boot/grub/custom.cfg",
                     f"menuentry 'custom' {{\n\tlinux /boot/vmlinuz-{K} root=/dev/vda\n"
                     f"\tinitrd /boot/initrd-custom.img\n}}\nset default=custom\n")
-    cfg = p.parse_boot(p.parse_snapshot(text.splitlines()).files)
+    cfg = parse_boot(parse_snapshot(text.splitlines()).files)
     assert [e.title for e in cfg.entries][-1] == "custom"
     assert cfg.entries[cfg.default].initrd == "/boot/initrd-custom.img" and not cfg.doubts
 

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.boot_entries import choose_initrd
+from kvm_drivers.facts.boot_menus import parse_grub2
 from tests import grub_emu
 from tests.test_corpus import GRUB_CASES, REAL, _counting_config, _env
 
@@ -47,7 +48,7 @@ def emu_results() -> list[grub_emu.EmuBoot]:
 def test_parse_grub2_agrees_with_grub(index, emu_results):
     name, text, env = CASES[index]
     real = emu_results[index]
-    cfg = p.parse_grub2(text, env, name, variant="upstream")
+    cfg = parse_grub2(text, env, name, variant="upstream")
     if cfg.default is None:
         assert real.titles == [], real.output[-2000:]
         return
@@ -55,4 +56,4 @@ def test_parse_grub2_agrees_with_grub(index, emu_results):
     assert real.titles, f"GRUB booted nothing:\n{real.output[-2000:]}"
     assert real.titles[-1] == ours.title
     if ours.linux_path:
-        assert (real.linux, p.choose_initrd(real.initrd)) == (ours.linux_path, ours.initrd)
+        assert (real.linux, choose_initrd(real.initrd)) == (ours.linux_path, ours.initrd)

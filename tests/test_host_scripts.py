@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from kvm_drivers import hostside
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.config_files import norm
+from kvm_drivers.facts.wire import RawKernel, _parse_kernel_line
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root")
 STATE = Path("/run/kvm-drivers")
@@ -199,12 +200,12 @@ NAMES = ["virtio_blk.ko", "kernel/drivers/net/virtio-net.ko.xz", "/lib/modules/6
 
 
 def test_shell_and_python_normalise_module_names_alike():
-    # One normalisation per language (lib.sh KVM_NORM for every awk program, parsers.norm for inventory
+    # One normalisation per language (lib.sh KVM_NORM for every awk program, config_files.norm for inventory
     # names): they must agree, or a declared driver would never be found in an initrd.
     out = lib('printf "%s\\n" "$@" | awk "$KVM_NORM"\' { print norm($0) "|" (ko($0) ? 1 : 0) }\'', *NAMES)
     assert out.returncode == 0, out.stderr
     got = [line.split("|") for line in out.stdout.splitlines()]
-    assert [n for n, _ in got] == [p.norm(x) for x in NAMES]
+    assert [n for n, _ in got] == [norm(x) for x in NAMES]
     assert [k for _, k in got] == ["1", "1", "1", "1", "1", "1", "0"]
 
 
@@ -234,6 +235,6 @@ def test_closure_is_computed_on_the_host_breadth_first_itself_first(tmp_path):
     assert "closure virtio_blk virtio_blk,virtio_ring" in lines
     assert "builtin virtio" in lines and "absent virtio_scsi" in lines
     assert lines.count("module virtio_ring kernel/drivers/virtio/virtio_ring.ko") == 1  # once, shared
-    kernel = p.RawKernel("6.1")
-    assert all(p._parse_kernel_line(kernel, line) for line in lines)  # what the parser accepts
+    kernel = RawKernel("6.1")
+    assert all(_parse_kernel_line(kernel, line) for line in lines)  # what the parser accepts
     assert kernel.closures["virtio_net"] == ["virtio_net", "net_failover", "virtio_ring", "failover"]

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from kvm_drivers.facts import kvm_drivers as kd
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.config_files import parse_initrd_modules
+from kvm_drivers.facts.distro import parse_distro
+from kvm_drivers.facts.wire import FINGERPRINT_MAX, parse_snapshot
 from kvm_drivers.operations.plan import Plan, plan
 from kvm_drivers.operations.settings import Settings
 from tests.planning import analyse
@@ -33,11 +35,11 @@ def test_release_file_path_sent_by_host_writes_nothing_on_control_machine(tmp_pa
     target.mkdir()
     evil = f"/etc/../../../../../../..{target}/kvm-release"
     lines = ITOOLS[:-1] + [f"@@KVM file {evil}", "* * * * * root touch /pwned", "", "@@KVM end"]
-    info = analyse(p.parse_snapshot(lines))
+    info = analyse(parse_snapshot(lines))
     assert list(target.iterdir()) == []
     assert info.status == "error" and any("unexpected file section" in e for e in info.errors)
     # parse_distro alone, given such a path, writes only its own fixed names in its own directory
-    p.parse_distro({evil: "ID=debian\n", "/etc/os-release": "ID=debian\nVERSION_ID=12\n"})
+    parse_distro({evil: "ID=debian\n", "/etc/os-release": "ID=debian\nVERSION_ID=12\n"})
     assert list(target.iterdir()) == []
 
 
@@ -195,7 +197,7 @@ def test_multiline_initrd_modules_is_rendered_as_one_valid_assignment(tmp_path):
     from kvm_drivers.operations import kvm_drivers as ops
 
     text = '# kernel\nINITRD_MODULES="xenblk \\\n  ext3"\nDOMU_INITRD_MODULES="xennet"\n'
-    assert p.parse_initrd_modules(text)[0] == ["xenblk", "ext3"]
+    assert parse_initrd_modules(text)[0] == ["xenblk", "ext3"]
     out = ops.render_sysconfig_kernel(text, ["ata_piix", "virtio_blk"], ["virtio_blk"])
     f = tmp_path / "kernel"
     f.write_text(out)
@@ -271,7 +273,7 @@ def test_initrd_modules_with_shell_code_is_never_rewritten():
     # review finding: INITRD_MODULES='thermal $(touch /x)' was rewritten in double quotes: code ran when sourced.
     files = {"/etc/SuSE-release": "SUSE Linux Enterprise Server 11 (x86_64)\nVERSION = 11\nPATCHLEVEL = 4\n",
              "/etc/sysconfig/kernel": "INITRD_MODULES='thermal $(touch /x)'\n"}  # fmt: skip
-    snap = p.parse_snapshot(ITOOLS)
+    snap = parse_snapshot(ITOOLS)
     snap.files = {k: v for k, v in snap.files.items() if "release" not in k} | files
     snap.tools["mkinitrd"] = "/sbin/mkinitrd"
     info = analyse(snap)
@@ -303,7 +305,7 @@ def test_terminal_escapes_from_host_data_never_reach_the_log_or_messages():
 def test_a_fingerprint_longer_than_gather_ever_sends_is_not_kept():
     # Low: a host's fingerprint was stored and sent back whatever its length (a command over the
     # kernel's 128 KiB argument limit fails). gather.sh drops its own past the same limit.
-    assert f"-le {p.FINGERPRINT_MAX} ]" in kd.GATHER
-    odd = [(x, False) for x in ("a b", "a\tb", "caf\u00e9", "a\x1b[2J", "a" * (p.FINGERPRINT_MAX + 1))]
-    for fp, kept in [("a" * p.FINGERPRINT_MAX, True), *odd]:
-        assert p.parse_snapshot([f"@@KVM fingerprint {fp}", *ITOOLS]).fingerprint == (fp if kept else "")
+    assert f"-le {FINGERPRINT_MAX} ]" in kd.GATHER
+    odd = [(x, False) for x in ("a b", "a\tb", "caf\u00e9", "a\x1b[2J", "a" * (FINGERPRINT_MAX + 1))]
+    for fp, kept in [("a" * FINGERPRINT_MAX, True), *odd]:
+        assert parse_snapshot([f"@@KVM fingerprint {fp}", *ITOOLS]).fingerprint == (fp if kept else "")

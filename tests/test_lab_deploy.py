@@ -20,7 +20,7 @@ import pytest
 import testinfra
 
 from kvm_drivers.facts import kvm_drivers as kd
-from kvm_drivers.facts import parsers
+from kvm_drivers.facts.wire import parse_snapshot
 from kvm_drivers.operations.settings import wanted_drivers
 from tests.conftest import ROOT, Run, check_cli, pyinfra
 from tests.lab import boot, hosts
@@ -47,7 +47,7 @@ def remote_info(h: hosts.HostSpec) -> dict:
     """The KvmDrivers fact of a host, gathered over SSH exactly as pyinfra does (with its kvm_kernels)."""
     cmd = hosts.in_sh(kd.gather_command(wanted_drivers("suse", None, None)).get_raw_value())
     out = remote(h).check_output(cmd)
-    return analyse(parsers.parse_snapshot(out.splitlines()), kernels=dict(h.data).get("kvm_kernels", "all"))
+    return analyse(parse_snapshot(out.splitlines()), kernels=dict(h.data).get("kvm_kernels", "all"))
 
 
 K47, K50 = "6.1.0-47-amd64", "6.1.0-50-amd64"

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from kvm_drivers.facts import cache, parsers
+from kvm_drivers.facts import cache
 from kvm_drivers.facts import kvm_drivers as kd
+from kvm_drivers.facts.wire import parse_snapshot
 from kvm_drivers.operations.settings import wanted_drivers
 from tests.conftest import check_cli, pyinfra
 from tests.lab import boot, hosts
@@ -183,7 +184,7 @@ def test_unchanged_answer_until_anything_the_facts_read_changes(started):
     assert f"@@KVM unchanged {fp}" in gather(fp)
     # The first warm run tells the host which initrd listings it holds and the paths its grub.cfg
     # named, as gather_state sends them: still the same fingerprint.
-    known = sorted(re.findall(r"^key (\S+)$", cold, re.M)) + cache.watched(parsers.parse_snapshot(cold.splitlines()))
+    known = sorted(re.findall(r"^key (\S+)$", cold, re.M)) + cache.watched(parse_snapshot(cold.splitlines()))
     assert len(known) >= 3, known
     warm = ssh(h, hosts.in_sh(kd.gather_command(wanted_drivers("debian", None, None), known, fp).get_raw_value()))
     assert f"@@KVM unchanged {fp}" in warm
@@ -226,7 +227,7 @@ def test_a_bootloader_path_through_a_link_pointed_elsewhere_brings_a_full_answer
         return ssh(h, hosts.in_sh(kd.gather_command(drivers, known, seen).get_raw_value()))
 
     cold = gather([], "")
-    snap = parsers.parse_snapshot(cold.splitlines())
+    snap = parse_snapshot(cold.splitlines())
     assert snap.refs.get("/initrd.img") == IMG, snap.refs
     known = sorted(re.findall(r"^key (\S+)$", cold, re.M)) + cache.watched(snap)
     assert "/initrd.img" in known

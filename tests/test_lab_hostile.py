@@ -18,7 +18,7 @@ import pytest
 
 from kvm_drivers import hostside
 from kvm_drivers.facts import kvm_drivers as kd
-from kvm_drivers.facts import parsers
+from kvm_drivers.facts.wire import parse_snapshot
 from kvm_drivers.operations import kvm_drivers as ops
 from kvm_drivers.operations.settings import wanted_drivers
 from tests.conftest import check_cli, pyinfra
@@ -176,7 +176,7 @@ def test_dropped_channel_during_a_failing_rebuild_still_cleans_up_and_rolls_back
     h = make("sigpipe", 8, hook(BROKEN_HOOK))
     started(h)
     out = ssh(h, hosts.in_sh(kd.gather_command(wanted_drivers("debian", None, None)).get_raw_value()))
-    info = analyse(parsers.parse_snapshot(out.splitlines()))
+    info = analyse(parse_snapshot(out.splitlines()))
     before = ssh(h, f"cat {MODULES}")
     path, content = ops.declaration(info.state, info.declare)
     run_id = ops.new_run_id()

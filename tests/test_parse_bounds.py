@@ -13,8 +13,13 @@ import gevent
 import pytest
 
 from kvm_drivers.facts import kvm_drivers as kd
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.boot_entries import BootConfigTooLarge
+from kvm_drivers.facts.boot_menus import parse_grub2
+from kvm_drivers.facts.config_files import shell_words
+from kvm_drivers.facts.grub_script import MAX_SUBMENU_DEPTH
+from kvm_drivers.facts.rpmvercmp import _split_cmp, rpmvercmp, split_key, version_key
 from kvm_drivers.facts.state import HostState
+from kvm_drivers.facts.wire import PATH_MAX, RELEASE_MAX, parse_snapshot, safe_path
 from kvm_drivers.operations.plan import plan
 from tests import crafted
 from tests.fake_connector import run_cli
@@ -151,10 +156,10 @@ def test_shell_words_are_shlex_words():
     import shlex
 
     for text in ['a "b c" d', "a 'b\\c' \\d", 'x="a\\"b\\\\c\\d"', "a#b c", "'' \"\" x", "a \\\n b # c\nd"]:
-        assert p.shell_words(text) == shlex.split(text, comments=True), text
+        assert shell_words(text) == shlex.split(text, comments=True), text
     for text in ["'open", '"open', "a\\", '"a\\']:
         with pytest.raises(ValueError) as mine:
-            p.shell_words(text)
+            shell_words(text)
         with pytest.raises(ValueError) as theirs:
             shlex.split(text, comments=True)
         assert str(mine.value) == str(theirs.value)
@@ -164,31 +169,31 @@ def test_version_key_orders_as_rpmvercmp():
     rows = [line.split() for line in (crafted.FIX / "real" / "rpmvercmp.at.table").read_text().splitlines()
             if line and not line.startswith("#")]  # fmt: skip
     for a, b, want in rows:
-        ka, kb = p.version_key(a), p.version_key(b)
-        assert (ka > kb) - (ka < kb) == int(want) == p.rpmvercmp(a, b), (a, b)
+        ka, kb = version_key(a), version_key(b)
+        assert (ka > kb) - (ka < kb) == int(want) == rpmvercmp(a, b), (a, b)
     names = ["m-5.14.0-1.el9", "m-5.14.0-1.el9+x", "m-5.14.0~rc1-1", "m-5.14.00-01.el9", "m-5.14.0-1.el9.1", "n-1-1"]
     for a in names:
         for b in names:
-            ka, kb = p.split_key(a, True, "+"), p.split_key(b, True, "+")
-            assert (ka > kb) - (ka < kb) == p._split_cmp(a, b, True, "+"), (a, b)
+            ka, kb = split_key(a, True, "+"), split_key(b, True, "+")
+            assert (ka > kb) - (ka < kb) == _split_cmp(a, b, True, "+"), (a, b)
 
 
 def test_caps_refuse_what_no_real_host_sends():
     lines = crafted.ITOOLS[:-1] + ["@@KVM kernel 9.9.9", "closure virtio virtio," + ",".join(["m"] * 300),
-                                   "@@KVM file /etc/os-release", "x" * (p.RELEASE_MAX + 1), "@@KVM end"]  # fmt: skip
-    snap = p.parse_snapshot(lines)
+                                   "@@KVM file /etc/os-release", "x" * (RELEASE_MAX + 1), "@@KVM end"]  # fmt: skip
+    snap = parse_snapshot(lines)
     assert any("unexpected line for kernel 9.9.9" in x for x in snap.problems)
     assert any("release file /etc/os-release is larger" in x for x in snap.problems)
     assert snap.files["/etc/os-release"] is None
-    assert not p.safe_path("/boot/" + "a" * p.PATH_MAX)
-    grub = "submenu s {\n" * (p.MAX_SUBMENU_DEPTH + 1) + "}\n" * (p.MAX_SUBMENU_DEPTH + 1)
-    with pytest.raises(p.BootConfigTooLarge, match="nested more than"):
-        p.parse_grub2(grub, {}, "x")
-    with pytest.raises(p.BootConfigTooLarge, match="expand"):
-        p.parse_grub2("set a=0123456789\n" + "set a=$a$a\n" * 40, {}, "x")
+    assert not safe_path("/boot/" + "a" * PATH_MAX)
+    grub = "submenu s {\n" * (MAX_SUBMENU_DEPTH + 1) + "}\n" * (MAX_SUBMENU_DEPTH + 1)
+    with pytest.raises(BootConfigTooLarge, match="nested more than"):
+        parse_grub2(grub, {}, "x")
+    with pytest.raises(BootConfigTooLarge, match="expand"):
+        parse_grub2("set a=0123456789\n" + "set a=$a$a\n" * 40, {}, "x")
     # what real files hold is far below: the deepest nesting of the corpus, and its variables
     for cfg in (crafted.FIX / "real" / "grub").glob("*.cfg"):
-        p.parse_grub2(cfg.read_text(), {"extra_cmdline": "x"}, "x")
+        parse_grub2(cfg.read_text(), {"extra_cmdline": "x"}, "x")
 
 
 @pytest.mark.parametrize("shape", ["not-operators", "then-heads", "nested-if"])

@@ -5,15 +5,18 @@ from pathlib import Path
 import pytest
 
 from kvm_drivers.facts import kvm_drivers as kd
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.boot_menus import parse_boot, parse_grub2
+from kvm_drivers.facts.config_files import parse_dracut, parse_initrd_modules, parse_modules_file
+from kvm_drivers.facts.distro import kernel_version_tuple, parse_distro
 from kvm_drivers.facts.state import OLDEST_KERNEL, VIRTIO, driver_kind
+from kvm_drivers.facts.wire import CONF_TEXT_MAX, RawKernel, Snapshot, parse_snapshot
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
 
 
-def snapshot(name: str) -> p.Snapshot:
-    return p.parse_snapshot((FIX / name).read_text().splitlines())
+def snapshot(name: str) -> Snapshot:
+    return parse_snapshot((FIX / name).read_text().splitlines())
 
 
 # --- gather output captured on the lab's Debian 12 trees ------------------------------------
@@ -47,7 +50,7 @@ def test_dracut_snapshot_routes_to_dracut_dropin():
     assert "virtio_blk" in kernel.missing and "scsi_mod" not in kernel.missing
     assert (
         len(
-            p.parse_snapshot((FIX / "gather-bookworm-dracut.txt").read_text().splitlines())
+            parse_snapshot((FIX / "gather-bookworm-dracut.txt").read_text().splitlines())
             .initrds["/boot/initrd.img-6.1.0-50-amd64"]
             .modules
         )
@@ -77,10 +80,10 @@ def test_builtin_driver_is_never_demanded_nor_declared():
     assert "virtio_blk" not in info.to_declare
 
 
-def no_initrd_snapshot(builtin: bool) -> p.Snapshot:
+def no_initrd_snapshot(builtin: bool) -> Snapshot:
     """The itools fixture whose GRUB entry boots the kernel without an initrd."""
     lines = (FIX / "gather-bookworm-itools.txt").read_text().splitlines()
-    snap = p.parse_snapshot([ln for ln in lines if not ln.startswith("\tinitrd\t")])
+    snap = parse_snapshot([ln for ln in lines if not ln.startswith("\tinitrd\t")])
     if builtin:
         k = snap.kernels["6.1.0-50-amd64"]
         for d in VIRTIO:
@@ -103,7 +106,7 @@ def test_kernel_needing_modules_booted_without_initrd_is_refused_not_rebuilt():
 
 
 def test_config_fallback_when_modules_builtin_is_missing():
-    k = p.RawKernel("2.6.32-754.el6.x86_64", has_builtin=False)
+    k = RawKernel("2.6.32-754.el6.x86_64", has_builtin=False)
     k.config = {"VIRTIO": "y", "VIRTIO_PCI": "y", "VIRTIO_BLK": "m", "VIRTIO_MENU": "y"}
     k.modules = {"virtio_blk": []}
     assert driver_kind(k, "virtio") == "builtin"
@@ -114,7 +117,7 @@ def test_config_fallback_when_modules_builtin_is_missing():
 
 def test_truncated_output_is_an_error_not_a_verdict():
     lines = (FIX / "gather-bookworm-itools.txt").read_text().splitlines()
-    info = analyse(p.parse_snapshot(lines[:-1]))
+    info = analyse(parse_snapshot(lines[:-1]))
     assert info.status == "error"
     assert "did not finish" in info.errors[0]
 
@@ -124,7 +127,7 @@ def test_unreadable_initrd_is_reported_and_rebuilt():
     start = next(i for i, ln in enumerate(lines) if ln.startswith("@@KVM initrd "))
     end = next(i for i, ln in enumerate(lines) if i > start and ln.startswith("@@KVM ") and " initrd " not in ln)
     lines[start + 1 : end] = ["@@KVM listfail 1", "/boot/x: unreadable initrd: unknown data at offset 0"]
-    info = analyse(p.parse_snapshot(lines))
+    info = analyse(parse_snapshot(lines))
     assert "unreadable initrd" in info.kernels[0].initrd_error
     assert info.to_rebuild == ["6.1.0-50-amd64"]
 
@@ -156,46 +159,46 @@ OS_RELEASE = {
 @pytest.mark.parametrize("name", sorted(OS_RELEASE))
 def test_os_release_families(name):
     text, family = OS_RELEASE[name]
-    assert p.parse_distro({"/etc/os-release": text}).family == family
+    assert parse_distro({"/etc/os-release": text}).family == family
 
 
 def test_sles11_suse_release_only_is_legacy():
-    d = p.parse_distro(
+    d = parse_distro(
         {"/etc/SuSE-release": "SUSE Linux Enterprise Server 11 (x86_64)\nVERSION = 11\nPATCHLEVEL = 4\n"}
     )
     assert (d.id, d.version, d.family) == ("sles", "11.4", "suse-legacy")
 
 
 def test_opensuse_12_suse_release_is_legacy():
-    d = p.parse_distro({"/etc/SuSE-release": "openSUSE 12.3 (x86_64)\nVERSION = 12.3\nCODENAME = Dartmouth\n"})
+    d = parse_distro({"/etc/SuSE-release": "openSUSE 12.3 (x86_64)\nVERSION = 12.3\nCODENAME = Dartmouth\n"})
     assert (d.id, d.family) == ("opensuse", "suse-legacy")
 
 
 def test_centos6_redhat_release_only():
-    d = p.parse_distro(
+    d = parse_distro(
         {"/etc/redhat-release": "CentOS release 6.10 (Final)\n", "/etc/centos-release": "CentOS release 6.10 (Final)\n"}
     )
     assert (d.id, d.version, d.family) == ("centos", "6.10", "rhel")
 
 
 def test_euleros_release_only():
-    d = p.parse_distro({"/etc/euleros-release": "EulerOS release 2.0 (SP5)\n"})
+    d = parse_distro({"/etc/euleros-release": "EulerOS release 2.0 (SP5)\n"})
     assert d.family == "rhel"
 
 
 def test_unknown_and_garbage_distros_are_unsupported_with_reason():
-    d = p.parse_distro({"/etc/os-release": 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.0\n'})
+    d = parse_distro({"/etc/os-release": 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.0\n'})
     assert d.family is None and "unsupported distribution Alpine Linux" in d.reason
-    d = p.parse_distro({"/etc/os-release": "\x00\x01garbage ===\n=\n"})
+    d = parse_distro({"/etc/os-release": "\x00\x01garbage ===\n=\n"})
     assert d.family is None and d.reason
-    d = p.parse_distro({})
+    d = parse_distro({})
     assert d.family is None and "no release file" in d.reason
 
 
 def test_kernel_version_tuple():
-    assert p.kernel_version_tuple("2.6.18-398.el5") == (2, 6, 18)
-    assert p.kernel_version_tuple("6.1.0-50-amd64") == (6, 1, 0)
-    assert p.kernel_version_tuple("2.6.18-398.el5") <= OLDEST_KERNEL < p.kernel_version_tuple("2.6.32")
+    assert kernel_version_tuple("2.6.18-398.el5") == (2, 6, 18)
+    assert kernel_version_tuple("6.1.0-50-amd64") == (6, 1, 0)
+    assert kernel_version_tuple("2.6.18-398.el5") <= OLDEST_KERNEL < kernel_version_tuple("2.6.32")
 
 
 # --- bootloaders ----------------------------------------------------------------------------
@@ -235,7 +238,7 @@ submenu 'Advanced options for Ubuntu' $menuentry_id_option 'gnulinux-advanced-8f
 
 
 def test_grub2_submenu_default_path():
-    cfg = p.parse_grub2(UBUNTU_GRUB, {}, "/boot/grub/grub.cfg")
+    cfg = parse_grub2(UBUNTU_GRUB, {}, "/boot/grub/grub.cfg")
     assert [e.path for e in cfg.entries] == ["0", "1>0", "1>1", "1>2"]
     default = cfg.entries[cfg.default]
     assert default.kernel == "5.15.0-88-generic"
@@ -245,14 +248,14 @@ def test_grub2_submenu_default_path():
 def test_grub2_saved_entry_by_id_and_title():
     text = UBUNTU_GRUB.replace('set default="1>2"', 'set default="${saved_entry}"')
     env = {"saved_entry": "gnulinux-advanced-8f1e>gnulinux-5.15.0-88-generic-advanced-8f1e"}
-    cfg = p.parse_grub2(text, env, "x")
+    cfg = parse_grub2(text, env, "x")
     assert cfg.entries[cfg.default].kernel == "5.15.0-88-generic"
     # A bare title is looked up at the top level only (menu.c get_entry_number): not found, entry 0.
-    cfg = p.parse_grub2(text, {"saved_entry": "Ubuntu, with Linux 5.15.0-88-generic"}, "x")
+    cfg = parse_grub2(text, {"saved_entry": "Ubuntu, with Linux 5.15.0-88-generic"}, "x")
     assert cfg.default == 0 and "not found at the top level" in cfg.warnings[0]
-    cfg = p.parse_grub2(text, {"saved_entry": "Advanced options for Ubuntu>Ubuntu, with Linux 5.15.0-88-generic"}, "x")
+    cfg = parse_grub2(text, {"saved_entry": "Advanced options for Ubuntu>Ubuntu, with Linux 5.15.0-88-generic"}, "x")
     assert cfg.entries[cfg.default].kernel == "5.15.0-88-generic"
-    cfg = p.parse_grub2(text, {"saved_entry": "no-such-entry"}, "x")
+    cfg = parse_grub2(text, {"saved_entry": "no-such-entry"}, "x")
     assert cfg.default == 0 and "not found" in cfg.warnings[0]
 
 
@@ -277,13 +280,13 @@ BLS = {
 def test_bls_newest_first_and_saved_entry():
     files = dict(BLS)
     files["/boot/grub2/grub.cfg"] = 'set default="${saved_entry}"\ninsmod blscfg\nblscfg\n'
-    cfg = p.parse_boot(files)
+    cfg = parse_boot(files)
     assert "blscfg" in cfg.source
     assert cfg.entries[0].kernel == "4.18.0-513.5.1.el8_9.x86_64"
     assert cfg.entries[cfg.default].kernel == "4.18.0-513.5.1.el8_9.x86_64"
     assert cfg.entries[0].initrd == "/initramfs-4.18.0-513.5.1.el8_9.x86_64.img"
     files["/boot/grub2/grubenv"] = "# GRUB Environment Block\nsaved_entry=abc-4.18.0-348.el8.x86_64\n####\n"
-    cfg = p.parse_boot(files)
+    cfg = parse_boot(files)
     assert cfg.entries[cfg.default].kernel == "4.18.0-348.el8.x86_64"
 
 
@@ -318,25 +321,25 @@ title Failsafe -- SUSE Linux Enterprise Server 11 SP4 - 3.0.101-63
 
 
 def test_grub_legacy_default_and_custom_initrd():
-    cfg = p.parse_boot({"/boot/grub/grub.conf": CENTOS6})
+    cfg = parse_boot({"/boot/grub/grub.conf": CENTOS6})
     assert cfg.entries[cfg.default].kernel == "2.6.32-754.el6.x86_64"
-    cfg = p.parse_boot({"/boot/grub/menu.lst": SLES11})
+    cfg = parse_boot({"/boot/grub/menu.lst": SLES11})
     assert cfg.entries[cfg.default].initrd == "/boot/initrd.vmx"
     saved = SLES11.replace("default 0", "default saved")
-    cfg = p.parse_boot({"/boot/grub/menu.lst": saved, "/boot/grub/default": "1\n"})
+    cfg = parse_boot({"/boot/grub/menu.lst": saved, "/boot/grub/default": "1\n"})
     assert cfg.entries[cfg.default].title.startswith("Failsafe")
 
 
 def test_empty_or_unreadable_grub_cfg_falls_back_cleanly():
-    assert p.parse_boot({"/boot/grub/grub.cfg": ""}) is None
-    cfg = p.parse_boot({"/boot/grub/grub.cfg": None})
+    assert parse_boot({"/boot/grub/grub.cfg": ""}) is None
+    cfg = parse_boot({"/boot/grub/grub.cfg": None})
     assert cfg.entries == [] and "unreadable" in cfg.warnings[0]
 
 
 def test_uefi_stub_that_only_points_at_the_real_config():
     stub = "search --no-floppy --fs-uuid --set=dev 1234\nset prefix=($dev)/grub2\nconfigfile $prefix/grub.cfg\n"
     files = {"/boot/efi/EFI/centos/grub.cfg": stub, "/boot/grub2/grub.cfg": UBUNTU_GRUB}
-    assert p.parse_boot(files).source == "/boot/grub2/grub.cfg"
+    assert parse_boot(files).source == "/boot/grub2/grub.cfg"
 
 
 # --- declarations ---------------------------------------------------------------------------
@@ -344,7 +347,7 @@ def test_uefi_stub_that_only_points_at_the_real_config():
 
 def test_modules_file_crlf_odd_spacing_and_args():
     text = "# comment\r\n  virtio_blk   \r\n\r\nvirtio-net  napi_tx=1\r\n# virtio_pci\r\n"
-    assert p.parse_modules_file(text) == ["virtio_blk", "virtio_net"]
+    assert parse_modules_file(text) == ["virtio_blk", "virtio_net"]
 
 
 def test_dracut_order_overrides_and_omit():
@@ -355,7 +358,7 @@ def test_dracut_order_overrides_and_omit():
         "/etc/dracut.conf.d/50-vendor.conf": "# overridden by the admin\n",
         "/etc/dracut.conf.d/60-omit.conf": 'omit_drivers+=" virtio_scsi "  # no scsi\n',
     }
-    conf = p.parse_dracut(files)
+    conf = parse_dracut(files)
     assert conf.files[0] == "/etc/dracut.conf"
     assert set(conf.add_drivers) == {"virtio_blk", "virtio_net"}  # the /etc file hides the vendor one
     assert conf.omit_drivers == {"virtio_scsi": "/etc/dracut.conf.d/60-omit.conf"}
@@ -364,7 +367,7 @@ def test_dracut_order_overrides_and_omit():
 
 def test_initrd_modules_with_quotes_and_comment():
     text = '## Type: string\n# comment\nINITRD_MODULES="xenblk  ext3" # root disk\nDOMU_INITRD_MODULES="xennet"\n'
-    assert p.parse_initrd_modules(text) == (["xenblk", "ext3"], "xenblk  ext3")
+    assert parse_initrd_modules(text) == (["xenblk", "ext3"], "xenblk  ext3")
 
 
 def test_prechecks_full_or_readonly_boot_refuse_before_any_change():
@@ -382,15 +385,15 @@ def test_prechecks_full_or_readonly_boot_refuse_before_any_change():
 def test_file_without_final_newline_is_kept_exactly():
     lines = ["@@KVM file /etc/initramfs-tools/modules", "# c", "ext4", "@@KVM file /etc/dracut.conf", "a", "",
              "@@KVM end"]  # fmt: skip
-    snap = p.parse_snapshot(lines)
+    snap = parse_snapshot(lines)
     assert snap.files["/etc/initramfs-tools/modules"] == "# c\next4"
     assert snap.files["/etc/dracut.conf"] == "a\n"
 
 
 def test_kernel_directory_without_image_or_modules_dep_is_skipped_with_a_warning():
     snap = snapshot("gather-bookworm-itools.txt")
-    snap.kernels["5.10.0-9-amd64"] = p.RawKernel("5.10.0-9-amd64", has_dep=True)  # no image
-    snap.kernels["kernel-abi-whitelists"] = p.RawKernel("kernel-abi-whitelists")  # not a kernel
+    snap.kernels["5.10.0-9-amd64"] = RawKernel("5.10.0-9-amd64", has_dep=True)  # no image
+    snap.kernels["kernel-abi-whitelists"] = RawKernel("kernel-abi-whitelists")  # not a kernel
     info = analyse(snap)
     assert [k.version for k in info.kernels] == ["6.1.0-50-amd64"]
     assert any("5.10.0-9-amd64 skipped" in w and "no kernel image" in w for w in info.warnings)
@@ -417,7 +420,7 @@ def test_unreadable_declaration_file_is_never_rewritten():
 def test_unreadable_marker_after_a_file_keeps_that_file():
     a, b, c = "/etc/dracut.conf", "/etc/sysconfig/kernel", "/etc/default/grub"
     lines = [f"@@KVM file {a}", "x", "", f"@@KVM unreadable {b}", f"@@KVM file {c}", "y", "", "@@KVM end"]
-    snap = p.parse_snapshot(lines)
+    snap = parse_snapshot(lines)
     assert snap.files == {a: "x\n", b: None, c: "y\n"}
 
 
@@ -433,7 +436,7 @@ def test_initrd_files_lines_are_kept_and_odd_ones_refused():
         "cmdline etc/cmdline:modprobe.blacklist=virtio_blk",
         "confread 4",
     ]
-    snap = p.parse_snapshot(["@@KVM blacklist", "/etc/modprobe.conf:2:virtio_pci:install virtio_pci :", *INITRD, *good,
+    snap = parse_snapshot(["@@KVM blacklist", "/etc/modprobe.conf:2:virtio_pci:install virtio_pci :", *INITRD, *good,
                              "@@KVM end"])  # fmt: skip
     assert not snap.problems and snap.blacklists[0]["file"] == "/etc/modprobe.conf"
     image = snap.initrds["/boot/initrd.img-6.1"]
@@ -446,7 +449,7 @@ def test_initrd_files_lines_are_kept_and_odd_ones_refused():
         "conf etc/shadow:1:virtio_blk:blacklist virtio_blk",
         "conf etc/modprobe.d/x.conf:1e:virtio_blk:blacklist virtio_blk",
         "conf etc/modprobe.d/x.conf:1:virtio_blk;id:blacklist virtio_blk",
-        "conf etc/modprobe.d/x.conf:1:virtio_blk:" + "x" * (p.CONF_TEXT_MAX + 1),
+        "conf etc/modprobe.d/x.conf:1:virtio_blk:" + "x" * (CONF_TEXT_MAX + 1),
         "conf etc/modprobe.d/x.conf:1:virtio_blk:blacklist virtio_blk\x1b[2J",
         "conf etc/modprobe.d/../x.conf:1:virtio_blk:blacklist virtio_blk",
         "cmdline etc/cmdline.d/10.conf:rd.driver.blacklist=virtio_pci rd.retry=1",
@@ -454,20 +457,20 @@ def test_initrd_files_lines_are_kept_and_odd_ones_refused():
         "confread many",
         "conferror",
     ):
-        snap = p.parse_snapshot([*INITRD, bad, "confread 1", "@@KVM end"])
+        snap = parse_snapshot([*INITRD, bad, "confread 1", "@@KVM end"])
         assert snap.problems, bad
     for bad in ("/etc/modprobe.d/x.conf:1:virtio_blk:" + "x" * 5000, "/etc/modprobe.conf.d/x:1:virtio_blk:blacklist x",
                 "/etc/modprobe.d/sub/x.conf:1:virtio_blk:blacklist virtio_blk"):  # fmt: skip
-        assert p.parse_snapshot(["@@KVM blacklist", bad, "@@KVM end"]).problems, bad
+        assert parse_snapshot(["@@KVM blacklist", bad, "@@KVM end"]).problems, bad
 
 
 def test_initrd_files_not_read_are_never_a_clean_bill():
-    snap = p.parse_snapshot([*INITRD, "conferror could not read etc/modprobe.d/x.conf", "@@KVM end"])
+    snap = parse_snapshot([*INITRD, "conferror could not read etc/modprobe.d/x.conf", "@@KVM end"])
     image = snap.initrds["/boot/initrd.img-6.1"]
     assert image.conf_error == "could not read etc/modprobe.d/x.conf" and image.conf_read is None
-    snap = p.parse_snapshot([*INITRD, "@@KVM end"])  # an answer that does not say: unknown
+    snap = parse_snapshot([*INITRD, "@@KVM end"])  # an answer that does not say: unknown
     assert "does not say" in snap.initrds["/boot/initrd.img-6.1"].conf_error
-    snap = p.parse_snapshot([*INITRD[:2], "cached", "@@KVM end"])  # the cache brings them (facts/cache.py fill)
+    snap = parse_snapshot([*INITRD[:2], "cached", "@@KVM end"])  # the cache brings them (facts/cache.py fill)
     assert snap.initrds["/boot/initrd.img-6.1"].conf_error == ""
-    snap = p.parse_snapshot([*INITRD[:2], "@@KVM listfail 1", "lsinitramfs: broken", "@@KVM end"])
+    snap = parse_snapshot([*INITRD[:2], "@@KVM listfail 1", "lsinitramfs: broken", "@@KVM end"])
     assert snap.initrds["/boot/initrd.img-6.1"].error and snap.initrds["/boot/initrd.img-6.1"].conf_error == ""

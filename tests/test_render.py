@@ -1,7 +1,7 @@
 """Unit tests of the configuration edits: every unrelated line kept, nothing duplicated."""
 
 
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.config_files import parse_dracut, parse_initrd_modules, parse_modules_file
 from kvm_drivers.facts.state import HostState
 from kvm_drivers.operations import kvm_drivers as ops
 
@@ -12,7 +12,7 @@ def test_modules_file_appends_only_missing_and_keeps_lines():
     text = "# /etc/initramfs-tools/modules\n# comment\next4\nxen-blkfront\nvirtio_blk\n"
     out = ops.render_modules_file(text, ["virtio_net", "virtio"])
     assert out.startswith(text)
-    assert p.parse_modules_file(out) == ["ext4", "xen_blkfront", "virtio_blk", "virtio_net", "virtio"]
+    assert parse_modules_file(out) == ["ext4", "xen_blkfront", "virtio_blk", "virtio_net", "virtio"]
     again = ops.render_modules_file(out, ["virtio_pci"])
     assert again.count(ops.MARKER) == 1
 
@@ -27,7 +27,7 @@ def test_modules_file_crlf_and_no_final_newline():
 
 def test_dracut_dropin_is_parsed_back_by_the_parser():
     text = ops.render_dracut_dropin(VIRTIO)
-    conf = p.parse_dracut({"/etc/dracut.conf.d/90-kvm-drivers.conf": text})
+    conf = parse_dracut({"/etc/dracut.conf.d/90-kvm-drivers.conf": text})
     assert list(conf.add_drivers) == VIRTIO
     assert 'add_drivers+=" virtio_blk' in text and text.rstrip().endswith(' "')
 
@@ -40,7 +40,7 @@ def test_sysconfig_kernel_merges_with_ata_first_and_keeps_everything_else():
     )
     wanted = ["ata_piix", "ata_generic"] + VIRTIO
     out = ops.render_sysconfig_kernel(text, wanted, ["ata_piix"] + VIRTIO)
-    mods, _ = p.parse_initrd_modules(out)
+    mods, _ = parse_initrd_modules(out)
     assert mods == ["ata_piix", "ata_generic", "xenblk", "processor", "thermal"] + VIRTIO
     assert out.count("INITRD_MODULES=") == 2  # ours and DOMU_, nothing added
     for line in text.splitlines():
@@ -52,7 +52,7 @@ def test_sysconfig_kernel_merges_with_ata_first_and_keeps_everything_else():
 def test_sysconfig_kernel_without_the_variable_appends_it():
     out = ops.render_sysconfig_kernel("# nothing here", ["virtio"], ["virtio"])
     assert out.startswith("# nothing here\n")
-    assert p.parse_initrd_modules(out)[0] == ["virtio"]
+    assert parse_initrd_modules(out)[0] == ["virtio"]
 
 
 def test_new_declaration_for_dracut_keeps_our_previous_drivers():
@@ -66,6 +66,6 @@ def test_new_declaration_for_dracut_keeps_our_previous_drivers():
     })
     path, text = ops.declaration(state, VIRTIO + ["virtio_console"])
     assert path.endswith("90-kvm-drivers.conf")
-    conf = p.parse_dracut({path: text})
+    conf = parse_dracut({path: text})
     assert list(conf.add_drivers) == VIRTIO + ["virtio_console"]
     assert ops.declaration(state, VIRTIO) is None

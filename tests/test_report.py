@@ -5,8 +5,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from kvm_drivers import report
-from kvm_drivers.facts import parsers as p
 from kvm_drivers.facts.state import VIRTIO
+from kvm_drivers.facts.wire import parse_snapshot
 from kvm_drivers.operations.plan import Plan
 from tests.planning import analyse
 
@@ -14,12 +14,12 @@ FIX = Path(__file__).parent / "fixtures"
 
 
 def info(name: str) -> Plan:
-    return analyse(p.parse_snapshot((FIX / name).read_text().splitlines()))
+    return analyse(parse_snapshot((FIX / name).read_text().splitlines()))
 
 
 def rows() -> list[dict]:
     drifted = report.host_row("web1", info("gather-bookworm-itools.txt"))
-    snap = p.parse_snapshot((FIX / "gather-bookworm-itools.txt").read_text().splitlines())
+    snap = parse_snapshot((FIX / "gather-bookworm-itools.txt").read_text().splitlines())
     first = analyse(snap)
     snap.initrds["/boot/initrd.img-6.1.0-50-amd64"].modules |= set(first.kernels[0].needed)
     snap.files["/etc/initramfs-tools/modules"] += "\n".join(VIRTIO) + "\n"

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvm_drivers import report
-from kvm_drivers.facts import parsers as p
+from kvm_drivers.facts.wire import parse_snapshot
 from kvm_drivers.operations.plan import STATUSES
 from tests.fake_connector import gather_output
 from tests.planning import analyse
@@ -33,13 +33,13 @@ EVIL = 'evil"host\\\n<script>alert(1)</script>\x1b[31mred\x1b[0m\u202e\x00'
 def real_rows() -> list[dict]:
     """Rows from captured gather outputs of real hosts (Debian 12 initramfs-tools and dracut), made
     compliant, drifted, unsupported, and a host that could not be reached, whose name is hostile."""
-    dracut = analyse(p.parse_snapshot((FIX / "gather-bookworm-dracut.txt").read_text().splitlines()))
-    drifted = analyse(p.parse_snapshot(gather_output("drifted")))
-    compliant = analyse(p.parse_snapshot(gather_output("compliant")))
+    dracut = analyse(parse_snapshot((FIX / "gather-bookworm-dracut.txt").read_text().splitlines()))
+    drifted = analyse(parse_snapshot(gather_output("drifted")))
+    compliant = analyse(parse_snapshot(gather_output("compliant")))
     arch = gather_output("compliant")
     start = arch.index("@@KVM file /etc/os-release")
     arch[start + 1 : arch.index("@@KVM file /etc/debian_version")] = ['NAME="<b>Arch</b>\x1b]0;pwned\x07"', "ID=arch"]
-    unsupported = analyse(p.parse_snapshot(arch))
+    unsupported = analyse(parse_snapshot(arch))
     return [
         report.host_row("web1", drifted),
         report.host_row("web2", compliant),
