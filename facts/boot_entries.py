@@ -29,6 +29,7 @@ class BootEntry:
     options: str = ""  # the kernel command line after the image path, its variables expanded
     unknown: str = ""  # what in the entry's own lines only GRUB knows at boot ('' when nothing)
     extra_initrds: list[str] = field(default_factory=list)  # further images on its initrd line (not microcode)
+    origin: str = ""  # the file its lines are in (a BLS entry file, menu.lst, the grub.cfg read)
 
 
 @dataclass

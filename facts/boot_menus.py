@@ -153,6 +153,7 @@ def parse_bls(
         initrds = initrd_line.split()
         title = keys.get("title", [linux])[0]
         entry = BootEntry(title, kernel, choose_initrd(initrds), ident, "", linux, " ".join(options.split()))
+        entry.origin = path
         entry.extra_initrds = extra_initrds(initrds, entry.initrd)
         if unknown_i or unknown_o:
             entry.unknown = f"its {'initrd' if unknown_i else 'options'} line uses {unknown_i or unknown_o}, " \
@@ -201,13 +202,14 @@ def parse_grub_legacy(text: str, saved: str | None, source: str) -> BootConfig:
         elif key == "title":
             if len(cfg.entries) >= MAX_BOOT_ENTRIES:
                 raise BootConfigTooLarge(f"{source}: more than {MAX_BOOT_ENTRIES} entries")
-            current = BootEntry(rest.strip(), "", "", "", str(len(cfg.entries)))
+            current = BootEntry(rest.strip(), "", "", "", str(len(cfg.entries)), origin=source)
             cfg.entries.append(current)
         elif current is not None and key == "kernel" and rest:
             words = [w for w in rest.split() if not w.startswith("--")]
             if words:
                 current.linux_path = strip_device(words[0])
                 current.kernel = kernel_from_path(current.linux_path)
+                current.options = " ".join(words[1:])
         elif current is not None and key == "initrd" and rest:
             current.initrd = choose_initrd(rest.split())
     if cfg.entries:

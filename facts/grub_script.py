@@ -398,7 +398,7 @@ class _GrubScript:
         ident = ident or title  # menuentry.c: menu_id = id ? : menu_title
         if kind == "submenu":
             return _Item(title, ident, [])
-        return _Item(title, ident, None, BootEntry(title, "", "", ident))
+        return _Item(title, ident, None, BootEntry(title, "", "", ident, origin=self.reading[-1]))
 
     def entry_line(self, entry: BootEntry | None, head: str, words: list[_Word]) -> None:
         if entry is None:
