@@ -15,6 +15,17 @@ from typing import Any, Callable
 
 import distro
 
+from kvm_drivers.hostside import (  # the lists and limits gather.sh is sent: defined there, once
+    DUMPED_FILES,
+    FINGERPRINT_MAX,
+    INITRD_CONF_FILE,
+    MODPROBE_FILE,
+    OTHER_LOADERS,
+    RELEASE_FILES,
+    REPORTED_BOOT_FILES,
+)
+from kvm_drivers.hostside import NAME as _NAME
+
 MARK = "@@KVM "
 
 # Driver -> the kernel config option that builds it (used when modules.builtin is missing).
@@ -124,24 +135,8 @@ class Snapshot:
 # an error, never "compliant"), and no value outside these shapes reaches a command or a path.
 MODULE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 KERNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
-_NAME = r"[A-Za-z0-9][A-Za-z0-9._@+,-]{0,127}"
-DUMPED_FILES = re.compile(
-    "^(?:/etc/os-release|/usr/lib/os-release|/etc/(?:SuSE|redhat|centos|euleros|openEuler|system|lsb)-release"
-    "|/etc/debian_version|/etc/initramfs-tools/modules|/etc/initramfs-tools/initramfs\\.conf|/etc/dracut\\.conf"
-    "|/etc/sysconfig/kernel|/etc/sysconfig/bootloader|/etc/default/grub"
-    "|/boot/grub2?/(?:grub\\.cfg|grubenv|custom\\.cfg)|/boot/grub/(?:menu\\.lst|grub\\.conf|default)"
-    "|/boot/extlinux/extlinux\\.conf|/boot/extlinux\\.conf|/boot/syslinux/syslinux\\.cfg"
-    "|/boot/loader/loader\\.conf|/boot/efi/loader/loader\\.conf|/efi/loader/loader\\.conf"
-    f"|/etc/dracut\\.conf\\.d/{_NAME}\\.conf|/usr/lib/dracut/dracut\\.conf\\.d/{_NAME}\\.conf"
-    f"|/boot/loader/entries/{_NAME}\\.conf|/boot/efi/EFI/{_NAME}/grub\\.cfg)$"
-)
-MODPROBE_FILE = re.compile(
-    f"^(?:/(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.d/{_NAME}|/etc/modprobe\\.conf(?:\\.local)?)$"
-)
-# The same files inside an initrd (paths as its listing shows them), and its command-line files.
-INITRD_CONF_FILE = re.compile(
-    f"^(?:(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.d/{_NAME}|etc/modprobe\\.conf(?:\\.local)?)$"
-)
+# DUMPED_FILES, MODPROBE_FILE, INITRD_CONF_FILE (the same files inside an initrd): kvm_drivers.hostside.
+# An initrd's command-line files:
 INITRD_CMDLINE_FILE = re.compile(f"^etc/cmdline(?:\\.d/{_NAME}\\.conf)?$")
 CONF_TEXT_MAX = 4096  # characters of a module configuration line or command-line word at most
 CONF_TEXT = re.compile(f"^[\\t -~]{{1,{CONF_TEXT_MAX}}}$")  # printable ASCII (tabs too)
@@ -149,7 +144,6 @@ CMDLINE_WORD = re.compile(f"^[!-~]{{1,{CONF_TEXT_MAX}}}$")
 # An absolute path without "." or ".." components, empty components or control characters.
 SAFE_PATH = re.compile(r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f]+)+$")
 DIGITS = re.compile(r"^[0-9]{1,18}$")
-FINGERPRINT_MAX = 32768  # gather.sh sends none longer: it is sent back with the next command
 FINGERPRINT = re.compile(f"^[!-~]{{1,{FINGERPRINT_MAX}}}$")  # printable ASCII, no space
 INITRD_KEY = re.compile(r"^(/[!-~]+)\|[0-9]{1,18}\|[0-9]{1,18}\|[0-9]{1,18}$")  # path|size|mtime|ctime
 # How many of each thing an answer may hold: far above what any real host has, low enough that
@@ -483,18 +477,9 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
 
 
-# The release files distro may read, each copied to a fixed place of a private directory.
-# The destination is ours, never a path the host sent (host output is untrusted input).
-RELEASE_FILES = (
-    "/etc/os-release",
-    "/usr/lib/os-release",
-    "/etc/SuSE-release",
-    "/etc/redhat-release",
-    "/etc/centos-release",
-    "/etc/euleros-release",
-    "/etc/openEuler-release",
-    "/etc/system-release",
-)
+# RELEASE_FILES (kvm_drivers.hostside): the release files distro may read, each copied to a fixed
+# place of a private directory. The destination is ours, never a path the host sent (host output is
+# untrusted input).
 
 
 def parse_distro(files: dict[str, str | None]) -> Distro:
@@ -837,11 +822,9 @@ GRUB_RUNTIME = set(
     "grub_platform grub_cpu prefix root cmdpath config_directory config_file boot "
     "lang locale_dir secondary_locale_dir net_default_server pxe_default_server".split()
 )
-# Files whose presence gather.sh always reports (dumped when they exist): a GRUB test '-f' on one
-# of them has a known answer, and sourcing one that is not there does nothing.
-REPORTED_BOOT_FILES = frozenset(
-    f"/boot/{d}/{n}" for d in ("grub", "grub2") for n in ("grub.cfg", "grubenv", "custom.cfg")
-)
+# REPORTED_BOOT_FILES (kvm_drivers.hostside): files whose presence gather.sh always reports (dumped
+# when they exist): a GRUB test '-f' on one of them has a known answer, and sourcing one that is not
+# there does nothing.
 # Commands that read another configuration file and put its menu in place of this one
 # (grub-core/normal/main.c configfile, commands/legacycfg.c, commands/syslinuxcfg.c): not followed.
 GRUB_CONFIGFILE = frozenset(
@@ -1815,13 +1798,8 @@ def parse_grub_legacy(text: str, saved: str | None, source: str) -> BootConfig:
     return cfg
 
 
-# Configurations of boot loaders kvm-drivers does not read: on a host that has one, which loader
-# really boots (and what) cannot be told from GRUB's files alone.
-OTHER_LOADERS = {
-    "/boot/extlinux/extlinux.conf": "extlinux", "/boot/extlinux.conf": "extlinux",
-    "/boot/syslinux/syslinux.cfg": "syslinux", "/boot/loader/loader.conf": "systemd-boot",
-    "/boot/efi/loader/loader.conf": "systemd-boot", "/efi/loader/loader.conf": "systemd-boot",
-}  # fmt: skip
+# OTHER_LOADERS (kvm_drivers.hostside): configurations of boot loaders kvm-drivers does not read: on
+# a host that has one, which loader really boots (and what) cannot be told from GRUB's files alone.
 
 
 def parse_boot(files: dict[str, str | None]) -> BootConfig | None:
