@@ -24,6 +24,7 @@ from kvm_drivers.facts.grub_default import _flatten, _grub_strtoul, _grub_varian
 from kvm_drivers.facts.grub_script import _GrubScript, parse_grubenv
 from kvm_drivers.facts.grub_words import _VAR, GRUB_RUNTIME, ExpansionBudget
 from kvm_drivers.facts.rpmvercmp import split_key
+from kvm_drivers.hostside import OTHER_LOADERS  # defined once, sent to gather.sh
 
 
 def parse_grub2(
@@ -226,11 +227,6 @@ def parse_grub_legacy(text: str, saved: str | None, source: str) -> BootConfig:
 
 # Configurations of boot loaders kvm-drivers does not read: on a host that has one, which loader
 # really boots (and what) cannot be told from GRUB's files alone.
-OTHER_LOADERS = {
-    "/boot/extlinux/extlinux.conf": "extlinux", "/boot/extlinux.conf": "extlinux",
-    "/boot/syslinux/syslinux.cfg": "syslinux", "/boot/loader/loader.conf": "systemd-boot",
-    "/boot/efi/loader/loader.conf": "systemd-boot", "/efi/loader/loader.conf": "systemd-boot",
-}  # fmt: skip
 
 
 def parse_boot(files: dict[str, str | None]) -> BootConfig | None:

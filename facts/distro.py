@@ -11,6 +11,8 @@ from pathlib import Path
 
 import distro
 
+from kvm_drivers.hostside import RELEASE_FILES  # defined once, sent to gather.sh
+
 RHEL_IDS = {
     "centos",
     "rhel",
@@ -72,16 +74,6 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 # The release files distro may read, each copied to a fixed place of a private directory.
 # The destination is ours, never a path the host sent (host output is untrusted input).
-RELEASE_FILES = (
-    "/etc/os-release",
-    "/usr/lib/os-release",
-    "/etc/SuSE-release",
-    "/etc/redhat-release",
-    "/etc/centos-release",
-    "/etc/euleros-release",
-    "/etc/openEuler-release",
-    "/etc/system-release",
-)
 
 
 def parse_distro(files: dict[str, str | None]) -> Distro:

@@ -21,12 +21,10 @@ from kvm_drivers.facts.grub_words import (
     _Word,
     expand_word,
 )
+from kvm_drivers.hostside import REPORTED_BOOT_FILES  # defined once, sent to gather.sh
 
 # Files whose presence gather.sh always reports (dumped when they exist): a GRUB test '-f' on one
 # of them has a known answer, and sourcing one that is not there does nothing.
-REPORTED_BOOT_FILES = frozenset(
-    f"/boot/{d}/{n}" for d in ("grub", "grub2") for n in ("grub.cfg", "grubenv", "custom.cfg")
-)
 # Commands that read another configuration file and put its menu in place of this one
 # (grub-core/normal/main.c configfile, commands/legacycfg.c, commands/syslinuxcfg.c): not followed.
 GRUB_CONFIGFILE = frozenset(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shlex
 import signal
 import time
 from dataclasses import replace
@@ -59,14 +60,18 @@ CACHE_VERSION = hashlib.sha256(
 ).hexdigest()[:16]
 
 
-def gather_command(drivers: list[str], known: list[str] | None = None, seen: str = "") -> StringCommand:
+def gather_command(drivers: list[str], known: list[str] | None = None, seen: str = "", root: str = "/"
+                   ) -> StringCommand:  # fmt: skip
     """The one remote command that gathers everything, for the POSIX shell pyinfra runs it in
     (the facts below set ``shell_executable = "sh"``): its arguments set, then gather.sh itself.
 
     drivers: the drivers to look up; known: initrd keys whose listing the caller has cached;
-    seen: fingerprint of the caller's cached copy of the output (the host answers "unchanged" if equal).
+    seen: fingerprint of the caller's cached copy of the output (the host answers "unchanged" if equal);
+    root: the directory that is the described system's "/" (KVM_ROOT: "/", the host itself, unless it
+    is a disk image's tree: then nothing of the running system is read).
     """
     return StringCommand(
+        f"KVM_ROOT={shlex.quote(root)};",  # always set: never one the host's environment holds
         "set",
         "--",
         QuoteString(LISTER),

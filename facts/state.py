@@ -42,16 +42,12 @@ from kvm_drivers.facts.wire import (
     Snapshot,
     safe_path,
 )
+from kvm_drivers.hostside import CONFIG_PATHS, INITRD_MAGIC
 
 VIRTIO = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci", "virtio_ring", "virtio"]
 SUSE_FIRST = ["ata_piix", "ata_generic"]
 DEFAULT_LOOKUP = SUSE_FIRST + VIRTIO  # every family's default drivers
 OLDEST_KERNEL = (2, 6, 24)  # virtio needs a newer kernel than this
-CONFIG_PATHS = {
-    "initramfs-tools": "/etc/initramfs-tools/modules",
-    "dracut": "/etc/dracut.conf.d/90-kvm-drivers.conf",
-    "suse-mkinitrd": "/etc/sysconfig/kernel",
-}
 # Where each family's initrd is, by name, when no bootloader entry names it (gather.sh is sent the
 # same list, and reports which of these exist): the first one that exists, else the family's own.
 FALLBACK_INITRDS = ("/boot/initrd.img-{v}", "/boot/initramfs-{v}.img", "/boot/initrd-{v}", "/boot/initrd-{v}.img")
@@ -127,6 +123,7 @@ class HostState:
     tools: dict[str, str] = field(default_factory=dict)  # tool name -> path
     running_kernel: str = ""  # live values, sent by the host on every run (not a problem if not installed:
     # what boots next is what is checked; a lab host reports the control machine's kernel)
+    image: bool = False  # the answer describes a disk image's tree (gather.sh under KVM_ROOT): no running kernel
     boot_free_kib: int | None = None
     boot_mount: list[str] = field(default_factory=list)  # mount options of /boot
     module_dirs: list[str] = field(default_factory=list)  # every /lib/modules/* (installed or not)
@@ -174,11 +171,14 @@ def host_state(snap: Snapshot) -> HostState:
 
 def with_live(state: HostState, meta: dict[str, str]) -> HostState:
     """State with the live values a host sends on every run (running kernel, /boot's free space
-    and mount options): what an "unchanged" answer still brings.
+    and mount options): what an "unchanged" answer still brings. A disk image's tree ("image yes")
+    has no running kernel (nor uid, nor mount options).
     """
+    image = meta.get("image") == "yes"
     return replace(
         state,
-        running_kernel=meta.get("uname", ""),
+        image=image,
+        running_kernel="" if image else meta.get("uname", ""),
         boot_free_kib=int(meta["bootfree"]) if DIGITS.match(meta.get("bootfree", "")) else None,
         boot_mount=[o for o in meta.get("bootmount", "").split(",") if o],
     )
@@ -484,12 +484,6 @@ def tie_unversioned_entries(boot: BootConfig, snap: Snapshot) -> list[str]:
         notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}: kernel {entry.kernel} ({how})")
     return notes
 
-
-
-# First bytes of the formats an initrd comes in: cpio (newc, crc; early microcode too), gzip,
-# xz, zstd, lz4 (legacy and frame), bzip2, lzop, lzma.
-INITRD_MAGIC = ("303730373031", "303730373032", "1f8b", "fd377a585a00", "28b52ffd", "02214c18", "04224d18",
-                "425a68", "894c5a4f", "5d0000")  # fmt: skip
 
 
 INITRD_PATH = re.compile(r"^/boot/[A-Za-z0-9._@+,:=~/-]+$")  # no spaces, patterns or non-ASCII

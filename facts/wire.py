@@ -9,6 +9,13 @@ import re
 from dataclasses import dataclass, field
 
 from kvm_drivers.facts.distro import RELEASE_FILES
+from kvm_drivers.hostside import (  # defined once, sent to gather.sh
+    DUMPED_FILES,
+    FINGERPRINT_MAX,
+    INITRD_CONF_FILE,
+    MODPROBE_FILE,
+)
+from kvm_drivers.hostside import NAME as _NAME
 
 MARK = "@@KVM "
 
@@ -91,24 +98,7 @@ class Snapshot:
 # an error, never "compliant"), and no value outside these shapes reaches a command or a path.
 MODULE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 KERNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
-_NAME = r"[A-Za-z0-9][A-Za-z0-9._@+,-]{0,127}"
-DUMPED_FILES = re.compile(
-    "^(?:/etc/os-release|/usr/lib/os-release|/etc/(?:SuSE|redhat|centos|euleros|openEuler|system|lsb)-release"
-    "|/etc/debian_version|/etc/initramfs-tools/modules|/etc/initramfs-tools/initramfs\\.conf|/etc/dracut\\.conf"
-    "|/etc/sysconfig/kernel|/etc/sysconfig/bootloader|/etc/default/grub"
-    "|/boot/grub2?/(?:grub\\.cfg|grubenv|custom\\.cfg)|/boot/grub/(?:menu\\.lst|grub\\.conf|default)"
-    "|/boot/extlinux/extlinux\\.conf|/boot/extlinux\\.conf|/boot/syslinux/syslinux\\.cfg"
-    "|/boot/loader/loader\\.conf|/boot/efi/loader/loader\\.conf|/efi/loader/loader\\.conf"
-    f"|/etc/dracut\\.conf\\.d/{_NAME}\\.conf|/usr/lib/dracut/dracut\\.conf\\.d/{_NAME}\\.conf"
-    f"|/boot/loader/entries/{_NAME}\\.conf|/boot/efi/EFI/{_NAME}/grub\\.cfg)$"
-)
-MODPROBE_FILE = re.compile(
-    f"^(?:/(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.d/{_NAME}|/etc/modprobe\\.conf(?:\\.local)?)$"
-)
 # The same files inside an initrd (paths as its listing shows them), and its command-line files.
-INITRD_CONF_FILE = re.compile(
-    f"^(?:(?:etc|run|usr/local/lib|usr/lib|lib)/modprobe\\.d/{_NAME}|etc/modprobe\\.conf(?:\\.local)?)$"
-)
 INITRD_CMDLINE_FILE = re.compile(f"^etc/cmdline(?:\\.d/{_NAME}\\.conf)?$")
 CONF_TEXT_MAX = 4096  # characters of a module configuration line or command-line word at most
 CONF_TEXT = re.compile(f"^[\\t -~]{{1,{CONF_TEXT_MAX}}}$")  # printable ASCII (tabs too)
@@ -116,7 +106,6 @@ CMDLINE_WORD = re.compile(f"^[!-~]{{1,{CONF_TEXT_MAX}}}$")
 # An absolute path without "." or ".." components, empty components or control characters.
 SAFE_PATH = re.compile(r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f]+)+$")
 DIGITS = re.compile(r"^[0-9]{1,18}$")
-FINGERPRINT_MAX = 32768  # gather.sh sends none longer: it is sent back with the next command
 FINGERPRINT = re.compile(f"^[!-~]{{1,{FINGERPRINT_MAX}}}$")  # printable ASCII, no space
 INITRD_KEY = re.compile(r"^(/[!-~]+)\|[0-9]{1,18}\|[0-9]{1,18}\|[0-9]{1,18}$")  # path|size|mtime|ctime
 # How many of each thing an answer may hold: far above what any real host has, low enough that

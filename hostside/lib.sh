@@ -1,5 +1,5 @@
 # kvm-drivers shared shell functions, prepended to gather.sh, rebuild.sh, write.sh and
-# unblacklist.sh (POSIX sh).
+# unblacklist.sh (POSIX sh), after the KVM_* assignments of hostside/__init__.py (SHELL_CONSTANTS).
 # Needs $PYLIST: the Python initrd lister (hostside/initrd_ls.py), used when native tools fail.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 LC_ALL=C
@@ -185,24 +185,27 @@ function kvm_seg(a, s, e, d,   p, j, w, ig, all, dd, hit, nm) {
 
 # KVM_CONF_FILES (awk, on an initrd listing of any lister): the files inside the image that say
 # what loads, each as "x PATH" (PATH as the listing shows it, without a leading "./" or "/"): the
-# modprobe.d files in effect (a same-named file in an earlier directory wins: etc, run,
-# usr/local/lib, usr/lib, lib, as kmod orders them; any name, as module-init-tools reads them, but
-# its backups, config_filter.c), etc/modprobe.conf and etc/modprobe.conf.local (SUSE's mkinitrd
-# copies both), etc/cmdline and etc/cmdline.d/*.conf (dracut). A name that is not plain ASCII:
-# "odd PATH" (it cannot be read safely).
+# modprobe.d files in effect (a same-named file in an earlier directory of KVM_MODPROBE_DIRS wins,
+# as kmod orders them; any name, as module-init-tools reads them, but its backups, config_filter.c),
+# KVM_MODPROBE_CONFS (etc/modprobe.conf and etc/modprobe.conf.local: SUSE's mkinitrd copies both),
+# etc/cmdline and etc/cmdline.d/*.conf (dracut). A name that is not plain ASCII: "odd PATH" (it
+# cannot be read safely). (The two lists are put in the program as it is defined: plain names.)
 KVM_CONF_FILES='
 function kvm_out(n) { if (n ~ /[^A-Za-z0-9._@+,\/-]/) print "odd " n; else print "x " n }
+BEGIN {
+    k = split("'"$KVM_MODPROBE_DIRS"'", a, " "); for (i = 1; i <= k; i++) { sub(/^\/+/, "", a[i]); dir[a[i]] = i }
+    k = split("'"$KVM_MODPROBE_CONFS"'", a, " "); for (i = 1; i <= k; i++) { sub(/^\/+/, "", a[i]); one[a[i]] = 1 }
+}
 {
     n = $NF; if (NF >= 3 && $(NF - 1) == "->") n = $(NF - 2)
     while (substr(n, 1, 2) == "./") n = substr(n, 3)
     sub(/^\/+/, "", n)
-    if (n ~ /^(etc|run|usr\/local\/lib|usr\/lib|lib)\/modprobe\.d\/[^\/]+$/) {
-        b = n; sub(/.*\//, "", b)
+    b = n; sub(/.*\//, "", b); d = substr(n, 1, length(n) - length(b) - 1)
+    if (b != "" && (d in dir)) {
         if (b ~ /^(\.|~|CVS)/ || b ~ /(\.rpmsave|\.rpmorig|\.rpmnew|\.dpkg-old|\.dpkg-dist|\.dpkg-new|\.dpkg-bak|\.bak|\.orig|\.rej|\.YaST2save|\.-|~|,v)$/) next
-        d = substr(n, 1, length(n) - length(b) - 12)
-        r = (d == "etc") ? 1 : (d == "run") ? 2 : (d == "usr/local/lib") ? 3 : (d == "usr/lib") ? 4 : 5
+        r = dir[d]
         if (!(b in rank) || r < rank[b]) { rank[b] = r; path[b] = n }
-    } else if (n ~ /^etc\/(modprobe\.conf|modprobe\.conf\.local|cmdline|cmdline\.d\/[^\/]+\.conf)$/) other[n] = 1
+    } else if ((n in one) || n ~ /^etc\/(cmdline|cmdline\.d\/[^\/]+\.conf)$/) other[n] = 1
 }
 END { for (b in path) kvm_out(path[b]); for (n in other) kvm_out(n) }'
 

@@ -25,12 +25,12 @@ kvm_lock() {
 
 # kvm_stale RUN: with the lock held, forget the rollback state of every other run (an
 # interrupted run's copy must never be restored over later edits), and remove the rollback
-# copies older kvm-drivers versions kept beside the configuration files.
+# copies older kvm-drivers versions kept beside the declarations (KVM_DECLARATIONS: hostside CONFIG_PATHS).
 kvm_stale() {
     for _r in "$KVM_STATE"/rollback.*; do
         if [ -d "$_r" ] && [ "$_r" != "$KVM_STATE/rollback.$1" ]; then rm -rf "$_r"; fi
     done
-    for _c in /etc/initramfs-tools/modules /etc/dracut.conf.d/90-kvm-drivers.conf /etc/sysconfig/kernel; do
+    for _c in $KVM_DECLARATIONS; do
         rm -f "$_c.kvm-drivers.prev" "$_c.kvm-drivers.absent"
     done
     return 0

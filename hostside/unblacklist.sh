@@ -13,14 +13,12 @@
 trap '' PIPE
 f=$1; run=$2; shift 2
 case "$run" in *[!a-z0-9]*) echo "kvm-drivers: bad run id" >&2; exit 1 ;; esac
-case "$f" in
-    */../*|*/./*) echo "kvm-drivers: refusing $f" >&2; exit 1 ;;
-    /etc/modprobe.conf|/etc/modprobe.conf.local) ;;
-    /etc/modprobe.d/*/*|/run/modprobe.d/*/*|/usr/local/lib/modprobe.d/*/*|/usr/lib/modprobe.d/*/*|/lib/modprobe.d/*/*)
-        echo "kvm-drivers: refusing $f: not a modprobe.d file" >&2; exit 1 ;;
-    /etc/modprobe.d/?*|/run/modprobe.d/?*|/usr/local/lib/modprobe.d/?*|/usr/lib/modprobe.d/?*|/lib/modprobe.d/?*) ;;
-    *) echo "kvm-drivers: refusing $f: not a modprobe.d file" >&2; exit 1 ;;
-esac
+case "$f" in */../*|*/./*) echo "kvm-drivers: refusing $f" >&2; exit 1 ;; esac
+# one of KVM_MODPROBE_CONFS, or a file right in one of KVM_MODPROBE_DIRS (hostside/__init__.py)
+known=0
+for d in $KVM_MODPROBE_CONFS; do [ "$f" = "$d" ] && known=1; done
+for d in $KVM_MODPROBE_DIRS; do case "$f" in "$d"/*/*) ;; "$d"/?*) known=1 ;; esac; done
+[ $known = 1 ] || { echo "kvm-drivers: refusing $f: not a modprobe.d file" >&2; exit 1; }
 kvm_lock || { echo "kvm-drivers: $KVM_LOCK_ERR" >&2; exit 1; }
 kvm_stale "$run"
 [ -f "$f" ] || { echo "kvm-drivers: $f is gone: run again" >&2; exit 1; }

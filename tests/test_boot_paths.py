@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from kvm_drivers import hostside
 from kvm_drivers.facts.boot_entries import system_path
 from kvm_drivers.facts.wire import parse_snapshot
 from tests.planning import analyse
 
 FIX = Path(__file__).parent / "fixtures"
-GATHER = Path(__file__).parent.parent / "hostside" / "gather.sh"
 K = "6.1.0-50-amd64"
 
 
@@ -98,13 +98,11 @@ def _kernels() -> list[Path]:
 @pytest.mark.skipif(not _kernels(), reason="no kernel image readable here")
 @pytest.mark.parametrize("image", _kernels(), ids=lambda f: str(f))
 def test_gather_block_reads_the_version_from_a_real_kernel(image, tmp_path):
-    """gather.sh's kernel-image block, run by sh on a real bzImage behind an unversioned name."""
-    block = GATHER.read_text().split("# Kernel images that bootloader entries name", 1)[1].rsplit("sec end", 1)[0]
+    """gather.sh's kernel-image function, run by sh on a real bzImage behind an unversioned name."""
     (tmp_path / "linux.vmx").symlink_to(image)
     menu = tmp_path / "menu.lst"
     menu.write_text(f"default 0\ntitle x\n kernel (hd0,0){tmp_path}/linux.vmx vga=0x314\n initrd /boot/initrd.vmx\n")
-    helpers = GATHER.read_text().split("\nascii()", 1)[1].split("\n\n", 1)[0]  # ascii() and odd()
-    script = 'sec() { echo "@@KVM $*"; }\nascii()' + helpers + "\nbl=" + str(menu) + "\n#" + block
+    script = hostside.GATHER_FUNCTIONS + f"KVM_R=''; boot_confs={menu}; gather_kimages"
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30, check=False).stdout
     snap = parse_snapshot(out.splitlines())
     img = snap.kimages[f"{tmp_path}/linux.vmx"]

@@ -177,6 +177,19 @@ def test_python_lister_ignores_modules_in_the_working_directory(tmp_path):
     assert "hijacked" not in proc.stdout + proc.stderr
 
 
+def test_unblacklist_takes_only_the_module_configuration_files_python_names(tmp_path):
+    # the directories and files are hostside's MODPROBE_DIRS and MODPROBE_CONFS (checked before the lock)
+    for path in ("/etc/modprobe.d/a/b.conf", "/etc/modprobe.d/", "/etc/modprobe.d/../shadow", "/etc/shadow",
+                 "/usr/lib64/modprobe.d/x.conf", "/etc/modprobe.confx", str(tmp_path / "x.conf")):  # fmt: skip
+        proc = subprocess.run(["sh", "-c", hostside.UNBLACKLIST, "kvm-unblacklist", path, "", "1", "x"],
+                              capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 1 and f"refusing {path}" in proc.stderr, path
+    accepted = hostside.UNBLACKLIST.replace("\nkvm_lock ||", "\nexit 7\nkvm_lock ||")  # stop before the lock
+    for path in [*(f"{d}/x.conf" for d in hostside.MODPROBE_DIRS), *hostside.MODPROBE_CONFS]:
+        proc = subprocess.run(["sh", "-c", accepted, "kvm-unblacklist", path, "", "1", "x"], capture_output=True)
+        assert proc.returncode == 7, path
+
+
 def test_host_scripts_create_nothing_in_world_writable_places():
     # Medium/High: the lock was in /var/lock (1777) and the log fell back to /tmp/kvm-drivers.$$.log.
 
@@ -209,13 +222,6 @@ def test_shell_and_python_normalise_module_names_alike():
     assert [k for _, k in got] == ["1", "1", "1", "1", "1", "1", "0"]
 
 
-def gather_kernel_awk() -> str:
-    """gather.sh's per-kernel awk program (the one place the closure is computed), as run there."""
-    text = (Path(hostside.__file__).parent / "gather.sh").read_text()
-    start = text.index('awk -v want="$W" -v closure')
-    return text[start : text.index("' $files", start) + len("' $files")]
-
-
 def test_closure_is_computed_on_the_host_breadth_first_itself_first(tmp_path):
     d = tmp_path / "6.1"
     d.mkdir()
@@ -227,8 +233,11 @@ def test_closure_is_computed_on_the_host_breadth_first_itself_first(tmp_path):
         "kernel/net/net_failover.ko: kernel/net/core/failover.ko\n"
         "kernel/net/core/failover.ko:\n"
     )
-    script = f'W="$*"; closure=1; files="{d}/modules.builtin {d}/modules.dep"\n' + gather_kernel_awk()
-    out = lib(script, "virtio_net", "virtio_blk", "virtio", "virtio_scsi")
+    # gather.sh's per-kernel awk program (the one place the closure is computed), as run there
+    call = 'want="$*"; gather_kernel_awk 1 kvm_k=builtin "$D/modules.builtin" kvm_k=dep "$D/modules.dep"'
+    script = hostside.GATHER_FUNCTIONS + call
+    out = subprocess.run(["sh", "-c", script, "kvm-test", "virtio_net", "virtio_blk", "virtio", "virtio_scsi"],
+                         capture_output=True, text=True, env={**os.environ, "D": str(d)})  # fmt: skip
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert "closure virtio_net virtio_net,net_failover,virtio_ring,failover" in lines
