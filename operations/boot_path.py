@@ -5,17 +5,17 @@ The opt-in fixes of the boot path and the network after the move (issue 20).
 host needs: the new text of each file that changes (every other line kept byte for byte, line endings
 too), the files to move aside, the copies onto the ESP, the UUIDs to verify, and why any fix is
 refused; ``render_fixes`` is its text part. Every edit is checked against ``Fix.old`` (the line as
-read); only paths in ``FIXABLE_PATHS`` are changed; what a host sent (UUIDs, device names, paths) is
-used only in the plain shapes checked here. The operations apply a plan with the host scripts, each
-under the host's lock with compare-then-swap, each change kept for rollback with the run
-(hostside/lock.sh): ``rewrite_files`` (write.sh), ``move_aside`` (aside.sh), ``copy_efi_fallback``
-(efi_copy.sh), ``verify_uuids`` (verify_uuid.sh). A failed step rolls back what the run changed.
+read: operations/boot_edits.py changes the lines); only paths in ``FIXABLE_PATHS`` are changed; what
+a host sent (UUIDs, device names, paths) is used only in the plain shapes checked here. The
+operations apply a plan with the host scripts, each under the host's lock with compare-then-swap,
+each change kept for rollback with the run (hostside/lock.sh): ``rewrite_files`` (write.sh),
+``move_aside`` (aside.sh), ``copy_efi_fallback`` (efi_copy.sh), ``verify_uuids`` (verify_uuid.sh).
+A failed step rolls back what the run changed.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -23,13 +23,12 @@ from pyinfra import host, logger
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.context import ctx_state
 
-from kvm_drivers.facts.boot_path import Finding, Fix, kernel_args
+from kvm_drivers.facts.boot_path import Finding, Fix
 from kvm_drivers.facts.wire import safe_path
 from kvm_drivers.hostside import ASIDE, EFI_COPY, ROLLBACK, VERIFY_UUID, WRITE
+from kvm_drivers.operations.boot_edits import DEVICE, KERNEL_LINE, UUID, edit_text
 from kvm_drivers.operations.kvm_drivers import _show_diff, printable
 
-UUID = re.compile(r"^[0-9A-Fa-f-]{8,36}$")  # as blkid prints them (FAT's XXXX-XXXX to 36-character UUIDs)
-DEVICE = re.compile(r"^/dev/[A-Za-z0-9][A-Za-z0-9._:+@/-]{0,250}$")
 RUN_ID = re.compile(r"^[a-z0-9]{0,64}$")
 _N = r"[A-Za-z0-9][A-Za-z0-9._@+,:-]{0,127}"  # one plain file name
 # What a fix may change, by kind of file (anything else is refused): full-match patterns.
@@ -55,17 +54,7 @@ GENERATED_GRUB = re.compile(r"^(?:/boot/grub2?/grub\.cfg|/boot/efi/EFI/[^/]+/gru
 ESP = re.compile(r"^(?:/boot/efi|/efi|/boot)$")
 _SOURCE = re.compile(rf"^(?i:EFI)/{_N}/{_N}$")
 _TARGET = re.compile(rf"^(?i:EFI/BOOT)/{_N}$")
-# Where root=/resume= live on a line of each kind of file (the rest of the line is never touched).
-_KERNEL_LINE = {
-    "default-grub": re.compile(r"\s*(?:export\s+)?GRUB_CMDLINE_LINUX(?:_DEFAULT)?="),
-    "grubenv": re.compile(r"kernelopts="),
-    "bls": re.compile(r"\s*options\s"),
-    "legacy-grub": re.compile(r"\s*kernel\s"),
-}
 _ASIDE = ("udev", "netplan", "networkd")  # their readers skip NAME.kvm-drivers-disabled
-_SHELL = ("ifcfg", "default-grub", "sysconfig-kernel")
-_YAML_SCALAR = re.compile(r"( *)([A-Za-z0-9_-]+):[ \t]+[^\s{\[|>&*!#].*")
-DISABLED = "# disabled by kvm-drivers (KVM): "
 
 
 def fixable(path: str) -> str | None:
@@ -140,7 +129,7 @@ def plan_fixes(files: Mapping[str, str | None], findings: Iterable[Finding], uui
         if path in plan.moves:
             continue  # the file is moved aside: its lines do not matter any more
         text = files[path] or ""
-        new = _edit(path, text, fixes, uuids, plan)
+        new = edit_text(path, fixable(path) or "", text, fixes, uuids, plan.verify, plan.refused)
         if new is not None and new != text:
             plan.texts[path], plan.olds[path] = new, text
     return plan
@@ -167,7 +156,7 @@ def _problem(fix: Fix, files: Mapping[str, str | None], regenerate_grub: bool) -
         return "moving it aside would not disable it (its reader reads any name there)"
     if fix.action == "drop-mac-match" and kind not in ("netplan", "networkd", "keyfile"):
         return "no MAC match to drop in this kind of file"
-    if fix.action == "device-to-uuid" and kind not in ("fstab", "crypttab", *_KERNEL_LINE):
+    if fix.action == "device-to-uuid" and kind not in ("fstab", "crypttab", *KERNEL_LINE):
         return "no device names are rewritten in this kind of file"
     text = files.get(fix.path)
     if text is None:
@@ -189,152 +178,6 @@ def _copy_problem(esp: str, copies: Iterable[tuple[str, str]]) -> str | None:
                 "to EFI/BOOT/<file>"  # fmt: skip
     return None
 
-
-def _edit(path: str, text: str, fixes: list[Fix], uuids: Mapping[str, str], plan: FixPlan) -> str | None:
-    """The text with fixes applied (None when none could be); refusals go to plan.refused."""
-    kind = fixable(path) or ""
-    lines = text.splitlines()
-    ends = [p[len(ln):] for p, ln in zip(text.splitlines(keepends=True), lines)]
-    cur, whole, done = list(lines), set(), 0
-    for fix in sorted(fixes, key=lambda f: (f.line, f.action, f.old)):
-        n = fix.line
-        if not 1 <= n <= len(lines):
-            why = f"there is no line {n}"
-        elif fix.action == "device-to-uuid":
-            new, why = (None, "another fix replaces this line") if n in whole else \
-                _to_uuid(kind, cur[n - 1], fix.old, uuids, plan)  # fmt: skip
-        elif lines[n - 1] != fix.old:
-            why = f"the line no longer reads {printable(fix.old)!r:.120} (it changed since it was read)"
-        elif n in whole or cur[n - 1] != lines[n - 1]:
-            why = "another fix changes this line"
-        else:
-            new, why = _line_fix(kind, fix, lines, n)
-        if why:
-            plan.refused.append(f"{printable(path)} line {n}: {fix.action}: {why}")
-            continue
-        cur[n - 1], done = new, done + 1
-        if fix.action != "device-to-uuid":
-            whole.add(n)
-    if not done:
-        return None
-    out = "".join(c + e for c, e in zip(cur, ends))
-    if kind == "grubenv":  # a block of exactly the size it had: '#' padding taken or given back
-        tail = out[out.rfind("\n") + 1:]
-        pad = len(tail) if tail and set(tail) == {"#"} else 0
-        grow = len(out.encode()) - len(text.encode())
-        if grow > pad:
-            plan.refused.append(f"{printable(path)}: no room left in the environment block: nothing changed")
-            return None
-        out = out[: len(out) - grow] if grow > 0 else out + "#" * -grow
-    return out
-
-
-def _to_uuid(kind: str, line: str, old: str, uuids: Mapping[str, str], plan: FixPlan) -> tuple[str | None, str]:
-    """The line with the device in token old (an fstab/crypttab field, a root=/resume= parameter) as UUID=."""
-    if kind in ("fstab", "crypttab"):
-        m = re.match(r"(\s*)(\S+)" if kind == "fstab" else r"(\s*\S+\s+)(\S+)", line)
-        if not m or m.group(2) != old:
-            return None, f"field {1 if kind == 'fstab' else 2} no longer reads {printable(old)!r:.120}"
-        device, spans, token = old, [m.span(2)], None
-    else:
-        args = kernel_args(old)
-        name, value = next(iter(args.items())) if len(args) == 1 else ("", None)
-        if name not in ("root", "resume") or not value:
-            return None, f"{printable(old)!r:.120} is not a root= or resume= parameter"
-        device = value[len("block:"):] if value.startswith("block:") else value
-        m = _KERNEL_LINE[kind].match(line)
-        if not m:
-            return None, "not a kernel command line (any more)"
-        spans = [(i, i + len(old)) for i in range(m.end(), len(line) - len(old) + 1)
-                 if line.startswith(old, i) and (i == m.end() or line[i - 1] in " \t\"'")
-                 and (i + len(old) == len(line) or line[i + len(old)] in " \t\"'")]  # fmt: skip
-        if not spans:
-            return None, f"the line no longer has {printable(old)!r:.120}"
-        token = old
-    if not (DEVICE.match(device) and safe_path(device)):
-        return None, f"{printable(device)!r:.120} is not a plain device name: not rewritten"
-    uuid = uuids.get(device)
-    if uuid is None:
-        return None, f"no UUID is known for {device} (not mounted there, or blkid gave none)"
-    if not (isinstance(uuid, str) and UUID.match(uuid)):
-        return None, f"the UUID the host gave for {device} is not one: {printable(str(uuid))!r:.60}"
-    if plan.verify.get(uuid, device) != device:
-        return None, f"UUID {uuid} is given for both {plan.verify[uuid]} and {device}"
-    plan.verify[uuid] = device
-    new = f"UUID={uuid}"
-    if token is not None:
-        new = token.replace(f"block:{device}" if f"block:{device}" in token else device, new, 1)
-    for a, b in reversed(spans):
-        line = line[:a] + new + line[b:]
-    return line, ""
-
-
-def _backslashed(line: str) -> bool:
-    return (len(line) - len(line.rstrip("\\"))) % 2 == 1
-
-
-def _line_fix(kind: str, fix: Fix, lines: list[str], n: int) -> tuple[str | None, str]:
-    """The new text of line n for a whole-line fix, or (None, why not)."""
-    line = lines[n - 1]
-    if _backslashed(line) or (n > 1 and _backslashed(lines[n - 2])):
-        return None, "the line is part of one continued with a backslash: changing it would change its neighbours"
-    indent = line[: len(line) - len(line.lstrip())]
-    if fix.action == "replace-line":
-        if not fix.new or any(c in fix.new for c in "\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
-            return None, "the new line is not one line"
-        return fix.new, ""
-    if fix.action == "drop-mac-match" and kind == "networkd":
-        key = line.split("=", 1)[0].strip()
-        section = next((s.strip() for s in reversed(lines[: n - 1]) if s.strip().startswith("[")), "")
-        if section != "[Match]" or key not in ("MACAddress", "PermanentMACAddress"):
-            return None, "not a MACAddress= of a [Match] section"
-        return f"{indent}Driver=virtio_net", ""
-    if fix.action == "drop-mac-match" and kind == "netplan":
-        return _netplan_driver(lines, n)
-    why = _comment_problem(kind, lines, n)  # delete-line, and a keyfile's mac-address= match
-    return (None, why) if why else (DISABLED + line, "")
-
-
-def _comment_problem(kind: str, lines: list[str], n: int) -> str:
-    """Why commenting out line n would change what the file means beyond that line ("" when it would not)."""
-    line = lines[n - 1]
-    if kind in _SHELL:
-        try:
-            shlex.split("\n".join(lines[: n - 1]), comments=True)
-        except ValueError:
-            return "the line is inside a quoted value that began above it"
-        try:
-            shlex.split(line, comments=True)
-        except ValueError:
-            return "the line opens a quoted value that goes on below it"
-    if kind == "netplan":
-        m = _YAML_SCALAR.fullmatch(line)
-        if not m:
-            return "not a 'key: value' line of its own (a comment would remove more than the setting)"
-        below = next((x for x in lines[n:] if x.strip() and not x.lstrip().startswith("#")), "")
-        if below and len(below) - len(below.lstrip(" ")) > len(m.group(1)):
-            return "its value goes on below it"
-    return ""
-
-
-def _netplan_driver(lines: list[str], n: int) -> tuple[str | None, str]:
-    """A netplan 'macaddress:' line under 'match:' as 'driver: virtio_net', same indentation."""
-    m = _YAML_SCALAR.fullmatch(lines[n - 1])
-    if not m or m.group(2) != "macaddress" or _comment_problem("netplan", lines, n):
-        return None, "not a 'macaddress: VALUE' line of its own"
-    indent = len(m.group(1))
-    content = [(i, x) for i, x in enumerate(lines) if x.strip() and not x.lstrip().startswith("#")]
-    above = [(i, x) for i, x in content if i < n - 1 and len(x) - len(x.lstrip(" ")) < indent]
-    if not above or not re.fullmatch(r" *match:\s*(#.*)?", above[-1][1]):
-        return None, "the macaddress is not one of a 'match:' block"
-    top, depth = above[-1][0], len(above[-1][1]) - len(above[-1][1].lstrip(" "))
-    for i, x in content:
-        if i > top:
-            if len(x) - len(x.lstrip(" ")) <= depth:
-                break
-            if re.match(rf" {{{indent}}}driver:", x):
-                return None, "the match already names a driver: drop the MAC by hand"
-    return f"{m.group(1)}driver: virtio_net", ""
 
 
 # --- operations -----------------------------------------------------------------------------------

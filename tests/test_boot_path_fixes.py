@@ -1,5 +1,5 @@
-"""The opt-in fixes of issue 20 (operations/boot_path.py and the host scripts aside.sh, efi_copy.sh,
-verify_uuid.sh, rollback.sh).
+"""The opt-in fixes of issue 20 (operations/boot_path.py, operations/boot_edits.py and the host scripts
+aside.sh, efi_copy.sh, verify_uuid.sh, rollback.sh).
 
 1. Rendering, on the real files of tests/fixtures/boot_path and tests/fixtures/real (see their
    SOURCES.md): the exact new text, and every other line byte for byte; what is refused, and why.
@@ -82,6 +82,12 @@ def test_crlf_fstab_keeps_its_line_endings():
     old = "/dev/xvdb1 /data ext4 defaults 0 2\r\n# keep\r\nproc /proc proc defaults 0 0\r\n"
     new, _ = fx.render_fixes({"/etc/fstab": old}, bp.fstab_findings(old), {"/dev/xvdb1": U2})
     assert new["/etc/fstab"] == f"UUID={U2} /data ext4 defaults 0 2\r\n# keep\r\nproc /proc proc defaults 0 0\r\n"
+
+
+def test_quoted_fstab_device():
+    old = '"/dev/xvdb1" /data ext4 defaults 0 2\n'
+    new, refused = fx.render_fixes({"/etc/fstab": old}, bp.fstab_findings(old), {"/dev/xvdb1": U2})
+    assert refused == [] and new["/etc/fstab"] == f"UUID={U2} /data ext4 defaults 0 2\n"
 
 
 def test_crypttab_source_field():
@@ -298,6 +304,8 @@ FSTAB = "/dev/xvdb1 /data ext4 defaults 0 2\n"
      "default kernel: make 2.6.18-398.el5 the default kernel by hand"),
     (Fix("replace-line", "/etc/modprobe.conf", 1, "alias eth0 xennet", "alias eth0 virtio_net\nrm -rf /"),
      {"/etc/modprobe.conf": "alias eth0 xennet\n"}, {}, "the new line is not one line"),
+    (Fix("replace-line", "/etc/sysconfig/kernel", 1, 'INITRD_MODULES="xenblk', 'INITRD_MODULES=""'),
+     {"/etc/sysconfig/kernel": 'INITRD_MODULES="xenblk\nata_piix"\n'}, {}, "opens a quoted value that goes on below"),
     (Fix("device-to-uuid", "/etc/fstab", 1, "/dev/xvdb1"), {"/etc/fstab": FSTAB + "\x00"}, {"/dev/xvdb1": U1},
      "not a text file"),
     (Fix("copy", "/mnt/esp", 0, copies=(("EFI/debian/shimx64.efi", "EFI/BOOT/BOOTX64.EFI"),)), {}, {},
