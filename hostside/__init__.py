@@ -6,6 +6,8 @@ Facts and operations both send these; nothing here runs on the control machine.
 - ``gather.sh``: the one read-only command that gathers a host's state (``@@KVM`` sections,
   specified in ``facts/wire.py`` next to their parser);
 - ``write.sh``, ``unblacklist.sh``, ``rebuild.sh``: the changes, each under the host's lock;
+- ``aside.sh``, ``efi_copy.sh``, ``verify_uuid.sh``, ``rollback.sh``: those of the boot-path fixes
+  (issue 20: move a file aside, copy the UEFI fallback, prove the UUIDs written, undo a failed run);
 - ``lib.sh``: shell functions prepended to each of them (listing an initrd and reading its
   modprobe.d and command-line files, module-name normalisation, finding the lines that may stop a
   module: the awk twin of ``facts/blacklist.py``); ``lock.sh``: those of the changes only (lock,
@@ -135,6 +137,10 @@ assert GATHER[len(GATHER_FUNCTIONS) :].startswith("gather_main "), "gather.sh mu
 REBUILD = _with_lib("rebuild.sh", "lock.sh")
 WRITE = _with_lib("write.sh", "lock.sh")
 UNBLACKLIST = _with_lib("unblacklist.sh", "lock.sh")
+ASIDE = _with_lib("aside.sh", "lock.sh")
+EFI_COPY = _with_lib("efi_copy.sh", "lock.sh")
+VERIFY_UUID = _with_lib("verify_uuid.sh", "lock.sh")
+ROLLBACK = _with_lib("rollback.sh", "lock.sh")
 LISTER = (HERE / "initrd_ls.py").read_text()
 # Cached gather output is only reused with the script that produced it.
 SCRIPT_VERSION = hashlib.sha256((GATHER + LISTER).encode()).hexdigest()[:16]

@@ -41,6 +41,8 @@ kvm_stale() {
 # of a copy of FILE ("prev"; none when FILE does not exist yet: undoing removes it), FILE's path,
 # then the checksum of NEW ("written", last: an entry without it is never acted on). A file
 # changed twice in one run keeps its first copy (the state before the run). RUN "": nothing kept.
+# NEW "": FILE is about to be removed (moved aside): "written" says "absent", and undoing puts
+# the copy back while nothing is at FILE.
 kvm_keep() {
     [ -n "$1" ] || return 0
     _k="$KVM_STATE/rollback.$1"
@@ -54,12 +56,13 @@ kvm_keep() {
         if [ -f "$2" ] && ! cp -p "$2" "$_e/prev"; then rm -rf "$_e"; return 1; fi
         printf '%s' "$2" > "$_e/path" || { rm -rf "$_e"; return 1; }
     fi
-    cksum < "$3" > "$_e/written" || { rm -rf "$_e"; return 1; }
+    if [ -n "$3" ]; then cksum < "$3" > "$_e/written"; else echo absent > "$_e/written"; fi || { rm -rf "$_e"; return 1; }
 }
 
 # kvm_rollback RUN: undo every change RUN kept (kvm_keep: declarations, modprobe.d edits and
-# overrides), each only while its file still holds exactly what RUN wrote: a later edit is never
-# overwritten. A file RUN created is removed again. Then RUN's rollback state is gone.
+# overrides, boot-path fixes), each only while its file still holds exactly what RUN wrote: a later
+# edit is never overwritten. A file RUN created is removed again; a file RUN removed (moved aside)
+# comes back while nothing else took its place. Then RUN's rollback state is gone.
 kvm_rollback() {
     _r="$KVM_STATE/rollback.$1"
     [ -n "$1" ] && [ -d "$_r" ] || return 0
@@ -68,7 +71,14 @@ kvm_rollback() {
         [ -f "$_e/path" ] && [ -f "$_e/written" ] || continue
         _f=$(cat "$_e/path")
         _m="cannot restore $_f"
-        if [ "$(cksum < "$_f" 2>/dev/null)" != "$(cat "$_e/written")" ]; then
+        if [ "$(cat "$_e/written")" = absent ]; then
+            if [ -e "$_f" ] || [ -L "$_f" ]; then
+                _m="$_f is back since this run removed it: not rolled back"
+            elif [ -f "$_e/prev" ]; then
+                cp -p "$_e/prev" "$_f.kvm-drivers.$$" && mv -f "$_f.kvm-drivers.$$" "$_f" && _m="restored $_f"
+                rm -f "$_f.kvm-drivers.$$"
+            fi
+        elif [ "$(cksum < "$_f" 2>/dev/null)" != "$(cat "$_e/written")" ]; then
             _m="$_f changed since this run wrote it: not rolled back"
         elif [ -f "$_e/prev" ]; then
             cp -p "$_e/prev" "$_f.kvm-drivers.$$" && mv -f "$_f.kvm-drivers.$$" "$_f" && _m="restored $_f"
