@@ -133,6 +133,12 @@ class HostState:
     blacklists: list[Blacklist] = field(default_factory=list)
     # blacklist words on the default boot entry's kernel line: [module, word, why]
     cmdline_blocks: list[list[str]] = field(default_factory=list)
+    # Beyond the initrd (facts/migration.py): what else stops the boot or the network on KVM, each a
+    # dict {kind, severity, where, line, text, message, fix}; the files a fix would edit, as read;
+    # the host's block devices now {mounts: {mount point: device}, swaps, uuids: {device: UUID}}.
+    boot_path: list[dict[str, Any]] = field(default_factory=list)
+    boot_files: dict[str, str | None] = field(default_factory=dict)
+    disks: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:  # pyinfra names an unnamed operation after its arguments: keep it short
         return f"<state: {self.distro.id} {self.distro.version}, {len(self.kernels)} kernel(s)>"

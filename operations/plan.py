@@ -12,6 +12,7 @@ The settings arrive checked (operations/settings.py): their errors are the host'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from kvm_drivers.facts.state import Blacklist, Declared, HostState, KernelState
 from kvm_drivers.operations.settings import TRANSPORT, Settings
@@ -62,6 +63,9 @@ class Plan:
     to_declare: list[str] = field(default_factory=list)  # those not declared yet
     to_rebuild: list[str] = field(default_factory=list)  # kernel versions whose initrd lacks a module
     blacklisted: list[Blacklist] = field(default_factory=list)  # modprobe.d lines stopping a wanted driver
+    # beyond the initrd: the state's boot-path findings, each with "opt_in" (the setting that fixes
+    # it, '' when a person must) and "fixing" (that setting is on)
+    boot_path: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def generator(self) -> str | None:
@@ -194,18 +198,29 @@ def plan(state: HostState, settings: Settings = Settings()) -> Plan:  # noqa: B0
     if to_rebuild and not errors:
         errors += boot_prechecks(state, [k for k in usable if k.version in to_rebuild])
 
+    boot_path = [{**f, "opt_in": settings.opt_in(f["kind"]), "fixing": settings.allows(f["kind"])}
+                 for f in state.boot_path]  # fmt: skip
+    blocking = [f for f in boot_path if f["severity"] != "advice"]
+    warnings += [finding_text(f) for f in boot_path if f["severity"] == "advice"]
     if errors:
         unsupported = state.distro.family is None or (handled and not usable)
         readable = state.readable and not bad_settings
         status = "unsupported" if unsupported and readable else "error"  # not fully checked: error
-    elif to_rebuild or to_declare or blacklisted:
+    elif to_rebuild or to_declare or blacklisted or blocking:
         status = "drifted"
     else:
         status = "compliant"
     return Plan(
         status=status, state=state, errors=[e for e in errors if e], warnings=warnings, wanted=wanted,
         kernels=handled, declare=as_module, to_declare=to_declare, to_rebuild=to_rebuild, blacklisted=blacklisted,
+        boot_path=boot_path,
     )  # fmt: skip
+
+
+def finding_text(f: dict[str, Any]) -> str:
+    """A boot-path finding in one line: where, then what."""
+    where = f"{f['where']} line {f['line']}" if f.get("line") else f["where"]
+    return f"{where}: {f['message']}"
 
 
 def boot_prechecks(state: HostState, rebuild: list[KernelPlan]) -> list[str]:

@@ -27,6 +27,16 @@ TRANSPORT = "virtio_pci"
 VIRTIO_DEVICES = ("virtio_blk", "virtio_scsi", "virtio_net")
 
 
+# Which setting allows fixing each kind of boot-path finding (facts/boot_path.py KINDS); the
+# others (a Xen-only default kernel, a static address, an interface renamed) need a person.
+OPT_IN = {
+    "device-name": "kvm_fix_device_names", "resume-device": "kvm_fix_device_names",
+    "grub-no-uuid": "kvm_fix_device_names", "pv-leftover": "kvm_fix_device_names",
+    "nic-rule": "kvm_fix_network", "nic-mac-binding": "kvm_fix_network", "nic-mac-set": "kvm_fix_network",
+    "efi-fallback": "kvm_fix_efi_fallback",
+}  # fmt: skip
+
+
 def default_drivers(family: str | None) -> list[str]:
     """The procedure's driver list for a family (SUSE families list ata_piix ata_generic first)."""
     return SUSE_FIRST + VIRTIO if family and family.startswith("suse") else list(VIRTIO)
@@ -67,6 +77,10 @@ class Settings:
     remove_blacklists: bool = False
     gather_timeout: float = GATHER_TIMEOUT
     change_timeout: float = CHANGE_TIMEOUT
+    fix_device_names: bool = False  # rewrite device names that will not exist on KVM to UUID= (and PV leftovers)
+    fix_network: bool = False  # drop NIC rules and settings bound to the old MAC
+    fix_efi_fallback: bool = False  # copy the distribution's shim/GRUB to EFI/BOOT/BOOTX64.EFI
+    regenerate_grub: bool = False  # allowed to regenerate grub.cfg where a value only lives there
     errors: tuple[str, ...] = ()  # why a given value cannot be used (its default stands in)
 
     @classmethod
@@ -78,6 +92,10 @@ class Settings:
         remove_blacklists: object = False,
         gather_timeout: object = GATHER_TIMEOUT,
         change_timeout: object = CHANGE_TIMEOUT,
+        fix_device_names: object = False,
+        fix_network: object = False,
+        fix_efi_fallback: object = False,
+        regenerate_grub: object = False,
     ) -> Settings:
         """Check each value; keep those that can be used, the defaults for the others, and why."""
         errors: list[str] = []
@@ -100,8 +118,11 @@ class Settings:
             kept_kernels = kernels  # type: ignore[assignment]
         else:
             errors.append(f"kvm_kernels must be 'all', 'default' or a list of kernel versions, got {kernels!r:.80}")
-        if not isinstance(remove_blacklists, bool):
-            errors.append(f"kvm_remove_blacklists must be True or False, got {remove_blacklists!r:.40}")
+        flags = {"kvm_remove_blacklists": remove_blacklists, "kvm_fix_device_names": fix_device_names,
+                 "kvm_fix_network": fix_network, "kvm_fix_efi_fallback": fix_efi_fallback,
+                 "kvm_regenerate_grub": regenerate_grub}  # fmt: skip
+        errors += [f"{key} must be True or False, got {value!r:.40}" for key, value in flags.items()
+                   if not isinstance(value, bool)]  # fmt: skip
         gather_bad = _seconds_error("kvm_gather_timeout", gather_timeout)
         change_bad = _seconds_error("kvm_change_timeout", change_timeout)
         errors += gather_bad + change_bad
@@ -112,6 +133,10 @@ class Settings:
             remove_blacklists=remove_blacklists is True,
             gather_timeout=GATHER_TIMEOUT if gather_bad else float(gather_timeout),  # type: ignore[arg-type]
             change_timeout=CHANGE_TIMEOUT if change_bad else float(change_timeout),  # type: ignore[arg-type]
+            fix_device_names=fix_device_names is True,
+            fix_network=fix_network is True,
+            fix_efi_fallback=fix_efi_fallback is True,
+            regenerate_grub=regenerate_grub is True,
             errors=tuple(errors),
         )
 
@@ -132,6 +157,15 @@ class Settings:
             return wanted_drivers("suse", None, list(self.extra))
         return wanted_drivers(None, list(self.drivers), list(self.extra))
 
+    def opt_in(self, kind: str) -> str:
+        """The setting that allows fixing a boot-path finding of this kind ('' when none can)."""
+        return OPT_IN.get(kind, "")
+
+    def allows(self, kind: str) -> bool:
+        """Whether these settings allow fixing a finding of this kind."""
+        key = OPT_IN.get(kind, "")
+        return bool(key) and getattr(self, key.removeprefix("kvm_"))
+
     @property
     def named(self) -> list[str]:
         """The drivers the settings name themselves (list and extras)."""
@@ -147,4 +181,8 @@ def data_arguments(data: Any) -> dict[str, Any]:
         "remove_blacklists": data.get("kvm_remove_blacklists", False),
         "gather_timeout": data.get("kvm_gather_timeout", GATHER_TIMEOUT),
         "change_timeout": data.get("kvm_change_timeout", CHANGE_TIMEOUT),
+        "fix_device_names": data.get("kvm_fix_device_names", False),
+        "fix_network": data.get("kvm_fix_network", False),
+        "fix_efi_fallback": data.get("kvm_fix_efi_fallback", False),
+        "regenerate_grub": data.get("kvm_regenerate_grub", False),
     }
