@@ -24,6 +24,7 @@ from kvm_drivers.facts.grub_default import _flatten, _grub_strtoul, _grub_varian
 from kvm_drivers.facts.grub_script import _GrubScript, parse_grubenv
 from kvm_drivers.facts.grub_words import _VAR, GRUB_RUNTIME, ExpansionBudget
 from kvm_drivers.facts.rpmvercmp import split_key
+from kvm_drivers.facts.wire import Snapshot
 from kvm_drivers.hostside import OTHER_LOADERS  # defined once, sent to gather.sh
 
 
@@ -292,3 +293,37 @@ def _parse_boot(files: dict[str, str | None]) -> BootConfig | None:
     if warnings:
         return BootConfig(", ".join(p for p, _ in grub2 if p in files), warnings=warnings)
     return None
+
+
+def tie_unversioned_entries(boot: BootConfig, snap: Snapshot) -> list[str]:
+    """Give entries that boot an image without a version in its name (/boot/linux.vmx) their kernel.
+
+    Through the image itself, never its name: the version in its bzImage header when that kernel
+    is installed (/lib/modules/<version>), else a versioned image that is the same file.
+    """
+    notes = []
+    owners: dict[str, str] = {}  # image -> the first kernel (in the answer's order) that has it
+    for k in snap.kernels.values():
+        for image in k.images:
+            owners.setdefault(image, k.version)
+    order = {version: i for i, version in enumerate(snap.kernels)}
+    tied: dict[str, tuple[str, str]] = {}  # image as written -> (kernel, how): once per image
+    for entry in boot.entries:
+        img = snap.kimages.get(entry.linux_path) if not entry.kernel and entry.linux_path else None
+        if img is None:
+            continue
+        if img.version and img.version in snap.kernels:
+            entry.kernel, how = img.version, "its header's version string"
+        else:
+            if entry.linux_path not in tied:
+                found = [owners[x] for x in img.same if x in owners]
+                owner = min(found, key=order.__getitem__) if found else ""
+                tied[entry.linux_path] = (owner, f"the same file as {' '.join(img.same):.300}")
+            owner, how = tied[entry.linux_path]
+            if not owner:
+                notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}, which is not tied to "
+                             f"an installed kernel (header version {img.version or 'unreadable'})")  # fmt: skip
+                continue
+            entry.kernel = owner
+        notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}: kernel {entry.kernel} ({how})")
+    return notes

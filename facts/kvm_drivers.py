@@ -114,7 +114,7 @@ def _read(lines: list[str], host_cache: cache.HostCache | None, host_name: str) 
         if same is not None:
             stored, live_lines = same
             live = parse_snapshot(live_lines)
-            state = with_live(stored, live.meta)
+            state = with_live(stored, live.meta, live.disks)
             if live.problems:
                 bad = [f"malformed answer from the host: {x}" for x in live.problems]
                 state = replace(state, errors=state.errors + bad, readable=False)
@@ -125,7 +125,7 @@ def _read(lines: list[str], host_cache: cache.HostCache | None, host_name: str) 
         stored = stored_state(snap)
         if host_cache is not None:
             cache.save(host_name, host_cache, snap, stored, CACHE_VERSION)
-        return with_live(stored, snap.meta)
+        return with_live(stored, snap.meta, snap.disks)
     except Exception as exc:  # noqa: BLE001 - one host's odd answer must not stop the others
         return failed_state(f"could not make sense of the host's answer ({type(exc).__name__}: {exc})")
 

@@ -330,7 +330,8 @@ def _networkd(text: str, path: str) -> _Read:
     return out, []
 
 
-def _reader(path: str) -> str | None:
+def reader(path: str) -> str | None:
+    """Which reader a network configuration file needs (None: not one kvm-drivers reads)."""
     name = path.rsplit("/", 1)[-1]
     if "/udev/rules.d/" in path and name.endswith(".rules"):
         return "udev"
@@ -358,7 +359,7 @@ def network_findings(files: Mapping[str, str], persistent_net_generator: bool = 
     """
     findings, addresses = [], []
     for path in sorted(files):
-        kind = _reader(path)
+        kind = reader(path)
         if kind is None:
             raise ValueError(f"{path}: not a network configuration file kvm-drivers reads")
         found, addr = _udev(files[path], path, persistent_net_generator) if kind == "udev" else \

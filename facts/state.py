@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from kvm_drivers.facts import blacklist as bl
+from kvm_drivers.facts import migration
 from kvm_drivers.facts.boot_entries import BootConfig, BootEntry, kernel_from_path, system_path
-from kvm_drivers.facts.boot_menus import parse_boot
+from kvm_drivers.facts.boot_menus import parse_boot, tie_unversioned_entries
 from kvm_drivers.facts.config_files import (
     CONFIG_OPTION,
     dracut_omits,
@@ -172,17 +173,20 @@ def host_state(snap: Snapshot) -> HostState:
     """What snap (one gathered answer) says about the host, for the drivers it looked up (the
     answer says which).
     """
-    return with_live(stored_state(snap), snap.meta)
+    return with_live(stored_state(snap), snap.meta, snap.disks)
 
 
-def with_live(state: HostState, meta: dict[str, str]) -> HostState:
+def with_live(state: HostState, meta: dict[str, str], disks: dict[str, Any] | None = None) -> HostState:
     """State with the live values a host sends on every run (running kernel, /boot's free space
     and mount options): what an "unchanged" answer still brings. A disk image's tree ("image yes")
     has no running kernel (nor uid, nor mount options).
     """
     image = meta.get("image") == "yes"
+    disks = disks or {}
     return replace(
         state,
+        disks=disks,
+        boot_path=state.boot_path + migration.efi_findings(disks, state.distro.id),
         image=image,
         running_kernel="" if image else meta.get("uname", ""),
         boot_free_kib=int(meta["bootfree"]) if DIGITS.match(meta.get("bootfree", "")) else None,
@@ -299,6 +303,8 @@ def stored_state(snap: Snapshot) -> HostState:
                     for _, _, why in bl.reasons([b["text"]], [b["driver"]])[:1]],
         cmdline_blocks=[[m, w, why] for m, w, why in bl.cmdline_reasons(
             bl.split_cmdline(default_entry.options if default_entry else ""), sorted(watched))],
+        boot_path=migration.stored_findings(snap, default_entry),
+        boot_files=migration.boot_files(snap),
     )
 
 
@@ -457,41 +463,6 @@ def kind_doubt(kernel: RawKernel, driver: str, kind: str) -> str:
     return ""
 
 
-def tie_unversioned_entries(boot: BootConfig, snap: Snapshot) -> list[str]:
-    """Give entries that boot an image without a version in its name (/boot/linux.vmx) their kernel.
-
-    Through the image itself, never its name: the version in its bzImage header when that kernel
-    is installed (/lib/modules/<version>), else a versioned image that is the same file.
-    """
-    notes = []
-    owners: dict[str, str] = {}  # image -> the first kernel (in the answer's order) that has it
-    for k in snap.kernels.values():
-        for image in k.images:
-            owners.setdefault(image, k.version)
-    order = {version: i for i, version in enumerate(snap.kernels)}
-    tied: dict[str, tuple[str, str]] = {}  # image as written -> (kernel, how): once per image
-    for entry in boot.entries:
-        img = snap.kimages.get(entry.linux_path) if not entry.kernel and entry.linux_path else None
-        if img is None:
-            continue
-        if img.version and img.version in snap.kernels:
-            entry.kernel, how = img.version, "its header's version string"
-        else:
-            if entry.linux_path not in tied:
-                found = [owners[x] for x in img.same if x in owners]
-                owner = min(found, key=order.__getitem__) if found else ""
-                tied[entry.linux_path] = (owner, f"the same file as {' '.join(img.same):.300}")
-            owner, how = tied[entry.linux_path]
-            if not owner:
-                notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}, which is not tied to "
-                             f"an installed kernel (header version {img.version or 'unreadable'})")  # fmt: skip
-                continue
-            entry.kernel = owner
-        notes.append(f"bootloader entry '{entry.title}' boots {entry.linux_path}: kernel {entry.kernel} ({how})")
-    return notes
-
-
-
 INITRD_PATH = re.compile(r"^/boot/[A-Za-z0-9._@+,:=~/-]+$")  # no spaces, patterns or non-ASCII
 
 
@@ -504,8 +475,6 @@ def initrd_refusal(path: str, raw: RawInitrd | None) -> str:
     if raw is not None and raw.magic and not raw.magic.startswith(INITRD_MAGIC):
         return f"{path} does not look like an initrd (first bytes {raw.magic[:12]}): refusing to replace it"
     return ""
-
-
 
 
 def shape_problems(state: HostState) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from kvm_drivers.facts.distro import RELEASE_FILES
 from kvm_drivers.hostside import (  # defined once, sent to gather.sh
@@ -92,6 +93,9 @@ class Snapshot:
     problems: list[str] = field(default_factory=list)  # what in the answer was malformed or refused
     kimages: dict[str, KernelImage] = field(default_factory=dict)  # unversioned kernel image paths as written
     drivers: list[str] = field(default_factory=list)  # the drivers the host looked up
+    # live, every run: {mounts: {point: device}, swaps: [device], uuids: {device: UUID}, efi: "yes"|"no"|"",
+    # esp: [path relative to /boot/efi], netgen: "yes"|"no"} (gather_disks)
+    disks: dict[str, Any] = field(default_factory=dict)
 
 
 # What a host may send. Its output is untrusted: anything else is refused (and makes the host
@@ -114,6 +118,9 @@ MAX_DRIVERS = 256  # drivers looked up (the inventory's list)
 MAX_KERNELS = 1024  # /lib/modules directories
 MAX_CLOSURE = 256  # modules one driver needs
 MAX_KERNEL_DIRS = 64  # kernel versions whose modules one initrd holds
+MAX_DISK_LINES = 4096  # lines of the disks section (mounts, swaps, UUIDs, ESP files)
+UUID = re.compile(r"^[0-9A-Fa-f][0-9A-Fa-f-]{7,35}$")
+ESP_PATH = re.compile(r"^EFI/[A-Za-z0-9._@+,-]{1,64}(?:/[A-Za-z0-9._@+,-]{1,128})?$")
 MAX_SAME = 64  # versioned images that are the same file as one unversioned kernel image
 RELEASE_MAX = 64 * 1024  # bytes of a release file (they are read by the distro library, not in linear time)
 PATH_MAX = 4096  # bytes of a path on Linux (limits.h): no file has a longer one
@@ -179,6 +186,26 @@ def safe_path(path: str) -> bool:
 # caps above (drivers, kernels, closure and kernel-directory sizes, same files, release-file
 # and path lengths), and bootloader configurations past MAX_BOOT_ENTRIES (boot_entries.py): every
 # step of reading an answer is linear in its size, and nothing grows with a product of two counts.
+
+
+def _disk_line(disks: dict[str, Any], line: str) -> bool:
+    """Take one line of the disks section into disks; False when it has no shape gather.sh gives."""
+    words = line.split(" ")
+    if sum(len(v) for v in disks.values() if isinstance(v, (dict, list))) >= MAX_DISK_LINES:
+        return True  # far past any real machine: the rest is not read (nothing depends on all of it)
+    if words[0] == "mount" and len(words) == 3 and (words[1] == "/" or safe_path(words[1])) and safe_path(words[2]):
+        disks["mounts"][words[1]] = words[2]
+    elif words[0] == "swap" and len(words) == 2 and safe_path(words[1]):
+        disks["swaps"].append(words[1])
+    elif words[0] == "uuid" and len(words) == 3 and safe_path(words[1]) and UUID.match(words[2]):
+        disks["uuids"][words[1]] = words[2]
+    elif words[0] in ("efi", "netgen") and len(words) == 2 and words[1] in ("yes", "no"):
+        disks[words[0]] = words[1]
+    elif words[0] == "esp" and len(words) == 2 and ESP_PATH.match(words[1]):
+        disks["esp"].append(words[1])
+    else:
+        return False
+    return True
 
 
 def parse_snapshot(lines: list[str]) -> Snapshot:
@@ -252,6 +279,8 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 snap.fingerprint = arg if len(words) == 2 and FINGERPRINT.match(arg) else ""
             elif kind == "end":
                 snap.complete = True
+            elif kind == "disks":
+                snap.disks = {"mounts": {}, "swaps": [], "uuids": {}, "efi": "", "esp": [], "netgen": ""}
             elif kind not in ("file", "meta", "blacklist", "unchanged", "oddname"):
                 problem(f"unknown section {kind!r}")
                 kind = "ignored"
@@ -280,6 +309,9 @@ def parse_snapshot(lines: list[str]) -> Snapshot:
                 problem(f"unexpected {key} value {value!r}")
             else:
                 snap.meta[key] = value
+        elif kind == "disks":
+            if not _disk_line(snap.disks, line):
+                problem(f"unexpected line for the disks: {line!r}")
         elif kind == "kernel":
             if not _parse_kernel_line(snap.kernels[arg], line):
                 problem(f"unexpected line for kernel {arg}: {line!r}")

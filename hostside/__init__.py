@@ -64,6 +64,18 @@ OTHER_LOADERS = {
     "/boot/syslinux/syslinux.cfg": "syslinux", "/boot/loader/loader.conf": "systemd-boot",
     "/boot/efi/loader/loader.conf": "systemd-boot", "/efi/loader/loader.conf": "systemd-boot",
 }  # fmt: skip
+# What else decides whether a migrated server boots and is reached on KVM (facts/migration.py):
+# mounts, encrypted disks, Xen leftovers in module configuration, NIC rules and network settings.
+BOOT_PATH_FILES = (
+    "/etc/fstab", "/etc/crypttab", "/etc/modprobe.conf", "/etc/modprobe.d/*.conf", "/etc/udev/rules.d/*.rules",
+    "/etc/sysconfig/network-scripts/ifcfg-*", "/etc/sysconfig/network/ifcfg-*", "/etc/netplan/*.yaml",
+    "/etc/NetworkManager/system-connections/*", "/etc/systemd/network/*.network", "/etc/systemd/network/*.link",
+    "/etc/network/interfaces", "/etc/network/interfaces.d/*",
+)  # fmt: skip
+# udev rules that write persistent-net rules for new NICs (the old generator).
+NET_GENERATORS = ("/lib/udev/rules.d/75-persistent-net-generator.rules",
+                  "/usr/lib/udev/rules.d/75-persistent-net-generator.rules",
+                  "/etc/udev/rules.d/75-persistent-net-generator.rules")  # fmt: skip
 # Every file gather.sh sends whole ("@@KVM file"), in the order it sends them; "*" is one path
 # component (gather.sh: a shell pattern; here: NAME).
 DUMPED = (
@@ -72,7 +84,7 @@ DUMPED = (
     "/etc/sysconfig/kernel", "/etc/sysconfig/bootloader", "/etc/default/grub",
     *GRUB_FILES, *OTHER_LOADERS, "/boot/grub/menu.lst", "/boot/grub/grub.conf", "/boot/grub/default",
     "/etc/dracut.conf.d/*.conf", "/usr/lib/dracut/dracut.conf.d/*.conf",
-    "/boot/loader/entries/*.conf", "/boot/efi/EFI/*/grub.cfg",
+    "/boot/loader/entries/*.conf", "/boot/efi/EFI/*/grub.cfg", *BOOT_PATH_FILES,
 )  # fmt: skip
 DUMPED_FILES = re.compile("^(?:" + "|".join(re.escape(f).replace(r"\*", NAME) for f in DUMPED) + ")$")
 # The modprobe.d directories, first the one whose files override same-named files of the others
@@ -103,6 +115,7 @@ def _shell_constants() -> str:
         "KVM_DECLARATIONS": " ".join(CONFIG_PATHS.values()),
         "KVM_MAGIC_BYTES": str(MAGIC_BYTES),
         "KVM_FP_MAX": str(FINGERPRINT_MAX),
+        "KVM_NETGEN": " ".join(NET_GENERATORS),
     }
     for name, value in values.items():  # words of plain names: also put inside awk programs (lib.sh)
         assert re.match(r"^[A-Za-z0-9._@+,:=~/* -]*$", value), (name, value)
@@ -130,7 +143,7 @@ def _with_lib(name: str, *parts: str) -> str:
 
 
 LIB = SHELL_CONSTANTS + (HERE / "lib.sh").read_text() + (HERE / "lock.sh").read_text()  # every shell function
-GATHER = _compact(_with_lib("gather.sh", "root.sh"))  # read-only: no lock functions
+GATHER = _compact(_with_lib("gather.sh", "root.sh", "live.sh"))  # read-only: no lock functions
 # gather.sh's functions without its last line (the call of gather_main): for running them one by one.
 GATHER_FUNCTIONS = GATHER[: GATHER.rstrip("\n").rindex("\n") + 1]
 assert GATHER[len(GATHER_FUNCTIONS) :].startswith("gather_main "), "gather.sh must end with the call of gather_main"

@@ -34,44 +34,6 @@ odd() {
     odds=$((odds + 1)); [ $odds -gt 20 ] || sec oddname "$(printf '%s' "$1" | ascii)"
 }
 
-# gather_meta: the live values, sent on every run: running kernel, free space in /boot (KiB
-# available, as df -Pk gives it) and the mount options of the file system holding it (the longest
-# mount point above it), the effective uid (as id -u gives it): one program (stat -f), the rest in
-# shell built-ins; df and id only where those cannot be had. Under a root: the root's /boot only.
-gather_meta() {
-    sec meta
-    _me_u=""
-    if [ -n "$KVM_R" ]; then :
-    elif [ -r /proc/sys/kernel/osrelease ]; then read -r _me_u < /proc/sys/kernel/osrelease
-    else _me_u=$(uname -r); fi
-    echo "uname $_me_u"
-    kvm_path /boot
-    _me_s=$(stat -f -L -c '%a %S' "$kp" 2>/dev/null)
-    _me_f=""
-    case "$_me_s" in
-        *[!0-9\ ]*|*\ *\ *) ;;  # anything but "AVAILABLE BLOCKSIZE": df below
-        [0-9]*\ [0-9]*) _me_f=$(( ${_me_s% *} * ${_me_s#* } / 1024 )) ;;
-    esac
-    [ -n "$_me_f" ] || _me_f=$(df -Pk "$kp" 2>/dev/null | { read -r _h; read -r _d _t _u _me_a _r; echo "$_me_a"; })
-    echo "bootfree $_me_f"
-    _me_o=""; _me_l=0
-    if [ -z "$KVM_R" ] && [ -r /proc/mounts ]; then
-        while read -r _d _me_m _t _me_opts _r; do
-            case "$_me_m" in /|/boot) ;; *) case /boot in "$_me_m"/*) ;; *) continue ;; esac ;; esac
-            [ ${#_me_m} -ge $_me_l ] && { _me_l=${#_me_m}; _me_o=$_me_opts; }
-        done < /proc/mounts
-    fi
-    echo "bootmount $_me_o"
-    _me_uid=""
-    if [ -n "$KVM_R" ]; then :
-    elif [ -r /proc/self/status ]; then
-        while read -r _me_k _r _me_e _s; do [ "$_me_k" = Uid: ] && { _me_uid=$_me_e; break; }; done < /proc/self/status
-    fi
-    [ -n "$_me_uid" ] || [ -n "$KVM_R" ] || _me_uid=$(id -u)
-    echo "uid $_me_uid"
-    [ -z "$KVM_R" ] || echo "image yes"
-}
-
 # gather_files: the files the facts parse (KVM_DUMPS; shell built-ins only): dumps, their host
 # paths, and dumps_read, where each is read (the same under KVM_ROOT=/), word for word.
 gather_files() {
@@ -345,7 +307,7 @@ gather_kernel_awk() {
     _ka_c=$1; shift
     awk -v want="$want" -v closure="$_ka_c" "$KVM_NORM"'
         kvm_k == "config" {
-            if ($0 ~ /^(# )?CONFIG_([A-Z_]*VIRTIO[A-Z_]*|ATA_PIIX|ATA_GENERIC|NET_FAILOVER|FAILOVER)[= ]/) print
+            if ($0 ~ /^(# )?CONFIG_([A-Z_]*VIRTIO[A-Z_]*|ATA_PIIX|ATA_GENERIC|NET_FAILOVER|FAILOVER|X86_XEN|X86_64_XEN)[= ]/) print
             next
         }
         kvm_k == "builtin" { builtin[norm($1)] = 1; next }
@@ -502,6 +464,7 @@ gather_main() {
     { plain_name "$KVM_R" && [ -d "$KVM_R/" ]; } ||
         { echo "kvm-drivers gather: KVM_ROOT $KVM_ROOT is not a directory with a plain name" >&2; exit 2; }
     gather_meta
+    gather_disks
     gather_files
     gather_modprobe
     gather_tools

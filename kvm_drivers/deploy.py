@@ -23,9 +23,11 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
+from kvm_drivers.facts.boot_path import ADVICE
 from kvm_drivers.facts.kvm_drivers import gather_state
+from kvm_drivers.operations import boot_path as bpo
 from kvm_drivers.operations import kvm_drivers as ops
-from kvm_drivers.operations.plan import Plan, plan
+from kvm_drivers.operations.plan import Plan, finding_text, plan
 from kvm_drivers.operations.settings import CHANGE_TIMEOUT, GATHER_TIMEOUT, Settings
 
 
@@ -37,6 +39,10 @@ def kvm_drivers(
     remove_blacklists: bool = False,
     gather_timeout: float = GATHER_TIMEOUT,
     change_timeout: float = CHANGE_TIMEOUT,
+    fix_device_names: bool = False,
+    fix_network: bool = False,
+    fix_efi_fallback: bool = False,
+    regenerate_grub: bool = False,
 ) -> None:
     """
     Guarantee the virtio drivers in the initrd of every handled kernel, and declare them so that
@@ -49,8 +55,17 @@ def kvm_drivers(
     + remove_blacklists: disable modprobe.d lines that stop a wanted driver (then rebuild every initrd)
     + gather_timeout: seconds the host may take to answer the state gathering
     + change_timeout: seconds each change (a write, one rebuild) may take
+    + fix_device_names: rewrite device names that will not exist on KVM (fstab, crypttab, the kernel
+      line where it is written) to ``UUID=``, and Xen leftovers in module configuration
+    + fix_network: move aside NIC rules bound to the old MAC, drop MAC bindings from interface files
+    + fix_efi_fallback: copy the distribution's shim/GRUB to the ESP's removable-media path
+    + regenerate_grub: allowed to regenerate a grub.cfg where a value only lives there
+
+    A boot-path finding that blocks boot or network and is not fixed (no opt-in, or the fix was
+    refused) fails the host at the end, after the driver work, naming it.
     """
-    settings = Settings.read(drivers, extra, kernels, remove_blacklists, gather_timeout, change_timeout)
+    settings = Settings.read(drivers, extra, kernels, remove_blacklists, gather_timeout, change_timeout,
+                             fix_device_names, fix_network, fix_efi_fallback, regenerate_grub)  # fmt: skip
     if settings.errors:  # checked once, before anything is gathered
         ops.fail_host(name="Refuse bad settings", message=f"{'; '.join(settings.errors)} - nothing was changed")
         return
@@ -78,6 +93,10 @@ def kvm_drivers(
     run_id = ops.new_run_id()  # ties the rollback copies (declaration, modprobe.d) to this run's rebuilds
     rebuild = [k for k in the_plan.kernels if k.version in the_plan.to_rebuild]
     done: dict[str, Any] = {}
+    fixes = bpo.host_fixes(state.boot_files, the_plan.boot_path, state.disks, settings.regenerate_grub)
+    if bpo.needs_rebuild(fixes):  # the initrds carry a copy of a file the fixes change
+        rebuild = [k for k in the_plan.kernels if not k.too_old and k.needed]
+    queue_fixes(fixes, run_id, last=not rebuild, timeout=settings.change_timeout)
     if settings.remove_blacklists and the_plan.blacklisted:
         done["blacklists"] = ops.disable_modprobe_lines(
             name="Disable modprobe.d lines that stop KVM drivers", drivers=the_plan.wanted, state=state,
@@ -99,6 +118,37 @@ def kvm_drivers(
         done["rebuilt"].append((k.initrd, k.version, meta))
     if len(done) > 1 or done["rebuilt"]:
         python.call(name="Report what was done", function=log_summary, done=done, declared=state.declared.path)
+    left = unfixed(the_plan, fixes)
+    if left:
+        ops.fail_host(name="Report what still stops the host on KVM",
+                      message=f"the drivers are done, but {'; '.join(left)}")  # fmt: skip
+
+
+def queue_fixes(fixes: bpo.FixPlan, run_id: str, last: bool, timeout: float) -> None:
+    """The opt-in boot-path fixes, before the drivers' changes: rewrites, moves, ESP copies, then the
+    proof that each UUID written names the device the old name did (a mismatch rolls the run back).
+    """
+    if fixes.texts:
+        bpo.rewrite_files(name="Rewrite device names and MAC bindings (opt-in)", changes=fixes.changes(),
+                          run_id=run_id, _timeout=timeout)  # fmt: skip
+    if fixes.moves:
+        bpo.move_aside(name="Move NIC rules bound to the old MAC aside (opt-in)", paths=fixes.moves,
+                       olds=fixes.olds, run_id=run_id, _timeout=timeout)  # fmt: skip
+    for esp, copies in fixes.copies.items():
+        bpo.copy_efi_fallback(name=f"Copy the UEFI fallback onto {esp} (opt-in)", esp=esp, copies=list(copies),
+                              run_id=run_id, _timeout=timeout)  # fmt: skip
+    if fixes.verify:
+        bpo.verify_uuids(name="Prove each UUID written names the same device", expected=fixes.verify,
+                         run_id=run_id, last=last, _timeout=timeout)  # fmt: skip
+
+
+def unfixed(the_plan: Plan, fixes: bpo.FixPlan) -> list[str]:
+    """What still blocks boot or network after this run: findings without an opt-in set, and fixes
+    that were refused (each with its reason).
+    """
+    left = [f"{f['severity']}: {finding_text(f)}" + (f" (set {f['opt_in']})" if f["opt_in"] else " (needs a person)")
+            for f in the_plan.boot_path if f["severity"] != ADVICE and not f["fixing"]]  # fmt: skip
+    return [ops.printable(x) for x in left + [f"fix refused: {r}" for r in fixes.refused]]
 
 
 def log_plan(the_plan: Plan) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
@@ -133,6 +134,40 @@ def plan_fixes(files: Mapping[str, str | None], findings: Iterable[Finding], uui
         if new is not None and new != text:
             plan.texts[path], plan.olds[path] = new, text
     return plan
+
+
+def as_finding(f: Mapping[str, object]) -> Finding:
+    """A finding as the state and plan carry it (a plain dict, facts/migration.py) as a ``Finding``."""
+    raw: Any = f.get("fix")
+    fix = None
+    if isinstance(raw, Mapping):
+        copies = tuple((str(a), str(b)) for a, b in raw.get("copies") or ())
+        fix = Fix(str(raw.get("action", "")), str(raw.get("path", "")), int(raw.get("line") or 0),
+                  str(raw.get("old", "")), str(raw.get("new", "")), copies)  # fmt: skip
+    line: Any = f.get("line") or 0
+    return Finding(str(f["kind"]), str(f["severity"]), str(f.get("where", "")), int(line), str(f.get("text", "")),
+                   str(f.get("message", "")), fix)  # fmt: skip
+
+
+def host_fixes(files: Mapping[str, str | None], findings: Iterable[Mapping[str, object]],
+               disks: Mapping[str, object], regenerate_grub: bool = False) -> FixPlan:  # fmt: skip
+    """plan_fixes for the findings the settings allow (the plan's ``boot_path`` entries with
+    ``fixing`` set), each device name as written mapped to the UUID blkid gave for it (the live
+    disks section: facts/wire.py).
+    """
+    chosen = [as_finding(f) for f in findings if f.get("fixing")]
+    uuids = disks.get("uuids")
+    return plan_fixes(files, chosen, dict(uuids) if isinstance(uuids, Mapping) else {}, regenerate_grub)
+
+
+# What a rewritten file changes in the initrds: they carry a copy of it (crypttab, module
+# configuration, SUSE's INITRD_MODULES): every handled initrd is rebuilt after such a fix.
+IN_THE_INITRD = ("crypttab", "modprobe", "sysconfig-kernel")
+
+
+def needs_rebuild(fixes: FixPlan) -> bool:
+    """Whether fixes change a file the initrds carry a copy of."""
+    return any(fixable(p) in IN_THE_INITRD for p in fixes.texts)
 
 
 _ACTIONS = {"device-to-uuid", "replace-line", "delete-line", "drop-mac-match", "move-aside"}

@@ -24,11 +24,15 @@ from kvm_drivers.report.rows import (
     counts,
     declared_text,
     exit_code,
+    finding_line,
+    findings,
     missing_text,
     ordered,
     os_text,
+    plain_warnings,
     printable,
     problems,
+    remedy_text,
     text_table,
 )
 
@@ -86,6 +90,14 @@ def to_prometheus(rows: list[dict], meta: dict | None = None) -> str:
             for k in r["kernels"]])  # fmt: skip
     metric("kvm_drivers_undeclared_drivers", "Wanted drivers the host's initrd configuration does not declare.",
            [({"host": r["host"]}, float(len(r["not_declared"]))) for r in rows])
+    found: dict[tuple[str, str, str], int] = {}
+    for r in rows:
+        for f in r["boot_path"]:
+            found[(r["host"], f["kind"], f["severity"])] = found.get((r["host"], f["kind"], f["severity"]), 0) + 1
+    if found:  # only what was found: no zero samples, and no family at all when nothing was
+        metric("kvm_drivers_boot_path_findings", "Findings beyond the initrd per host, kind and severity (blocks "
+               "boot, blocks network, advice).",
+               [({"host": h, "kind": k, "severity": s}, float(n)) for (h, k, s), n in found.items()])  # fmt: skip
     metric("kvm_drivers_hosts", "Hosts per status in the last check.",
            [({"status": s}, float(n)) for s, n in doc["summary"].items()])
     if "changes" in doc:
@@ -109,13 +121,29 @@ def _xml_text(value: object) -> str:
     return printable(value)
 
 
+def _finding_cases(rows: list[dict]) -> list[tuple[dict, str, list[dict]]]:
+    """(row, kind, its findings) for each host and kind of finding that blocks boot or network."""
+    out = []
+    for r in ordered(rows):
+        kinds: dict[str, list[dict]] = {}
+        for f in findings(r, blocking=True):
+            kinds.setdefault(f["kind"], []).append(f)
+        out += [(r, kind, found) for kind, found in kinds.items()]
+    return out
+
+
 def to_junit(rows: list[dict], meta: dict | None = None) -> str:
-    """The report as JUnit XML: one test case per host; drifted and unsupported hosts fail, unchecked ones error."""
+    """The report as JUnit XML: one test case per host (drifted and unsupported hosts fail, unchecked ones
+    error), then one failed test case per host and kind of boot-path finding that blocks boot or network
+    (class kvm-drivers.boot-path.KIND, named after the host). Advice is in the host's case's text.
+    """
     doc = document(rows, meta)
     c = doc["summary"]
     was = {x["host"]: x["before"] or "none (new host)" for x in doc.get("changes", {}).get("hosts", [])}
+    blocking = _finding_cases(rows)
     suite = ET.Element("testsuite", {
-        "name": "kvm-drivers drift check", "tests": str(len(rows)), "failures": str(c["drifted"] + c["unsupported"]),
+        "name": "kvm-drivers drift check", "tests": str(len(rows) + len(blocking)),
+        "failures": str(c["drifted"] + c["unsupported"] + len(blocking)),
         "errors": str(c["error"]), "skipped": "0", "timestamp": doc["generated_at"],
         "time": f"{doc['duration_seconds']:.3f}",
     })  # fmt: skip
@@ -123,6 +151,8 @@ def to_junit(rows: list[dict], meta: dict | None = None) -> str:
         case = ET.SubElement(suite, "testcase", {"classname": _xml_text(f"kvm-drivers.{r['family'] or 'unknown'}"),
                                                   "name": _xml_text(r["host"])})  # fmt: skip
         if r["status"] == "compliant":
+            if advice := findings(r, blocking=False):  # passed: the advice is the case's output
+                ET.SubElement(case, "system-out").text = "\n".join(_xml_text(finding_line(f)) for f in advice)
             continue
         lines = problems(r)
         if r["status"] == "drifted":
@@ -135,7 +165,16 @@ def to_junit(rows: list[dict], meta: dict | None = None) -> str:
         el = ET.SubElement(case, kind, {"type": r["status"], "message": _xml_text(message)})
         if r["host"] in was:
             lines = [*lines, f"status in the previous report: {was[r['host']]}"]
-        el.text = "\n".join(_xml_text(line) for line in lines + [f"warning: {w}" for w in r["warnings"]])
+        lines += [f"warning: {w}" for w in plain_warnings(r)] + [finding_line(f) for f in findings(r, blocking=False)]
+        el.text = "\n".join(_xml_text(line) for line in lines)
+    for r, kind, found in blocking:
+        case = ET.SubElement(suite, "testcase", {"classname": f"kvm-drivers.boot-path.{kind}",
+                                                  "name": _xml_text(r["host"])})  # fmt: skip
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        el = ET.SubElement(case, "failure", {"type": found[0]["severity"],
+                                             "message": _xml_text(finding_line(found[0]) + more)})  # fmt: skip
+        el.text = "\n".join(_xml_text(line) for f in found
+                            for line in [finding_line(f)] + ([f"  the line: {f['text']}"] if f["text"] else []))
     root = ET.Element("testsuites", {k: suite.get(k, "") for k in ("tests", "failures", "errors", "time")})
     root.append(suite)
     ET.indent(root)
@@ -163,10 +202,34 @@ def _details_html(r: dict) -> str:
     facts = [("Generator", r["generator"]), ("Setting", r["setting"]), ("Declared", declared_text(r)),
              ("Running kernel", r.get("running_kernel"))]  # fmt: skip
     parts.append("<p>" + " &middot; ".join(f"<b>{n}:</b> {esc(v or '-')}" for n, v in facts) + "</p>")
-    for title, items in (("Errors", r["errors"]), ("Blacklisted", r["blacklisted"]), ("Warnings", r["warnings"])):
+    for title, items in (("Errors", r["errors"]), ("Blacklisted", r["blacklisted"]), ("Warnings", plain_warnings(r))):
         if items:
             parts.append(f"<p><b>{title}:</b></p><ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>")
+    if r["boot_path"]:
+        found = "".join(
+            f"<tr><td>{_severity_badge(f['severity'])}</td><td>{esc(f['kind'])}</td>"
+            f"<td>{esc(f['where'])}{esc(' line ' + str(f['line'])) if f['line'] else ''}</td>"
+            f"<td><code>{esc(f['text'])}</code></td><td>{esc(f['message'])}</td><td>{esc(remedy_text(f))}</td></tr>"
+            for f in findings(r)
+        )
+        parts.append('<p><b>Boot path on KVM:</b></p><table class="findings"><thead><tr><th>Severity</th><th>Kind</th>'
+                     "<th>Where</th><th>Line as written</th><th>What</th><th>Fix</th></tr></thead>"
+                     f"<tbody>{found}</tbody></table>")
     return "".join(parts)
+
+
+SEVERITY_CLASSES = {"blocks boot": "boot", "blocks network": "network", "advice": "advice"}
+
+
+def _severity_badge(severity: str) -> str:
+    """A finding's severity as a coloured badge (class sev-boot, sev-network or sev-advice)."""
+    return f'<span class="sev sev-{SEVERITY_CLASSES.get(severity, "advice")}">{html.escape(printable(severity))}</span>'
+
+
+def _findings_cell(r: dict) -> str:
+    """The host's boot-path findings counted per severity, as badges ('-' when none)."""
+    counted = [(s, sum(f["severity"] == s for f in r["boot_path"])) for s in SEVERITY_CLASSES]
+    return " ".join(f"{_severity_badge(s)}&nbsp;{n}" for s, n in counted if n) or "-"
 
 
 def to_html(rows: list[dict], meta: dict | None = None, title: str = "kvm-drivers drift report") -> str:
@@ -180,16 +243,17 @@ def to_html(rows: list[dict], meta: dict | None = None, title: str = "kvm-driver
         for s, n in doc["summary"].items()
     )
     options = "".join(f'<option value="{esc(f)}">{esc(f or "unknown")}</option>' for f in families)
-    head = ["Host", "Status", "OS", "Default kernel", "Missing", "Declared", "Setting"]
+    head = ["Host", "Status", "OS", "Default kernel", "Missing", "Declared", "Setting", "Boot path"]
     changed = {c["host"]: c for c in doc.get("changes", {}).get("hosts", [])}
     body = []
     for i, r in enumerate(ordered(rows)):
         change = changed.get(r["host"])
         was = "" if not change else "new" if change["before"] is None else f"was {change['before']}"
         search = " ".join([r["host"], r["status"], was, os_text(r), r["default_kernel"] or "", missing_text(r),
-                           *r["errors"], *r["warnings"]]).lower()  # fmt: skip
+                           *r["errors"], *r["warnings"], *(f"{f['severity']} {f['kind']} {f['where']} {f['message']}"
+                                                            for f in r["boot_path"])]).lower()  # fmt: skip
         cells = [os_text(r), r["default_kernel"] or "-", missing_text(r), declared_text(r), r["setting"] or "-"]
-        tds = "".join(f"<td>{esc(c)}</td>" for c in cells)
+        tds = "".join(f"<td>{esc(c)}</td>" for c in cells) + f'<td class="found">{_findings_cell(r)}</td>'
         mark = f' <span class="was {change["change"]}">({was})</span>' if change else ""
         body.append(
             f'<tr class="{r["status"]}" id="h{i}" style="background:{COLOURS[r["status"]]}" '
@@ -222,7 +286,7 @@ def to_html(rows: list[dict], meta: dict | None = None, title: str = "kvm-driver
 <form id="filters">
 <div class="badges">{badges}</div>{only_changed}
 <label>Family <select id="family"><option value="*">all</option>{options}</select></label>
-<label>Search <input type="search" id="search" placeholder="host, OS, kernel, driver, message"></label>
+<label>Search <input type="search" id="search" placeholder="host, OS, kernel, driver, message, finding"></label>
 <button type="button" id="expand">Expand all</button> <button type="button" id="collapse">Collapse all</button>
 <span id="shown">{len(rows)} of {len(rows)} hosts shown</span>
 </form>
@@ -230,7 +294,8 @@ def to_html(rows: list[dict], meta: dict | None = None, title: str = "kvm-driver
 <tbody>
 {chr(10).join(body)}
 </tbody></table>
-<p class="meta">Worst status first. Click a host to see its kernels and messages; click a column header to sort.</p>
+<p class="meta">Worst status first. Click a host to see its kernels, messages and boot-path findings (blocks boot,
+blocks network, advice); click a column header to sort.</p>
 <script>{HTML_JS}</script>
 </body></html>
 """

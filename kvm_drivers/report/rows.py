@@ -4,7 +4,9 @@ changed since a previous report, and the text table.
 Row keys (stable, one object per host): host, status, distro, family, version, generator,
 default_kernel, initrd, kernels [{version, default, initrd, missing, builtin, absent, error}],
 default_missing, fallback_missing {kernel: [drivers]}, blacklisted, declared, not_declared, setting,
-errors, warnings. Host data is untrusted: printable() escapes it (control characters included).
+errors, warnings, boot_path [{kind, severity, where, line, text, message, opt_in, fixing}] (what else
+stops the server booting or being reached on KVM: facts/boot_path.py). Host data is untrusted:
+printable() escapes it (control characters included).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kvm_drivers.operations.plan import STATUSES
+from kvm_drivers.facts.boot_path import ADVICE, SEVERITIES
+from kvm_drivers.operations.plan import STATUSES, finding_text
 
 if TYPE_CHECKING:
     from kvm_drivers.operations.plan import Plan
@@ -40,7 +43,7 @@ def host_row(name: str, plan: Plan | None, error: str = "") -> dict[str, Any]:
             "fallback_missing": {}, "blacklisted": [], "declared": None,
             "not_declared": [], "setting": None, "running_kernel": None,
             "errors": [error or "state could not be gathered"],
-            "warnings": [],
+            "warnings": [], "boot_path": [],
         }  # fmt: skip
     kernels = plan.kernels
     default = next((k for k in kernels if k.default), kernels[0] if kernels else None)
@@ -75,7 +78,51 @@ def host_row(name: str, plan: Plan | None, error: str = "") -> dict[str, Any]:
         "running_kernel": _running(plan.state),
         "errors": plan.errors,
         "warnings": plan.warnings,
+        "boot_path": [finding_row(f) for f in plan.boot_path],
     }
+
+
+def finding_row(f: dict[str, Any]) -> dict[str, Any]:
+    """A boot-path finding of the plan as the report carries it (no fix details; the line as written
+    only escaped by printable(): it is the one field a report never needs raw).
+    """
+    return {
+        "kind": f["kind"],
+        "severity": f["severity"],
+        "where": str(f.get("where") or ""),
+        "line": int(f.get("line") or 0),
+        "text": printable(f.get("text") or ""),
+        "message": str(f.get("message") or ""),
+        "opt_in": f.get("opt_in") or "",
+        "fixing": bool(f.get("fixing")),
+    }
+
+
+def remedy_text(f: dict[str, Any]) -> str:
+    """Who fixes a finding: the setting to set, the set one that fixes it, or a person."""
+    if not f["opt_in"]:
+        return "needs a person"
+    return f"{f['opt_in']} is set: the deploy fixes it" if f["fixing"] else f"fix: set {f['opt_in']}"
+
+
+def finding_line(f: dict[str, Any]) -> str:
+    """A finding in one line: 'blocks boot: /etc/fstab line 3: MESSAGE (fix: set kvm_fix_device_names)'."""
+    return f"{f['severity']}: {finding_text(f)} ({remedy_text(f)})"
+
+
+def findings(row: dict, blocking: bool | None = None) -> list[dict[str, Any]]:
+    """A row's boot-path findings, those that block boot first (blocking: only those that block, or
+    only advice; None: all).
+    """
+    found = [f for f in row["boot_path"] if blocking is None or (f["severity"] != ADVICE) == blocking]
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    return sorted(found, key=lambda f: rank.get(f["severity"], len(rank)))
+
+
+def plain_warnings(row: dict) -> list[str]:
+    """The row's warnings without those that only repeat an advice finding (plan.py copies them there)."""
+    advice = {finding_text(f) for f in row["boot_path"] if f["severity"] == ADVICE}
+    return [w for w in row["warnings"] if w not in advice]
 
 
 def _running(state: Any) -> str | None:
@@ -217,7 +264,9 @@ def os_text(row: dict) -> str:
 
 
 def problems(row: dict) -> list[str]:
-    """One line per problem of a host: missing drivers per kernel, undeclared drivers, blacklists, errors."""
+    """One line per problem of a host: missing drivers per kernel, undeclared drivers, blacklists, errors,
+    then what else blocks its boot or network on KVM (advice is not a problem: see findings()).
+    """
     out = []
     for k in row["kernels"]:
         if k["missing"]:
@@ -227,6 +276,7 @@ def problems(row: dict) -> list[str]:
         out.append(f"not declared: {' '.join(row['not_declared'])}")
     out += [f"blacklisted: {b}" for b in row["blacklisted"]]
     out += [f"error: {e}" for e in row["errors"]]
+    out += [finding_line(f) for f in findings(row, blocking=True)]
     return out
 
 
@@ -260,7 +310,8 @@ def text_table(rows: list[dict], width: int | None = None, quiet: bool = False,
         out.append(line(head))
         for r, c in group:
             out.append(line(c))
-            for p in problems(r):
+            # advice findings are in the row's warnings too; the table shows them here, with their severity
+            for p in problems(r) + [finding_line(f) for f in findings(r, blocking=False)]:
                 wrapped = textwrap.wrap(printable(p), width - 6) if width and width > 30 else [printable(p)]
                 out += ["      " + w for w in wrapped]
     if quiet and not shown:

@@ -1,0 +1,78 @@
+"""Issue 20 end to end on the control side: a gathered answer with a Xen-era boot path (root= on the
+kernel line, fstab and crypttab device names, a Xen alias) read by host_state, planned with and
+without the opt-in, and turned into the deploy's fixes (operations/boot_path.host_fixes) and its
+closing message (kvm_drivers.deploy.unfixed). The answer is the captured Debian 12 gather output of
+tests/fixtures with files and a disks section added as gather.sh sends them.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from kvm_drivers.deploy import kvm_drivers, unfixed
+from kvm_drivers.facts.state import host_state
+from kvm_drivers.facts.wire import parse_snapshot
+from kvm_drivers.operations import boot_path as bpo
+from kvm_drivers.operations.plan import plan
+from kvm_drivers.operations.settings import Settings, data_arguments
+from tests.fake_connector import gather_output
+
+U_ROOT, U_DATA = "3a5b7c9d-1e2f-4a6b-8c0d-2e4f6a8b0c1d", "949779ce-46aa-434e-8eb0-852514a5d69e"
+FSTAB = f"UUID={U_ROOT} / ext4 errors=remount-ro 0 1\n/dev/xvdb1 /data ext4 defaults 0 2\n" \
+        "/dev/xvdc1 /scratch ext4 defaults,nofail 0 2\n"  # fmt: skip
+MODPROBE = "alias scsi_hostadapter xenblk\n"
+
+
+def answer(kind: str = "compliant", root: str = "/dev/xvda1") -> list[str]:
+    """The captured answer with root= changed, fstab and a modprobe.d file, and the live disks."""
+    lines = [line.replace("root=/dev/vda ", f"root={root} ") for line in gather_output(kind)]
+    at = lines.index("@@KVM file /etc/os-release")
+    disks = ["@@KVM disks", "mount / /dev/xvda1", "mount /data /dev/xvdb1", f"uuid /dev/xvda1 {U_ROOT}",
+             f"uuid /dev/xvdb1 {U_DATA}", "efi no", "netgen no"]  # fmt: skip
+    files = ["@@KVM file /etc/fstab", *FSTAB.splitlines(), "@@KVM file /etc/modprobe.d/xen.conf", MODPROBE.strip()]
+    return lines[:at] + disks + files + lines[at:]
+
+
+def test_every_setting_of_the_inventory_is_an_argument_of_the_deploy():
+    # the deploy file passes data_arguments(host.data) as keywords: a missing parameter failed every host
+    params = inspect.signature(inspect.unwrap(kvm_drivers)).parameters
+    assert set(data_arguments({})) <= set(params)
+    assert Settings.read(**{k: v for k, v in data_arguments({}).items()}) == Settings()
+
+
+def test_a_xen_boot_path_is_drifted_and_says_which_setting_fixes_it():
+    state = host_state(parse_snapshot(answer()))
+    assert not state.errors, state.errors
+    the_plan = plan(state, Settings())
+    kinds = {(f["kind"], f["where"], f["severity"]) for f in the_plan.boot_path}
+    assert ("device-name", "/etc/fstab", "blocks boot") in kinds  # /data, needed at boot
+    assert ("device-name", "/boot/grub/grub.cfg", "blocks boot") in kinds  # root= of the default entry
+    assert not any("/scratch" in f["text"] for f in the_plan.boot_path if f["severity"] != "advice")  # nofail
+    assert the_plan.status == "drifted"
+    assert all(not f["fixing"] for f in the_plan.boot_path)
+    # without the opt-in nothing is rewritten, and the deploy's last step names what still blocks
+    fixes = bpo.host_fixes(state.boot_files, the_plan.boot_path, state.disks)
+    assert not fixes.texts and not fixes.moves and not fixes.verify
+    left = unfixed(the_plan, fixes)
+    assert any("/etc/fstab line 2" in x and "set kvm_fix_device_names" in x for x in left), left
+
+
+def test_with_the_opt_in_fstab_becomes_uuids_and_the_generated_grub_cfg_is_refused():
+    state = host_state(parse_snapshot(answer()))
+    the_plan = plan(state, Settings(fix_device_names=True))
+    fixes = bpo.host_fixes(state.boot_files, the_plan.boot_path, state.disks)
+    was = state.boot_files["/etc/fstab"]
+    assert was and was.rstrip("\n") == FSTAB.rstrip("\n")
+    assert fixes.texts["/etc/fstab"] == was.replace("/dev/xvdb1 ", f"UUID={U_DATA} ")
+    assert fixes.verify == {U_DATA: "/dev/xvdb1"}
+    assert "/etc/modprobe.d/xen.conf" in fixes.texts and "xenblk" not in fixes.texts["/etc/modprobe.d/xen.conf"]
+    assert bpo.needs_rebuild(fixes)  # the initrd carries modprobe.d
+    # root= lives only in the generated grub.cfg: refused, and the deploy says so at the end
+    assert any("/boot/grub/grub.cfg" in r and "generated" in r for r in fixes.refused), fixes.refused
+    assert any(x.startswith("fix refused: /boot/grub/grub.cfg") for x in unfixed(the_plan, fixes))
+
+
+def test_uuid_names_survive_and_leave_nothing_to_fix():
+    state = host_state(parse_snapshot(answer(root=f"UUID={U_ROOT}")))
+    the_plan = plan(state, Settings(fix_device_names=True))
+    assert not any(f["where"] == "/boot/grub/grub.cfg" for f in the_plan.boot_path)
