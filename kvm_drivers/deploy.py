@@ -16,6 +16,7 @@ or safely changed fails alone, with the cause, and nothing is changed on it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pyinfra import host, logger
@@ -69,7 +70,8 @@ def kvm_drivers(
     if settings.errors:  # checked once, before anything is gathered
         ops.fail_host(name="Refuse bad settings", message=f"{'; '.join(settings.errors)} - nothing was changed")
         return
-    state = gather_state(host, settings.lookup(), _timeout=settings.gather_timeout)
+    change_s = math.ceil(settings.change_timeout)  # pyinfra's _timeout takes whole seconds (an int)
+    state = gather_state(host, settings.lookup(), _timeout=math.ceil(settings.gather_timeout))
     if state is None:
         return  # the command failed: pyinfra has reported this host as failed
     the_plan = plan(state, settings)
@@ -96,24 +98,24 @@ def kvm_drivers(
     fixes = bpo.host_fixes(state.boot_files, the_plan.boot_path, state.disks, settings.regenerate_grub)
     if bpo.needs_rebuild(fixes):  # the initrds carry a copy of a file the fixes change
         rebuild = [k for k in the_plan.kernels if not k.too_old and k.needed]
-    queue_fixes(fixes, run_id, last=not rebuild, timeout=settings.change_timeout)
+    queue_fixes(fixes, run_id, last=not rebuild, timeout=change_s)
     if settings.remove_blacklists and the_plan.blacklisted:
         done["blacklists"] = ops.disable_modprobe_lines(
             name="Disable modprobe.d lines that stop KVM drivers", drivers=the_plan.wanted, state=state,
-            run_id=run_id, _timeout=settings.change_timeout,
+            run_id=run_id, _timeout=change_s,
         )  # fmt: skip
         # the initrds carry a copy of modprobe.d: rebuild every one that holds a wanted module
         rebuild = [k for k in the_plan.kernels if not k.too_old and k.needed]
     if the_plan.to_declare:
         done["declared"] = ops.declare_drivers(
             name="Declare the KVM drivers", drivers=the_plan.declare, state=state,
-            run_id=run_id if rebuild else "", _timeout=settings.change_timeout,
+            run_id=run_id if rebuild else "", _timeout=change_s,
         )  # fmt: skip
     done["rebuilt"] = []
     for i, k in enumerate(rebuild):
         meta = ops.rebuild_initrd(
             name=f"Rebuild the initrd of kernel {k.version}", kernel=k.version, modules=k.needed, state=state,
-            force=not k.missing, last=i == len(rebuild) - 1, run_id=run_id, _timeout=settings.change_timeout,
+            force=not k.missing, last=i == len(rebuild) - 1, run_id=run_id, _timeout=change_s,
         )  # fmt: skip
         done["rebuilt"].append((k.initrd, k.version, meta))
     if len(done) > 1 or done["rebuilt"]:
@@ -124,7 +126,7 @@ def kvm_drivers(
                       message=f"the drivers are done, but {'; '.join(left)}")  # fmt: skip
 
 
-def queue_fixes(fixes: bpo.FixPlan, run_id: str, last: bool, timeout: float) -> None:
+def queue_fixes(fixes: bpo.FixPlan, run_id: str, last: bool, timeout: int) -> None:
     """The opt-in boot-path fixes, before the drivers' changes: rewrites, moves, ESP copies, then the
     proof that each UUID written names the device the old name did (a mismatch rolls the run back).
     """
