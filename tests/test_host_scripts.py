@@ -16,7 +16,8 @@ import pytest
 from kvm_drivers import hostside
 from kvm_drivers.facts import parsers as p
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root")
+pytestmark = [pytest.mark.lab,  # root: not in plain pytest (make test runs it)
+              pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root")]
 STATE = Path("/run/kvm-drivers")
 LIB = hostside.LIB
 
