@@ -1,14 +1,25 @@
 # kvm-drivers: set-up, demo and tests. Run as root on Debian 12 (the lab needs namespaces).
 PYTHON ?= python3
-APT_PACKAGES = debootstrap qemu-system-x86 openssh-client e2fsprogs zstd lz4 xz-utils cpio iproute2 util-linux grub-emu \
-	build-essential flex bison bc libelf-dev linux-source-6.1 \
+# What building the lab's base trees needs (debootstrap, and the built-in kernel's compile): installed first,
+# so that the build starts while the other packages are installed (make setup).
+LAB_APT_PACKAGES = debootstrap e2fsprogs zstd xz-utils cpio util-linux build-essential flex bison bc libelf-dev \
+	linux-source-6.1
+APT_PACKAGES = $(LAB_APT_PACKAGES) qemu-system-x86 openssh-client lz4 iproute2 grub-emu \
 	grub-common grub-pc-bin grub-efi-amd64-bin grub-efi-amd64-signed xorriso mtools ovmf fdisk dosfstools \
 	btrfs-progs python3-rpm chromium \
 	busybox gawk original-awk
 
-.PHONY: setup deps lab demo test lint down
+.PHONY: setup deps lab-deps lab demo test test-quick lint down
 
-setup: deps lab  ## everything a fresh machine needs: packages, Python deps, the lab's base trees
+# everything a fresh machine needs: packages, Python deps, the lab's base trees. The lab's build (debootstraps
+# and a kernel compile, minutes) runs beside the other packages' installation once its own are in.
+setup: lab-deps
+	$(MAKE) -j2 --output-sync=line deps lab
+
+lab-deps:
+	@echo "== apt packages the lab's build needs: $(LAB_APT_PACKAGES)"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(LAB_APT_PACKAGES) >/dev/null
 
 deps:
 	@echo "== apt packages: $(APT_PACKAGES)"
@@ -21,7 +32,7 @@ deps:
 	PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q -e ".[test]"
 
 lab:
-	@echo "== lab base root filesystems (debootstrap once, then cached)"
+	@echo "== lab base root filesystems (debootstrap once, then cached; built at once where they can)"
 	$(PYTHON) -m tests.lab build
 
 # A demo step whose non-zero exit is its point: `$(EXPECT) CODE WHY COMMAND...` echoes COMMAND, runs it and
@@ -46,8 +57,15 @@ demo: setup  ## the main job against the lab: check, deploy, check again, boot
 		$(PYTHON) -m kvm_drivers check inventories/lab.py --report /tmp/kvm-drivers-after.html
 	@echo "== 7/7 boot deb12-itools after the deploy (expected: BOOTED, virtio_blk bound)"
 	$(PYTHON) -m tests.lab boot deb12-itools
+	@$(PYTHON) -m tests.lab status --summary
 
-test:  ## the whole suite, lab included (what CI runs)
+# The whole suite, lab and slow tests included (what CI runs); plain `pytest` is the quick run. Three
+# workers: the deploy story keeps one (it mostly waits on QEMU and SSH), the other lab modules and the
+# rest of the suite share two.
+test:
+	$(PYTHON) -m pytest -n 3 -m "lab or slow or not (lab or slow)"
+
+test-quick:  ## what plain pytest runs: no lab, no root, under a minute
 	$(PYTHON) -m pytest
 
 lint:

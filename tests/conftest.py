@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,8 +15,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-# pyinfra runs of the suite keep their control-side cache apart from the user's own.
+# pyinfra runs of the suite keep their control-side cache apart from the user's own (removed at exit).
 CACHE = os.environ.get("KVM_DRIVERS_CACHE") or tempfile.mkdtemp(prefix="kvm-drivers-test-cache-")
+if not os.environ.get("KVM_DRIVERS_CACHE"):
+    atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 
 
 @dataclass
@@ -56,7 +60,8 @@ def pyinfra(*args: str, timeout: int = 1200) -> Run:
 
 
 def pytest_collection_modifyitems(config, items):
-    """KVM_LAB=0: every test marked lab is skipped (not only those using the lab fixture)."""
+    """KVM_LAB=0: every test marked lab is skipped (not only those using the lab fixture), even when
+    selected (plain pytest deselects them anyway: pyproject.toml's addopts)."""
     if os.environ.get("KVM_LAB", "1") == "0":
         for item in items:
             if item.get_closest_marker("lab"):

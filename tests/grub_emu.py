@@ -5,17 +5,19 @@ then the config under test is `source`d by a wrapper that replaces the loader co
 functions printing their arguments (x86_64-emu has no linux loader, so GRUB finds the function),
 then sets timeout=0 and a wide console terminal (a config may switch to gfxterm): GRUB's own menu
 code picks the default entry, runs it, and the initrd function halts the emulator. An entry
-without an initrd line leaves GRUB at its menu; the process is then killed after a few seconds
-and what it printed is still used.
+without an initrd line leaves GRUB waiting for a key (or at its prompt): the process is killed as
+soon as it says so (or after a few seconds) and what it printed is still used.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,35 @@ def grubenv_block(env: dict[str, str]) -> bytes:
     return text.encode().ljust(1024, b"#")
 
 
+# What GRUB prints when it waits for a key or a command for ever: nothing more will come.
+WAITING = (b"Press any key to continue...", b"\rgrub> ")
+
+
+def _run(cmd: list[str], wait: float) -> bytes:
+    """grub-emu's output until it exits, waits for a key or a command (WAITING: an entry without
+    initrd, or no entry at all) or wait seconds have passed; then it is killed."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=EMU_ENV)  # fmt: skip
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + wait
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([proc.stdout], [], [], left)[0]:
+                break
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            out += chunk
+            if any(w in out for w in WAITING):
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    return out
+
+
 def boot(config: str, env: dict[str, str], wait: float = 4.0) -> EmuBoot:
     """Run config in grub-emu with env as its grubenv; return what its default entry loaded."""
     with tempfile.TemporaryDirectory(prefix="kvm-grub-emu-") as tmp:
@@ -69,13 +100,7 @@ def boot(config: str, env: dict[str, str], wait: float = 4.0) -> EmuBoot:
         (d / "grub.cfg").write_text(WRAPPER)
         (d / "under-test.cfg").write_text(config)
         (d / "grubenv").write_bytes(grubenv_block(env))
-        try:
-            out = subprocess.run(
-                ["grub-emu", "-d", str(d), "-m", "/dev/null"],
-                stdin=subprocess.DEVNULL, capture_output=True, timeout=wait, check=False, env=EMU_ENV,
-            ).stdout  # fmt: skip
-        except subprocess.TimeoutExpired as exc:  # an entry without initrd: GRUB waits at its menu
-            out = exc.stdout or b""
+        out = _run(["grub-emu", "-d", str(d), "-m", "/dev/null"], wait)
     text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", out.decode("utf-8", "replace")).replace("\r", "")
     titles = re.findall(r"Booting `(.*)'", text)
     linux = re.findall(r"^KVM-LINUX (.*)$", text, re.M)

@@ -30,7 +30,8 @@ def _can_fake_root() -> bool:
     return probe.returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not _can_fake_root(), reason="needs root and mount namespaces (unshare -m)")
+pytestmark = [pytest.mark.lab,  # root and mount namespaces: not in plain pytest (make test runs it)
+              pytest.mark.skipif(not _can_fake_root(), reason="needs root and mount namespaces (unshare -m)")]
 
 
 def fake_root(base: Path) -> Path:

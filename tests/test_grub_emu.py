@@ -16,7 +16,8 @@ from kvm_drivers.facts.boot_menus import parse_grub2
 from tests import grub_emu
 from tests.test_corpus import GRUB_CASES, REAL, _counting_config, _env
 
-pytestmark = pytest.mark.skipif(not grub_emu.available(), reason="grub-emu is not installed")
+pytestmark = [pytest.mark.skipif(not grub_emu.available(), reason="grub-emu is not installed"),
+              pytest.mark.xdist_group("grub-emu")]  # one worker: the module fixture runs GRUB once per case
 
 
 def _cases() -> list[tuple[str, str, dict[str, str]]]:

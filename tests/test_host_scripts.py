@@ -17,7 +17,8 @@ from kvm_drivers import hostside
 from kvm_drivers.facts.config_files import norm
 from kvm_drivers.facts.wire import RawKernel, _parse_kernel_line
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root")
+pytestmark = [pytest.mark.lab,  # root: not in plain pytest (make test runs it)
+              pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root")]
 STATE = Path("/run/kvm-drivers")
 LIB = hostside.LIB
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import shlex
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,7 @@ def test_an_emulator_timer_panic_boots_again_once_on_the_same_disk(tmp_path, mon
     # QEMU stands in as a script: the first start panics in the emulated kernel's timer check, the
     # second boots (prints GRUB's line). Any other failure, or a second panic, is not started again.
     monkeypatch.setattr(boot, "STATE", tmp_path)
+    monkeypatch.setattr(boot, "FAILED_GRACE", 0.2)  # the console after the panic line says nothing more here
     monkeypatch.setattr(boot, "read_probe", lambda disk: PROBE)
     (tmp_path / "hosts" / "deb12-itools").mkdir(parents=True)
     image = tmp_path / "disk.img"
@@ -143,3 +146,92 @@ def test_an_emulator_timer_panic_boots_again_once_on_the_same_disk(tmp_path, mon
     monkeypatch.setattr(boot, "read_probe", lambda disk: "")  # the second panic: no probe result
     result, started = run("Kernel panic - not syncing: IO-APIC + timer doesn't work!\n")
     assert started == 2 and not result.ok  # twice: a failure like any other
+
+
+# dracut (with systemd) on a quiet console says nothing until its initqueue has waited two thirds of
+# rd.retry for the root device; these are its first lines (a real lab boot of deb12-dracut, no virtio).
+DRACUT_GIVING_UP = r"""[  282.546412] dracut-initqueue[134]: Warning: dracut-initqueue: timeout, still waiting for following initqueue hooks:
+[  282.583455] dracut-initqueue[134]: Warning: /lib/dracut/hooks/initqueue/finished/devexists-\x2fdev\x2fvda.sh: "if ! grep -q After=remote-fs-pre.target /run/systemd/generator/systemd-cryptsetup@*.service 2>/dev/null; then
+[  282.594160] dracut-initqueue[134]:     [ -e "/dev/vda" ]
+[  282.595429] dracut-initqueue[134]: fi"
+[  282.617499] dracut-initqueue[134]: Warning: dracut-initqueue: starting timeout scripts
+"""  # noqa: E501
+
+
+def test_dracut_starting_its_timeout_scripts_ends_the_boot_as_a_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(boot, "STATE", tmp_path)
+    monkeypatch.setattr(boot, "FAILED_GRACE", 0.2)
+    monkeypatch.setattr(boot, "read_probe", lambda disk: "")  # root never reached: no probe result
+    (tmp_path / "hosts" / "deb12-dracut").mkdir(parents=True)
+    image = tmp_path / "disk.img"
+    image.write_text("disk")
+    script = f"printf '%s' {shlex.quote(CONSOLE + DRACUT_GIVING_UP)}; exec sleep 60"  # then it would wait on
+    launched = boot.Launched(hosts.spec("deb12-dracut"), boot.Disk(image, ""), FILES, None, 0.0, 30,
+                             cmd=["sh", "-c", script])  # type: ignore[arg-type]  # fmt: skip
+    launched._start()
+    result = launched.wait()
+    assert result.seconds < 10, result.summary()  # QEMU killed on that line, not at the time limit
+    assert not result.ok and not result.kernel and result.entry, result.summary()
+    assert result.cause.endswith("dracut-initqueue: starting timeout scripts"), result.cause
+    assert "time limit" not in result.log
+
+
+def test_the_lab_says_it_is_still_up_and_how_to_stop_it():
+    from tests.lab.__main__ import summary
+
+    assert summary(hosts.HOSTS[:3]).startswith(f"== the lab is up: 3 of {len(hosts.HOSTS)} hosts still running")
+    assert summary(hosts.HOSTS[:3]).endswith("Stop them with: make down")
+    assert summary([]) == "== the lab is down: no lab host is running"
+
+
+def test_a_boot_is_stopped_at_its_time_limit_even_before_anyone_waits_for_it(tmp_path, monkeypatch):
+    # boots started in the background are waited for much later: the limit holds from their start
+    monkeypatch.setattr(boot, "STATE", tmp_path)
+    monkeypatch.setattr(boot, "read_probe", lambda disk: "")
+    (tmp_path / "hosts" / "deb12-dracut").mkdir(parents=True)
+    image = tmp_path / "disk.img"
+    image.write_text("disk")
+    launched = boot.Launched(hosts.spec("deb12-dracut"), boot.Disk(image, ""), FILES, None, 0.0, 1,
+                             cmd=["sh", "-c", "echo GRUB; exec sleep 60"])  # type: ignore[arg-type]  # fmt: skip
+    launched._start()
+    time.sleep(1.5)
+    assert launched.proc.poll() is not None  # killed at 1 s, nobody waiting
+    result = launched.wait()
+    assert not result.ok and result.seconds < 5 and "[time limit reached]" in result.log
+
+
+# QEMU stands in as a script: GRUB's menu counting down on one line that does not end, then the entry
+# booted if Enter came (as GRUB does for Enter and for the end of the countdown alike), else nothing.
+FAKE_GRUB_MENU = r"""
+import os, sys
+sys.stdout.write("   *Debian GNU/Linux   The highlighted entry will be executed automatically in 5s.")
+sys.stdout.flush()
+key = os.read(0, 1)
+print("\n  Booting `Debian GNU/Linux'" if key == b"\r" else "\nno key")
+"""
+
+
+@pytest.mark.parametrize("enter", [True, False])
+def test_enter_is_pressed_at_grubs_countdown_unless_fallback_is_named(tmp_path, monkeypatch, enter):
+    monkeypatch.setattr(boot, "STATE", tmp_path)
+    monkeypatch.setattr(boot, "read_probe", lambda disk: "")
+    (tmp_path / "hosts" / "deb12-itools").mkdir(parents=True)
+    image = tmp_path / "disk.img"
+    image.write_text("disk")
+    launched = boot.Launched(hosts.spec("deb12-itools"), boot.Disk(image, ""), FILES, None, 0.0, 3,
+                             cmd=[sys.executable, "-c", FAKE_GRUB_MENU])  # type: ignore[arg-type]  # fmt: skip
+    launched.enter = enter
+    launched._start()
+    result = launched.wait()
+    if enter:
+        assert "Booting `Debian GNU/Linux'" in result.log and result.seconds < 2.5, result.log
+    else:  # no key: it counts down to its time limit
+        assert "Booting" not in result.log and "[time limit reached]" in result.log
+
+
+def test_a_host_naming_grubs_fallback_gets_no_key(tmp_path):
+    (tmp_path / "boot/grub").mkdir(parents=True)
+    (tmp_path / "boot/grub/grub.cfg").write_text("set default=0\nmenuentry 'a' {\n}\n")
+    assert not boot.mentions_fallback(tmp_path)
+    (tmp_path / "boot/grub/grub.cfg").write_text("set default=0\nset fallback=1\nmenuentry 'a' {\n}\n")
+    assert boot.mentions_fallback(tmp_path)

@@ -26,7 +26,7 @@ from tests.conftest import ROOT, Run, check_cli, pyinfra
 from tests.lab import boot, hosts
 from tests.planning import analyse
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-deploy")]  # one worker: shared hosts and inventory
 INVENTORY, DEPLOY = "inventories/lab.py", "deploys/kvm_drivers.py"
 HOOK_HOST = "deb12-itools-b"
 REPORTS = hosts.STATE / "reports"
@@ -75,28 +75,15 @@ def sums(h: hosts.HostSpec) -> dict[str, str]:
     return {line.split()[1]: line.split()[0] for line in out.splitlines()}
 
 
-def boot_all(specs: list[hosts.HostSpec], workers: int = 2) -> dict[str, boot.BootResult]:
-    """Boot hosts in QEMU, two at a time (two cores: a booting guest keeps one busy)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip([h.name for h in specs], pool.map(boot.boot, specs)))
-
-
-def launch_failing_boots(specs: list[hosts.HostSpec]) -> Callable[[], dict[str, boot.BootResult]]:
-    """Start the boots before the deploy, all at once, once per distinct (kernel, initrd) pair:
-    they end before any root file system is found, so nothing else differs. They run on
-    copies of the files and mostly wait for the root disk: the story goes on meanwhile.
-    Returns a function that waits for them and gives each host its result."""
+def launch_failing_boots(specs: list[hosts.HostSpec]) -> boot.AllAtOnce:
+    """Start the boots before the deploy, once per distinct /boot (its fingerprint): they end before any
+    root file system is found, so nothing else differs. They run on copies of the hosts and mostly wait
+    for the root disk: all at once, beside the deploy and the boots after it."""
     groups: dict[str, list[hosts.HostSpec]] = {}
     for h in specs:
         groups.setdefault(boot.fingerprint(h), []).append(h)
-    # their disk images on disk, not in RAM: they all run at once
-    launched = {key: boot.launch(g[0], scratch=hosts.STATE / "hosts" / g[0].name) for key, g in groups.items()}
-
-    def collect() -> dict[str, boot.BootResult]:
-        results = {key: run.wait() for key, run in launched.items()}
-        return {h.name: results[key] for key, group in groups.items() for h in group}
-
-    return collect
+    return boot.AllAtOnce([g[0] for g in groups.values()], log_name="boot-before.log",
+                          same={g[0].name: [h.name for h in g] for g in groups.values()})  # fmt: skip
 
 
 def each(func: Callable[[hosts.HostSpec], Any], specs: list[hosts.HostSpec]) -> dict[str, Any]:
@@ -131,26 +118,37 @@ def story(lab) -> Story:
     REPORTS.mkdir(parents=True, exist_ok=True)
     s = Story()
     fixed = [h for h in lab if h.expect == "fixed"]
-    before_boots = launch_failing_boots(fixed)
-    s.info_before = each(remote_info, lab)
-    s.sums_before = each(sums, lab)
-    s.check_before = check_cli(INVENTORY, *report_args("check-before"))
-    s.dry = pyinfra(INVENTORY, DEPLOY, "--dry", "--json")
-    s.sums_dry = each(sums, lab)
-    s.first = pyinfra("-y", INVENTORY, DEPLOY)
-    s.before = before_boots()
-    s.sums_first = each(sums, lab)
-    s.second = pyinfra("-y", INVENTORY, DEPLOY)
-    s.sums_second = each(sums, lab)
-    s.check_after = check_cli(INVENTORY, *report_args("check-after"), "--previous", f"{REPORTS}/check-before.json")
-    s.check_after_fixed = check_cli(INVENTORY, "--quiet", *[a for h in fixed for a in ("--limit", h.name)])
-    s.check_nothing = check_cli(INVENTORY, "--limit", "no-such-host*", "--report", f"{REPORTS}/check-nothing.prom")
-    # Persistence: the distribution's own kernel hook rebuilds an initrd, without kvm-drivers.
-    s.hook_output = remote(hosts.spec(HOOK_HOST)).check_output(
-        "/etc/kernel/postinst.d/initramfs-tools 6.1.0-50-amd64 /boot/vmlinuz-6.1.0-50-amd64 2>&1;"
-        " lsinitramfs /boot/initrd.img-6.1.0-50-amd64"
-    )
-    s.after = boot_all([h for h in lab if h.expect in ("fixed", "compliant")])
+    before = launch_failing_boots(fixed)
+    after = boot.TwoAtATime()
+    try:
+        s.info_before = each(remote_info, lab)
+        s.sums_before = each(sums, lab)
+        s.check_before = check_cli(INVENTORY, *report_args("check-before"))
+        s.dry = pyinfra(INVENTORY, DEPLOY, "--dry", "--json")
+        s.sums_dry = each(sums, lab)
+        before.written()  # the boots before the deploy have their copies of the hosts: the deploy may start
+        s.first = pyinfra("-y", INVENTORY, DEPLOY)
+        s.sums_first = each(sums, lab)
+        s.second = pyinfra("-y", INVENTORY, DEPLOY)
+        s.sums_second = each(sums, lab)
+        # The boots after the deploy start now (each boots a copy of its host as it is when its turn
+        # comes), beside the checks below, which change nothing; the hook's host boots after its hook.
+        after.start([h for h in lab if h.expect in ("fixed", "compliant") and h.name != HOOK_HOST])
+        s.check_after = check_cli(INVENTORY, *report_args("check-after"), "--previous", f"{REPORTS}/check-before.json")
+        s.check_after_fixed = check_cli(INVENTORY, "--quiet", *[a for h in fixed for a in ("--limit", h.name)])
+        s.check_nothing = check_cli(INVENTORY, "--limit", "no-such-host*", "--report", f"{REPORTS}/check-nothing.prom")
+        # Persistence: the distribution's own kernel hook rebuilds an initrd, without kvm-drivers.
+        s.hook_output = remote(hosts.spec(HOOK_HOST)).check_output(
+            "/etc/kernel/postinst.d/initramfs-tools 6.1.0-50-amd64 /boot/vmlinuz-6.1.0-50-amd64 2>&1;"
+            " lsinitramfs /boot/initrd.img-6.1.0-50-amd64"
+        )
+        after.start([hosts.spec(HOOK_HOST)])
+        s.after = after.results()
+        s.before = before.results()
+    except BaseException:  # nothing left running (a story that failed half-way)
+        before.stop()
+        after.stop()
+        raise
     return s
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -22,7 +21,7 @@ from tests.conftest import check_cli, pyinfra
 from tests.lab import boot, hosts
 from tests.lab import variants as v
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-evidence")]  # one worker: shared hosts and inventory
 DEPLOY = "deploys/kvm_drivers.py"
 K = "6.1.0-50-amd64"
 
@@ -47,11 +46,6 @@ def sums(h: hosts.HostSpec) -> str:
                         " /etc/dracut.conf.d/* 2>/dev/null", check=False)  # fmt: skip
 
 
-def boot_all(specs: list[hosts.HostSpec]) -> dict[str, boot.BootResult]:
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip([h.name for h in specs], pool.map(boot.boot, specs)))
-
-
 @pytest.fixture(scope="module")
 def story():
     # its own hosts only: the session's 'lab' fixture (up and down of every lab host) belongs to the
@@ -60,26 +54,34 @@ def story():
         pytest.fail("the lab needs root (namespaces, mounts, debootstrap)")
     for h in ALL:
         hosts.start(h)
+    boots: list[boot.AllAtOnce | boot.TwoAtATime] = []
     try:
         inv = hosts.write_inventory(ALL, "evidence")
         s = {"sums_before": {h.name: sums(h) for h in ALL}}
-        s["before"] = boot_all(BOOTED)
+        # the boots before the deploy (each fails: it waits for a root disk) all at once, beside the check
+        boots.append(before := boot.AllAtOnce(BOOTED, log_name="boot-before.log"))
         report = hosts.STATE / "reports" / "evidence-before.json"
         report.parent.mkdir(parents=True, exist_ok=True)
         s["check"] = check_cli(str(inv), "--report", str(report))
         s["rows"] = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
+        before.written()  # they have their copies of the hosts: the deploy may start
         s["deploy"] = pyinfra("-y", str(inv), DEPLOY)
         s["sums_after"] = {h.name: sums(h) for h in ALL}
+        boots.append(after := boot.TwoAtATime())
+        after.start(FIXABLE)  # beside the check after the deploy, which changes nothing
         report = hosts.STATE / "reports" / "evidence-after.json"
         s["check_after"] = check_cli(str(inv), "--report", str(report))
         s["rows_after"] = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
-        s["after"] = boot_all(FIXABLE)
         s["modprobe"] = hosts.ssh(EMPTY_DEP, "modprobe -n -v virtio_blk 2>&1; echo rc=$?", check=False)
         s["dracut"] = hosts.ssh(OMIT, f"dracut -q -f --add-drivers 'virtio_blk virtio_pci' /root/t.img {K} 2>&1;"
                                       " lsinitrd /root/t.img | grep -c 'virtio_blk.ko' ; rm -f /root/t.img",
                                 check=False, )  # fmt: skip
+        s["after"] = after.results()
+        s["before"] = before.results()
         yield s
     finally:
+        for running in boots:
+            running.stop()  # nothing left running (a story that failed half-way)
         for h in ALL:
             hosts.stop(h)
 

@@ -23,7 +23,7 @@ from kvm_drivers.operations.settings import wanted_drivers
 from tests.conftest import check_cli, pyinfra
 from tests.lab import boot, hosts
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-faults")]  # one worker: shared hosts and inventory
 DEPLOY = "deploys/kvm_drivers.py"
 IMG = "/boot/initrd.img-6.1.0-50-amd64"
 MODULES = "/etc/initramfs-tools/modules"

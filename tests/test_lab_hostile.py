@@ -25,7 +25,7 @@ from tests.conftest import check_cli, pyinfra
 from tests.lab import hosts
 from tests.planning import analyse
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-hostile")]  # one worker: shared hosts and inventory
 DEPLOY = "deploys/kvm_drivers.py"
 MODULES = "/etc/initramfs-tools/modules"
 BROKEN_HOOK = """#!/bin/sh

@@ -2,6 +2,9 @@
 host. A crafted answer at the full cap (facts/kvm_drivers.py OUTPUT_CAP), in every shape that used
 to cost quadratic time or worse (tests/crafted.py), is read apart from the other hosts: it parses,
 or that host alone is refused at its limit, and the control process stays free meanwhile.
+
+The tests at the full cap are marked slow (seconds each: building 32 MiB, reading it up to LIMIT): plain
+pytest leaves them out, make test runs them. Each shape's full-cap answer is built and checked in its own test.
 """
 
 from __future__ import annotations
@@ -28,12 +31,16 @@ from tests.test_check_cli import inventory, rows_of
 LIMIT = 3.0  # seconds each full-cap answer may take to read here (READ_LIMIT is larger)
 
 
-def test_the_crafted_answers_are_real_answers_at_the_cap():
+def test_the_crafted_answers_are_built_to_the_facts_cap():
     assert crafted.CAP == kd.OUTPUT_CAP
-    for shape in crafted.SHAPES:
-        lines = crafted.answer(shape)
-        assert 0.95 * kd.OUTPUT_CAP < crafted.size(lines) < kd.OUTPUT_CAP, shape
-        assert lines[0] == "@@KVM meta" and lines[-1] == "@@KVM end", shape
+
+
+def real_answer_at_the_cap(shape: str) -> list[str]:
+    """The crafted answer of shape at the full cap, checked to be one: just under the cap, a whole answer."""
+    lines = crafted.answer(shape)
+    assert 0.95 * kd.OUTPUT_CAP < crafted.size(lines) < kd.OUTPUT_CAP, shape
+    assert lines[0] == "@@KVM meta" and lines[-1] == "@@KVM end", shape
+    return lines
 
 
 def read_watched(lines: list[str], limit: float) -> tuple[HostState, float, float]:
@@ -55,9 +62,10 @@ def read_watched(lines: list[str], limit: float) -> tuple[HostState, float, floa
     return state, took, max((b - a for a, b in zip(ticks, ticks[1:])), default=took)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", crafted.SHAPES)
 def test_a_full_cap_answer_is_read_apart_and_bounded(shape):
-    lines = crafted.answer(shape)
+    lines = real_answer_at_the_cap(shape)  # every shape is a real answer at the cap
     state, took, stalled = read_watched(lines, LIMIT)
     assert took < LIMIT + 10, f"{shape}: {took:.1f} s"  # the limit, and killing and reaping the reader
     assert stalled < 1.0, f"{shape}: the event loop was blocked {stalled:.2f} s"  # read in a child process
@@ -134,6 +142,7 @@ def test_the_limit_is_what_is_left_of_the_gather_timeout(monkeypatch):
     assert 9 < seen[0] < 9.8 and seen[1:] == [kd.READ_LIMIT, 1.0, kd.READ_LIMIT]
 
 
+@pytest.mark.slow  # seconds: make test runs it, plain pytest does not
 def test_every_crafted_shape_parses_in_linear_time_at_one_mib():
     # 1 MiB of each shape, read in place. Quadratic code took minutes on several of them (6,000
     # BLS entries: 32 s; nested 'if' blocks, a dracut quote left open, blank lines before
@@ -196,6 +205,7 @@ def test_caps_refuse_what_no_real_host_sends():
         parse_grub2(cfg.read_text(), {"extra_cmdline": "x"}, "x")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", ["not-operators", "then-heads", "nested-if"])
 def test_check_with_a_crafted_full_cap_host_finishes_and_checks_every_other_host(tmp_path, shape):
     # The issue's acceptance: 'kvm-drivers check --timeout 5' over hosts plus one sending a crafted

@@ -210,6 +210,7 @@ def test_html_lists_findings_with_badges_escaped_and_keeps_its_script_pinned():
     assert web2.count("scsi_hostadapter -&gt; xenblk") == 1  # in its findings, not again under its warnings
 
 
+@pytest.mark.slow  # seconds: make test runs it, plain pytest does not
 @pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium)")
 def test_html_findings_in_chromium(tmp_path):
     rs = rows()

@@ -209,6 +209,7 @@ def visible_hosts(html_text: str) -> list[str]:
     return [a["id"] for a in rows if "hidden" not in a]
 
 
+@pytest.mark.slow  # seconds: make test runs it, plain pytest does not
 @pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium)")
 def test_html_filters_search_and_details_in_chromium(tmp_path):
     rows = real_rows()

@@ -21,6 +21,14 @@ def expect(code: int, why: str, command: list[str]) -> int:
     return 1
 
 
+def summary(up: list[hosts.HostSpec]) -> str:
+    """What is left running, for the end of the demo: the lab stays up until `make down`."""
+    if not up:
+        return "== the lab is down: no lab host is running"
+    return (f"== the lab is up: {len(up)} of {len(hosts.HOSTS)} hosts still running (sshd on 127.0.10.x, in "
+            f"inventories/lab.py; `python -m tests.lab status` lists them). Stop them with: make down")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry of the lab."""
     parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__)
@@ -30,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("hosts", nargs="*")
     down = sub.add_parser("down", help="stop hosts (all by default)")
     down.add_argument("hosts", nargs="*")
-    sub.add_parser("status", help="list hosts and whether they are up")
+    status = sub.add_parser("status", help="list hosts and whether they are up")
+    status.add_argument("--summary", action="store_true", help="one line: how many are up, and how to stop them")
     b = sub.add_parser("boot", help="boot a host's default kernel+initrd in QEMU (virtio-blk root)")
     b.add_argument("host")
     ex = sub.add_parser(
@@ -41,12 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.cmd == "build":
-        for name in bases.RECIPES:
-            bases.ensure(name)
+        # the GRUB rescue CDs too (GRUB 2.14's is made from Debian unstable's package, downloaded once)
+        bases.build_all(also={"GRUB 2.06 rescue CD": lambda: boot.rescue_iso("2.06"),
+                              "GRUB 2.14 rescue CD": lambda: boot.rescue_iso("2.14")})  # fmt: skip
     elif args.cmd == "up":
         hosts.up(args.hosts or None)
     elif args.cmd == "down":
         hosts.down(args.hosts or None)
+    elif args.cmd == "status" and args.summary:
+        print(summary([h for h in hosts.HOSTS if hosts.listening(h.address)]), flush=True)
     elif args.cmd == "status":
         for h in hosts.HOSTS:
             state = "up" if hosts.listening(h.address) else "down"

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from kvm_drivers.facts.state import VIRTIO
@@ -29,8 +30,13 @@ CONSOLE = "console=tty0 console=ttyS0,115200"
 
 
 def log(message: str) -> None:
-    """Print a progress line (flushed: long steps must show they are alive)."""
-    print(f"[lab {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    """Print a progress line (flushed: long steps must show they are alive); KVM_LAB_LOG=FILE also appends it
+    there (pytest captures the lab's output: a timeline of a whole run)."""
+    line = f"[lab {time.strftime('%H:%M:%S')}] {message}"
+    print(line, flush=True)
+    if os.environ.get("KVM_LAB_LOG"):
+        with open(os.environ["KVM_LAB_LOG"], "a") as f:
+            f.write(f"{line} (pid {os.getpid()})\n")
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -209,30 +215,50 @@ CONFIG_RD_ZSTD=y
 """
 
 
+_kernel_lock = threading.Lock()
+_kernel: list[str] = []  # the built kernel's release, once built by this process
+
+
+def compile_builtin_kernel() -> tuple[Path, str]:
+    """Build the kernel of bookworm-builtin in CACHE/kbuild (once per process; make rebuilds nothing
+    when it is there already): its source tree and release. It needs no base tree, so ``build_all``
+    starts it first, beside the debootstraps (which wait on the network)."""
+    src = CACHE / "kbuild" / "linux-source-6.1"
+    with _kernel_lock:
+        if _kernel:
+            return src, _kernel[0]
+        start = time.monotonic()
+        if not (src / "Makefile").is_file():
+            log("builtin kernel: unpacking linux-source-6.1")
+            run(["rm", "-rf", str(src)])
+            src.parent.mkdir(parents=True, exist_ok=True)
+            run(["tar", "xJf", str(LINUX_SOURCE), "-C", str(src.parent)])
+        (src / "kvm-builtin.config").write_text(BUILTIN_KERNEL_CONFIG)
+        log("builtin kernel: make tinyconfig + virtio built in, bzImage and modules (about 4 minutes)")
+        make = ["make", "-C", str(src), "-s", f"-j{os.cpu_count() or 2}"]
+        run(make + ["tinyconfig"])
+        run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(src), str(src / ".config"),
+             str(src / "kvm-builtin.config")], cwd=src)  # fmt: skip
+        run(make + ["olddefconfig"])
+        run(make + ["bzImage", "modules"])
+        release = run(make + ["kernelrelease"]).stdout.strip()
+        builtin = (src / "modules.builtin").read_text()
+        for driver in VIRTIO:
+            if f"/{driver}.ko" not in builtin:
+                raise RuntimeError(f"builtin kernel: {driver} is not built in")
+        log(f"builtin kernel: {release} built in {time.monotonic() - start:.0f}s")
+        _kernel.append(release)
+        return src, release
+
+
 def make_builtin_kernel(tree: Path) -> None:
     """Debian 12 whose only kernel has every virtio driver built in and boots without an initrd.
 
-    The kernel is built here from Debian's linux-source-6.1 (tinyconfig plus the lines above;
-    about 4 minutes on two cores) and replaces the distribution kernel.
+    The kernel is built from Debian's linux-source-6.1 (tinyconfig plus the lines above; about 4
+    minutes on two cores, ``compile_builtin_kernel``) and replaces the distribution kernel.
     """
-    src = CACHE / "kbuild" / "linux-source-6.1"
-    if not src.is_dir():
-        log("builtin kernel: unpacking linux-source-6.1")
-        src.parent.mkdir(parents=True, exist_ok=True)
-        run(["tar", "xJf", str(LINUX_SOURCE), "-C", str(src.parent)])
-    (src / "kvm-builtin.config").write_text(BUILTIN_KERNEL_CONFIG)
-    log("builtin kernel: make tinyconfig + virtio built in, bzImage and modules (about 4 minutes)")
+    src, release = compile_builtin_kernel()
     make = ["make", "-C", str(src), "-s", f"-j{os.cpu_count() or 2}"]
-    run(make + ["tinyconfig"])
-    run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(src), str(src / ".config"),
-         str(src / "kvm-builtin.config")], cwd=src)  # fmt: skip
-    run(make + ["olddefconfig"])
-    run(make + ["bzImage", "modules"])
-    release = run(make + ["kernelrelease"]).stdout.strip()
-    builtin = (src / "modules.builtin").read_text()
-    for driver in VIRTIO:
-        if f"/{driver}.ko" not in builtin:
-            raise RuntimeError(f"builtin kernel: {driver} is not built in")
     chroot(tree, "apt-get purge -y -qq 'linux-image-*' >/dev/null && rm -rf /lib/modules/* /boot/initrd.img-*")
     shutil.copy(src / "arch/x86/boot/bzImage", tree / f"boot/vmlinuz-{release}")
     shutil.copy(src / "System.map", tree / f"boot/System.map-{release}")
@@ -269,11 +295,68 @@ REVISIONS = {"bookworm-dracut": 3, "bookworm-sudo": 3}
 _building = threading.local()
 
 
+def tree_of(name: str) -> Path:
+    """Where base NAME is (or will be) cached."""
+    return CACHE / (f"{name}.r{REVISIONS[name]}" if name in REVISIONS else name)
+
+
+def build_all(names: list[str] | None = None, also: dict[str, Callable[[], object]] | None = None) -> None:
+    """Build every missing base (all, or NAMES and their parents) at once where the recipes allow: the
+    three debootstraps together (they wait on the network), the built-in kernel's compile beside them,
+    each derived base as soon as its parent is there; ALSO's jobs (name -> function) beside them. Under
+    the same build lock as ``ensure``."""
+    wanted = set(names or RECIPES)
+    for name in list(wanted):
+        while (parent := RECIPES[name][0]) is not None:
+            wanted.add(parent)
+            name = parent
+    if all(tree_of(n).is_dir() for n in wanted) and not also:
+        return
+    CACHE.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(CACHE / ".build.lock", "a") as lock:
+        if _locked_elsewhere(lock):
+            log("another process is building the lab's bases; waiting for it")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pending = [n for n in RECIPES if n in wanted and not tree_of(n).is_dir()]  # parents first
+        if not pending and not also:
+            return
+        log(f"building {len(pending)} bases at once where they can: {', '.join(pending) or 'none missing'}")
+
+        def build(name: str) -> Path:
+            _building.held = True  # this process holds the build lock: ensure() of a parent must not wait
+            return _build(name, tree_of(name))
+
+        pool = ThreadPoolExecutor(max_workers=len(pending) + 1 + len(also or {}))
+        running: dict[str, Future] = {name: pool.submit(job) for name, job in (also or {}).items()}
+        if "bookworm-builtin" in pending:
+            running["kernel"] = pool.submit(compile_builtin_kernel)
+        failed: list[str] = []
+        try:
+            while pending or running:
+                for name in [n for n in pending if RECIPES[n][0] is None or tree_of(RECIPES[n][0]).is_dir()]:
+                    pending.remove(name)
+                    running[name] = pool.submit(build, name)
+                if not running:  # what is left waits for a parent that failed
+                    failed += [f"{n}: its parent was not built" for n in pending]
+                    break
+                done, _ = wait(running.values(), return_when=FIRST_COMPLETED)
+                for name in [n for n, f in running.items() if f in done]:
+                    if (error := running.pop(name).exception()) is not None:
+                        log(f"base {name}: FAILED: {error}")
+                        failed.append(f"{name}: {error}")
+        finally:
+            pool.shutdown(wait=True)
+    if failed:
+        raise RuntimeError("lab bases not built:\n" + "\n".join(failed))
+    log(f"lab bases built in {time.monotonic() - start:.0f}s")
+
+
 def ensure(name: str) -> Path:
     """Return the cached base tree NAME, building it (and its parents) if missing. Builders in
     other processes (a second checkout, a parallel test worker) wait for the build lock
     instead of deleting each other's temporary trees."""
-    tree = CACHE / (f"{name}.r{REVISIONS[name]}" if name in REVISIONS else name)
+    tree = tree_of(name)
     if tree.is_dir():
         return tree
     if getattr(_building, "held", False):  # a parent of a base this process is building

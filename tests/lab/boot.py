@@ -19,6 +19,7 @@ the host's /boot to name the initrd.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import re
@@ -27,6 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,11 +78,24 @@ echo o > /proc/sysrq-trigger
 sleep 30
 """
 
-# Console lines after which a boot cannot succeed any more: stop waiting.
+# Console lines after which a boot cannot succeed any more: stop waiting. dracut's first word on a root
+# device that never came: its initqueue has waited two thirds of rd.retry (default 180 s; its loop runs
+# 2 x rd.retry times, 0.5 s each) and starts its "timeout" hooks, the fallbacks for RAID and LVM roots.
+# It gives up ("Could not boot") after the last third, minutes later under emulation, and would print
+# nothing else meanwhile: a root device with no driver in the initrd does not appear in that last third.
 FAILED = re.compile(
     r"ALERT! .* does not exist|Dropping to a shell|Could not boot|emergency mode|Kernel panic"
-    r"|Press any key to continue|KVM-GRUB no bootloader configuration"
+    r"|Press any key to continue|KVM-GRUB no bootloader configuration|dracut-initqueue: starting timeout scripts"
 )
+FAILED_GRACE = 3.0  # seconds of console kept after such a line (the lines that say why), then QEMU is killed
+
+# GRUB's menu counting down to the entry it boots (its default, highlighted). The lab presses Enter then:
+# GRUB boots the highlighted entry at once, the entry the countdown ends in (grub-core/normal/menu.c:
+# run_menu starts on the default entry and returns it for Enter as for the timeout), without emulating
+# seconds of GRUB polling its keyboard. One difference: an entry chosen with Enter that fails to load
+# does not fall back to the entries of GRUB's `fallback` variable, so a host whose GRUB files mention
+# `fallback` is left to count down. A hidden or countdown-only timeout prints no menu: nothing is pressed.
+COUNTDOWN = re.compile(r"will be executed automatically in")
 
 # The emulated kernel's timer check failing under load (TCG on a busy 2-core machine): an artefact of
 # the emulator, decided before the kernel reads any disk. Such a boot is started again once, on the
@@ -417,42 +432,76 @@ class Launched:
     ended: float | None = None  # when QEMU's console closed (the boot's own duration ends there)
     cmd: list[str] = field(default_factory=list)  # the QEMU command line, to start it again
     restarted: bool = False  # started again after EMULATOR_PANIC
+    log_name: str = "boot.log"  # its console is kept in STATE/hosts/HOST/log_name
+    timed_out: bool = False  # killed at its time limit
+    enter: bool = True  # press Enter at GRUB's countdown (COUNTDOWN)
+    watchdog: threading.Timer | None = None  # kills it at its time limit, whether anyone waits for it yet or not
 
     def _start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     errors="replace")  # fmt: skip
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.start = time.monotonic()
+        self.timed_out = False
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        self.watchdog = threading.Timer(self.timeout, self._time_limit)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+
+    def _time_limit(self) -> None:
+        if self.proc.poll() is None:
+            self.timed_out = True
+            self.proc.kill()
 
     def _read(self) -> None:
-        """Collect the serial console; stop QEMU shortly after a line that ends all hope."""
+        """Collect the serial console as it comes (GRUB's menu ends no line while it counts down). Press
+        Enter when GRUB's menu counts down (COUNTDOWN); stop QEMU shortly after a line that ends all hope."""
         assert self.proc.stdout is not None
-        failed_at = None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            if failed_at is None and FAILED.search(line):
-                failed_at = time.monotonic()
-                threading.Timer(3, self.proc.kill).start()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        line, failed, pressed = "", False, False  # line: the unfinished line (QEMU sends a byte at a time)
+        while chunk := os.read(self.proc.stdout.fileno(), 65536):
+            text = decoder.decode(chunk)
+            self.output.append(text)
+            pieces = text.split("\n")
+            finished = [line + pieces[0], *pieces[1:-1]] if len(pieces) > 1 else []
+            line = (pieces[-1] if finished else line + text)[-4096:]  # GRUB redraws its menu on one line
+            for one in (*finished, line[-(len(text) + 100):]):  # on the unfinished line: around the new text
+                if not failed and FAILED.search(one):
+                    failed = True
+                    threading.Timer(FAILED_GRACE, self.proc.kill).start()
+                if self.enter and not pressed and COUNTDOWN.search(one):
+                    pressed = True
+                    self._press_enter()
         self.ended = time.monotonic()
+
+    def _press_enter(self) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"\r")
+            self.proc.stdin.flush()
+        except OSError:  # QEMU already gone
+            pass
 
     def wait(self) -> BootResult:
         """Wait for the boot to end (power-off, failure or time limit) and read the probe's file."""
         try:
             self.proc.wait(timeout=max(1.0, self.start + self.timeout - time.monotonic()))
         except subprocess.TimeoutExpired:
+            self.timed_out = True
             self.proc.kill()
             self.proc.wait()
-            self.output.append("\n[time limit reached]\n")
+        if self.watchdog:
+            self.watchdog.cancel()
         if self.reader:
             self.reader.join(10)
+        if self.timed_out:
+            self.output.append("\n[time limit reached]\n")
         out = "".join(self.output)
         if EMULATOR_PANIC.search(out) and not self.restarted and self.cmd:
             log(f"{self.host.name}: the emulated kernel failed its timer check (TCG under load): booting again")
             self.restarted, self.ended, self.output = True, None, []
             self._start()
             result = self.wait()
-            log_file = STATE / "hosts" / self.host.name / "boot.log"  # the first attempt's console kept too
+            log_file = STATE / "hosts" / self.host.name / self.log_name  # the first attempt's console kept too
             log_file.write_text(out + "\n--- emulator timer-check panic: QEMU started again on the same disk ---\n"
                                 + log_file.read_text())  # fmt: skip
             return result
@@ -461,7 +510,7 @@ class Launched:
         for f in [self.disk.image, *self.disk.extra]:
             f.unlink(missing_ok=True)
         h = self.host
-        (STATE / "hosts" / h.name / "boot.log").write_text(out + "\n--- /probe-result ---\n" + probe)
+        (STATE / "hosts" / h.name / self.log_name).write_text(out + "\n--- /probe-result ---\n" + probe)
         result = parse_result(h, out, probe, self.files, seconds)
         log(result.summary())
         return result
@@ -500,8 +549,16 @@ def parse_result(h: HostSpec, out: str, probe: str, files: dict[str, int], secon
     return result
 
 
-def launch(h: HostSpec, timeout: int = TIMEOUT, scratch: Path | None = None) -> Launched:
+def launch(h: HostSpec, timeout: int = TIMEOUT, scratch: Path | None = None, log_name: str = "boot.log") -> Launched:
     """Start booting host h's current root file system (its overlay must be mounted)."""
+    launched = prepare(h, timeout, scratch, log_name)
+    launched._start()
+    return launched
+
+
+def prepare(h: HostSpec, timeout: int = TIMEOUT, scratch: Path | None = None, log_name: str = "boot.log") -> Launched:
+    """Write the boot disk of host h's current root file system (its overlay must be mounted): the boot
+    is then of the host as it is now, whatever changes on it later. ``._start()`` starts QEMU on it."""
     tree = root(h.name)
     scratch = scratch or (Path("/dev/shm") if Path("/dev/shm").is_dir() else STATE / "hosts" / h.name)
     image = scratch / f"kvm-drivers-lab-{h.name}.img"
@@ -521,11 +578,104 @@ def launch(h: HostSpec, timeout: int = TIMEOUT, scratch: Path | None = None) -> 
         cmd += ["-bios", str(OVMF)]
     else:
         cmd += ["-boot", "d", "-cdrom", str(rescue_iso("2.14" if h.loader == "bls" else "2.06"))]
-    launched = Launched(h, disk, files, None, 0.0, timeout, cmd=cmd)  # type: ignore[arg-type]
-    launched._start()
+    launched = Launched(h, disk, files, None, 0.0, timeout, cmd=cmd, log_name=log_name)  # type: ignore[arg-type]
+    launched.enter = not mentions_fallback(tree)
     return launched
+
+
+def mentions_fallback(tree: Path) -> bool:
+    """Whether any GRUB file of the tree's /boot names `fallback` (then the lab presses no key: COUNTDOWN)."""
+    names = ("*.cfg", "menu.lst", "grub.conf", "grubenv")
+    return any(b"fallback" in p.read_bytes() for n in names for p in (tree / "boot").rglob(n) if p.is_file())
 
 
 def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
     """Boot host h's current root file system in QEMU through its bootloader, and probe it."""
     return launch(h, timeout).wait()
+
+
+class TwoAtATime:
+    """Boots run in the background, two at a time (two cores: a booting guest keeps one busy), each
+    of its host as it is when its turn comes; ``start`` adds hosts, ``results()`` waits for them all,
+    ``stop()`` ends them (a story that failed half-way)."""
+
+    def __init__(self, log_name: str = "boot.log") -> None:
+        self.pool = ThreadPoolExecutor(max_workers=2)
+        self.log_name = log_name
+        self.running: dict[str, Future[BootResult]] = {}
+        self.launched: list[Launched] = []
+
+    def _boot(self, h: HostSpec) -> BootResult:
+        launched = prepare(h, log_name=self.log_name)
+        self.launched.append(launched)
+        launched._start()
+        return launched.wait()
+
+    def start(self, specs: list[HostSpec]) -> None:
+        for h in specs:
+            self.running[h.name] = self.pool.submit(self._boot, h)
+
+    def results(self) -> dict[str, BootResult]:
+        try:
+            return {name: run.result() for name, run in self.running.items()}
+        finally:
+            self.pool.shutdown()
+
+    def stop(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for launched in self.launched:
+            if launched.proc:
+                launched.proc.kill()
+
+
+class AllAtOnce:
+    """Boots started in the background, all at once, for boots that mostly wait (a failing boot waits
+    for a root disk that never comes). Two threads write the disk images first (on disk, not in RAM;
+    nothing else of the lab's is emulated meanwhile), then every QEMU starts. ``written()`` waits until
+    every image is written: the hosts may change from then on. ``results()`` waits for the boots;
+    ``same`` names, per booted host, the hosts whose result it gives (hosts that boot alike, e.g. the
+    same /boot up to the root disk)."""
+
+    # Seconds between two starts: emulated kernels checking their timer all at once on a busy machine
+    # fail that check more often (EMULATOR_PANIC); GRUB's menu and the kernel's start are the busy part.
+    STAGGER = 3.0
+
+    def __init__(self, specs: list[HostSpec], log_name: str = "boot.log",
+                 same: dict[str, list[str]] | None = None) -> None:  # fmt: skip
+        pool = ThreadPoolExecutor(max_workers=2)
+        self.prepared = {h.name: pool.submit(prepare, h, scratch=STATE / "hosts" / h.name, log_name=log_name)
+                         for h in specs}  # fmt: skip
+        pool.shutdown(wait=False)  # the disks are written meanwhile
+        self.same = same or {h.name: [h.name] for h in specs}
+        self.stopped = False
+        self.starter = threading.Thread(target=self._start_all, daemon=True)
+        self.starter.start()
+
+    def _start_all(self) -> None:
+        launched = [f.result() for f in self.prepared.values() if not f.cancelled() and not f.exception()]
+        if len(launched) == len(self.prepared):
+            for one in launched:
+                if self.stopped:
+                    return
+                one._start()
+                time.sleep(self.STAGGER)
+
+    def written(self) -> None:
+        for prepared in self.prepared.values():
+            prepared.result()
+
+    def results(self) -> dict[str, BootResult]:
+        self.written()
+        self.starter.join()
+        done = {name: prepared.result().wait() for name, prepared in self.prepared.items()}
+        return {other: done[name] for name, others in self.same.items() for other in others}
+
+    def stop(self) -> None:
+        self.stopped = True
+        for prepared in self.prepared.values():
+            prepared.cancel()
+        self.starter.join()
+        for prepared in self.prepared.values():
+            if prepared.done() and not prepared.cancelled() and not prepared.exception():
+                if (proc := prepared.result().proc) is not None:
+                    proc.kill()

@@ -223,8 +223,7 @@ def stop(h: HostSpec) -> None:
 def up(names: list[str] | None = None, fresh: bool = True) -> list[HostSpec]:
     """Build what is missing and start the hosts (all by default); write the lab state file."""
     hosts = [spec(n) for n in names] if names else HOSTS
-    for h in hosts:
-        bases.ensure(h.base)
+    bases.build_all(sorted({h.base for h in hosts}))
     start_time = time.monotonic()
     for h in hosts:
         start(h, fresh=fresh)
