@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 BLOCKS_BOOT = "blocks boot"
@@ -265,20 +265,30 @@ def kernel_line_findings(cmdline: str, where: str = "kernel line", line: int = 0
     return out
 
 
+def _assignments(text: str, pattern: str) -> Iterator[tuple[int, str, re.Match[str], str | None]]:
+    """(line number, line, match, value as the shell reads it, None when it cannot) of each line of
+    a shell-style file that matches pattern (group 2: the value as written).
+    """
+    for n, raw, _ in _content(text):
+        m = re.match(pattern, raw)
+        if not m:
+            continue
+        try:
+            value: str | None = " ".join(shlex.split(m.group(2), comments=True))
+        except ValueError:
+            value = None
+        yield n, raw, m, value
+
+
 def default_grub_findings(text: str, path: str = "/etc/default/grub", disk_bus: str = "virtio-blk") -> list[Finding]:
     """/etc/default/grub: root=/resume= in GRUB_CMDLINE_LINUX(_DEFAULT), which the next
     grub-mkconfig writes to every entry, and GRUB_DISABLE_LINUX_UUID=true, which makes it write
     root=/dev/<the device now> (advice: harmful when grub.cfg is regenerated before the move).
     """
     out = []
-    for n, raw, _ in _content(text):
-        m = re.match(r"\s*(?:export\s+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?|GRUB_DISABLE_LINUX_UUID)=(.*)", raw)
-        if not m:
-            continue
-        try:
-            value = " ".join(shlex.split(m.group(2), comments=True))
-        except ValueError:
-            value = m.group(2)
+    pattern = r"\s*(?:export\s+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?|GRUB_DISABLE_LINUX_UUID)=(.*)"
+    for n, raw, m, value in _assignments(text, pattern):
+        value = m.group(2) if value is None else value
         if m.group(1) == "GRUB_DISABLE_LINUX_UUID":
             if value == "true":
                 out.append(Finding("grub-no-uuid", ADVICE, path, n, raw, "grub-mkconfig will write root=/dev/<the "
@@ -407,14 +417,10 @@ def sysconfig_kernel_findings(text: str, path: str = "/etc/sysconfig/kernel") ->
     this host before the move). The fix drops them, as virt-v2v's unconfigure_xen does.
     """
     out = []
-    for n, raw, _ in _content(text):
-        m = re.match(r"\s*((?:DOMU_)?INITRD_MODULES)=(.*)", raw)
-        if not m:
+    for n, raw, m, value in _assignments(text, r"\s*((?:DOMU_)?INITRD_MODULES)=(.*)"):
+        if value is None:
             continue
-        try:
-            words = " ".join(shlex.split(m.group(2), comments=True)).split()
-        except ValueError:
-            continue
+        words = value.split()
         xen = [w for w in words if _norm(w) in XEN_BLOCK + XEN_NET]
         if xen:
             kept = " ".join(w for w in words if w not in xen)

@@ -65,8 +65,11 @@ def kvm_drivers(
     A boot-path finding that blocks boot or network and is not fixed (no opt-in, or the fix was
     refused) fails the host at the end, after the driver work, naming it.
     """
-    settings = Settings.read(drivers, extra, kernels, remove_blacklists, gather_timeout, change_timeout,
-                             fix_device_names, fix_network, fix_efi_fallback, regenerate_grub)  # fmt: skip
+    settings = Settings.read(
+        drivers, extra, kernels, remove_blacklists=remove_blacklists, gather_timeout=gather_timeout,
+        change_timeout=change_timeout, fix_device_names=fix_device_names, fix_network=fix_network,
+        fix_efi_fallback=fix_efi_fallback, regenerate_grub=regenerate_grub,
+    )  # fmt: skip
     if settings.errors:  # checked once, before anything is gathered
         ops.fail_host(name="Refuse bad settings", message=f"{'; '.join(settings.errors)} - nothing was changed")
         return

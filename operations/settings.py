@@ -27,6 +27,16 @@ TRANSPORT = "virtio_pci"
 VIRTIO_DEVICES = ("virtio_blk", "virtio_scsi", "virtio_net")
 
 
+# Each setting by its name (the ``@deploy``'s argument): its inventory data key and its default.
+KEYS: dict[str, tuple[str, object]] = {
+    "drivers": ("kvm_drivers", None), "extra": ("kvm_drivers_extra", None), "kernels": ("kvm_kernels", "all"),
+    "remove_blacklists": ("kvm_remove_blacklists", False),
+    "gather_timeout": ("kvm_gather_timeout", GATHER_TIMEOUT), "change_timeout": ("kvm_change_timeout", CHANGE_TIMEOUT),
+    "fix_device_names": ("kvm_fix_device_names", False), "fix_network": ("kvm_fix_network", False),
+    "fix_efi_fallback": ("kvm_fix_efi_fallback", False), "regenerate_grub": ("kvm_regenerate_grub", False),
+}  # fmt: skip
+
+
 # Which setting allows fixing each kind of boot-path finding (facts/boot_path.py KINDS); the
 # others (a Xen-only default kernel, a static address, an interface renamed) need a person.
 OPT_IN = {
@@ -84,20 +94,18 @@ class Settings:
     errors: tuple[str, ...] = ()  # why a given value cannot be used (its default stands in)
 
     @classmethod
-    def read(
-        cls,
-        drivers: object = None,
-        extra: object = None,
-        kernels: object = "all",
-        remove_blacklists: object = False,
-        gather_timeout: object = GATHER_TIMEOUT,
-        change_timeout: object = CHANGE_TIMEOUT,
-        fix_device_names: object = False,
-        fix_network: object = False,
-        fix_efi_fallback: object = False,
-        regenerate_grub: object = False,
-    ) -> Settings:
-        """Check each value; keep those that can be used, the defaults for the others, and why."""
+    def read(cls, drivers: object = None, extra: object = None, kernels: object = "all", **rest: object) -> Settings:
+        """Check each value; keep those that can be used, the defaults for the others, and why.
+        rest: the other settings of KEYS by name (remove_blacklists=..., gather_timeout=..., ...).
+        """
+        unknown = sorted(set(rest) - set(KEYS))
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(unknown)}")
+        given = {name: rest.get(name, default) for name, (_, default) in KEYS.items()}
+        remove_blacklists, fix_device_names = given["remove_blacklists"], given["fix_device_names"]
+        fix_network, fix_efi_fallback = given["fix_network"], given["fix_efi_fallback"]
+        regenerate_grub = given["regenerate_grub"]
+        gather_timeout, change_timeout = given["gather_timeout"], given["change_timeout"]
         errors: list[str] = []
         lists: dict[str, tuple[str, ...] | None] = {}
         for key, value in (("kvm_drivers", drivers), ("kvm_drivers_extra", extra)):
@@ -174,15 +182,4 @@ class Settings:
 
 def data_arguments(data: Any) -> dict[str, Any]:
     """The ``@deploy``'s arguments, as given in a host's inventory data (checked by the deploy, once)."""
-    return {
-        "drivers": data.get("kvm_drivers"),
-        "extra": data.get("kvm_drivers_extra"),
-        "kernels": data.get("kvm_kernels", "all"),
-        "remove_blacklists": data.get("kvm_remove_blacklists", False),
-        "gather_timeout": data.get("kvm_gather_timeout", GATHER_TIMEOUT),
-        "change_timeout": data.get("kvm_change_timeout", CHANGE_TIMEOUT),
-        "fix_device_names": data.get("kvm_fix_device_names", False),
-        "fix_network": data.get("kvm_fix_network", False),
-        "fix_efi_fallback": data.get("kvm_fix_efi_fallback", False),
-        "regenerate_grub": data.get("kvm_regenerate_grub", False),
-    }
+    return {name: data.get(key, default) for name, (key, default) in KEYS.items()}

@@ -41,6 +41,7 @@ initrd-freed: 5908
 virtio-drivers: virtio_blk virtio_net
 bound: virtio0 virtio_net
 bound: virtio1 virtio_blk
+fstab: mounted
 done
 """
 FILES = {"/boot/initrd.img-6.1.0-50-amd64": 6046919, "/boot/initrd.img-6.1.0-47-amd64": 6046000,
@@ -53,6 +54,14 @@ def test_result_names_grubs_entry_initrd_and_what_the_probe_saw():
     assert r.grub_initrd_size == 6046919 and r.initrd == "/boot/initrd.img-6.1.0-50-amd64"
     assert r.kernel == "6.1.0-50-amd64" and r.boot_image == "/boot/vmlinuz-6.1.0-50-amd64"
     assert r.ok and r.bound == {"virtio0": "virtio_net", "virtio1": "virtio_blk"}
+
+
+def test_an_fstab_entry_that_does_not_mount_fails_the_boot_proof():
+    probe = PROBE.replace("fstab: mounted", "fstab: FAILED mount: /data: special device /dev/xvdb1 does not exist.")
+    r = boot.parse_result(hosts.spec("deb12-itools"), CONSOLE, probe, FILES, 20.0)
+    assert not r.ok and r.cause == "fstab: FAILED mount: /data: special device /dev/xvdb1 does not exist."
+    assert not boot.parse_result(hosts.spec("deb12-itools"), CONSOLE, PROBE.replace("fstab: mounted\n", ""),
+                                 FILES, 20.0).ok  # an older probe's answer proves nothing about fstab
 
 
 def test_without_grubs_size_the_initrd_is_named_by_the_pages_the_kernel_freed():

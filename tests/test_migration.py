@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 from kvm_drivers.deploy import kvm_drivers, unfixed
 from kvm_drivers.facts.state import host_state
 from kvm_drivers.facts.wire import parse_snapshot
 from kvm_drivers.operations import boot_path as bpo
 from kvm_drivers.operations.plan import plan
-from kvm_drivers.operations.settings import Settings, data_arguments
+from kvm_drivers.operations.settings import KEYS, Settings, data_arguments
 from tests.fake_connector import gather_output
 
 U_ROOT, U_DATA = "3a5b7c9d-1e2f-4a6b-8c0d-2e4f6a8b0c1d", "949779ce-46aa-434e-8eb0-852514a5d69e"
@@ -36,8 +38,10 @@ def answer(kind: str = "compliant", root: str = "/dev/xvda1") -> list[str]:
 def test_every_setting_of_the_inventory_is_an_argument_of_the_deploy():
     # the deploy file passes data_arguments(host.data) as keywords: a missing parameter failed every host
     params = inspect.signature(inspect.unwrap(kvm_drivers)).parameters
-    assert set(data_arguments({})) <= set(params)
-    assert Settings.read(**{k: v for k, v in data_arguments({}).items()}) == Settings()
+    assert set(data_arguments({})) == set(params) == set(KEYS)
+    assert Settings.read(**data_arguments({})) == Settings()
+    with pytest.raises(TypeError, match="unknown settings: fix_everything"):
+        Settings.read(fix_everything=True)
 
 
 def test_a_xen_boot_path_is_drifted_and_says_which_setting_fixes_it():

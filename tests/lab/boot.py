@@ -34,6 +34,7 @@ from pathlib import Path
 
 from tests.lab.bases import BOOT_UUID, CACHE, ROOT_UUID, log, run
 from tests.lab.hosts import STATE, HostSpec, root
+from tests.lab.variants import DATA_UUID
 
 TIMEOUT = int(os.environ.get("KVM_LAB_BOOT_TIMEOUT", "480"))
 ESP_ID = "4B5D1E2F"
@@ -68,6 +69,8 @@ echo "virtio-drivers: $(ls /sys/bus/virtio/drivers 2>/dev/null | tr '\n' ' ')"
 for d in /sys/bus/virtio/devices/*; do
     [ -e "$d/driver" ] && echo "bound: ${d##*/} $(basename "$(readlink "$d/driver")")"
 done
+# every fstab entry the boot would mount, by the real mount (issue 20: fstab is on the boot path)
+if m=$(mount -a 2>&1); then echo "fstab: mounted"; else echo "fstab: FAILED $(echo $m)"; fi
 echo "done"
 } > /probe-result 2>&1
 sed 's/^/KVM-PROBE /' /probe-result
@@ -117,6 +120,7 @@ class BootResult:
     cmdline: str = ""  # /proc/cmdline, from the probe
     root: str = ""  # root device and fs type as the probe saw them ('' if never reached)
     bound: dict[str, str] = field(default_factory=dict)  # virtio device -> driver
+    fstab: str = ""  # "mounted", or "FAILED <mount -a's words>" (the probe mounts every fstab entry)
     log: str = ""
 
     @property
@@ -127,9 +131,10 @@ class BootResult:
 
     @property
     def ok(self) -> bool:
-        """Root mounted from the virtio disk and virtio_blk bound to it. Without an initrd the
-        kernel itself mounts root=/dev/vda, and calls it /dev/root."""
-        return self.root.startswith(("/dev/vda", "/dev/root ")) and "virtio_blk" in self.bound.values()
+        """Root mounted from the virtio disk, virtio_blk bound to it, and every fstab entry mounted
+        (``mount -a``). Without an initrd the kernel itself mounts root=/dev/vda, and calls it /dev/root."""
+        return (self.root.startswith(("/dev/vda", "/dev/root ")) and "virtio_blk" in self.bound.values()
+                and self.fstab == "mounted")  # fmt: skip
 
     @property
     def cause(self) -> str:
@@ -138,6 +143,8 @@ class BootResult:
         # not causes: the rescue CD's own search for a /boot partition, and a host config's insmod
         # of a module that GRUB has built in or lacks (e.g. RHEL's blscfg, increment)
         lines = [ln for ln in lines if BOOT_UUID not in ln and not re.search(r"\.mod' not found", ln)]
+        if self.fstab.startswith("FAILED"):
+            return f"fstab: {self.fstab}"
         for pattern in (r"ALERT!", r"Timed out waiting|Could not boot|emergency mode", FAILED.pattern,
                         r"\berror: |Gave up|rdsosreport|time limit"):  # fmt: skip
             for line in lines:
@@ -538,6 +545,8 @@ def parse_result(h: HostSpec, out: str, probe: str, files: dict[str, int], secon
             result.kernel = value
         elif key == "cmdline":
             result.cmdline = value
+        elif key == "fstab":
+            result.fstab = value
         elif key == "bound":
             dev, _, drv = value.partition(" ")
             result.bound[dev] = drv
@@ -574,6 +583,13 @@ def prepare(h: HostSpec, timeout: int = TIMEOUT, scratch: Path | None = None, lo
            "-drive", f"file={disk.image},format=raw,if=virtio",
            "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0",
            "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"]  # fmt: skip
+    if wants_data_disk(tree):  # a second virtio disk (vdb): one ext4, as the host's Xen twin had xvdb
+        data = scratch / f"kvm-drivers-lab-{h.name}-data.img"
+        data.unlink(missing_ok=True)
+        run(["truncate", "-s", "32M", str(data)])
+        run(["mkfs.ext4", "-q", "-F", "-U", DATA_UUID, str(data)])
+        disk.extra.append(data)
+        cmd[cmd.index("-netdev"):cmd.index("-netdev")] = ["-drive", f"file={data},format=raw,if=virtio"]
     if h.loader == "uefi":
         cmd += ["-bios", str(OVMF)]
     else:
@@ -581,6 +597,13 @@ def prepare(h: HostSpec, timeout: int = TIMEOUT, scratch: Path | None = None, lo
     launched = Launched(h, disk, files, None, 0.0, timeout, cmd=cmd, log_name=log_name)  # type: ignore[arg-type]
     launched.enter = not mentions_fallback(tree)
     return launched
+
+
+def wants_data_disk(tree: Path) -> bool:
+    """Whether the host's fstab mounts /data (then it boots with a data disk: prepare())."""
+    fstab = tree / "etc/fstab"
+    return fstab.is_file() and not fstab.is_symlink() and any(
+        len(f := line.split()) > 1 and f[1] == "/data" for line in fstab.read_text().splitlines())
 
 
 def mentions_fallback(tree: Path) -> bool:

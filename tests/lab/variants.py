@@ -569,3 +569,47 @@ def empty_modules_dep(root: Path) -> None:
 def dracut_omit_regex(root: Path) -> None:
     """dracut's omit_drivers holds the pattern 'virtio.*': the next initrd dracut builds has no virtio."""
     write(root, "/etc/dracut.conf.d/50-slim.conf", '# from a slim-image template\nomit_drivers+=" virtio.* "\n')
+
+
+# Issue 20: a server moved from Xen, its root named as Xen named it. The drivers are fine (the
+# MODULES=most base, declared): the only thing that stops the boot on KVM is the name.
+XEN_ROOT = "/dev/xvda2"  # under Xen; on KVM the same partition is /dev/vda2 (the lab's "split" disk)
+XEN_DATA = "/dev/xvdb1"  # under Xen; on KVM the lab's data disk (tests/lab/boot.py wants_data_disk) is /dev/vdb
+DATA_UUID = "5d0c2b7e-9f3a-4c1d-8e6b-0a9f8e7d6c5b"  # the lab's data disk's file system
+
+# STAND-IN for blkid and findfs (marked as such): a lab host is a namespace over an overlay, with no
+# block device at all, so the real programs have nothing to answer from. These answer what they
+# would on the Xen host: the root partition /dev/xvda2 holds the file system whose UUID is ROOT_UUID,
+# /dev/xvdb1 the data disk's, DATA_UUID (the lab's disks carry fixed UUIDs). Anything else: what
+# blkid/findfs say for an unknown device.
+BLKID_STANDIN = f"""#!/bin/sh
+# kvm-drivers lab STAND-IN for blkid (tests/lab/variants.py): the Xen host's root and data disks.
+case "$*" in
+    *-U*{ROOT_UUID}*) echo {XEN_ROOT} ;;
+    *-U*{DATA_UUID}*) echo {XEN_DATA} ;;
+    *-U*) exit 2 ;;
+    *) echo '{XEN_ROOT}: UUID="{ROOT_UUID}" TYPE="ext4"'; echo '{XEN_DATA}: UUID="{DATA_UUID}" TYPE="ext4"' ;;
+esac
+"""
+FINDFS_STANDIN = f"""#!/bin/sh
+# kvm-drivers lab STAND-IN for findfs (tests/lab/variants.py): the Xen host's root and data disks.
+[ "$1" = "UUID={ROOT_UUID}" ] && {{ echo {XEN_ROOT}; exit 0; }}
+[ "$1" = "UUID={DATA_UUID}" ] && {{ echo {XEN_DATA}; exit 0; }}
+echo "findfs: unable to resolve '$1'" >&2; exit 1
+"""
+
+
+def xen_root_name(root: Path) -> None:
+    """Debian booted through BLS entries (GRUB 2.14's blscfg: the entry file is where root= is
+    written, not a generated grub.cfg), root=/dev/xvda2 on its kernel line and in fstab, and a data
+    disk /dev/xvdb1 /data in fstab (no nofail), as the Xen host booted; blkid and findfs stand-ins
+    (BLKID_STANDIN)."""
+    bls(root, "Debian GNU/Linux")
+    for entry in (root / "boot/loader/entries").glob("*.conf"):
+        entry.write_text(entry.read_text().replace(f"root=UUID={ROOT_UUID}", f"root={XEN_ROOT}"))
+    write(root, "/etc/fstab", f"# /etc/fstab: static file system information.\n"
+                              f"{XEN_ROOT} / ext4 errors=remount-ro 0 1\n{XEN_DATA} /data ext4 defaults 0 2\n")
+    (root / "data").mkdir(exist_ok=True)
+    for name, text in (("blkid", BLKID_STANDIN), ("findfs", FINDFS_STANDIN)):
+        write(root, f"/usr/local/sbin/{name}", text)
+        (root / "usr/local/sbin" / name).chmod(0o755)

@@ -1,0 +1,121 @@
+"""Issue 20 on real lab hosts: a server whose drivers are right but whose root is named as Xen named
+it (root=/dev/xvda2 in its BLS entry, /dev/xvda2 / and /dev/xvdb1 /data in fstab). Real GRUB (2.14,
+blscfg) boots it in QEMU before the deploy: it stops at the initrd's "ALERT! /dev/xvda2 does not
+exist". After the deploy the boot proof also mounts every fstab entry with the real mount (the
+data disk is a second virtio disk, tests/lab/boot.py). The check says drifted, with a
+device-name row that blocks boot and names kvm_fix_device_names. Without the opt-in the deploy
+changes nothing and fails the host naming the line; with it, the entry's root= and fstab's devices
+become UUID= (the UUIDs blkid gives, proven with findfs: both STAND-INS, tests/lab/variants.py, as a lab
+host has no block device), and real GRUB then boots it.
+
+Hosts: 127.0.50.x, their own inventory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+from tests.conftest import check_cli, pyinfra
+from tests.lab import boot, hosts
+from tests.lab import variants as v
+from tests.lab.bases import ROOT_UUID
+
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-boot-path")]  # one worker: shared hosts and inventory
+DEPLOY = "deploys/kvm_drivers.py"
+
+
+def make(name: str, n: int, setup, **data: object) -> hosts.HostSpec:
+    h = hosts.variant("deb12-compliant", f"bp-{name}", f"127.0.50.{n}", setup, **data)
+    return dataclasses.replace(h, loader="bls", disk="split")  # GRUB 2.14 blscfg; /boot its own partition
+
+
+XEN_ROOT = make("xen-root", 1, v.xen_root_name, kvm_fix_device_names=True)
+NO_OPT_IN = make("xen-root-no-opt-in", 2, v.xen_root_name, kvm_drivers_extra=[])
+ALL = [XEN_ROOT, NO_OPT_IN]
+
+
+def entry_text(h: hosts.HostSpec) -> str:
+    return hosts.ssh(h, "cat /boot/loader/entries/*.conf /etc/fstab")
+
+
+@pytest.fixture(scope="module")
+def story():
+    if os.geteuid() != 0:
+        pytest.fail("the lab needs root (namespaces, mounts, debootstrap)")
+    for h in ALL:
+        hosts.start(h)
+    boots: list[boot.AllAtOnce | boot.TwoAtATime] = []
+    try:
+        inv = hosts.write_inventory(ALL, "boot_path")
+        s = {"entries_before": {h.name: entry_text(h) for h in ALL}}
+        boots.append(before := boot.AllAtOnce([XEN_ROOT], log_name="boot-before.log"))
+        report = hosts.STATE / "reports" / "boot-path-before.json"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        s["check"] = check_cli(str(inv), "--report", str(report))
+        s["rows"] = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
+        before.written()
+        s["deploy"] = pyinfra("-y", "--diff", str(inv), DEPLOY)
+        s["entries_after"] = {h.name: entry_text(h) for h in ALL}
+        boots.append(after := boot.TwoAtATime())
+        after.start([XEN_ROOT])
+        report = hosts.STATE / "reports" / "boot-path-after.json"
+        s["check_after"] = check_cli(str(inv), "--report", str(report))
+        s["rows_after"] = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
+        s["before"], s["after"] = before.results(), after.results()
+        yield s
+    finally:
+        for running in boots:
+            running.stop()
+        for h in ALL:
+            hosts.stop(h)
+
+
+def rows_of(row: dict, kind: str) -> list[dict]:
+    return [f for f in row["boot_path"] if f["kind"] == kind]
+
+
+def test_the_xen_root_name_fails_the_real_boot_for_that_reason(story):
+    result = story["before"][XEN_ROOT.name]
+    assert not result.ok and result.entry, result.summary()
+    assert f"ALERT!  {v.XEN_ROOT} does not exist" in result.log, result.log[-2000:]
+
+
+def test_the_check_reports_a_device_name_row_that_blocks_boot(story):
+    for h in ALL:
+        row = story["rows"][h.name]
+        assert row["status"] == "drifted", row
+        assert not row["kernels"][0]["missing"]  # the drivers are fine: the name is the only problem
+        (found,) = [f for f in rows_of(row, "device-name") if f["where"].startswith("/boot/loader/entries/")]
+        assert found["severity"] == "blocks boot" and found["opt_in"] == "kvm_fix_device_names", found
+        assert v.XEN_ROOT in found["message"] and found["line"] > 0
+        assert found["fixing"] is (h is XEN_ROOT)
+        fstab = {f["line"]: f for f in rows_of(row, "device-name") if f["where"] == "/etc/fstab"}
+        assert set(fstab) == {2, 3} and all(f["severity"] == "blocks boot" for f in fstab.values()), fstab
+        assert v.XEN_DATA in fstab[3]["text"] and "/data" in fstab[3]["message"]
+
+
+def test_without_the_opt_in_nothing_is_rewritten_and_the_host_fails_naming_the_line(story):
+    assert story["entries_after"][NO_OPT_IN.name] == story["entries_before"][NO_OPT_IN.name]
+    out = story["deploy"].output
+    assert "set kvm_fix_device_names" in out and "/boot/loader/entries/" in out, out[-3000:]
+    assert story["rows_after"][NO_OPT_IN.name]["status"] == "drifted"
+
+
+def test_with_the_opt_in_the_entry_names_the_root_by_uuid_shown_by_diff(story):
+    before, after = story["entries_before"][XEN_ROOT.name], story["entries_after"][XEN_ROOT.name]
+    assert after == before.replace(f"root={v.XEN_ROOT}", f"root=UUID={ROOT_UUID}").replace(
+        f"{v.XEN_ROOT} / ", f"UUID={ROOT_UUID} / ").replace(f"{v.XEN_DATA} /data", f"UUID={v.DATA_UUID} /data"), after
+    out = story["deploy"].output
+    assert f"-options root={v.XEN_ROOT}" in out and f"+options root=UUID={ROOT_UUID}" in out, out[-3000:]
+    assert "verified" in out
+
+
+def test_after_the_deploy_real_grub_boots_it_mounts_fstab_and_the_check_says_compliant(story):
+    result = story["after"][XEN_ROOT.name]
+    assert result.ok, result.summary() + "\n" + result.log[-3000:]
+    assert result.fstab == "mounted" and f"root=UUID={ROOT_UUID}" in result.cmdline  # /data by UUID, on vdb
+    assert story["rows_after"][XEN_ROOT.name]["status"] == "compliant", story["rows_after"][XEN_ROOT.name]
