@@ -59,11 +59,9 @@ demo: setup  ## the main job against the lab: check, deploy, check again, boot
 	$(PYTHON) -m tests.lab boot deb12-itools
 	@$(PYTHON) -m tests.lab status --summary
 
-# The whole suite, lab and slow tests included (what CI runs); plain `pytest` is the quick run. Three
-# workers: the deploy story keeps one (it mostly waits on QEMU and SSH), the other lab modules and the
-# rest of the suite share two.
+# The whole suite, lab and slow tests included (what CI runs); plain `pytest` is the quick run.
 test:
-	$(PYTHON) -m pytest -n 3 -m "lab or slow or not (lab or slow)"
+	$(PYTHON) -m pytest -m "lab or slow or not (lab or slow)"
 
 test-quick:  ## what plain pytest runs: no lab, no root, under a minute
 	$(PYTHON) -m pytest

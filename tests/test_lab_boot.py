@@ -238,6 +238,36 @@ def test_enter_is_pressed_at_grubs_countdown_unless_fallback_is_named(tmp_path, 
         assert "Booting" not in result.log and "[time limit reached]" in result.log
 
 
+# The default names a submenu: Enter at the countdown enters it, and GRUB, a key having been pressed,
+# shows the submenu without a countdown (menu.c unsets timeout): the lab presses Enter there too.
+FAKE_GRUB_SUBMENU = r"""
+import os, sys
+sys.stdout.write("Use the ^ and v keys to select which entry is highlighted.\n   *Advanced options   The "
+                 "highlighted entry will be executed automatically in 5s.")
+sys.stdout.flush()
+if os.read(0, 1) != b"\r":
+    sys.exit("no key")
+sys.stdout.write("\n\n   *Debian GNU/Linux, with Linux 6.1.0-50-amd64\nUse the ^ and v keys to select which entry is "
+                 "highlighted.\n")
+sys.stdout.flush()
+print("\n  Booting `Debian GNU/Linux, with Linux 6.1.0-50-amd64'" if os.read(0, 1) == b"\r" else "no key")
+"""
+
+
+def test_a_submenu_entered_with_enter_gets_enter_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(boot, "STATE", tmp_path)
+    monkeypatch.setattr(boot, "read_probe", lambda disk: "")
+    (tmp_path / "hosts" / "deb12-default-submenu").mkdir(parents=True)
+    image = tmp_path / "disk.img"
+    image.write_text("disk")
+    launched = boot.Launched(hosts.spec("deb12-default-submenu"), boot.Disk(image, ""), FILES, None, 0.0, 5,
+                             cmd=[sys.executable, "-c", FAKE_GRUB_SUBMENU])  # type: ignore[arg-type]  # fmt: skip
+    launched._start()
+    result = launched.wait()
+    assert "Booting `Debian GNU/Linux, with Linux 6.1.0-50-amd64'" in result.log, result.log
+    assert result.seconds < 4
+
+
 def test_a_host_naming_grubs_fallback_gets_no_key(tmp_path):
     (tmp_path / "boot/grub").mkdir(parents=True)
     (tmp_path / "boot/grub/grub.cfg").write_text("set default=0\nmenuentry 'a' {\n}\n")

@@ -99,6 +99,12 @@ FAILED_GRACE = 3.0  # seconds of console kept after such a line (the lines that 
 # does not fall back to the entries of GRUB's `fallback` variable, so a host whose GRUB files mention
 # `fallback` is left to count down. A hidden or countdown-only timeout prints no menu: nothing is pressed.
 COUNTDOWN = re.compile(r"will be executed automatically in")
+# A key pressed in GRUB's menu unsets its `timeout` (menu.c run_menu), so a submenu entered with Enter
+# (a default such as "1" or "1>2" that names a submenu) would wait for a key for ever: a menu drawn
+# after the lab's Enter (its footer) gets Enter too, on its highlighted entry, the one GRUB's own
+# countdown would have booted there (the rest of the default, else the first). At most MAX_PRESSES.
+MENU_FOOTER = re.compile(r"Use the .{1,12} keys to select which entry is highlighted")
+MAX_PRESSES = 4
 
 # The emulated kernel's timer check failing under load (TCG on a busy 2-core machine): an artefact of
 # the emulator, decided before the kernel reads any disk. Such a boot is started again once, on the
@@ -464,10 +470,16 @@ class Launched:
         Enter when GRUB's menu counts down (COUNTDOWN); stop QEMU shortly after a line that ends all hope."""
         assert self.proc.stdout is not None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        line, failed, pressed = "", False, False  # line: the unfinished line (QEMU sends a byte at a time)
+        line, failed, pressed = "", False, 0  # line: the unfinished line (QEMU sends a byte at a time)
+        since = ""  # the console since the last Enter: a menu drawn there gets Enter too (MENU_FOOTER)
         while chunk := os.read(self.proc.stdout.fileno(), 65536):
             text = decoder.decode(chunk)
             self.output.append(text)
+            if pressed and pressed < MAX_PRESSES:
+                since = (since + text)[-8192:]
+                if MENU_FOOTER.search(since):
+                    pressed, since = pressed + 1, ""
+                    self._press_enter()
             pieces = text.split("\n")
             finished = [line + pieces[0], *pieces[1:-1]] if len(pieces) > 1 else []
             line = (pieces[-1] if finished else line + text)[-4096:]  # GRUB redraws its menu on one line
@@ -476,7 +488,7 @@ class Launched:
                     failed = True
                     threading.Timer(FAILED_GRACE, self.proc.kill).start()
                 if self.enter and not pressed and COUNTDOWN.search(one):
-                    pressed = True
+                    pressed, since = 1, ""
                     self._press_enter()
         self.ended = time.monotonic()
 
