@@ -131,9 +131,13 @@ def _show_diff(path: str, old: str | None, new: str) -> None:
     config = ctx_state.get().config if ctx_state.isset() else None
     if not (config and config.DIFF):
         return
-    host.log(f"Will {'modify' if old is not None else 'create'} {path}", logger.info)
-    for line in generate_color_diff((old or "").splitlines(keepends=True), new.splitlines(keepends=True)):
-        logger.info("  %s", printable(line))
+    host.log(f"Will {'modify' if old is not None else 'create'} {printable(path)}", logger.info)
+
+    def lines(text: str) -> list[str]:  # the host's text escaped before the diff adds its own colours
+        return [printable(line.rstrip("\n")) + "\n" for line in text.splitlines(keepends=True)]
+
+    for line in generate_color_diff(lines(old or ""), lines(new)):
+        logger.info("  %s", line)
     logger.info("")
 
 

@@ -98,6 +98,12 @@ def test_declaration_change_shows_as_a_unified_diff_with_pyinfra_diff(caplog):
     assert "+ virtio_blk" in text and "+ # kvm-drivers: virtio drivers needed to boot on KVM" in text
     assert "  ext4" in text and "  xfs" in text  # context lines
     caplog.clear()
+    evil = HostState.from_dict({**state.to_dict(), "declared": {**state.to_dict()["declared"],
+                                                                "current": "ext4\x1b[2J\nxfs\n"}})  # fmt: skip
+    run("declare_drivers", {"drivers": ["virtio_blk"]}, evil, FakeHost({}), diff=True)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ext4\\x1b[2J" in text and "\x1b[2J" not in text  # the host's escape shown, never sent to the terminal
+    caplog.clear()
     run("declare_drivers", {"drivers": ["virtio_blk"]}, state, FakeHost({}), diff=False)
     assert "Will modify" not in "\n".join(r.getMessage() for r in caplog.records)
 
