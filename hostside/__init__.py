@@ -153,6 +153,7 @@ UNBLACKLIST = _with_lib("unblacklist.sh", "lock.sh")
 ASIDE = _with_lib("aside.sh", "lock.sh")
 EFI_COPY = _with_lib("efi_copy.sh", "lock.sh")
 VERIFY_UUID = _with_lib("verify_uuid.sh", "lock.sh")
+REGEN = _with_lib("regen.sh", "lock.sh")
 ROLLBACK = _with_lib("rollback.sh", "lock.sh")
 LISTER = (HERE / "initrd_ls.py").read_text()
 # Cached gather output is only reused with the script that produced it.

@@ -60,7 +60,7 @@ def kvm_drivers(
       line where it is written) to ``UUID=``, and Xen leftovers in module configuration
     + fix_network: move aside NIC rules bound to the old MAC, drop MAC bindings from interface files
     + fix_efi_fallback: copy the distribution's shim/GRUB to the ESP's removable-media path
-    + regenerate_grub: allowed to regenerate a grub.cfg where a value only lives there
+    + regenerate_grub: regenerate a grub.cfg (grub-mkconfig) where a value only lives there
 
     A boot-path finding that blocks boot or network and is not fixed (no opt-in, or the fix was
     refused) fails the host at the end, after the driver work, naming it.
@@ -130,8 +130,9 @@ def kvm_drivers(
 
 
 def queue_fixes(fixes: bpo.FixPlan, run_id: str, last: bool, timeout: int) -> None:
-    """The opt-in boot-path fixes, before the drivers' changes: rewrites, moves, ESP copies, then the
-    proof that each UUID written names the device the old name did (a mismatch rolls the run back).
+    """The opt-in boot-path fixes, before the drivers' changes: rewrites, moves, grub.cfg regenerations,
+    ESP copies, then the proof that each UUID written names the device the old name did (a mismatch
+    rolls the run back).
     """
     if fixes.texts:
         bpo.rewrite_files(name="Rewrite device names and MAC bindings (opt-in)", changes=fixes.changes(),
@@ -139,6 +140,9 @@ def queue_fixes(fixes: bpo.FixPlan, run_id: str, last: bool, timeout: int) -> No
     if fixes.moves:
         bpo.move_aside(name="Move NIC rules bound to the old MAC aside (opt-in)", paths=fixes.moves,
                        olds=fixes.olds, run_id=run_id, _timeout=timeout)  # fmt: skip
+    for path, gone in fixes.regenerate.items():  # after the rewrites: grub-mkconfig reads /etc/default/grub
+        bpo.regenerate_grub_cfg(name=f"Regenerate {path} (opt-in)", path=path, old=fixes.olds[path], gone=gone,
+                                run_id=run_id, _timeout=timeout)  # fmt: skip
     for esp, copies in fixes.copies.items():
         bpo.copy_efi_fallback(name=f"Copy the UEFI fallback onto {esp} (opt-in)", esp=esp, copies=list(copies),
                               run_id=run_id, _timeout=timeout)  # fmt: skip

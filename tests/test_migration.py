@@ -80,3 +80,12 @@ def test_uuid_names_survive_and_leave_nothing_to_fix():
     state = host_state(parse_snapshot(answer(root=f"UUID={U_ROOT}")))
     the_plan = plan(state, Settings(fix_device_names=True))
     assert not any(f["where"] == "/boot/grub/grub.cfg" for f in the_plan.boot_path)
+
+
+def test_with_kvm_regenerate_grub_the_generated_grub_cfg_is_regenerated_not_refused():
+    state = host_state(parse_snapshot(answer()))
+    the_plan = plan(state, Settings(fix_device_names=True, regenerate_grub=True))
+    fixes = bpo.host_fixes(state.boot_files, the_plan.boot_path, state.disks, regenerate_grub=True)
+    assert fixes.regenerate == {"/boot/grub/grub.cfg": ["root=/dev/xvda1"]} and not fixes.refused
+    assert "/boot/grub/grub.cfg" not in fixes.texts and fixes.olds["/boot/grub/grub.cfg"]
+    assert not unfixed(the_plan, fixes)  # everything that blocks is fixed by this run
