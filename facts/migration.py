@@ -33,9 +33,12 @@ def as_dict(f: bp.Finding) -> dict[str, Any]:
 
 
 def boot_files(snap: Snapshot) -> dict[str, str | None]:
-    """The texts a boot-path fix may edit, as read: kept with the state (a fix compares, then swaps)."""
+    """The texts a boot-path fix may edit (or regenerate: grub.cfg), as read: kept with the state (a
+    fix compares, then swaps).
+    """
     keep = re.compile(r"^(?:/etc/fstab|/etc/crypttab|/etc/default/grub|/etc/sysconfig/kernel"
-                      r"|/etc/modprobe\.(?:conf|d/.*)|/boot/grub2?/(?:grubenv|menu\.lst|grub\.conf)|/boot/loader/entries/.*|/etc/udev/rules\.d/.*"
+                      r"|/etc/modprobe\.(?:conf|d/.*)|/boot/grub2?/(?:grubenv|menu\.lst|grub\.conf|grub\.cfg)|/boot/efi/EFI/[^/]+/grub\.cfg"
+                      r"|/boot/loader/entries/.*|/etc/udev/rules\.d/.*"
                       r"|/etc/sysconfig/network(?:-scripts)?/ifcfg-.*|/etc/netplan/.*|/etc/NetworkManager/.*"
                       r"|/etc/systemd/network/.*|/etc/network/.*)$")  # fmt: skip
     return {p: t for p, t in snap.files.items() if keep.match(p)}
