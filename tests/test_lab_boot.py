@@ -268,6 +268,21 @@ def test_a_submenu_entered_with_enter_gets_enter_too(tmp_path, monkeypatch):
     assert result.seconds < 4
 
 
+def test_an_entry_chosen_with_enter_is_read_from_each_menu_grub_drew():
+    # GRUB prints no "Booting" line for an entry chosen with Enter: the highlighted entry of each menu
+    # (the top menu, then the submenu it entered) names it; the kernel's own lines are not menus
+    top = ("Use the ^ and v keys to select which entry is highlighted.\n \x1b[5;3H*Advanced options for Debian "
+           "GNU/Linux      \x1b[m  Debian GNU/Linux     The highlighted entry will be executed automatically in 5s.")
+    sub = ("\x1b[2JUse the ^ and v keys to select which entry is highlighted.\n \x1b[5;3H*Debian GNU/Linux, with Linux "
+           "6.1.0-50-amd64     \x1b[m  Debian GNU/Linux, with Linux 6.1.0-47-amd64   \n")
+    kernel = "loader/i386/linux.c:893: bzImage\n[    0.000000] *ERROR* not a menu   entry\n"
+    r = boot.parse_result(hosts.spec("deb12-default-submenu"), top + sub + kernel, PROBE, FILES, 20.0)
+    assert r.entry == "Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-50-amd64"
+    top = top.replace("Advanced options for ", "")
+    r = boot.parse_result(hosts.spec("deb12-itools"), top + kernel, PROBE, FILES, 9.0)
+    assert r.entry == "Debian GNU/Linux"
+
+
 def test_a_host_naming_grubs_fallback_gets_no_key(tmp_path):
     (tmp_path / "boot/grub").mkdir(parents=True)
     (tmp_path / "boot/grub/grub.cfg").write_text("set default=0\nmenuentry 'a' {\n}\n")

@@ -540,10 +540,8 @@ def parse_result(h: HostSpec, out: str, probe: str, files: dict[str, int], secon
     clean = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", " ", out).replace("\r", "")
     result = BootResult(h.name, LOADERS[h.loader], seconds, log=out)
     result.entry = ">".join(re.findall(r"Booting `(.*?)'", clean))
-    if not result.entry:  # GRUB 2.14 prints no "Booting" line: the entry highlighted when the menu timed out
-        menu = clean.rsplit("will be executed automatically", 1)[0]
-        if marked := re.findall(r"\*(\S.*?)\s{3,}", menu):
-            result.entry = marked[-1].strip()
+    if not result.entry:  # no "Booting" line (GRUB 2.14; an entry chosen by the lab's Enter): what GRUB highlighted
+        result.entry = ">".join(highlighted(clean))
     # 2.06: "Initrd, addr=0x..., size=0x..."; 2.14: "Initrd (0x...) at 0x...,\n size=0x..."
     sizes = re.findall(r"Initrd(?:, addr=0x[0-9a-f]+,| \(0x[0-9a-f]+\) at 0x[0-9a-f]+,)\s*size=0x([0-9a-f]+)", clean)
     if sizes:
@@ -568,6 +566,18 @@ def parse_result(h: HostSpec, out: str, probe: str, files: dict[str, int], secon
     if result.grub_initrd_size is not None:
         result.initrd = " ".join(p for p, s in files.items() if s == result.grub_initrd_size)
     return result
+
+
+def highlighted(clean: str) -> list[str]:
+    """The entry GRUB highlighted on each menu it drew (a submenu is a menu of its own), in order:
+    what it boots when its countdown ends, or Enter is pressed. clean: the console, escapes removed."""
+    starts = [m.start() for m in MENU_FOOTER.finditer(clean)] or [0]  # a menu seen only in part: one screen
+    picks: list[str] = []
+    for a, b in zip(starts, [*starts[1:], len(clean)]):
+        screen = re.split(r"will be executed automatically|loader/|\[\s*\d+\.\d+\]", clean[a:b], maxsplit=1)[0]
+        if (marked := re.findall(r"\*(\S.*?)\s{3,}", screen)) and (not picks or picks[-1] != marked[-1].strip()):
+            picks.append(marked[-1].strip())
+    return picks
 
 
 def launch(h: HostSpec, timeout: int = TIMEOUT, scratch: Path | None = None, log_name: str = "boot.log") -> Launched:
