@@ -1,20 +1,20 @@
 # kvm-drivers: set-up, demo and tests. Run as root on Debian 12 (the lab needs namespaces).
 PYTHON ?= python3
-# What building the lab's base trees needs (debootstrap, and the built-in kernel's compile): installed first,
-# so that the build starts while the other packages are installed (make setup).
+# What building the lab's base trees needs (debootstrap, and the built-in kernel's compile).
+# The GRUB rescue CDs are made during the build too (grub-mkrescue: grub-common, grub-pc-bin, xorriso, mtools).
 LAB_APT_PACKAGES = debootstrap e2fsprogs zstd xz-utils cpio util-linux build-essential flex bison bc libelf-dev \
-	linux-source-6.1
+	linux-source-6.1 grub-common grub-pc-bin xorriso mtools
 APT_PACKAGES = $(LAB_APT_PACKAGES) qemu-system-x86 openssh-client lz4 iproute2 grub-emu \
-	grub-common grub-pc-bin grub-efi-amd64-bin grub-efi-amd64-signed xorriso mtools ovmf fdisk dosfstools \
+	grub-efi-amd64-bin grub-efi-amd64-signed ovmf fdisk dosfstools \
 	btrfs-progs python3-rpm chromium \
 	busybox gawk original-awk
 
-.PHONY: setup deps lab-deps lab demo test test-quick lint down
+.PHONY: setup deps lab-deps pydeps lab demo test test-quick lint down
 
-# everything a fresh machine needs: packages, Python deps, the lab's base trees. The lab's build (debootstraps
-# and a kernel compile, minutes) runs beside the other packages' installation once its own are in.
-setup: lab-deps
-	$(MAKE) -j2 --output-sync=line deps lab
+# everything a fresh machine needs: packages, Python deps, the lab's base trees (its build runs its parts at
+# once: debootstraps, the kernel compile, the rescue CDs). One after the other: the lab's build needs the
+# Python packages (kvm_drivers imports distro) and its own apt packages, and nothing may race for them.
+setup: lab-deps pydeps deps lab
 
 lab-deps:
 	@echo "== apt packages the lab's build needs: $(LAB_APT_PACKAGES)"
@@ -27,6 +27,8 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null
 	# gawk and busybox are there to test the host scripts under every awk; awk stays Debian's default (mawk)
 	update-alternatives --set awk /usr/bin/mawk >/dev/null
+
+pydeps:
 	@echo "== Python packages (pyproject.toml, with test extras)"
 	# PIP_BREAK_SYSTEM_PACKAGES: Debian 12's own python3 is PEP 668-managed; harmless elsewhere
 	PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q -e ".[test]"
