@@ -99,16 +99,17 @@ def kvm_drivers(
     rebuild = [k for k in the_plan.kernels if k.version in the_plan.to_rebuild]
     done: dict[str, Any] = {}
     fixes = bpo.host_fixes(state.boot_files, the_plan.boot_path, state.disks, settings.regenerate_grub)
-    if bpo.needs_rebuild(fixes):  # the initrds carry a copy of a file the fixes change
+    unblacklist = settings.remove_blacklists and the_plan.blacklisted
+    if unblacklist or bpo.needs_rebuild(fixes):
+        # the initrds carry a copy of modprobe.d (and crypttab, INITRD_MODULES): rebuild every one that
+        # holds a wanted module. Decided before the fixes: the last step of the run drops its rollback state.
         rebuild = [k for k in the_plan.kernels if not k.too_old and k.needed]
     queue_fixes(fixes, run_id, last=not rebuild, timeout=change_s)
-    if settings.remove_blacklists and the_plan.blacklisted:
+    if unblacklist:
         done["blacklists"] = ops.disable_modprobe_lines(
             name="Disable modprobe.d lines that stop KVM drivers", drivers=the_plan.wanted, state=state,
             run_id=run_id, _timeout=change_s,
         )  # fmt: skip
-        # the initrds carry a copy of modprobe.d: rebuild every one that holds a wanted module
-        rebuild = [k for k in the_plan.kernels if not k.too_old and k.needed]
     if the_plan.to_declare:
         done["declared"] = ops.declare_drivers(
             name="Declare the KVM drivers", drivers=the_plan.declare, state=state,
