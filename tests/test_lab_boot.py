@@ -193,15 +193,19 @@ def test_the_lab_says_it_is_still_up_and_how_to_stop_it():
     assert summary([]) == "== the lab is down: no lab host is running"
 
 
-def test_a_boot_is_stopped_at_its_time_limit_even_before_anyone_waits_for_it(tmp_path, monkeypatch):
-    # boots started in the background are waited for much later: the limit holds from their start
+def fake_launch(tmp_path, monkeypatch, name: str, limit: int, cmd: list[str]) -> boot.Launched:
+    """A boot of lab host name whose QEMU is cmd (a stand-in script), with a time limit of limit s; not started."""
     monkeypatch.setattr(boot, "STATE", tmp_path)
     monkeypatch.setattr(boot, "read_probe", lambda disk: "")
-    (tmp_path / "hosts" / "deb12-dracut").mkdir(parents=True)
+    (tmp_path / "hosts" / name).mkdir(parents=True)
     image = tmp_path / "disk.img"
     image.write_text("disk")
-    launched = boot.Launched(hosts.spec("deb12-dracut"), boot.Disk(image, ""), FILES, None, 0.0, 1,
-                             cmd=["sh", "-c", "echo GRUB; exec sleep 60"])  # type: ignore[arg-type]  # fmt: skip
+    return boot.Launched(hosts.spec(name), boot.Disk(image, ""), FILES, None, 0.0, limit, cmd=cmd)  # type: ignore
+
+
+def test_a_boot_is_stopped_at_its_time_limit_even_before_anyone_waits_for_it(tmp_path, monkeypatch):
+    # boots started in the background are waited for much later: the limit holds from their start
+    launched = fake_launch(tmp_path, monkeypatch, "deb12-dracut", 1, ["sh", "-c", "echo GRUB; exec sleep 60"])
     launched._start()
     time.sleep(1.5)
     assert launched.proc.poll() is not None  # killed at 1 s, nobody waiting
@@ -222,13 +226,7 @@ print("\n  Booting `Debian GNU/Linux'" if key == b"\r" else "\nno key")
 
 @pytest.mark.parametrize("enter", [True, False])
 def test_enter_is_pressed_at_grubs_countdown_unless_fallback_is_named(tmp_path, monkeypatch, enter):
-    monkeypatch.setattr(boot, "STATE", tmp_path)
-    monkeypatch.setattr(boot, "read_probe", lambda disk: "")
-    (tmp_path / "hosts" / "deb12-itools").mkdir(parents=True)
-    image = tmp_path / "disk.img"
-    image.write_text("disk")
-    launched = boot.Launched(hosts.spec("deb12-itools"), boot.Disk(image, ""), FILES, None, 0.0, 3,
-                             cmd=[sys.executable, "-c", FAKE_GRUB_MENU])  # type: ignore[arg-type]  # fmt: skip
+    launched = fake_launch(tmp_path, monkeypatch, "deb12-itools", 3, [sys.executable, "-c", FAKE_GRUB_MENU])
     launched.enter = enter
     launched._start()
     result = launched.wait()
@@ -255,13 +253,8 @@ print("\n  Booting `Debian GNU/Linux, with Linux 6.1.0-50-amd64'" if os.read(0, 
 
 
 def test_a_submenu_entered_with_enter_gets_enter_too(tmp_path, monkeypatch):
-    monkeypatch.setattr(boot, "STATE", tmp_path)
-    monkeypatch.setattr(boot, "read_probe", lambda disk: "")
-    (tmp_path / "hosts" / "deb12-default-submenu").mkdir(parents=True)
-    image = tmp_path / "disk.img"
-    image.write_text("disk")
-    launched = boot.Launched(hosts.spec("deb12-default-submenu"), boot.Disk(image, ""), FILES, None, 0.0, 5,
-                             cmd=[sys.executable, "-c", FAKE_GRUB_SUBMENU])  # type: ignore[arg-type]  # fmt: skip
+    launched = fake_launch(tmp_path, monkeypatch, "deb12-default-submenu", 5,
+                           [sys.executable, "-c", FAKE_GRUB_SUBMENU])  # fmt: skip
     launched._start()
     result = launched.wait()
     assert "Booting `Debian GNU/Linux, with Linux 6.1.0-50-amd64'" in result.log, result.log

@@ -30,7 +30,7 @@ from kvm_drivers.facts.wire import parse_snapshot
 from kvm_drivers.operations.plan import Plan, plan
 from kvm_drivers.operations.settings import OPT_IN, Settings
 from tests.fake_connector import gather_output
-from tests.test_report_formats import CHROMIUM, EVIL, SCHEMA, Tags, dom
+from tests.test_report_formats import EVIL, SCHEMA, Tags, dom, in_chromium
 
 FSTAB = "UUID=0a1b / ext4 defaults 0 1\n/dev/xvdb1 /data\x1b[31m ext4 defaults 0 2\n/dev/xvda2 none swap sw 0 0\n"
 PV_CONF = "/etc/modprobe.d/<script>alert(1)</script>.conf"  # a file name is host data too
@@ -210,8 +210,7 @@ def test_html_lists_findings_with_badges_escaped_and_keeps_its_script_pinned():
     assert web2.count("scsi_hostadapter -&gt; xenblk") == 1  # in its findings, not again under its warnings
 
 
-@pytest.mark.slow  # seconds: make test runs it, plain pytest does not
-@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium)")
+@in_chromium
 def test_html_findings_in_chromium(tmp_path):
     rs = rows()
     page = tmp_path / "report.html"

@@ -209,8 +209,14 @@ def visible_hosts(html_text: str) -> list[str]:
     return [a["id"] for a in rows if "hidden" not in a]
 
 
-@pytest.mark.slow  # seconds: make test runs it, plain pytest does not
-@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium)")
+def in_chromium(test):
+    """A test that renders the HTML report in headless Chromium: seconds (make test runs it, plain pytest
+    does not), and only where Chromium is installed."""
+    reason = "chromium is not installed (apt-get install chromium)"
+    return pytest.mark.slow(pytest.mark.skipif(not CHROMIUM, reason=reason)(test))
+
+
+@in_chromium
 def test_html_filters_search_and_details_in_chromium(tmp_path):
     rows = real_rows()
     page = tmp_path / "report.html"
