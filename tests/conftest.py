@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import shutil
@@ -74,6 +75,13 @@ def check_cli(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
     env = {**os.environ, "KVM_DRIVERS_CACHE": CACHE}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env,
                           stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def check_rows(inventory: str, report: Path) -> tuple[subprocess.CompletedProcess, dict[str, dict]]:
+    """``kvm-drivers check INVENTORY --report REPORT`` (a .json path) and the report's rows by host."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    run = check_cli(inventory, "--report", str(report))
+    return run, {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
 
 
 @pytest.fixture(scope="session")

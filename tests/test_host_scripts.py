@@ -1,7 +1,9 @@
 """The host-side write, rollback and lock scripts, run for real (sh) on this machine as root,
 as they run on a host: compare-then-swap, run-tagged rollback, a lock nobody else can reach.
 
-They use this machine's /run/kvm-drivers (root only), as a host would.
+Each test has its own /run/kvm-drivers (root only, as on a host): a directory of its own bound there in
+a private mount namespace, so tests running at the same time never see each other's lock or rollback state,
+and this machine's own is never touched.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,14 +22,28 @@ from kvm_drivers.facts.wire import RawKernel, _parse_kernel_line
 
 pytestmark = [pytest.mark.lab,  # root: not in plain pytest (make test runs it)
               pytest.mark.skipif(os.geteuid() != 0, reason="the host scripts run as root")]
-STATE = Path("/run/kvm-drivers")
+STATE = Path("/run/kvm-drivers")  # the test's own directory while it runs (own_state)
 LIB = hostside.LIB
+
+
+@pytest.fixture(autouse=True)
+def own_state(tmp_path_factory, monkeypatch):
+    state = tmp_path_factory.mktemp("state")
+    state.chmod(0o700)
+    monkeypatch.setattr(sys.modules[__name__], "STATE", state)
+    Path("/run/kvm-drivers").mkdir(mode=0o700, exist_ok=True)  # the mount point
+
+
+def on_host(cmd: list[str]) -> list[str]:
+    """cmd run in a private mount namespace whose /run/kvm-drivers is this test's STATE."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /run/kvm-drivers && exec "$@"', str(STATE), *cmd]  # fmt: skip
 
 
 def write(path: Path, content: str, old: str | None = None, run: str = "", check: bool = True, **env: str):
     """Run the declaration write locally: OLD is what the state gathered (None: no file)."""
     cmd = ["sh", "-c", hostside.WRITE, "kvm-write", str(path), content, "0" if old is None else "1", old or "", run]
-    return subprocess.run(cmd, capture_output=True, text=True, check=check, env={**os.environ, **env})
+    return subprocess.run(on_host(cmd), capture_output=True, text=True, check=check, env={**os.environ, **env})
 
 
 def kept(run: str) -> dict[str, str | None]:
@@ -40,7 +57,7 @@ def kept(run: str) -> dict[str, str | None]:
 
 
 def lib(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-c", LIB + script, "kvm-test", *args], capture_output=True, text=True,
+    return subprocess.run(on_host(["sh", "-c", LIB + script, "kvm-test", *args]), capture_output=True, text=True,
                           env={**os.environ, **env})  # fmt: skip
 
 
@@ -114,7 +131,8 @@ def test_run_waiting_for_the_lock_never_rolls_back_the_holder(tmp_path):
     with open(STATE / "lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # run 1234abcd is between its write and its rebuild
         cmd = ["sh", "-c", hostside.REBUILD, "kvm-rebuild", "", "dracut", "/boot/x.img", "6.1", "1234abcd", "1", "0"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KVM_DRIVERS_LOCK_WAIT": "1"})
+        env = {**os.environ, "KVM_DRIVERS_LOCK_WAIT": "1"}
+        proc = subprocess.run(on_host(cmd), capture_output=True, text=True, env=env)
     assert proc.returncode == 1 and "another kvm-drivers run is still changing this host" in proc.stderr
     assert f.read_text() == "ext4\nvirtio\n" and kept("1234abcd") == {str(f): "ext4\n"}
 
@@ -122,7 +140,7 @@ def test_run_waiting_for_the_lock_never_rolls_back_the_holder(tmp_path):
 def test_concurrent_writes_end_with_the_content_and_no_leftovers(tmp_path):
     f = tmp_path / "90-kvm-drivers.conf"
     cmd = ["sh", "-c", hostside.WRITE, "kvm-write", str(f), "x\n", "0", "", "9999aaaa"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
+    procs = [subprocess.Popen(on_host(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
     assert [p.wait() for p in procs] == [0] * 8
     assert f.read_text() == "x\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["90-kvm-drivers.conf"]

@@ -14,13 +14,12 @@ Hosts: 127.0.50.x, their own inventory.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 
 import pytest
 
-from tests.conftest import check_cli, pyinfra
+from tests.conftest import check_rows, pyinfra
 from tests.lab import boot, hosts
 from tests.lab import variants as v
 from tests.lab.bases import ROOT_UUID
@@ -54,18 +53,13 @@ def story():
         inv = hosts.write_inventory(ALL, "boot_path")
         s = {"entries_before": {h.name: entry_text(h) for h in ALL}}
         boots.append(before := boot.AllAtOnce([XEN_ROOT], log_name="boot-before.log"))
-        report = hosts.STATE / "reports" / "boot-path-before.json"
-        report.parent.mkdir(parents=True, exist_ok=True)
-        s["check"] = check_cli(str(inv), "--report", str(report))
-        s["rows"] = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
+        s["check"], s["rows"] = check_rows(str(inv), hosts.STATE / "reports" / "boot-path-before.json")
         before.written()
         s["deploy"] = pyinfra("-y", "--diff", str(inv), DEPLOY)
         s["entries_after"] = {h.name: entry_text(h) for h in ALL}
         boots.append(after := boot.TwoAtATime())
         after.start([XEN_ROOT])
-        report = hosts.STATE / "reports" / "boot-path-after.json"
-        s["check_after"] = check_cli(str(inv), "--report", str(report))
-        s["rows_after"] = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
+        s["check_after"], s["rows_after"] = check_rows(str(inv), hosts.STATE / "reports" / "boot-path-after.json")
         s["before"], s["after"] = before.results(), after.results()
         yield s
     finally:

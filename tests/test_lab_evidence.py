@@ -17,7 +17,7 @@ import os
 
 import pytest
 
-from tests.conftest import check_cli, pyinfra
+from tests.conftest import check_rows, pyinfra
 from tests.lab import boot, hosts
 from tests.lab import variants as v
 
@@ -60,18 +60,13 @@ def story():
         s = {"sums_before": {h.name: sums(h) for h in ALL}}
         # the boots before the deploy (each fails: it waits for a root disk) all at once, beside the check
         boots.append(before := boot.AllAtOnce(BOOTED, log_name="boot-before.log"))
-        report = hosts.STATE / "reports" / "evidence-before.json"
-        report.parent.mkdir(parents=True, exist_ok=True)
-        s["check"] = check_cli(str(inv), "--report", str(report))
-        s["rows"] = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
+        s["check"], s["rows"] = check_rows(str(inv), hosts.STATE / "reports" / "evidence-before.json")
         before.written()  # they have their copies of the hosts: the deploy may start
         s["deploy"] = pyinfra("-y", str(inv), DEPLOY)
         s["sums_after"] = {h.name: sums(h) for h in ALL}
         boots.append(after := boot.TwoAtATime())
         after.start(FIXABLE)  # beside the check after the deploy, which changes nothing
-        report = hosts.STATE / "reports" / "evidence-after.json"
-        s["check_after"] = check_cli(str(inv), "--report", str(report))
-        s["rows_after"] = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
+        s["check_after"], s["rows_after"] = check_rows(str(inv), hosts.STATE / "reports" / "evidence-after.json")
         s["modprobe"] = hosts.ssh(EMPTY_DEP, "modprobe -n -v virtio_blk 2>&1; echo rc=$?", check=False)
         s["dracut"] = hosts.ssh(OMIT, f"dracut -q -f --add-drivers 'virtio_blk virtio_pci' /root/t.img {K} 2>&1;"
                                       " lsinitrd /root/t.img | grep -c 'virtio_blk.ko' ; rm -f /root/t.img",
