@@ -152,6 +152,12 @@ def _last(options: Sequence[str], yes: str, no: str) -> bool:
     return state
 
 
+def fstab_entries(text: str) -> list[tuple[str, str, str, list[str]]]:
+    """(device, mount point, type, options) of each fstab entry, octal escapes undone."""
+    return [(_unescape(f[0]), _unescape(f[1]), f[2] if len(f) > 2 else "auto",
+             f[3].split(",") if len(f) > 3 else ["defaults"]) for _, _, f in _content(text) if len(f) >= 2]  # fmt: skip
+
+
 def fstab_findings(text: str, path: str = "/etc/fstab", disk_bus: str = "virtio-blk") -> list[Finding]:
     """Entries of fstab whose device will not exist on KVM (device-name): blocking when the boot
     needs them, advice for swap, nofail and automount entries; noauto entries and network block

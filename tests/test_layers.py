@@ -9,9 +9,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 # Floors, lowest first: a module may import its own floor or any floor below, never one above.
-FLOORS = ["hostside", "facts", "operations", "report", "cli", "deploy"]
+FLOORS = ["hostside", "facts", "operations", "report", "image", "cli", "deploy"]
 FOLDERS = {"hostside": ROOT / "hostside", "facts": ROOT / "facts", "operations": ROOT / "operations",
-           "report": ROOT / "kvm_drivers" / "report", "cli": ROOT / "kvm_drivers" / "cli"}  # fmt: skip
+           "report": ROOT / "kvm_drivers" / "report", "image": ROOT / "kvm_drivers" / "image",
+           "cli": ROOT / "kvm_drivers" / "cli"}  # fmt: skip
 MAX_LINES = 530
 
 

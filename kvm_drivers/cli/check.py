@@ -23,10 +23,9 @@ import argparse
 import fnmatch
 import logging
 import os
-import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -34,6 +33,7 @@ import click
 import gevent
 
 from kvm_drivers import report
+from kvm_drivers.cli import image, output
 
 LOG = logging.getLogger("kvm_drivers.cli")
 DEFAULT_TIMEOUT = 300.0
@@ -103,35 +103,12 @@ def build_parser() -> ArgumentParser:
     check.add_argument("inventory", help="pyinfra inventory: a Python file, or a comma-separated host list")
     check.add_argument("--limit", action="append", default=[], metavar="X",
                        help="only hosts in group X or whose name matches the glob X (repeatable)")
-    check.add_argument("--report", action="append", default=[], metavar="PATH", type=Path,
-                       help="also write the report to PATH; format from the suffix: "
-                            + ", ".join(report.FORMATS) + " (repeatable)")  # fmt: skip
-    check.add_argument("--previous", metavar="PATH.json", type=Path,
-                       help="a JSON report of an earlier check: say which hosts changed status since (it may be "
-                            "the --report PATH.json this run replaces; a missing file is a first run)")  # fmt: skip
-    check.add_argument("--quiet", "-q", action="store_true",
-                       help="print only the hosts with a problem (nothing when all are compliant)")
-    check.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                       help="override inventory data for every host, as pyinfra's --data (repeatable)")
-    check.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                       help=f"time limit per host, connecting included (default {DEFAULT_TIMEOUT:g})")
+    output.add_common(check, DEFAULT_TIMEOUT, "host")
     check.add_argument("--parallel", type=int, default=0, metavar="N",
                        help="hosts checked at once (default: pyinfra's choice)")
     check.add_argument("--verbose", "-v", action="store_true", help="show pyinfra's log on stderr")
+    image.add_parser(sub)
     return parser
-
-
-def parse_data(items: Iterable[str]) -> dict[str, Any]:
-    """--data KEY=VALUE items as pyinfra parses them (true/false, integers, else strings)."""
-    from pyinfra_cli.util import parse_cli_arg
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--data {item!r}: expected KEY=VALUE")
-        out[key] = parse_cli_arg(value)
-    return out
 
 
 def load_inventory(source: str, data: dict[str, Any]):
@@ -277,23 +254,9 @@ def progress_printer(stream: TextIO) -> Callable[[int, int], None] | None:
 def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
     """The check command; returns the exit code."""
     started = time.time()
-    for path in args.report:
-        if path.suffix.lower() not in report.FORMATS:
-            print(f"kvm-drivers: --report {path}: unknown format; use a suffix among {', '.join(report.FORMATS)}",
-                  file=stderr)  # fmt: skip
-            return report.EXIT_USAGE
-    if args.timeout <= 0:
-        print("kvm-drivers: --timeout must be positive", file=stderr)
-        return report.EXIT_USAGE
-    previous = None
-    if args.previous:  # read before anything is checked or written (it may be this run's --report)
-        try:
-            previous = report.read_previous(args.previous)
-        except FileNotFoundError:
-            print(f"kvm-drivers: no previous report at {args.previous} (a first run?): no comparison", file=stderr)
-        except (OSError, ValueError) as exc:
-            print(f"kvm-drivers: --previous {args.previous}: cannot be used: {exc}", file=stderr)
-            return report.EXIT_USAGE
+    usage, previous = output.read_arguments(args, stderr)
+    if usage:
+        return usage
 
     pyinfra_log = logging.getLogger("pyinfra")
     host_log = _HostLog()
@@ -306,7 +269,7 @@ def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = 
 
     state, config = new_state(args.timeout, args.parallel)
     try:
-        inventory = load_inventory(args.inventory, parse_data(args.data))
+        inventory = load_inventory(args.inventory, output.parse_data(args.data))
     except Exception as exc:  # noqa: BLE001 - a broken inventory is a usage error with a message
         print(f"kvm-drivers: cannot load inventory {args.inventory}: {type(exc).__name__}: {exc}", file=stderr)
         return report.EXIT_USAGE
@@ -324,33 +287,14 @@ def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = 
         print(f"kvm-drivers: {what} in {args.inventory}: nothing was checked", file=stderr)
         code = report.EXIT_NO_HOSTS
 
-    meta = {"generated_at": time.time(), "duration_seconds": time.time() - started, "exit_code": code,
-            "previous": previous}  # fmt: skip
-    width = shutil.get_terminal_size().columns if stdout.isatty() else None
-    text = report.text_table(rows, width=width, quiet=args.quiet, previous=previous) if rows else ""
-    if text:
-        print(text, file=stdout, flush=True)
-    for path in args.report:
-        if not rows and previous is not None and path.resolve() == args.previous.resolve():
-            print(f"kvm-drivers: {path} kept as it was: it is the --previous report, and nothing was checked",
-                  file=stderr)  # fmt: skip
-            continue
-        try:
-            report.write_report(path, rows, meta)
-        except (OSError, ValueError) as exc:
-            print(f"kvm-drivers: report {path} could not be written: {exc}", file=stderr)
-            code = max(code, report.EXIT_REPORT_FAILED)
-        else:
-            if not args.quiet:
-                print(f"report written to {path}", file=stderr)
-    return code
+    return output.finish(rows, args, started, code, previous, stdout, stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the kvm-drivers console script."""
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        return image.run(args) if args.command == "image" else run(args)
     except KeyboardInterrupt:
         print("kvm-drivers: interrupted", file=sys.stderr)
         return 130

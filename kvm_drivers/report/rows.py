@@ -126,7 +126,11 @@ def plain_warnings(row: dict) -> list[str]:
 
 
 def _running(state: Any) -> str | None:
-    """The running kernel, and whether it is installed (it need not be: what boots next is checked)."""
+    """The running kernel, and whether it is installed (it need not be: what boots next is checked).
+    A disk image has none: the row says it is an image.
+    """
+    if getattr(state, "image", False):
+        return "none: a disk image"
     if not state.running_kernel:
         return None
     return state.running_kernel + ("" if state.running_kernel in state.module_dirs else " (not installed)")
@@ -281,14 +285,15 @@ def problems(row: dict) -> list[str]:
 
 
 def text_table(rows: list[dict], width: int | None = None, quiet: bool = False,
-               previous: dict[str, Any] | None = None) -> str:  # fmt: skip
+               previous: dict[str, Any] | None = None, noun: str = "host") -> str:  # fmt: skip
     """The report as text: hosts grouped by status, the worst group first, each problem on its own line.
 
     width: fit every line into that many columns (None: no limit); quiet: only the hosts with a problem
     (nothing at all when every host is compliant); previous: read_previous() of an earlier report, to
-    say what changed since. Host data is shown with control characters escaped.
+    say what changed since; noun: what a row is ("image" for an image check). Host data is shown with
+    control characters escaped.
     """
-    head = ("HOST", "OS", "DEFAULT KERNEL", "INITRD", "SETTING")
+    head = (noun.upper(), "OS", "DEFAULT KERNEL", "INITRD", "SETTING")
     shown = [r for r in ordered(rows) if not (quiet and r["status"] == "compliant")]
     cells = [tuple(printable(c) for c in (r["host"], os_text(r), r["default_kernel"] or "-", r["initrd"] or "-",
                                           r["setting"] or "-")) for r in shown]  # fmt: skip
@@ -306,7 +311,7 @@ def text_table(rows: list[dict], width: int | None = None, quiet: bool = False,
         group = [(r, c) for r, c in zip(shown, cells) if r["status"] == status]
         if not group:
             continue
-        out.append(f"{status.upper()}: {len(group)} host{'s' if len(group) != 1 else ''}")
+        out.append(f"{status.upper()}: {len(group)} {noun}{'s' if len(group) != 1 else ''}")
         out.append(line(head))
         for r, c in group:
             out.append(line(c))
@@ -317,7 +322,7 @@ def text_table(rows: list[dict], width: int | None = None, quiet: bool = False,
     if quiet and not shown:
         return ""
     summary = ", ".join(f"{n} {s}" for s, n in counts(rows).items() if n)
-    out.append(f"{len(rows)} hosts: {summary or 'none'}")
+    out.append(f"{len(rows)} {noun}{'s' if len(rows) != 1 else ''}: {summary or 'none'}")
     if since := changes_text(rows, previous, quiet):
         out.append(since)
     return "\n".join(out)

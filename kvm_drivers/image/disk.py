@@ -1,0 +1,96 @@
+"""An image file as ``qemu-img info`` describes it, refused unless every byte qemu would read is in
+that one file: no backing file, no external data file, no VMDK extent elsewhere (each could name any
+file or device of the control machine), and a format from FORMATS.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+import struct
+import subprocess
+from dataclasses import dataclass
+
+FORMATS = ("raw", "qcow2", "vmdk", "vpc", "vhdx")  # vpc: qemu's name for VHD
+ONE_FILE_VMDK = ("monolithicSparse", "streamOptimized")
+
+
+class DiskError(Exception):
+    """The image file cannot be used: the message says why."""
+
+
+@dataclass(frozen=True)
+class Disk:
+    """An image file qemu can read as one self-contained disk."""
+
+    path: str  # absolute, as given (the report's name is what the user typed)
+    format: str
+    virtual_size: int
+
+
+def problems(info: dict, path: str) -> list[str]:
+    """Why qemu-img's description of path is refused (pure; empty when it is one self-contained file)."""
+    out = []
+    fmt = info.get("format", "")
+    if fmt not in FORMATS:
+        out.append(f"format {fmt or 'unknown'!r} is not one of {', '.join(FORMATS)}")
+    for key in ("backing-filename", "full-backing-filename", "backing-filename-format"):
+        if info.get(key):
+            out.append(f"it has a backing file ({info[key]!r:.200}): give a flattened copy (qemu-img convert)")
+            break
+    data = (info.get("format-specific") or {}).get("data") or {}
+    if data.get("data-file"):
+        out.append(f"it has an external data file ({data['data-file']!r:.200})")
+    if fmt == "vmdk":
+        if data.get("create-type") not in ONE_FILE_VMDK:
+            out.append(f"VMDK type {data.get('create-type')!r} keeps its data in other files: "
+                       f"only {' and '.join(ONE_FILE_VMDK)} are read")  # fmt: skip
+        for extent in data.get("extents", []):
+            if os.path.realpath(extent.get("filename", "")) != os.path.realpath(path):
+                out.append(f"a VMDK extent is another file ({extent.get('filename')!r:.200})")
+    return out
+
+
+F_OFD_GETLK = 36  # Linux <fcntl.h>; Python's fcntl does not name it
+QEMU_WRITE_LOCK = 101  # QEMU's image locking: byte 100 + the permission's bit (write: bit 1), read-locked by a writer
+
+
+def writer(path: str) -> bool:
+    """Whether a QEMU process (a running VM, qemu-img, a storage daemon) holds path for writing, by
+    QEMU's own image locks (open file description locks): asked, never taken.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, QEMU_WRITE_LOCK, 1, 0)
+        return struct.unpack("hhqqi4x", fcntl.fcntl(fd, F_OFD_GETLK, query))[0] != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
+
+
+def open_disk(path: str, timeout: float = 60) -> Disk:
+    """The image at path, described and checked; DiskError when it cannot be used as it is. An image
+    a QEMU process writes (qemu's lock: a running VM) is refused: what it holds is changing.
+    """
+    real = os.path.abspath(path)
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        raise DiskError(f"cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DiskError("is not a regular file")
+    proc = subprocess.run(["qemu-img", "info", "--output=json", "--", real], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    if proc.returncode != 0:
+        why = proc.stderr.strip().splitlines()[-1:] or ["no message"]
+        if "lock" in why[0]:
+            raise DiskError(f"is in use by another process (qemu's image lock): {why[0][:200]}")
+        raise DiskError(f"qemu-img cannot read it: {why[0][:200]}")
+    if writer(real):
+        raise DiskError("is in use: a QEMU process holds it for writing (a running VM?): stop it, or check a copy")
+    info = json.loads(proc.stdout)
+    refused = problems(info, real)
+    if refused:
+        raise DiskError("; ".join(refused))
+    return Disk(real, info["format"], int(info.get("virtual-size", 0)))
