@@ -144,8 +144,21 @@ free=$(df -Pk "$dir" | awk 'NR == 2 {print $4}')
 [ -n "$free" ] && [ "$free" -lt "$need" ] &&
     fail "not enough free space in $dir for kernel $kver: need $need KiB, $free KiB free"
 
+# KVM_IMAGE=1: a disk image's tree (kvm-drivers image fix), not the running system. A host-only
+# build would bake in the control machine's devices (dracut-ng #2519), and initramfs-tools'
+# MODULES=dep reads the running system's root device: neither is used.
+if [ "${KVM_IMAGE:-}" = 1 ] && [ "$gen" = initramfs-tools ] &&
+    cat /etc/initramfs-tools/initramfs.conf /etc/initramfs-tools/conf.d/* 2>/dev/null |
+    grep -q '^[[:space:]]*MODULES=["'"'"']*dep'; then
+    fail "MODULES=dep cannot be built in an image (it reads the running system's root device): set MODULES=most or list, $img left unchanged"
+fi
 case $gen in
-    dracut) dracut -f "$tmp" "$kver" >"$log" 2>&1 ;;
+    dracut)
+        if [ "${KVM_IMAGE:-}" = 1 ]; then
+            dracut --no-hostonly --no-hostonly-cmdline -f "$tmp" "$kver" >"$log" 2>&1
+        else
+            dracut -f "$tmp" "$kver" >"$log" 2>&1
+        fi ;;
     initramfs-tools) mkinitramfs -o "$tmp" "$kver" >"$log" 2>&1 ;;
     suse-mkinitrd) mkinitrd -k "/boot/vmlinuz-$kver" -i "$tmp" >"$log" 2>&1 ;;
     *) fail "unknown initrd generator '$gen'" ;;
@@ -171,6 +184,11 @@ done
 # never more leniently). A rebuild forced by removing a blacklist proves here that it is gone
 # from the image; files that cannot be read prove nothing.
 lst=$(list_initrd "$tmp") || fail "rebuilt initrd for kernel $kver is unreadable, $img left unchanged"
+# ... and, built in an image, that it names no root of the machine that built it (dracut's
+# host-only command line, etc/cmdline.d, would carry the control machine's root=).
+if [ "${KVM_IMAGE:-}" = 1 ] && printf '%s\n' "$lst" | grep -q 'etc/cmdline\.d/[^/]*\.conf$'; then
+    fail "rebuilt initrd for kernel $kver carries a host-only command line (etc/cmdline.d), $img left unchanged"
+fi
 cf=$(printf '%s\n' "$lst" | awk "$KVM_CONF_FILES")
 fl=""; _ifs=$IFS; IFS='
 '

@@ -179,11 +179,15 @@ def declare_drivers(drivers: list[str], state: HostState | None = None, run_id: 
 
 
 def rebuild_command(
-    generator: str, kernel: KernelState, modules: list[str], last: bool = True, force: bool = False, run_id: str = ""
+    generator: str, kernel: KernelState, modules: list[str], last: bool = True, force: bool = False, run_id: str = "",
+    image: bool = False,
 ) -> StringCommand:
-    """The remote command that safely rebuilds and verifies one kernel's initrd (hostside/rebuild.sh)."""
+    """The remote command that safely rebuilds and verifies one kernel's initrd (hostside/rebuild.sh);
+    image: in a disk image's tree (no host-only build, KVM_IMAGE=1).
+    """
     return StringCommand(
-        "sh", "-c", QuoteString(REBUILD), "kvm-rebuild", QuoteString(LISTER), QuoteString(generator),
+        *(["KVM_IMAGE=1"] if image else []), "sh", "-c",
+        QuoteString(REBUILD), "kvm-rebuild", QuoteString(LISTER), QuoteString(generator),
         QuoteString(kernel.initrd), QuoteString(kernel.version), QuoteString(run_id), "1" if last else "0",
         "1" if force else "0", *[QuoteString(m) for m in modules],
     )  # fmt: skip
@@ -238,7 +242,7 @@ def rebuild_initrd(
     if not missing and not force:
         host.noop(f"{k.initrd} already holds {' '.join(modules)}")
         return
-    yield rebuild_command(state.generator, k, modules, last=last, force=force, run_id=run_id)
+    yield rebuild_command(state.generator, k, modules, last=last, force=force, run_id=run_id, image=state.image)
 
 
 @operation()

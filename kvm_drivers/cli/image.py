@@ -1,20 +1,32 @@
-"""``kvm-drivers image check DISK...``: whether each disk image (raw, qcow2, vmdk, vhd/vpc, vhdx)
-would boot on KVM, read-only, with the same statuses, exit codes and report formats as ``kvm-drivers
-check``: one row per image, named by its path. Needs root (loop devices and mounts, in namespaces of
-its own that nothing outlives). Nothing inside an image is run, and no image is written.
+"""Disk images (raw, qcow2, vmdk, vhd/vpc, vhdx), before they are imported. Both need root (loop
+devices and mounts, in namespaces of their own that nothing outlives).
+
+``kvm-drivers image check DISK...``: whether each image would boot on KVM, read-only, with the same
+statuses, exit codes and report formats as ``kvm-drivers check``: one row per image, named by its
+path. Nothing inside an image is run, and no image is written.
+
+``kvm-drivers image fix DISK [--output NEW | --flatten]``: the deploy, through pyinfra and the
+``@kvmimage`` connector (kvm_drivers.image.connector), writing a qcow2 overlay backed by DISK (or a
+converted copy), never DISK itself; then the output is checked as above.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from kvm_drivers import report
 from kvm_drivers.cli import output
 from kvm_drivers.image.check import DEFAULT_TIMEOUT, check_images
+from kvm_drivers.image.connector import default_output
+
+FIX_TIMEOUT = 3600.0
+ENTRY = Path(__file__).resolve().parent.parent / "deploy_entry.py"  # the deploy, as pyinfra runs a file
 
 
 def add_parser(sub: Any) -> None:
@@ -30,6 +42,17 @@ def add_parser(sub: Any) -> None:
     check.add_argument("disks", nargs="+", metavar="DISK", help="image files")
     output.add_common(check, DEFAULT_TIMEOUT, "image")
     check.add_argument("--parallel", type=int, default=2, metavar="N", help="images read at once (default 2)")
+    check.add_argument("--backing", metavar="FILE", default="",
+                       help="the one backing file the images may have (an overlay image fix wrote over FILE)")
+    fix = actions.add_parser(
+        "fix", help="write a fixed image beside the input (never the input), then check it",
+        epilog="exit codes: those of image check, on the output; 4 also when the fix failed (no output written)",
+    )  # fmt: skip
+    fix.add_argument("disk", metavar="DISK", help="the image to fix (read only)")
+    fix.add_argument("--output", metavar="NEW", help="the image to write (default: NAME.kvm.qcow2 beside DISK)")
+    fix.add_argument("--flatten", action="store_true",
+                     help="write a converted qcow2 copy instead of an overlay backed by DISK")  # fmt: skip
+    output.add_common(fix, FIX_TIMEOUT, "image")
 
 
 def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
@@ -46,5 +69,34 @@ def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = 
     except ValueError as exc:
         print(f"kvm-drivers: {exc}", file=stderr)
         return report.EXIT_USAGE
-    rows = check_images(list(args.disks), data, args.timeout, args.parallel)
+    if args.action == "fix":
+        return fix(args, data, started, previous, stdout, stderr)
+    rows = check_images(list(args.disks), data, args.timeout, args.parallel,
+                        os.path.abspath(args.backing) if args.backing else "")  # fmt: skip
+    return output.finish(rows, args, started, report.exit_code(rows), previous, stdout, stderr, "image")
+
+
+def fix(args: argparse.Namespace, data: dict[str, Any], started: float, previous: dict[str, Any] | None,
+        stdout: TextIO, stderr: TextIO) -> int:  # fmt: skip
+    """Run the deploy on the image through pyinfra (its output on stderr), then check what it wrote."""
+    disk = os.path.abspath(args.disk)
+    new = os.path.abspath(args.output or default_output(disk))
+    if os.path.lexists(new):
+        print(f"kvm-drivers image fix: {new} exists: remove it or give another --output", file=stderr)
+        return report.EXIT_USAGE
+    settings = [f"kvm_image_output={new}"] + (["kvm_image_flatten=true"] if args.flatten else []) + list(args.data)
+    cmd = [sys.executable, "-m", "pyinfra", "-y", f"@kvmimage{disk}", str(ENTRY)]
+    for item in settings:
+        cmd += ["--data", item]
+    try:
+        proc = subprocess.run(cmd, stdout=2, stderr=2, stdin=subprocess.DEVNULL, timeout=args.timeout)  # pyinfra's log
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        code = -1
+    if code != 0 or not os.path.exists(new):
+        why = f"timed out after {args.timeout:g} s" if code == -1 else f"pyinfra exit {code}"
+        row = report.host_row(new, None, f"the fix of {disk} failed ({why}): {disk} is unchanged, {new} not written")
+        return output.finish([row], args, started, report.EXIT_CODES["error"], previous, stdout, stderr, "image")
+    print(f"kvm-drivers image fix: wrote {new}; checking it", file=stderr)
+    rows = check_images([new], data, DEFAULT_TIMEOUT, 1, backing="" if args.flatten else disk)
     return output.finish(rows, args, started, report.exit_code(rows), previous, stdout, stderr, "image")

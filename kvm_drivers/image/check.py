@@ -25,10 +25,12 @@ DEFAULT_TIMEOUT = 600.0
 _HOME = str(Path(kvm_drivers.__file__).resolve().parent.parent)  # where the session imports kvm_drivers from
 
 
-def image_state(path: str, drivers: list[str], timeout: float) -> HostState:
-    """The state of the system in the image at path; an error state (with the cause) when it cannot be read."""
+def image_state(path: str, drivers: list[str], timeout: float, backing: str = "") -> HostState:
+    """The state of the system in the image at path; an error state (with the cause) when it cannot be read.
+    backing: the backing file path may have (an overlay ``image fix`` wrote over it).
+    """
     try:
-        disk = open_disk(path)
+        disk = open_disk(path, backing=backing)
     except DiskError as exc:
         return failed_state(f"image {path}: {exc}")
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
@@ -36,7 +38,8 @@ def image_state(path: str, drivers: list[str], timeout: float) -> HostState:
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C",
            "PYTHONPATH": os.pathsep.join(filter(None, [_HOME, os.environ.get("PYTHONPATH")]))}  # fmt: skip
     try:
-        proc = subprocess.run(namespace_command(disk.path, disk.format, drivers), capture_output=True,
+        proc = subprocess.run(namespace_command("check", disk.path, disk.format, *(
+            ["--backing", disk.backing, disk.backing_format] if disk.backing else []), *drivers), capture_output=True,
                               timeout=timeout, env=env)  # fmt: skip
     except subprocess.TimeoutExpired:
         return failed_state(f"image {path}: not read within {timeout:g} s (--timeout)")
@@ -49,12 +52,12 @@ def image_state(path: str, drivers: list[str], timeout: float) -> HostState:
     return replace(state, warnings=[*state.warnings, *(f"image: {n}" for n in notes)])
 
 
-def image_row(path: str, data: dict[str, Any], timeout: float) -> dict[str, Any]:
+def image_row(path: str, data: dict[str, Any], timeout: float, backing: str = "") -> dict[str, Any]:
     """One image's report row, planned with data (the settings an inventory would give a host)."""
     settings = Settings.from_data(data)
     if settings.errors:
         return report.host_row(path, None, "; ".join(settings.errors))
-    state = image_state(path, settings.lookup(), timeout)
+    state = image_state(path, settings.lookup(), timeout, backing)
     try:
         return report.host_row(path, plan(state, settings))
     except Exception as exc:  # noqa: BLE001 - an answer the report cannot read is an error, not a pass
@@ -62,7 +65,7 @@ def image_row(path: str, data: dict[str, Any], timeout: float) -> dict[str, Any]
 
 
 def check_images(paths: list[str], data: dict[str, Any], timeout: float = DEFAULT_TIMEOUT,
-                 parallel: int = 2) -> list[dict[str, Any]]:  # fmt: skip
-    """Every image's row, in the order given."""
+                 parallel: int = 2, backing: str = "") -> list[dict[str, Any]]:  # fmt: skip
+    """Every image's row, in the order given (backing: the one backing file they may have)."""
     with ThreadPoolExecutor(max(1, parallel)) as pool:
-        return list(pool.map(lambda p: image_row(p, data, timeout), paths))
+        return list(pool.map(lambda p: image_row(p, data, timeout, backing), paths))

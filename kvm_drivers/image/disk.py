@@ -25,21 +25,24 @@ class DiskError(Exception):
 class Disk:
     """An image file qemu can read as one self-contained disk."""
 
-    path: str  # absolute, as given (the report's name is what the user typed)
+    path: str  # absolute
     format: str
     virtual_size: int
+    backing: str = ""  # an overlay's backing file (allowed by the caller), and its format
+    backing_format: str = ""
 
 
-def problems(info: dict, path: str) -> list[str]:
-    """Why qemu-img's description of path is refused (pure; empty when it is one self-contained file)."""
+def problems(info: dict, path: str, backing: str = "") -> list[str]:
+    """Why qemu-img's description of path is refused (pure; empty when it is one self-contained file,
+    or a qcow2 overlay whose backing file is backing, the one the caller made it with).
+    """
     out = []
     fmt = info.get("format", "")
     if fmt not in FORMATS:
         out.append(f"format {fmt or 'unknown'!r} is not one of {', '.join(FORMATS)}")
-    for key in ("backing-filename", "full-backing-filename", "backing-filename-format"):
-        if info.get(key):
-            out.append(f"it has a backing file ({info[key]!r:.200}): give a flattened copy (qemu-img convert)")
-            break
+    named = info.get("full-backing-filename") or info.get("backing-filename") or ""
+    if named and not (backing and fmt == "qcow2" and named == backing):
+        out.append(f"it has a backing file ({named!r:.200}): check a flattened copy (qemu-img convert), or allow it with --backing")
     data = (info.get("format-specific") or {}).get("data") or {}
     if data.get("data-file"):
         out.append(f"it has an external data file ({data['data-file']!r:.200})")
@@ -69,9 +72,10 @@ def writer(path: str) -> bool:
         os.close(fd)
 
 
-def open_disk(path: str, timeout: float = 60) -> Disk:
+def open_disk(path: str, timeout: float = 60, backing: str = "") -> Disk:
     """The image at path, described and checked; DiskError when it cannot be used as it is. An image
     a QEMU process writes (qemu's lock: a running VM) is refused: what it holds is changing.
+    backing: the one backing file allowed (an overlay kvm-drivers wrote over it; it is checked too).
     """
     real = os.path.abspath(path)
     try:
@@ -90,7 +94,9 @@ def open_disk(path: str, timeout: float = 60) -> Disk:
     if writer(real):
         raise DiskError("is in use: a QEMU process holds it for writing (a running VM?): stop it, or check a copy")
     info = json.loads(proc.stdout)
-    refused = problems(info, real)
+    refused = problems(info, real, backing)
     if refused:
         raise DiskError("; ".join(refused))
-    return Disk(real, info["format"], int(info.get("virtual-size", 0)))
+    base = open_disk(backing, timeout) if backing else None
+    return Disk(real, info["format"], int(info.get("virtual-size", 0)), base.path if base else "",
+                base.format if base else "")  # fmt: skip

@@ -20,7 +20,7 @@ def inside(root: str, path: str, *, follow_last: bool = True) -> str:
     under root (no symlink left in it). A missing last component is allowed (a file to create);
     a missing directory, a loop or too many links is OutsideRoot.
     """
-    root = os.path.realpath(root)
+    root = root.rstrip("/") or "/"  # taken as it is: it may be reached through /proc/PID/root
     todo = [c for c in path.split("/") if c]
     done: list[str] = []
     links = 0

@@ -1,43 +1,49 @@
-"""The privileged half of ``kvm-drivers image check``: run as root in mount and PID namespaces of its
-own (``namespace_command``), it reaches the image's file systems read-only and prints gather.sh's
-answer about them. Nothing inside the image is run: gather.sh runs here with KVM_ROOT, with this
-machine's programs.
+"""The privileged half of the image commands: run as root in mount and PID namespaces of its own
+(``namespace_command``), it reaches an image's file systems and mounts the system it holds.
 
-    python3 -m kvm_drivers.image.session DISK FORMAT DRIVER...
+    python3 -m kvm_drivers.image.session check DISK FORMAT [--backing BACKING BACKING_FORMAT] DRIVER...
+    python3 -m kvm_drivers.image.session serve DISK FORMAT [BACKING BACKING_FORMAT]
+
+check: read-only; prints gather.sh's answer about the image (gather.sh runs here with KVM_ROOT, with
+this machine's programs: nothing inside the image is run). serve: read-write (DISK is the copy or
+overlay ``kvm-drivers image fix`` writes; BACKING the original under an overlay, opened read-only);
+prints "ready PID ROOT" (PID: this process, for nsenter), then holds the mounts until stdin says
+"close" (unmounts, flushes, prints "closed") or ends (the same, exit 1: the caller went away).
 
 - A raw image is read through loop devices, one per file system, at its offset (no nbd module, no
-  udev); another format through qemu-storage-daemon's read-only FUSE export of it as raw.
-- Every mount is read-only (loop devices too), without journal replay; mount points are resolved
-  inside the image's root (kvm_drivers.image.paths), never through one of its links.
-- Teardown is the kernel's: the namespaces die with this process, whatever ends it, and with them
-  the mounts, the FUSE export and (autoclear) the loop devices.
+  udev); another format through qemu-storage-daemon's FUSE export of it as raw.
+- Mount points are resolved inside the image's root (kvm_drivers.image.paths), never through one
+  of its links. check mounts read-only (loop devices too), without journal replay.
+- Teardown is the kernel's when nothing else runs: the namespaces die with this process, whatever
+  ends it, and with them the mounts, the export and (autoclear) the loop devices.
 
-stdout: the gather's answer. stderr: "note: ..." lines (said in the row as warnings), and on failure
-a last line saying why. Exit 0, or 3 when the image cannot be checked (the cause on stderr).
+stderr: "note: ..." lines (said in the row as warnings), and on failure a last line saying why.
+Exit 0, or 3 when the image cannot be used (the cause on stderr).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from kvm_drivers.facts.kvm_drivers import gather_command
 from kvm_drivers.image import layout
 from kvm_drivers.image.paths import OutsideRoot, directory_inside, inside
 
 FAILED = 3
-# Read-only, and no journal replay (a dirty journal would otherwise be written back through the loop).
-MOUNT_OPTIONS = {"ext4": "ro,noload", "ext3": "ro,noload", "ext2": "ro", "xfs": "ro,norecovery", "btrfs": "ro",
-                 "vfat": "ro"}  # fmt: skip
+# check: read-only, and no journal replay (a dirty journal would otherwise be written back).
+READ_ONLY = {"ext4": "ro,noload", "ext3": "ro,noload", "ext2": "ro", "xfs": "ro,norecovery", "btrfs": "ro",
+             "vfat": "ro"}  # fmt: skip
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 
 class ImageError(Exception):
-    """The image cannot be checked: the message says why."""
+    """The image cannot be used: the message says why."""
 
 
 def run(cmd: list[str], check: bool = True, **kw: object) -> subprocess.CompletedProcess:
@@ -48,56 +54,156 @@ def run(cmd: list[str], check: bool = True, **kw: object) -> subprocess.Complete
     return proc
 
 
-def namespace_command(disk: str, fmt: str, drivers: list[str]) -> list[str]:
-    """The command that runs this module for one image in namespaces that die with it."""
+def namespace_command(action: str, *args: str) -> list[str]:
+    """The command that runs this module in namespaces that die with it."""
     return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
-            sys.executable, "-m", "kvm_drivers.image.session", disk, fmt, *drivers]  # fmt: skip
+            sys.executable, "-m", "kvm_drivers.image.session", action, *args]  # fmt: skip
 
 
-def export_raw(disk: str, fmt: str, work: Path) -> str:
-    """A path whose bytes are the image's disk: the file itself when raw, else a read-only FUSE export."""
-    if fmt == "raw":
-        return disk
-    raw = work / "disk.raw"
-    raw.touch(mode=0o600)
-    nodes = [{"driver": "file", "node-name": "file", "filename": disk, "read-only": True},
-             {"driver": fmt, "node-name": "disk", "file": "file", "read-only": True}]  # fmt: skip
-    if fmt == "qcow2":
-        nodes[1]["backing"] = None  # never open a backing file the image names
-    cmd = ["qemu-storage-daemon"]
-    for node in nodes:
-        cmd += ["--blockdev", json.dumps(node)]
-    cmd += ["--export", f"type=fuse,id=disk,node-name=disk,mountpoint={raw},writable=off",
-            "--daemonize", "--pidfile", str(work / "qsd.pid")]  # fmt: skip
-    run(cmd)
-    return str(raw)
+def note(text: str) -> None:
+    """Say something the row shows as a warning."""
+    print(f"note: {text}", file=sys.stderr, flush=True)
 
 
-def mount(raw: str, fs: layout.Fs, target: str, subvol: str = "") -> None:
-    """Mount fs of the disk raw read-only at target, through an autoclear read-only loop device."""
-    options = f"{MOUNT_OPTIONS[fs.type]},loop,offset={fs.part.offset},sizelimit={fs.part.size}"
-    if subvol:
-        options += f",subvol={subvol}"
-    run(["mount", "-t", fs.type, "-o", options, "--", raw, target])
+class Opened:
+    """The image's system mounted at ``root`` in this namespace (read-only unless writable)."""
+
+    def __init__(self, disk: str, fmt: str, writable: bool = False, backing: str = "", backing_fmt: str = "") -> None:
+        self.disk, self.fmt, self.writable = disk, fmt, writable
+        self.backing, self.backing_fmt = backing, backing_fmt
+        self.work = Path(tempfile.mkdtemp(prefix="kvm-image.", dir="/run"))  # root's own (0700)
+        self.root = str(self.work / "root")
+        os.mkdir(self.root)
+        self.mounted: list[str] = []
+        self.qsd = 0
+        self.raw = self._export()
+        found, problems = self._filesystems()
+        for p in problems:
+            note(p)
+        fs, sub = self._mount_root(found)
+        note(f"root file system: partition {fs.part.number} ({fs.type}" + (f", subvolume {sub}" if sub else "") + ")")
+        fstab = Path(inside(self.root, "/etc/fstab")).read_text(errors="replace")
+        mounts, notes, errors = layout.extra_mounts(fstab, found, fs)
+        for n in notes:
+            note(n)
+        if errors:
+            raise ImageError("; ".join(errors))
+        for m in mounts:
+            try:
+                target = directory_inside(self.root, m.target)
+            except OutsideRoot as exc:
+                raise ImageError(f"fstab's {m.target} cannot be mounted: {exc}") from None
+            self._mount(m.fs, target, m.subvol)
+
+    def _export(self) -> str:
+        """A path whose bytes are the disk: the file itself when raw (and no overlay), else a FUSE export."""
+        if self.fmt == "raw" and not self.backing:
+            return self.disk
+        raw = self.work / "disk.raw"
+        raw.touch(mode=0o600)
+        rw = self.writable
+        node: dict = {"driver": self.fmt, "node-name": "disk", "read-only": not rw,
+                      "file": {"driver": "file", "filename": self.disk, "read-only": not rw}}  # fmt: skip
+        if self.fmt == "qcow2":  # never a backing file the image names: ours (read-only) or none
+            node["backing"] = None
+            if self.backing:
+                node["backing"] = {"driver": self.backing_fmt, "read-only": True,
+                                   "file": {"driver": "file", "filename": self.backing, "read-only": True}}  # fmt: skip
+        pidfile = self.work / "qsd.pid"
+        run(["qemu-storage-daemon", "--blockdev", json.dumps(node), "--export",
+             f"type=fuse,id=disk,node-name=disk,mountpoint={raw},writable={'on' if rw else 'off'}",
+             "--daemonize", "--pidfile", str(pidfile)])  # fmt: skip
+        self.qsd = int(pidfile.read_text())
+        return str(raw)
+
+    def _mount(self, fs: layout.Fs, target: str, subvol: str = "") -> None:
+        """Mount fs at target through an autoclear loop device (read-only unless writable)."""
+        options = "rw" if self.writable else READ_ONLY[fs.type]
+        options += f",loop,offset={fs.part.offset},sizelimit={fs.part.size}" + (f",subvol={subvol}" if subvol else "")
+        run(["mount", "-t", fs.type, "-o", options, "--", self.raw, target])
+        self.mounted.append(target)
+
+    def _umount(self, target: str) -> None:
+        run(["umount", target])
+        self.mounted.remove(target)
+
+    def _filesystems(self) -> tuple[list[layout.Fs], list[str]]:
+        """The disk's file systems (and its partitions' problems). An unsupported kind is an error."""
+        size = os.stat(self.raw).st_size
+        table = run(["sfdisk", "--json", self.raw], check=False)
+        if table.returncode != 0 and "does not contain a recognized partition table" not in table.stderr:
+            raise ImageError(f"sfdisk cannot read the partition table: {table.stderr.strip()[-200:]}")
+        parts, problems = layout.partitions(table.stdout if table.returncode == 0 else "", size)
+        found = []
+        for part in parts:
+            probe = run(["blkid", "-p", "-o", "export", "-O", str(part.offset), "-S", str(part.size), self.raw],
+                        check=False)  # fmt: skip
+            fields = layout.blkid_fields(probe.stdout)
+            kind = fields.get("TYPE", "")
+            if kind in layout.UNSUPPORTED:
+                raise ImageError(f"partition {part.number} is {layout.UNSUPPORTED[kind]}")
+            if kind:
+                found.append(layout.Fs(part, kind, fields.get("UUID", ""), fields.get("LABEL", "")))
+        return found, problems
+
+    def _mount_root(self, found: list[layout.Fs]) -> tuple[layout.Fs, str]:
+        """Mount the image's "/" at root: the one file system (or btrfs subvolume) that is an OS root."""
+        hits: list[tuple[layout.Fs, str]] = []
+        for fs in found:
+            if fs.type not in layout.ROOT_TYPES:
+                continue
+            self._mount(fs, self.root)
+            try:
+                if is_root(self.root):
+                    hits.append((fs, ""))
+                elif fs.type == "btrfs":  # "/" in a subvolume (@, @rootfs...): top-level directories that are roots
+                    for name in sorted(os.listdir(self.root)):
+                        path = os.path.join(self.root, name)
+                        if os.path.isdir(path) and not os.path.islink(path) and is_root(path):
+                            hits.append((fs, name))
+            finally:
+                self._umount(self.root)
+        if not hits:
+            raise ImageError("no file system of this image is an operating system's root "
+                             "(/etc/fstab and a release file)")
+        if len(hits) > 1:
+            where = ", ".join(f"partition {fs.part.number}" + (f" subvolume {sub}" if sub else "") for fs, sub in hits)
+            raise ImageError(f"several operating system roots in this image ({where}): not supported")
+        fs, sub = hits[0]
+        self._mount(fs, self.root, sub)
+        if fs.type == "btrfs":  # fstab's own word on the subvolume, if it says another one
+            wanted = layout.root_subvol(Path(inside(self.root, "/etc/fstab")).read_text(errors="replace"))
+            if wanted and wanted != sub:
+                self._umount(self.root)
+                self._mount(fs, self.root, wanted)
+                sub = wanted
+        return fs, sub
+
+    def close(self) -> None:
+        """Unmount everything (the file systems flushed), then stop the export (the image flushed)."""
+        for target in reversed(list(self.mounted)):
+            self._umount(target)
+        if self.qsd:
+            os.kill(self.qsd, signal.SIGTERM)
+            for _ in range(600):  # qemu-storage-daemon flushes the image, then exits
+                try:
+                    os.kill(self.qsd, 0)
+                except ProcessLookupError:
+                    break
+                _reap()
+                time.sleep(0.05)
+            else:
+                raise ImageError("qemu-storage-daemon did not stop within 30 s")
+            self.qsd = 0
 
 
-def filesystems(raw: str) -> tuple[list[layout.Fs], list[str]]:
-    """The file systems of the disk (and the partitions' problems). An unsupported kind is an error."""
-    size = os.stat(raw).st_size
-    table = run(["sfdisk", "--json", raw], check=False)
-    if table.returncode != 0 and "does not contain a recognized partition table" not in table.stderr:
-        raise ImageError(f"sfdisk cannot read the partition table: {table.stderr.strip()[-200:]}")
-    parts, problems = layout.partitions(table.stdout if table.returncode == 0 else "", size)
-    found = []
-    for part in parts:
-        probe = run(["blkid", "-p", "-o", "export", "-O", str(part.offset), "-S", str(part.size), raw], check=False)
-        fields = layout.blkid_fields(probe.stdout)
-        kind = fields.get("TYPE", "")
-        if kind in layout.UNSUPPORTED:
-            raise ImageError(f"partition {part.number} is {layout.UNSUPPORTED[kind]}")
-        if kind:
-            found.append(layout.Fs(part, kind, fields.get("UUID", ""), fields.get("LABEL", "")))
-    return found, problems
+def _reap() -> None:
+    """Reap exited children (this process is PID 1 of its namespace: the daemon's parent once detached)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
 
 
 def is_root(root: str) -> bool:
@@ -111,83 +217,52 @@ def is_root(root: str) -> bool:
     return os.path.isfile(fstab) and any(os.path.isfile(p) for p in release)
 
 
-def mount_root(raw: str, found: list[layout.Fs], root: str) -> tuple[layout.Fs, str]:
-    """Mount the image's "/" at root: the one file system (or btrfs subvolume) that is an OS root."""
-    hits: list[tuple[layout.Fs, str]] = []
-    for fs in found:
-        if fs.type not in layout.ROOT_TYPES:
-            continue
-        mount(raw, fs, root)
-        try:
-            if is_root(root):
-                hits.append((fs, ""))
-            elif fs.type == "btrfs":  # "/" in a subvolume (@, @rootfs...): top-level directories that are roots
-                for name in sorted(os.listdir(root)):
-                    if os.path.isdir(os.path.join(root, name)) and not os.path.islink(os.path.join(root, name)) \
-                            and is_root(os.path.join(root, name)):  # fmt: skip
-                        hits.append((fs, name))
-        finally:
-            run(["umount", root])
-    if not hits:
-        raise ImageError("no file system of this image is an operating system's root (/etc/fstab and a release file)")
-    if len(hits) > 1:
-        where = ", ".join(f"partition {fs.part.number}" + (f" subvolume {sub}" if sub else "") for fs, sub in hits)
-        raise ImageError(f"several operating system roots in this image ({where}): not supported")
-    fs, sub = hits[0]
-    mount(raw, fs, root, sub)
-    if fs.type == "btrfs":  # fstab's own word on the subvolume, if it says another one
-        wanted = layout.root_subvol(Path(inside(root, "/etc/fstab")).read_text(errors="replace"))
-        if wanted and wanted != sub:
-            run(["umount", root])
-            mount(raw, fs, root, wanted)
-            sub = wanted
-    return fs, sub
+def gather(root: str, drivers: list[str]) -> bytes:
+    """gather.sh's answer about the system at root (this machine's sh and tools, KVM_ROOT=root)."""
+    from kvm_drivers.facts.kvm_drivers import gather_command
 
-
-def check(disk: str, fmt: str, drivers: list[str]) -> int:
-    """Mount the image's system read-only and print the gather's answer about it."""
-    work = Path(tempfile.mkdtemp(prefix="kvm-image.", dir="/run"))  # root's own (0700), in this namespace
-    root = work / "root"
-    root.mkdir()
-    raw = export_raw(disk, fmt, work)
-    found, problems = filesystems(raw)
-    for p in problems:
-        print(f"note: {p}", file=sys.stderr)
-    fs, sub = mount_root(raw, found, str(root))
-    print(f"note: root file system: partition {fs.part.number} ({fs.type}"
-          + (f", subvolume {sub}" if sub else "") + ")", file=sys.stderr)  # fmt: skip
-    fstab = Path(inside(str(root), "/etc/fstab")).read_text(errors="replace")
-    mounts, notes, errors = layout.extra_mounts(fstab, found, fs)
-    for n in notes:
-        print(f"note: {n}", file=sys.stderr)
-    if errors:
-        raise ImageError("; ".join(errors))
-    for m in mounts:
-        try:
-            target = directory_inside(str(root), m.target)
-        except OutsideRoot as exc:
-            raise ImageError(f"fstab's {m.target} cannot be mounted: {exc}") from None
-        mount(raw, m.fs, target, m.subvol)
-    answer = subprocess.run(["sh", "-c", gather_command(drivers, root=str(root)).get_raw_value()], env=ENV,
+    answer = subprocess.run(["sh", "-c", gather_command(drivers, root=root).get_raw_value()], env=ENV,
                             capture_output=True)  # fmt: skip
-    sys.stdout.buffer.write(answer.stdout)
     if answer.returncode != 0:
         said = answer.stderr.decode(errors="replace")[-300:]
         raise ImageError(f"the gather failed (exit {answer.returncode}): {said}")
-    return 0
+    return answer.stdout
+
+
+def outer_pid() -> int:
+    """The PID of this process as the control machine sees it (NSpid's first field)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[1])
+    return os.getpid()
+
+
+def serve(image: Opened) -> int:
+    """Hold the mounts for the caller until it says "close" (0) or goes away (1)."""
+    print(f"ready {outer_pid()} {image.root}", flush=True)
+    said = sys.stdin.readline().strip()
+    image.close()
+    print("closed", flush=True)
+    return 0 if said == "close" else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point (in the namespaces): 0, 2 usage, 3 the image cannot be checked (why on stderr)."""
+    """Entry point (in the namespaces): 0, 1 serve's caller went away, 2 usage, 3 the image cannot be used."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) < 3:
-        print("usage: python3 -m kvm_drivers.image.session DISK FORMAT DRIVER...", file=sys.stderr)
-        return 2
     try:
-        return check(args[0], args[1], args[2:])
+        if len(args) >= 4 and args[0] == "check":
+            backing = args[4:6] if args[3] == "--backing" and len(args) >= 7 else ["", ""]
+            image = Opened(args[1], args[2], backing=backing[0], backing_fmt=backing[1])
+            sys.stdout.buffer.write(gather(image.root, args[6:] if backing[0] else args[3:]))
+            return 0
+        if len(args) in (3, 5) and args[0] == "serve":
+            return serve(Opened(args[1], args[2], writable=True, backing=(args[3:4] or [""])[0],
+                                backing_fmt=(args[4:5] or [""])[0]))  # fmt: skip
     except (ImageError, OutsideRoot, OSError, ValueError, KeyError) as exc:
         print(f"{exc}", file=sys.stderr)
         return FAILED
+    print(__doc__.split("\n\n")[1], file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

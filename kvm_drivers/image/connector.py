@@ -1,0 +1,210 @@
+"""``@kvmimage/PATH``: a disk image as a pyinfra host, so that the deploy fixes an image as it fixes a
+server (``pyinfra @kvmimage/srv/web1.qcow2 deploys/kvm_drivers.py``; ``kvm-drivers image fix`` runs it).
+
+- The input is never written unless ``kvm_image_in_place`` is set: the deploy writes a qcow2 overlay
+  backed by it (``kvm_image_output``, default ``NAME.kvm.qcow2`` beside it), or a converted copy with
+  ``kvm_image_flatten``. The output is made under a temporary name and takes its own name only when
+  the host did not fail; otherwise (or if the run is killed) no file carries the output's name.
+- The image is mounted by a session process (kvm_drivers.image.session serve) in namespaces of its own;
+  the mounts die with it. The deploy's gather runs here, outside the image (``gather_outside``: this
+  machine's sh with KVM_ROOT), so nothing of this machine is described as the image's.
+- Every command runs inside the image's root under bubblewrap: pivot_root (no chroot to escape), new
+  PID, network, IPC and UTS namespaces (no network at all), a fresh /proc without the control
+  machine's command line, a minimal /dev (no disk of this machine), no /sys.
+- Files are read and written through the session's view of the root, every path resolved inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from io import IOBase
+from pathlib import Path
+from typing import Any, TypedDict
+
+from pyinfra.api import QuoteString, StringCommand
+from pyinfra.api.exceptions import ConnectError, InventoryError
+from pyinfra.api.util import get_file_io
+from pyinfra.connectors.base import BaseConnector, DataMeta
+from pyinfra.connectors.local import LocalConnector
+from pyinfra.connectors.util import extract_control_arguments, make_unix_command_for_host
+
+from kvm_drivers.image.disk import DiskError, open_disk
+from kvm_drivers.image.paths import inside
+from kvm_drivers.image.session import namespace_command
+
+READY_SECONDS = 300  # a large image's FUSE export and mounts
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+# What initrd builders need as root; not SYS_ADMIN (mounts) nor SYS_CHROOT (a chroot to escape through).
+CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_MKNOD",
+        "CAP_SETGID", "CAP_SETUID", "CAP_KILL")  # fmt: skip
+
+
+class ImageData(TypedDict, total=False):
+    """The inventory data the connector reads (see ImageConnector.data_meta)."""
+
+    kvm_image_output: str
+    kvm_image_flatten: bool
+    kvm_image_in_place: bool
+
+
+def sandbox(root: str) -> list[str]:
+    """The bubblewrap arguments that make root "/" for one command (see the module's docstring)."""
+    caps = [x for cap in CAPS for x in ("--cap-add", cap)]
+    return ["bwrap", "--bind", root, "/", "--dev", "/dev", "--proc", "/proc", "--ro-bind", "/dev/null",
+            "/proc/cmdline", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
+            "--cap-drop", "ALL", *caps, "--clearenv", "--setenv", "PATH", ENV["PATH"], "--setenv", "LC_ALL", "C",
+            "--setenv", "HOME", "/root", "--chdir", "/"]  # fmt: skip
+
+
+def default_output(path: str) -> str:
+    """NAME.kvm.qcow2 beside the input (its last suffix replaced)."""
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.kvm.qcow2"))
+
+
+class ImageConnector(BaseConnector):
+    """A disk image, fixed offline through a session that holds its mounts (see the module's docstring)."""
+
+    handles_execution = True
+    data_cls = ImageData
+    data_meta = {
+        "kvm_image_output": DataMeta("the image to write (default: NAME.kvm.qcow2 beside the input)"),
+        "kvm_image_flatten": DataMeta("write a converted copy instead of an overlay backed by the input", False),
+        "kvm_image_in_place": DataMeta("change the input itself (a backup of each changed file is kept in it)", False),
+    }
+
+    def __init__(self, state: Any, host: Any) -> None:
+        super().__init__(state, host)
+        self.local = LocalConnector(state, host)
+        self.session: subprocess.Popen | None = None
+        self.pid = 0
+        self.kvm_image_root = ""
+        self.partial = ""
+        self.output = ""
+
+    @staticmethod
+    def make_names_data(name: str | None = None):
+        if not name:
+            raise InventoryError("@kvmimage needs the image's path: @kvmimage/PATH")
+        path = "/" + name.lstrip("/")
+        yield f"@kvmimage{path}", {"kvm_image": path}, ["@kvmimage"]
+
+    # --- the session ------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        path = self.host.data.kvm_image
+        try:
+            disk = open_disk(path)
+        except DiskError as exc:
+            raise ConnectError(f"image {path}: {exc}") from None
+        args = [disk.path, disk.format]
+        if self.data.get("kvm_image_in_place"):
+            self.output = disk.path
+        else:
+            self.output = os.path.abspath(self.data.get("kvm_image_output") or default_output(disk.path))
+            if os.path.lexists(self.output):
+                raise ConnectError(f"image {path}: the output {self.output} exists: remove it or name another")
+            out = Path(self.output)
+            self.partial = str(out.with_name(f".{out.name}.partial-{secrets.token_hex(4)}"))
+            if self.data.get("kvm_image_flatten"):
+                cmd = ["qemu-img", "convert", "-q", "-f", disk.format, "-O", "qcow2", disk.path, self.partial]
+                args = [self.partial, "qcow2"]
+            else:  # the input as the overlay's backing file, named by its absolute path, never written
+                cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", disk.path, "-F", disk.format, self.partial]
+                args = [self.partial, "qcow2", disk.path, disk.format]
+            made = subprocess.run(cmd, capture_output=True, text=True)
+            if made.returncode != 0:
+                self._discard()
+                raise ConnectError(f"image {path}: {cmd[0]} {cmd[1]} failed: {made.stderr.strip()[-300:]}")
+        self._start(path, args)
+
+    def _start(self, path: str, args: list[str]) -> None:
+        err = tempfile.TemporaryFile()
+        self.session = subprocess.Popen(namespace_command("serve", *args), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=err, text=True, env=_session_env())  # fmt: skip
+        line = self.session.stdout.readline().split()
+        if len(line) != 3 or line[0] != "ready":
+            self.session.wait()
+            err.seek(0)
+            said = [x for x in err.read().decode(errors="replace").splitlines() if not x.startswith("note: ")]
+            self.session = None
+            self._discard()
+            raise ConnectError(f"image {path}: {(said or ['the session stopped'])[-1][:400]}")
+        self.pid, self.kvm_image_root = int(line[1]), line[2]
+        self.host.connector_data["kvm_image_root"] = self.kvm_image_root
+
+    def disconnect(self) -> None:
+        """Unmount (flushing the image), then give the output its name, unless this host failed."""
+        ok = self.session is not None and self._close()
+        if self.partial:
+            if ok and self.host not in self.state.failed_hosts:
+                os.replace(self.partial, self.output)
+            else:
+                self._discard()
+
+    def _close(self) -> bool:
+        assert self.session is not None
+        try:
+            self.session.stdin.write("close\n")
+            self.session.stdin.flush()
+            said = self.session.stdout.readline().strip()
+        except (BrokenPipeError, OSError):
+            said = ""
+        code = self.session.wait()
+        self.session = None
+        return said == "closed" and code == 0
+
+    def _discard(self) -> None:
+        if self.partial:
+            Path(self.partial).unlink(missing_ok=True)
+
+    # --- commands and files -----------------------------------------------------------------------
+
+    def gather_outside(self, command: StringCommand, timeout: float | None = None) -> list[str] | None:
+        """Run command (the gather, with KVM_ROOT set to kvm_image_root) with this machine's sh in the
+        session's mount namespace: it reads the image without running anything inside it.
+        """
+        proc = subprocess.run(["nsenter", "--target", str(self.pid), "--mount", "--", "sh", "-c",
+                               command.get_raw_value()], capture_output=True, timeout=timeout, env=ENV)  # fmt: skip
+        return proc.stdout.decode("utf-8", "replace").splitlines() if proc.returncode == 0 else None
+
+    def run_shell_command(self, command: StringCommand, print_output: bool = False, print_input: bool = False,
+                          **arguments: Any):  # fmt: skip
+        local_arguments = extract_control_arguments(arguments)
+        command = make_unix_command_for_host(self.state, self.host, command, **arguments)
+        wrapped = StringCommand("nsenter", "--target", str(self.pid), "--mount", "--",
+                                *[QuoteString(x) for x in sandbox(self.kvm_image_root)], "/bin/sh", "-c",
+                                QuoteString(command))  # fmt: skip
+        return self.local.run_shell_command(wrapped, print_output=print_output, print_input=print_input,
+                                            **local_arguments)  # fmt: skip
+
+    def _path(self, remote: str) -> str:
+        """The path of the image, as this machine reaches it: through the session's root, resolved inside."""
+        return inside(f"/proc/{self.pid}/root{self.kvm_image_root}", remote)
+
+    def put_file(self, filename_or_io: str | IOBase, remote_filename: str, remote_temp_filename: str | None = None,
+                 print_output: bool = False, print_input: bool = False, **arguments: Any) -> bool:  # fmt: skip
+        target = self._path(remote_filename)
+        tmp = f"{target}.kvm-drivers.{secrets.token_hex(4)}"
+        with get_file_io(filename_or_io) as src, open(tmp, "xb") as dst:
+            data = src.read()
+            dst.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, target)
+        return True
+
+    def get_file(self, remote_filename: str, filename_or_io: str | IOBase, remote_temp_filename: str | None = None,
+                 print_output: bool = False, print_input: bool = False, **arguments: Any) -> bool:  # fmt: skip
+        with open(self._path(remote_filename), "rb") as src, get_file_io(filename_or_io, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return True
+
+
+def _session_env() -> dict[str, str]:
+    import kvm_drivers
+
+    home = str(Path(kvm_drivers.__file__).resolve().parent.parent)
+    return {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [home, os.environ.get("PYTHONPATH")]))}
