@@ -42,7 +42,8 @@ def problems(info: dict, path: str, backing: str = "") -> list[str]:
         out.append(f"format {fmt or 'unknown'!r} is not one of {', '.join(FORMATS)}")
     named = info.get("full-backing-filename") or info.get("backing-filename") or ""
     if named and not (backing and fmt == "qcow2" and named == backing):
-        out.append(f"it has a backing file ({named!r:.200}): check a flattened copy (qemu-img convert), or allow it with --backing")
+        out.append(f"it has a backing file ({named!r:.200}): check a flattened copy (qemu-img convert), "
+                   "or allow it with --backing")
     data = (info.get("format-specific") or {}).get("data") or {}
     if data.get("data-file"):
         out.append(f"it has an external data file ({data['data-file']!r:.200})")
