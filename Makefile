@@ -4,10 +4,12 @@ PYTHON ?= python3
 # The GRUB rescue CDs are made during the build too (grub-mkrescue: grub-common, grub-pc-bin, xorriso, mtools).
 LAB_APT_PACKAGES = debootstrap e2fsprogs zstd xz-utils cpio util-linux build-essential flex bison bc libelf-dev \
 	linux-source-6.1 grub-common grub-pc-bin xorriso mtools
+# Images (issue 21): qemu-img, qemu-storage-daemon (FUSE export), bubblewrap (commands inside an image).
 APT_PACKAGES = $(LAB_APT_PACKAGES) qemu-system-x86 openssh-client lz4 iproute2 grub-emu \
 	grub-efi-amd64-bin grub-efi-amd64-signed ovmf fdisk dosfstools \
 	btrfs-progs python3-rpm chromium \
-	busybox gawk original-awk
+	busybox gawk original-awk \
+	qemu-utils qemu-system-common bubblewrap
 
 .PHONY: setup deps lab-deps pydeps lab demo test test-quick lint down
 

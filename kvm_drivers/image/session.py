@@ -50,8 +50,14 @@ def run(cmd: list[str], check: bool = True, **kw: object) -> subprocess.Complete
     """Run cmd with a clean environment; ImageError with its message when it fails (check)."""
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, **kw)
     if check and proc.returncode != 0:
-        raise ImageError(f"{cmd[0]} failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+        said = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip() and "dmesg(1)" not in ln]
+        raise ImageError(f"{cmd[0]} failed: {' '.join(said)[-300:]}")
     return proc
+
+
+def kernel_reads(fstype: str) -> bool:
+    """Whether this machine's kernel has the file system built in or loaded (/proc/filesystems)."""
+    return any(line.split()[-1:] == [fstype] for line in Path("/proc/filesystems").read_text().splitlines())
 
 
 def namespace_command(action: str, *args: str) -> list[str]:
@@ -118,10 +124,26 @@ class Opened:
 
     def _mount(self, fs: layout.Fs, target: str, subvol: str = "") -> None:
         """Mount fs at target through an autoclear loop device (read-only unless writable)."""
+        if fs.type == "vfat" and not kernel_reads("vfat") and run(["modprobe", "vfat"], check=False).returncode:
+            self._fat_copy(fs, target)
+            return
         options = "rw" if self.writable else READ_ONLY[fs.type]
         options += f",loop,offset={fs.part.offset},sizelimit={fs.part.size}" + (f",subvol={subvol}" if subvol else "")
         run(["mount", "-t", fs.type, "-o", options, "--", self.raw, target])
         self.mounted.append(target)
+
+    def _fat_copy(self, fs: layout.Fs, target: str) -> None:
+        """A FAT file system (an ESP) this kernel cannot mount: a read-only copy of its files, read with
+        mtools, at target. Said as a note; a change the deploy tries there fails (never lost silently).
+        """
+        run(["mount", "-t", "tmpfs", "-o", f"size={fs.part.size},mode=0755", "kvm-esp", target])
+        self.mounted.append(target)
+        copy = run(["mcopy", "-s", "-p", "-n", "-i", f"{self.raw}@@{fs.part.offset}", "::*", target + "/"], check=False)
+        if copy.returncode != 0 and "not found" not in copy.stderr:  # (an empty FAT: nothing matches "*")
+            raise ImageError(f"partition {fs.part.number} (vfat) cannot be read: {copy.stderr.strip()[-300:]}")
+        run(["mount", "-o", "remount,ro", target])
+        note(f"partition {fs.part.number} (vfat): this kernel cannot mount FAT; its files are a read-only copy "
+             "(read with mtools): changes to it are refused")  # fmt: skip
 
     def _umount(self, target: str) -> None:
         run(["umount", target])

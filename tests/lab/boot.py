@@ -601,6 +601,13 @@ def prepare(h: HostSpec, timeout: int = TIMEOUT, scratch: Path | None = None, lo
         disk = blsmodel.make_disk(h, tree, image)
     else:
         disk = make_disk(h, tree, image)
+    return on_disk(h, disk, files, tree, scratch, timeout, log_name)
+
+
+def on_disk(h: HostSpec, disk: Disk, files: dict[str, int], tree: Path, scratch: Path, timeout: int = TIMEOUT,
+            log_name: str = "boot.log") -> Launched:  # fmt: skip
+    """The boot of disk (made from host h's tree, or an image of it) through h's loader; files: its /boot's
+    files and sizes (to name the initrd GRUB loads). ``._start()`` starts QEMU on it."""
     cmd = ["qemu-system-x86_64", "-machine", "accel=tcg", "-m", "1024", "-smp", "1",
            "-drive", f"file={disk.image},format=raw,if=virtio",
            "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0",
