@@ -312,8 +312,9 @@ class Disk:
     extra: list[Path] = field(default_factory=list)
 
 
-def make_disk(h: HostSpec, tree: Path, image: Path) -> Disk:
-    """Write the host's tree as its boot disk (layout h.disk) with the probe as /sbin/init.
+def make_disk(h: HostSpec, tree: Path, image: Path, probe: bool = True) -> Disk:
+    """Write the host's tree as its boot disk (layout h.disk) with the probe as /sbin/init (probe=False:
+    the tree's own init, e.g. for a disk image an initrd is rebuilt in: ``put_probe`` before booting it).
 
     whole: one unpartitioned ext4 (/dev/vda). split: MBR, partition 1 /boot (its own ext4, as
     RHEL installs it), partition 2 root. part: MBR, partition 1 root (GRUB legacy's (hd0,0)).
@@ -349,7 +350,8 @@ def make_disk(h: HostSpec, tree: Path, image: Path) -> Disk:
         return Disk(image, "")
     else:
         raise ValueError(f"{h.name}: unknown disk layout {h.disk!r}")
-    put_probe(spec, tree)
+    if probe:
+        put_probe(spec, tree)
     return Disk(image, spec)
 
 
