@@ -15,8 +15,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,7 +105,11 @@ def story():
         running = start_boots([(h, booted_copy(s["inputs"][h.name], work / f"{h.name}.before.raw", s["made"][h.name],
                                                s["trees"][h.name]), s["trees"][h.name]) for h in specs],
                               work, "boot-image-before.log")  # fmt: skip
-        s["fixes"] = {h.name: fix(s["inputs"][h.name]) for h in specs}  # while the boots run
+        s["fixes"], s["fix_seconds"] = {}, {}
+        for h in specs:  # while the boots run
+            started = time.monotonic()
+            s["fixes"][h.name] = fix(s["inputs"][h.name])
+            s["fix_seconds"][h.name] = time.monotonic() - started
         s["before"] = {one.host.name: one.wait() for one in running}
         running = start_boots([(h, booted_copy(work / f"{h.name}.kvm.qcow2", work / f"{h.name}.after.raw",
                                                s["made"][h.name], s["trees"][h.name]), s["trees"][h.name])
@@ -175,3 +181,22 @@ def test_hostile_links_at_every_path_the_fix_writes_change_nothing_here(story, t
     fix(disk)
     assert {p: sha256(p) for p in sums} == sums
     assert sorted(str(p) for p in VICTIM.rglob("*")) == listing
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.25, 0.5, 0.8])
+def test_a_killed_fix_leaves_the_input_and_no_output_under_its_name(story, tmp_path, fraction):
+    name = "fix-deb12-itools"
+    disk, out = story["inputs"][name], tmp_path / "killed.qcow2"
+    proc = subprocess.Popen([sys.executable, "-m", "kvm_drivers", "image", "fix", str(disk), "--output", str(out)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    time.sleep(story["fix_seconds"][name] * fraction)
+    os.killpg(proc.pid, signal.SIGKILL)  # the fix, pyinfra, the session and what runs in the image
+    proc.wait()
+    deadline = time.monotonic() + 20  # the kernel tears the session's namespaces down
+    while time.monotonic() < deadline and (images.loop_devices(), images.mounts()) != (story["loops"], story["mounts"]):
+        time.sleep(0.1)
+    assert images.loop_devices() == story["loops"] and images.mounts() == story["mounts"]
+    assert sha256(disk) == story["sums"][name]
+    if out.exists():  # killed after it was renamed into place: then it is whole (a partial one has another name)
+        assert subprocess.run(["qemu-img", "check", "-q", str(out)]).returncode == 0
