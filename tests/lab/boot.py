@@ -42,6 +42,7 @@ GRUB_PC = Path("/usr/lib/grub/i386-pc")  # Debian's grub-pc-bin (GRUB 2.06 on De
 GRUB_EFI = Path("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed")  # Debian's signed GRUB (grub-efi-amd64-signed)
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 MiB = 1 << 20
+GPT_ESP, GPT_LINUX = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 OS_RELEASE_STUB = Path(__file__).with_name("os-release.lab-disk-copy")
 
 # Where a GRUB core would find its directory: grub-install bakes the prefix into core.img;
@@ -318,7 +319,7 @@ def make_disk(h: HostSpec, tree: Path, image: Path, probe: bool = True) -> Disk:
 
     whole: one unpartitioned ext4 (/dev/vda). split: MBR, partition 1 /boot (its own ext4, as
     RHEL installs it), partition 2 root. part: MBR, partition 1 root (GRUB legacy's (hd0,0)).
-    esp: MBR, partition 1 an EFI system partition, partition 2 root. btrfs: one btrfs whose
+    esp: MBR, partition 1 an EFI system partition, partition 2 root (gpt-esp: the same on GPT). btrfs: one btrfs whose
     top level holds the tree in subvolume @ (Ubuntu's layout).
     """
     image.unlink(missing_ok=True)
@@ -336,14 +337,18 @@ def make_disk(h: HostSpec, tree: Path, image: Path, probe: bool = True) -> Disk:
         mkfs_ext4(tree, image, MiB, root_size, ROOT_UUID)
         partition(image, [(MiB, root_size, "83")])
         spec = f"{image}?offset={MiB}"
-    elif h.disk == "esp":
+    elif h.disk in ("esp", "gpt-esp"):
         esp_size = 64 * MiB
         mkfs_ext4(tree, image, MiB + esp_size, root_size, ROOT_UUID)
         esp = image.with_suffix(".esp")
         make_esp(esp, esp_size)
         run(["dd", f"if={esp}", f"of={image}", "bs=1M", f"seek={MiB // MiB}", "conv=notrunc,sparse", "status=none"])
         esp.unlink()
-        partition(image, [(MiB, esp_size, "ef"), (MiB + esp_size, root_size, "83")])
+        if h.disk == "esp":
+            partition(image, [(MiB, esp_size, "ef"), (MiB + esp_size, root_size, "83")])
+        else:  # GPT, as UEFI installers make it (its backup table after the root)
+            run(["truncate", "-s", str(MiB + esp_size + root_size + MiB), str(image)])
+            partition(image, [(MiB, esp_size, GPT_ESP), (MiB + esp_size, root_size, GPT_LINUX)], label="gpt")
         spec = f"{image}?offset={MiB + esp_size}"
     elif h.disk == "btrfs":
         make_btrfs(tree, image, root_size)

@@ -20,7 +20,7 @@ ROOT_SIZE = 4 << 30
 BOOT_SIZE = 512 * MiB
 ESP_SIZE = 64 * MiB
 ESP_UUID = f"{boot.ESP_ID[:4]}-{boot.ESP_ID[4:]}"  # how blkid and fstab write a FAT volume id
-GPT_ESP, GPT_LINUX = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+GPT_ESP, GPT_LINUX = boot.GPT_ESP, boot.GPT_LINUX
 FORMATS = {"raw": [], "qcow2": [], "vmdk": ["-o", "subformat=streamOptimized"], "vpc": [], "vhdx": []}
 
 
