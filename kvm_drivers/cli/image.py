@@ -93,6 +93,10 @@ def fix(args: argparse.Namespace, data: dict[str, Any], started: float, previous
         code = proc.returncode
     except subprocess.TimeoutExpired:
         code = -1
+    if code == 0 and not os.path.exists(new):  # nothing was run in the image: it needs no change
+        print(f"kvm-drivers image fix: {disk} needs no change: no output written; checking it", file=stderr)
+        rows = check_images([disk], data, DEFAULT_TIMEOUT, 1)
+        return output.finish(rows, args, started, report.exit_code(rows), previous, stdout, stderr, "image")
     if code != 0 or not os.path.exists(new):
         why = f"timed out after {args.timeout:g} s" if code == -1 else f"pyinfra exit {code}"
         row = report.host_row(new, None, f"the fix of {disk} failed ({why}): {disk} is unchanged, {new} not written")

@@ -4,7 +4,8 @@ server (``pyinfra @kvmimage/srv/web1.qcow2 deploys/kvm_drivers.py``; ``kvm-drive
 - The input is never written unless ``kvm_image_in_place`` is set: the deploy writes a qcow2 overlay
   backed by it (``kvm_image_output``, default ``NAME.kvm.qcow2`` beside it), or a converted copy with
   ``kvm_image_flatten``. The output is made under a temporary name and takes its own name only when
-  the host did not fail; otherwise (or if the run is killed) no file carries the output's name.
+  a command ran in the image and the host did not fail; otherwise (a check, ``--dry``, an image
+  already compliant, a failure, a killed run) no file carries the output's name.
 - The image is mounted by a session process (kvm_drivers.image.session serve) in namespaces of its own;
   the mounts die with it. The deploy's gather runs here, outside the image (``gather_outside``: this
   machine's sh with KVM_ROOT), so nothing of this machine is described as the image's.
@@ -85,6 +86,7 @@ class ImageConnector(BaseConnector):
         self.kvm_image_root = ""
         self.partial = ""
         self.output = ""
+        self.ran = False  # a command ran inside the image (a gather alone, or a --dry run, writes no output)
 
     @staticmethod
     def make_names_data(name: str | None = None):
@@ -138,10 +140,12 @@ class ImageConnector(BaseConnector):
         self.host.connector_data["kvm_image_root"] = self.kvm_image_root
 
     def disconnect(self) -> None:
-        """Unmount (flushing the image), then give the output its name, unless this host failed."""
+        """Unmount (flushing the image), then give the output its name: only when a command ran inside
+        the image and this host did not fail (a check, a --dry run or a compliant image write none).
+        """
         ok = self.session is not None and self._close()
         if self.partial:
-            if ok and self.host not in self.state.failed_hosts:
+            if ok and self.ran and self.host not in self.state.failed_hosts:
                 os.replace(self.partial, self.output)
             else:
                 self._discard()
@@ -175,6 +179,7 @@ class ImageConnector(BaseConnector):
     def run_shell_command(self, command: StringCommand, print_output: bool = False, print_input: bool = False,
                           **arguments: Any):  # fmt: skip
         local_arguments = extract_control_arguments(arguments)
+        self.ran = True
         command = make_unix_command_for_host(self.state, self.host, command, **arguments)
         wrapped = StringCommand("nsenter", "--target", str(self.pid), "--mount", "--",
                                 *[QuoteString(x) for x in sandbox(self.kvm_image_root)], "/bin/sh", "-c",
@@ -188,6 +193,7 @@ class ImageConnector(BaseConnector):
 
     def put_file(self, filename_or_io: str | IOBase, remote_filename: str, remote_temp_filename: str | None = None,
                  print_output: bool = False, print_input: bool = False, **arguments: Any) -> bool:  # fmt: skip
+        self.ran = True
         target = self._path(remote_filename)
         tmp = f"{target}.kvm-drivers.{secrets.token_hex(4)}"
         with get_file_io(filename_or_io) as src, open(tmp, "xb") as dst:
