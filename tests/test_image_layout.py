@@ -135,3 +135,36 @@ def test_images_that_name_other_files_are_refused():
               "extents": [{"filename": "/x.vmdk"}]}}}  # fmt: skip
     assert problems(sparse, "/x.vmdk") == []
     assert "not one of" in problems({"format": "cloop"}, "/x")[0]
+
+
+def test_a_qemu_write_lock_is_seen_without_being_taken(tmp_path):
+    import fcntl
+    import struct
+
+    from kvm_drivers.image.disk import F_OFD_GETLK, QEMU_WRITE_LOCK, writer
+
+    disk = tmp_path / "d.raw"
+    disk.write_bytes(b"\0" * 4096)
+    assert not writer(str(disk))
+    fd = os.open(disk, os.O_RDWR)
+    try:  # as QEMU holds an image it writes: a shared (read) OFD lock on byte 100 + the write bit
+        fcntl.fcntl(fd, F_OFD_GETLK + 1, struct.pack("hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, QEMU_WRITE_LOCK, 1, 0))
+        assert writer(str(disk))
+    finally:
+        os.close(fd)
+    assert not writer(str(disk))
+
+
+def test_connector_names_hosts_by_path_and_runs_commands_sandboxed():
+    from kvm_drivers.image.connector import ImageConnector, default_output, sandbox
+
+    assert list(ImageConnector.make_names_data("srv/web1.vmdk")) == [
+        ("@kvmimage/srv/web1.vmdk", {"kvm_image": "/srv/web1.vmdk"}, ["@kvmimage"])]
+    assert default_output("/srv/web1.vmdk") == "/srv/web1.kvm.qcow2"
+    args = sandbox("/run/kvm-image.x/root")
+    assert args[:4] == ["bwrap", "--bind", "/run/kvm-image.x/root", "/"]
+    for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--clearenv"):
+        assert flag in args
+    assert args[args.index("--cap-drop") + 1] == "ALL"
+    assert "CAP_SYS_ADMIN" not in args and "CAP_SYS_CHROOT" not in args
+    assert args[args.index("--ro-bind") + 1: args.index("--ro-bind") + 3] == ["/dev/null", "/proc/cmdline"]
