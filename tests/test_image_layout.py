@@ -74,6 +74,25 @@ def test_boot_and_esp_mounted_parents_first_a_missing_boot_is_an_error_unless_no
     assert errors == [] and "/boot" in notes[0]
 
 
+def test_partitions_that_share_bytes_are_named():
+    a, b, c = layout.Part(1, MiB, 4 * MiB), layout.Part(2, 5 * MiB, MiB), layout.Part(3, 2 * MiB, MiB)
+    assert layout.overlaps([a, b]) == ""
+    assert layout.overlaps([b, a, c]) == "partitions 1 and 3 overlap"
+
+
+@pytest.mark.parametrize("name, ok", [("@", True), ("@rootfs", True), ("root/@/.snapshots/1/snapshot", True),
+                                      ("@,rw", False), ("@,device=/dev/sda", False), ('a"b', False),
+                                      ("a\nb", False), ("../x", False), ("", False)])  # fmt: skip
+def test_only_plain_subvolume_names_reach_mount_options(name, ok):
+    # a name with a comma would add mount options (",rw" made a read-only check mount the input read-write)
+    assert layout.plain_subvol(name) is ok
+
+
+def test_fstab_root_device_is_read():
+    assert layout.root_spec("# x\nUUID=ab / ext4 defaults 0 1\nLABEL=b /boot ext4 defaults 0 2\n") == "UUID=ab"
+    assert layout.root_spec("LABEL=b /boot ext4 defaults 0 2\n") == ""
+
+
 def test_btrfs_root_subvolume_is_read_from_fstab():
     assert layout.root_subvol("UUID=x / btrfs defaults,subvol=/@,compress=zstd 0 0\n") == "@"
     assert layout.root_subvol("UUID=x / ext4 defaults 0 1\n") == ""
@@ -163,8 +182,8 @@ def test_connector_names_hosts_by_path_and_runs_commands_sandboxed():
     assert default_output("/srv/web1.vmdk") == "/srv/web1.kvm.qcow2"
     args = sandbox("/run/kvm-image.x/root")
     assert args[:4] == ["bwrap", "--bind", "/run/kvm-image.x/root", "/"]
-    for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--clearenv"):
+    for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--clearenv", "--new-session"):
         assert flag in args
     assert args[args.index("--cap-drop") + 1] == "ALL"
-    assert "CAP_SYS_ADMIN" not in args and "CAP_SYS_CHROOT" not in args
+    assert not {"CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_DAC_READ_SEARCH"} & set(args)
     assert args[args.index("--ro-bind") + 1: args.index("--ro-bind") + 3] == ["/dev/null", "/proc/cmdline"]

@@ -79,6 +79,9 @@ def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = 
 def fix(args: argparse.Namespace, data: dict[str, Any], started: float, previous: dict[str, Any] | None,
         stdout: TextIO, stderr: TextIO) -> int:  # fmt: skip
     """Run the deploy on the image through pyinfra (its output on stderr), then check what it wrote."""
+    if own := [x for x in args.data if x.split("=", 1)[0].startswith("kvm_image_")]:
+        print(f"kvm-drivers image fix: {', '.join(own)}: set by the command's own options", file=stderr)
+        return report.EXIT_USAGE
     disk = os.path.abspath(args.disk)
     new = os.path.abspath(args.output or default_output(disk))
     if os.path.lexists(new):

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import shutil
+import signal
+import stat
 import subprocess
 import tempfile
 from io import IOBase
@@ -36,12 +39,16 @@ from pyinfra.connectors.util import extract_control_arguments, make_unix_command
 from kvm_drivers.image.disk import DiskError, open_disk
 from kvm_drivers.image.paths import inside
 from kvm_drivers.image.session import namespace_command
+from kvm_drivers.report import printable
 
 READY_SECONDS = 300  # a large image's FUSE export and mounts
+DEFAULT_COMMAND_SECONDS = 3600  # a command run without pyinfra's _timeout is killed after this
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 # What initrd builders need as root; not SYS_ADMIN (mounts) nor SYS_CHROOT (a chroot to escape through).
-CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_MKNOD",
-        "CAP_SETGID", "CAP_SETUID", "CAP_KILL")  # fmt: skip
+# Nor DAC_READ_SEARCH (open_by_handle_at). Each command runs in a new session (setsid): no controlling
+# terminal, so the image's code cannot push input into the operator's (TIOCSTI).
+CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_MKNOD", "CAP_SETGID", "CAP_SETUID",
+        "CAP_KILL")  # fmt: skip
 
 
 class ImageData(TypedDict, total=False):
@@ -57,6 +64,7 @@ def sandbox(root: str) -> list[str]:
     caps = [x for cap in CAPS for x in ("--cap-add", cap)]
     return ["bwrap", "--bind", root, "/", "--dev", "/dev", "--proc", "/proc", "--ro-bind", "/dev/null",
             "/proc/cmdline", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
+            "--new-session",
             "--cap-drop", "ALL", *caps, "--clearenv", "--setenv", "PATH", ENV["PATH"], "--setenv", "LC_ALL", "C",
             "--setenv", "HOME", "/root", "--chdir", "/"]  # fmt: skip
 
@@ -102,40 +110,42 @@ class ImageConnector(BaseConnector):
         try:
             disk = open_disk(path)
         except DiskError as exc:
-            raise ConnectError(f"image {path}: {exc}") from None
-        args = [disk.path, disk.format]
+            raise ConnectError(f"image {path}: {printable(str(exc))}") from None
         if self.data.get("kvm_image_in_place"):
-            self.output = disk.path
-        else:
-            self.output = os.path.abspath(self.data.get("kvm_image_output") or default_output(disk.path))
-            if os.path.lexists(self.output):
-                raise ConnectError(f"image {path}: the output {self.output} exists: remove it or name another")
-            out = Path(self.output)
-            self.partial = str(out.with_name(f".{out.name}.partial-{secrets.token_hex(4)}"))
-            if self.data.get("kvm_image_flatten"):
-                cmd = ["qemu-img", "convert", "-q", "-f", disk.format, "-O", "qcow2", disk.path, self.partial]
-                args = [self.partial, "qcow2"]
-            else:  # the input as the overlay's backing file, named by its absolute path, never written
-                cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", disk.path, "-F", disk.format, self.partial]
-                args = [self.partial, "qcow2", disk.path, disk.format]
-            made = subprocess.run(cmd, capture_output=True, text=True)
-            if made.returncode != 0:
-                self._discard()
-                raise ConnectError(f"image {path}: {cmd[0]} {cmd[1]} failed: {made.stderr.strip()[-300:]}")
+            raise ConnectError(f"image {path}: kvm_image_in_place is not supported yet: a fix writes an overlay")
+        self.output = os.path.abspath(self.data.get("kvm_image_output") or default_output(disk.path))
+        if os.path.lexists(self.output):
+            raise ConnectError(f"image {path}: the output {self.output} exists: remove it or name another")
+        out = Path(self.output)
+        self.partial = str(out.with_name(f".{out.name}.partial-{secrets.token_hex(4)}"))
+        if self.data.get("kvm_image_flatten"):
+            cmd = ["qemu-img", "convert", "-q", "-f", disk.format, "-O", "qcow2", disk.path, self.partial]
+            args = [self.partial, "qcow2"]
+        else:  # the input as the overlay's backing file, named by its absolute path, never written
+            cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", disk.path, "-F", disk.format, self.partial]
+            args = [self.partial, "qcow2", disk.path, disk.format]
+        made = subprocess.run(cmd, capture_output=True, text=True)
+        if made.returncode != 0:
+            self._discard()
+            raise ConnectError(f"image {path}: {cmd[0]} {cmd[1]} failed: {made.stderr.strip()[-300:]}")
         self._start(path, args)
 
     def _start(self, path: str, args: list[str]) -> None:
         err = tempfile.TemporaryFile()
         self.session = subprocess.Popen(namespace_command("serve", *args), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=err, text=True, env=_session_env())  # fmt: skip
-        line = self.session.stdout.readline().split()
+        ready, _, _ = select.select([self.session.stdout], [], [], READY_SECONDS)
+        line = self.session.stdout.readline().split() if ready else []
+        if not ready:
+            self.session.kill()
         if len(line) != 3 or line[0] != "ready":
             self.session.wait()
             err.seek(0)
             said = [x for x in err.read().decode(errors="replace").splitlines() if not x.startswith("note: ")]
             self.session = None
             self._discard()
-            raise ConnectError(f"image {path}: {(said or ['the session stopped'])[-1][:400]}")
+            why = said[-1] if said else f"not ready within {READY_SECONDS} s" if not ready else "the session stopped"
+            raise ConnectError(f"image {path}: {printable(why)[:400]}")
         self.pid, self.kvm_image_root = int(line[1]), line[2]
         self.host.connector_data["kvm_image_root"] = self.kvm_image_root
 
@@ -144,11 +154,18 @@ class ImageConnector(BaseConnector):
         the image and this host did not fail (a check, a --dry run or a compliant image write none).
         """
         ok = self.session is not None and self._close()
-        if self.partial:
-            if ok and self.ran and self.host not in self.state.failed_hosts:
-                os.replace(self.partial, self.output)
-            else:
+        if not self.partial:
+            return
+        if ok and self.ran and self.host not in self.state.failed_hosts:
+            try:
+                os.link(self.partial, self.output)  # never over a file that appeared meanwhile
+            finally:
                 self._discard()
+        else:
+            self._discard()
+            if self.ran and not ok:
+                raise RuntimeError(f"image {self.host.data.kvm_image}: the image could not be flushed and "
+                                   f"unmounted cleanly: {self.output} was not written")  # fmt: skip
 
     def _close(self) -> bool:
         assert self.session is not None
@@ -172,16 +189,30 @@ class ImageConnector(BaseConnector):
         """Run command (the gather, with KVM_ROOT set to kvm_image_root) with this machine's sh in the
         session's mount namespace: it reads the image without running anything inside it.
         """
-        proc = subprocess.run(["nsenter", "--target", str(self.pid), "--mount", "--", "sh", "-c",
-                               command.get_raw_value()], capture_output=True, timeout=timeout, env=ENV)  # fmt: skip
-        return proc.stdout.decode("utf-8", "replace").splitlines() if proc.returncode == 0 else None
+        proc = subprocess.Popen([*self._enter(), "sh", "-c", command.get_raw_value()], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=ENV,
+                                start_new_session=True)  # its own process group: killed whole on a timeout  # fmt: skip
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # a reader stuck on the image's FIFO must not hold its mounts
+            proc.communicate()
+            return None
+        return out.decode("utf-8", "replace").splitlines() if proc.returncode == 0 else None
+
+    def _enter(self) -> list[str]:
+        """Nsenter into the session's mount and PID namespaces: all that runs there dies with the session."""
+        return ["nsenter", "--target", str(self.pid), "--mount", "--"]
 
     def run_shell_command(self, command: StringCommand, print_output: bool = False, print_input: bool = False,
                           **arguments: Any):  # fmt: skip
         local_arguments = extract_control_arguments(arguments)
         self.ran = True
         command = make_unix_command_for_host(self.state, self.host, command, **arguments)
-        wrapped = StringCommand("nsenter", "--target", str(self.pid), "--mount", "--",
+        # pyinfra's _timeout stops waiting but kills nothing: timeout kills nsenter a little later, and
+        # with it bwrap (--die-with-parent) and everything in its PID namespace.
+        limit = local_arguments.get("_timeout") or DEFAULT_COMMAND_SECONDS
+        wrapped = StringCommand("timeout", "-s", "KILL", str(int(limit) + 5), *self._enter(),
                                 *[QuoteString(x) for x in sandbox(self.kvm_image_root)], "/bin/sh", "-c",
                                 QuoteString(command))  # fmt: skip
         return self.local.run_shell_command(wrapped, print_output=print_output, print_input=print_input,
@@ -204,7 +235,10 @@ class ImageConnector(BaseConnector):
 
     def get_file(self, remote_filename: str, filename_or_io: str | IOBase, remote_temp_filename: str | None = None,
                  print_output: bool = False, print_input: bool = False, **arguments: Any) -> bool:  # fmt: skip
-        with open(self._path(remote_filename), "rb") as src, get_file_io(filename_or_io, "wb") as dst:
+        source = self._path(remote_filename)
+        if not stat.S_ISREG(os.lstat(source).st_mode):
+            raise OSError(f"{remote_filename}: not a regular file in the image")
+        with open(source, "rb") as src, get_file_io(filename_or_io, "wb") as dst:
             shutil.copyfileobj(src, dst)
         return True
 

@@ -74,6 +74,23 @@ def partitions(sfdisk_json: str, disk_size: int) -> tuple[list[Part], list[str]]
     return parts, problems
 
 
+def overlaps(parts: list[Part]) -> str:
+    """Two partitions that share bytes ('' when none do): said, then refused."""
+    ordered = sorted(parts, key=lambda p: p.offset)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.offset < a.offset + a.size:
+            return f"partitions {a.number} and {b.number} overlap"
+    return ""
+
+
+_SUBVOL = re.compile(r"[A-Za-z0-9@._+-]+(?:/[A-Za-z0-9@._+-]+)*")
+
+
+def plain_subvol(name: str) -> bool:
+    """Whether a btrfs subvolume name can go into mount's options as it is (no comma, quote, control...)."""
+    return bool(_SUBVOL.fullmatch(name)) and ".." not in name.split("/")
+
+
 def blkid_fields(export: str) -> dict[str, str]:
     """``blkid -o export`` KEY=value lines."""
     out = {}
@@ -127,6 +144,11 @@ def subvol_of(options: list[str]) -> str:
         if o.startswith("subvol="):
             return o.split("=", 1)[1].strip("/")
     return ""
+
+
+def root_spec(fstab: str) -> str:
+    """The device fstab mounts on "/" ('' when none)."""
+    return next((spec for spec, target, _, _ in fstab_entries(fstab) if target == "/"), "")
 
 
 def root_subvol(fstab: str) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,9 +37,13 @@ from kvm_drivers.image import layout
 from kvm_drivers.image.paths import OutsideRoot, directory_inside, inside
 
 FAILED = 3
-# check: read-only, and no journal replay (a dirty journal would otherwise be written back).
-READ_ONLY = {"ext4": "ro,noload", "ext3": "ro,noload", "ext2": "ro", "xfs": "ro,norecovery", "btrfs": "ro",
-             "vfat": "ro"}  # fmt: skip
+# check: read-only, and no journal replay (a dirty journal would otherwise be written back). Every
+# mount: the image's device nodes and set-id files mean nothing here (nodev, nosuid), and an ext file
+# system's own "panic on error" setting is overridden (errors=remount-ro).
+READ_ONLY = {"ext4": "ro,noload", "ext3": "ro,noload", "ext2": "ro", "xfs": "ro,norecovery",
+             "btrfs": "ro,rescue=nologreplay", "vfat": "ro"}  # fmt: skip
+EXT = ("ext2", "ext3", "ext4")
+FAT_COPY_MAX = 1 << 30  # the most RAM a FAT copy may take (an ESP is tens of MiB)
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 
@@ -77,6 +82,9 @@ class Opened:
     def __init__(self, disk: str, fmt: str, writable: bool = False, backing: str = "", backing_fmt: str = "") -> None:
         self.disk, self.fmt, self.writable = disk, fmt, writable
         self.backing, self.backing_fmt = backing, backing_fmt
+        # A tmpfs of this namespace's own over /run: the work directory is seen nowhere else and
+        # vanishes with the namespace, whatever ends it.
+        run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=16m,nodev,nosuid", "kvm-image", "/run"])
         self.work = Path(tempfile.mkdtemp(prefix="kvm-image.", dir="/run"))  # root's own (0700)
         self.root = str(self.work / "root")
         os.mkdir(self.root)
@@ -127,7 +135,10 @@ class Opened:
         if fs.type == "vfat" and not kernel_reads("vfat") and run(["modprobe", "vfat"], check=False).returncode:
             self._fat_copy(fs, target)
             return
-        options = "rw" if self.writable else READ_ONLY[fs.type]
+        if subvol and not layout.plain_subvol(subvol):
+            raise ImageError(f"btrfs subvolume name {subvol!r:.80} is not a plain name: refused")
+        options = ("rw" if self.writable else READ_ONLY[fs.type]) + ",nodev,nosuid"
+        options += ",errors=remount-ro" if fs.type in EXT else ""
         options += f",loop,offset={fs.part.offset},sizelimit={fs.part.size}" + (f",subvol={subvol}" if subvol else "")
         run(["mount", "-t", fs.type, "-o", options, "--", self.raw, target])
         self.mounted.append(target)
@@ -136,7 +147,8 @@ class Opened:
         """A FAT file system (an ESP) this kernel cannot mount: a read-only copy of its files, read with
         mtools, at target. Said as a note; a change the deploy tries there fails (never lost silently).
         """
-        run(["mount", "-t", "tmpfs", "-o", f"size={fs.part.size},mode=0755", "kvm-esp", target])
+        size = min(fs.part.size, FAT_COPY_MAX)
+        run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755,nodev,nosuid,noexec", "kvm-esp", target])
         self.mounted.append(target)
         copy = run(["mcopy", "-s", "-p", "-n", "-i", f"{self.raw}@@{fs.part.offset}", "::*", target + "/"], check=False)
         if copy.returncode != 0 and "not found" not in copy.stderr:  # (an empty FAT: nothing matches "*")
@@ -156,6 +168,8 @@ class Opened:
         if table.returncode != 0 and "does not contain a recognized partition table" not in table.stderr:
             raise ImageError(f"sfdisk cannot read the partition table: {table.stderr.strip()[-200:]}")
         parts, problems = layout.partitions(table.stdout if table.returncode == 0 else "", size)
+        if crossed := layout.overlaps(parts):  # one file system's blocks would be another's, both mounted
+            raise ImageError(f"{crossed}: refused")
         found = []
         for part in parts:
             probe = run(["blkid", "-p", "-o", "export", "-O", str(part.offset), "-S", str(part.size), self.raw],
@@ -181,7 +195,8 @@ class Opened:
                 elif fs.type == "btrfs":  # "/" in a subvolume (@, @rootfs...): top-level directories that are roots
                     for name in sorted(os.listdir(self.root)):
                         path = os.path.join(self.root, name)
-                        if os.path.isdir(path) and not os.path.islink(path) and is_root(path):
+                        if layout.plain_subvol(name) and os.path.isdir(path) and not os.path.islink(path) \
+                                and is_root(path):  # fmt: skip
                             hits.append((fs, name))
             finally:
                 self._umount(self.root)
@@ -199,33 +214,41 @@ class Opened:
                 self._umount(self.root)
                 self._mount(fs, self.root, wanted)
                 sub = wanted
+                if not is_root(self.root):
+                    raise ImageError(f"fstab's / names btrfs subvolume {wanted}, which holds no system")
+        spec = layout.root_spec(Path(inside(self.root, "/etc/fstab")).read_text(errors="replace"))
+        named, why = layout.find(spec, found) if spec else (None, "fstab has no / entry")
+        if named is not None and named.part != fs.part:
+            raise ImageError(f"fstab's / ({spec}) is partition {named.part.number}, not partition "
+                             f"{fs.part.number} that holds this fstab: refused")  # fmt: skip
+        if named is None:
+            note(f"fstab's / is not tied to a file system of this image ({why}): the one holding it is taken")
         return fs, sub
 
     def close(self) -> None:
-        """Unmount everything (the file systems flushed), then stop the export (the image flushed)."""
+        """Unmount everything, each file system flushed first (a write error is an ImageError, never a
+        half-written output taken as done), then stop the export: it flushes the image as it exits.
+        """
         for target in reversed(list(self.mounted)):
+            if self.writable:
+                run(["sync", "-f", target])  # syncfs: its status says whether the data reached the image
             self._umount(target)
         if self.qsd:
             os.kill(self.qsd, signal.SIGTERM)
-            for _ in range(600):  # qemu-storage-daemon flushes the image, then exits
+            for _ in range(600):  # detached, it is this process's child (PID 1 of the namespace)
                 try:
-                    os.kill(self.qsd, 0)
-                except ProcessLookupError:
+                    pid, status = os.waitpid(self.qsd, os.WNOHANG)
+                except ChildProcessError:
+                    raise ImageError("qemu-storage-daemon's exit status is unknown") from None
+                if pid:
                     break
-                _reap()
                 time.sleep(0.05)
             else:
                 raise ImageError("qemu-storage-daemon did not stop within 30 s")
             self.qsd = 0
-
-
-def _reap() -> None:
-    """Reap exited children (this process is PID 1 of its namespace: the daemon's parent once detached)."""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise ImageError(f"qemu-storage-daemon failed as it flushed the image ({status})")
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def is_root(root: str) -> bool:
@@ -276,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             backing = args[4:6] if args[3] == "--backing" and len(args) >= 7 else ["", ""]
             image = Opened(args[1], args[2], backing=backing[0], backing_fmt=backing[1])
             sys.stdout.buffer.write(gather(image.root, args[6:] if backing[0] else args[3:]))
+            image.close()
             return 0
         if len(args) in (3, 5) and args[0] == "serve":
             return serve(Opened(args[1], args[2], writable=True, backing=(args[3:4] or [""])[0],
