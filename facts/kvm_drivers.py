@@ -283,10 +283,11 @@ def gather_state(host: Any, drivers: list[str] | None = None, **fact_args: Any) 
     With ``_timeout``, reading the answer counts in it too (at most READ_LIMIT, at least 1 s).
     """
     started = time.monotonic()
-    outside = getattr(host.connector, "gather_outside", None)
-    if outside is not None:  # a disk image (kvm_drivers.image.connector): read from outside it, no cache
+    connector = getattr(host, "connector", None)
+    if callable(getattr(type(connector), "gather_outside", None)):  # a disk image (kvm_drivers.image.connector)
+        outside = connector.gather_outside  # read from outside the image; no cache
         timeout = fact_args.get("_timeout")
-        lines = outside(gather_command(list(drivers or DEFAULT_LOOKUP), root=host.connector.kvm_image_root),
+        lines = outside(gather_command(list(drivers or DEFAULT_LOOKUP), root=connector.kvm_image_root),
                         timeout=timeout if isinstance(timeout, (int, float)) else None)  # fmt: skip
         return None if lines is None else read_answer(lines, None, host.name)
     host_cache = cache.load(host.name)  # the host gathered from, whatever host is in context

@@ -150,7 +150,8 @@ def story():
         s["sums"] = {n: sha256(p) for n, p in s["inputs"].items()}
         s["loops"], s["mounts"] = images.loop_devices(), images.mounts()
         report = work / "check.json"
-        s["check"] = image_cli(*map(str, s["inputs"].values()), "--report", str(report))
+        with boot.btrfs_lock():  # the btrfs image is mounted (its UUID is the lab's; another worker may mkfs it)
+            s["check"] = image_cli(*map(str, s["inputs"].values()), "--report", str(report))
         s["rows"] = {r["host"]: r for r in json.loads(report.read_text())["hosts"]}
         running = start_boots([(h, booted_copy(s["inputs"][h.name], work / f"{h.name}.before.raw", s["made"][h.name],
                                                s["trees"][h.name]), s["trees"][h.name]) for h in specs],
@@ -158,7 +159,8 @@ def story():
         s["fixes"], s["fix_seconds"] = {}, {}
         for h in specs:  # while the boots run
             started = time.monotonic()
-            s["fixes"][h.name] = fix(s["inputs"][h.name])
+            with boot.btrfs_lock():
+                s["fixes"][h.name] = fix(s["inputs"][h.name])
             s["fix_seconds"][h.name] = time.monotonic() - started
         s["before"] = {one.host.name: one.wait() for one in running}
         running = start_boots([(h, booted_copy(work / f"{h.name}.kvm.qcow2", work / f"{h.name}.after.raw",

@@ -20,6 +20,8 @@ the host's /boot to name the initrd.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -28,6 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,8 +382,23 @@ def make_esp(esp: Path, size: int) -> None:
         run(["mcopy", "-i", img, str(Path(tmp) / "grub.cfg"), "::/EFI/debian/grub.cfg"])
 
 
+@contextlib.contextmanager
+def btrfs_lock() -> Iterator[None]:
+    """Held while a btrfs with the lab's fixed UUID is made or mounted on this machine: mkfs.btrfs refuses
+    a UUID a block device here already carries, so test workers must not overlap there."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / "btrfs.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def make_btrfs(tree: Path, image: Path, size: int) -> None:
     """A btrfs image whose subvolume @ holds the tree (GRUB sees /@/boot/..., Linux mounts @)."""
+    with btrfs_lock():
+        _make_btrfs(tree, image, size)
+
+
+def _make_btrfs(tree: Path, image: Path, size: int) -> None:
     run(["truncate", "-s", str(size), str(image)])
     run(["mkfs.btrfs", "-q", "-f", "-U", ROOT_UUID, str(image)])
     with tempfile.TemporaryDirectory(dir=image.parent) as mnt:
@@ -403,7 +421,7 @@ def read_probe(disk: Disk) -> str:
     if disk.probe_fs:
         proc = subprocess.run(["debugfs", "-R", "cat /probe-result", disk.probe_fs], capture_output=True, text=True)
         return proc.stdout
-    with tempfile.TemporaryDirectory(dir=disk.image.parent) as mnt:
+    with btrfs_lock(), tempfile.TemporaryDirectory(dir=disk.image.parent) as mnt:
         run(["mount", "-o", "loop,ro,subvol=@", str(disk.image), mnt])
         try:
             p = Path(mnt) / "probe-result"

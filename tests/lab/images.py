@@ -70,12 +70,15 @@ def write_fstab(root: Path, lines: list[str]) -> None:
     (root / "etc/fstab").write_text("\n".join([head, *lines]) + "\n")
 
 
-def loop_devices() -> str:
-    """This machine's loop devices and what backs them (losetup's list)."""
-    return subprocess.run(["losetup", "--list", "--noheadings"], capture_output=True, text=True).stdout
+def loop_devices() -> list[str]:
+    """The loop devices the image commands made (backed by an image file or a session's export), with
+    what backs them; other loop devices (the lab's, on another test worker) come and go."""
+    out = subprocess.run(["losetup", "--list", "--noheadings", "-O", "NAME,BACK-FILE"], capture_output=True,
+                         text=True).stdout  # fmt: skip
+    return sorted(ln for ln in out.splitlines() if "/kvm-image." in ln or "/kvm-drivers-lab/images/" in ln)
 
 
 def mounts() -> list[str]:
-    """This mount namespace's mounts (device and mount point), but the lab hosts' overlays (they come and go)."""
+    """This mount namespace's mounts of image files or sessions (none: sessions mount in their own)."""
     lines = Path("/proc/mounts").read_text().splitlines()
-    return sorted(" ".join(ln.split()[:2]) for ln in lines if "/kvm-drivers-lab/hosts/" not in ln)
+    return sorted(" ".join(ln.split()[:2]) for ln in lines if "/kvm-image." in ln or "/kvm-drivers-lab/images/" in ln)
