@@ -100,7 +100,7 @@ def fix(args: argparse.Namespace, data: dict[str, Any], started: float, previous
         print(f"kvm-drivers image fix: {disk} needs no change: no output written; checking it", file=stderr)
         rows = check_images([disk], data, DEFAULT_TIMEOUT, 1)
         return output.finish(rows, args, started, report.exit_code(rows), previous, stdout, stderr, "image")
-    if code != 0 or not os.path.exists(new):
+    if code != 0:
         why = f"timed out after {args.timeout:g} s" if code == -1 else f"pyinfra exit {code}"
         row = report.host_row(new, None, f"the fix of {disk} failed ({why}): {disk} is unchanged, {new} not written")
         return output.finish([row], args, started, report.EXIT_CODES["error"], previous, stdout, stderr, "image")

@@ -5,24 +5,20 @@ row as a live host's. The image is described (kvm_drivers.image.disk), then read
 
 from __future__ import annotations
 
-import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import kvm_drivers
 from kvm_drivers import report
 from kvm_drivers.facts.kvm_drivers import read_answer
 from kvm_drivers.facts.state import HostState, failed_state
 from kvm_drivers.image.disk import DiskError, open_disk
-from kvm_drivers.image.session import namespace_command
+from kvm_drivers.image.session import namespace_command, session_env
 from kvm_drivers.operations.plan import plan
 from kvm_drivers.operations.settings import Settings
 
 DEFAULT_TIMEOUT = 600.0
-_HOME = str(Path(kvm_drivers.__file__).resolve().parent.parent)  # where the session imports kvm_drivers from
 
 
 def image_state(path: str, drivers: list[str], timeout: float, backing: str = "") -> HostState:
@@ -35,12 +31,10 @@ def image_state(path: str, drivers: list[str], timeout: float, backing: str = ""
         return failed_state(f"image {path}: {exc}")
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         return failed_state(f"image {path}: qemu-img: {exc}")
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C",
-           "PYTHONPATH": os.pathsep.join(filter(None, [_HOME, os.environ.get("PYTHONPATH")]))}  # fmt: skip
     try:
         proc = subprocess.run(namespace_command("check", disk.path, disk.format, *(
             ["--backing", disk.backing, disk.backing_format] if disk.backing else []), *drivers), capture_output=True,
-                              timeout=timeout, env=env)  # fmt: skip
+                              timeout=timeout, env=session_env())  # fmt: skip
     except subprocess.TimeoutExpired:
         return failed_state(f"image {path}: not read within {timeout:g} s (--timeout)")
     said = proc.stderr.decode("utf-8", "replace").splitlines()

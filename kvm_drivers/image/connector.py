@@ -38,12 +38,11 @@ from pyinfra.connectors.util import extract_control_arguments, make_unix_command
 
 from kvm_drivers.image.disk import DiskError, open_disk
 from kvm_drivers.image.paths import inside
-from kvm_drivers.image.session import namespace_command
+from kvm_drivers.image.session import ENV, namespace_command, session_env
 from kvm_drivers.report import printable
 
 READY_SECONDS = 300  # a large image's FUSE export and mounts
 DEFAULT_COMMAND_SECONDS = 3600  # a command run without pyinfra's _timeout is killed after this
-ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 # What initrd builders need as root; not SYS_ADMIN (mounts) nor SYS_CHROOT (a chroot to escape through).
 # Nor DAC_READ_SEARCH (open_by_handle_at). Each command runs in a new session (setsid): no controlling
 # terminal, so the image's code cannot push input into the operator's (TIOCSTI).
@@ -133,7 +132,7 @@ class ImageConnector(BaseConnector):
     def _start(self, path: str, args: list[str]) -> None:
         err = tempfile.TemporaryFile()
         self.session = subprocess.Popen(namespace_command("serve", *args), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=err, text=True, env=_session_env())  # fmt: skip
+                                        stdout=subprocess.PIPE, stderr=err, text=True, env=session_env())  # fmt: skip
         ready, _, _ = select.select([self.session.stdout], [], [], READY_SECONDS)
         line = self.session.stdout.readline().split() if ready else []
         if not ready:
@@ -242,9 +241,3 @@ class ImageConnector(BaseConnector):
             shutil.copyfileobj(src, dst)
         return True
 
-
-def _session_env() -> dict[str, str]:
-    import kvm_drivers
-
-    home = str(Path(kvm_drivers.__file__).resolve().parent.parent)
-    return {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [home, os.environ.get("PYTHONPATH")]))}

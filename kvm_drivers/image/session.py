@@ -71,6 +71,14 @@ def namespace_command(action: str, *args: str) -> list[str]:
             sys.executable, "-m", "kvm_drivers.image.session", action, *args]  # fmt: skip
 
 
+def session_env() -> dict[str, str]:
+    """The environment namespace_command runs in: ENV, and kvm_drivers importable from where it is now."""
+    import kvm_drivers
+
+    home = str(Path(kvm_drivers.__file__).resolve().parent.parent)
+    return {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [home, os.environ.get("PYTHONPATH")]))}
+
+
 def note(text: str) -> None:
     """Say something the row shows as a warning."""
     print(f"note: {text}", file=sys.stderr, flush=True)
