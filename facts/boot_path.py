@@ -13,7 +13,9 @@ What decides a severity (sources: tests/fixtures/boot_path/SOURCES.md):
   by swap.target, but sysinit.target only *wants* swap.target, which has no OnFailure: a missing swap
   device costs the device timeout (90 s) and the boot goes on (advice).
 - resume=: systemd's hibernate-resume generator (in current initrds) waits for the device with
-  JobTimeoutSec=0, for ever; older dracut and initramfs-tools give up after a timeout.
+  JobTimeoutSec=0, for ever (blocks boot). initramfs-tools waits max(30 s, rootdelay) in its
+  local-premount/resume script, says "Gave up waiting for suspend/resume device" and boots on
+  (advice: the lab boots such a Debian host through real GRUB, tests/test_lab_boot_path.py).
 - Kernels, PV leftovers, the UEFI fallback: as virt-v2v (libguestfs-common linux_kernels.ml,
   virt-v2v convert_linux.ml) decides and rewrites them.
 """
@@ -251,10 +253,11 @@ def kernel_args(cmdline: str) -> dict[str, str | None]:
 
 
 def kernel_line_findings(cmdline: str, where: str = "kernel line", line: int = 0,
-                         disk_bus: str = "virtio-blk") -> list[Finding]:  # fmt: skip
+                         disk_bus: str = "virtio-blk", generator: str | None = None) -> list[Finding]:  # fmt: skip
     """root= (device-name) and resume= (resume-device) values on a kernel command line that name a
-    device KVM will not have; both block the boot. where/line say where the line lives (a
-    menu.lst line, a BLS options line, grubenv's kernelopts...).
+    device KVM will not have; both block the boot, but for resume= under initramfs-tools (generator),
+    which gives up on it after 30 s (advice). where/line say where the line lives (a menu.lst line, a
+    BLS options line, grubenv's kernelopts...).
     """
     last = {name: (value, raw) for name, value, raw in _kernel_tokens(cmdline)}
     out = []
@@ -264,10 +267,13 @@ def kernel_line_findings(cmdline: str, where: str = "kernel line", line: int = 0
             continue
         problem = device_name_problem(value, disk_bus, kernel_line=True)
         if problem:
-            why = "the kernel cannot mount its root" if name == "root" else \
-                "the initrd waits for the resume device (systemd: for ever)"  # fmt: skip
+            severity, why = BLOCKS_BOOT, "the kernel cannot mount its root"
+            if name == "resume" and generator == "initramfs-tools":
+                severity, why = ADVICE, "initramfs-tools waits 30 s for it, then boots without resuming"
+            elif name == "resume":
+                why = "the initrd waits for the resume device (systemd: for ever)"
             fix = Fix("device-to-uuid", where if where.startswith("/") else "", line, raw)
-            out.append(Finding(kind, BLOCKS_BOOT, where, line, cmdline, f"{name}={value}: {problem}; {why}", fix))
+            out.append(Finding(kind, severity, where, line, cmdline, f"{name}={value}: {problem}; {why}", fix))
     return out
 
 
@@ -286,7 +292,8 @@ def _assignments(text: str, pattern: str) -> Iterator[tuple[int, str, re.Match[s
         yield n, raw, m, value
 
 
-def default_grub_findings(text: str, path: str = "/etc/default/grub", disk_bus: str = "virtio-blk") -> list[Finding]:
+def default_grub_findings(text: str, path: str = "/etc/default/grub", disk_bus: str = "virtio-blk",
+                          generator: str | None = None) -> list[Finding]:  # fmt: skip
     """/etc/default/grub: root=/resume= in GRUB_CMDLINE_LINUX(_DEFAULT), which the next
     grub-mkconfig writes to every entry, and GRUB_DISABLE_LINUX_UUID=true, which makes it write
     root=/dev/<the device now> (advice: harmful when grub.cfg is regenerated before the move).
@@ -302,7 +309,7 @@ def default_grub_findings(text: str, path: str = "/etc/default/grub", disk_bus: 
                                    Fix("delete-line", path, n, raw)))  # fmt: skip
             continue
         out += [replace(f, text=raw, message=f"{m.group(1)}: {f.message}")
-                for f in kernel_line_findings(value, path, n, disk_bus)]
+                for f in kernel_line_findings(value, path, n, disk_bus, generator)]
     return out
 
 

@@ -52,14 +52,15 @@ def _line_of(text: str | None, value: str) -> int:
     return 0
 
 
-def kernel_line(snap: Snapshot, entry: BootEntry | None) -> list[dict[str, Any]]:
+def kernel_line(snap: Snapshot, entry: BootEntry | None, generator: str | None = None) -> list[dict[str, Any]]:
     """root= and resume= on the default entry's own kernel line, reported where the value is
     written: the BLS entry file, grubenv's kernelopts, menu.lst, or the (generated) grub.cfg.
+    generator: the host's initrd generator (how long its initrd waits for a resume device).
     """
     if entry is None or not entry.options:
         return []
     out = []
-    for f in bp.kernel_line_findings(entry.options, "kernel line"):
+    for f in bp.kernel_line_findings(entry.options, "kernel line", generator=generator):
         token = f.text
         where = entry.origin or "kernel line"
         line = _line_of(snap.files.get(where), token) if where.startswith("/") else 0
@@ -76,8 +77,10 @@ def _config_text(config: dict[str, str]) -> str:
     return "".join(f"CONFIG_{k}={v}\n" for k, v in config.items() if v != "n")
 
 
-def stored_findings(snap: Snapshot, entry: BootEntry | None) -> list[dict[str, Any]]:
-    """Every finding the files and kernels of snap give (not the live ones: efi_findings)."""
+def stored_findings(snap: Snapshot, entry: BootEntry | None, generator: str | None = None) -> list[dict[str, Any]]:
+    """Every finding the files and kernels of snap give (not the live ones: efi_findings);
+    generator: the host's initrd generator.
+    """
     files = snap.files
     found: list[bp.Finding] = []
     if files.get("/etc/fstab"):
@@ -85,7 +88,7 @@ def stored_findings(snap: Snapshot, entry: BootEntry | None) -> list[dict[str, A
     if files.get("/etc/crypttab"):
         found += bp.crypttab_findings(files["/etc/crypttab"])  # type: ignore[arg-type]
     if files.get("/etc/default/grub"):
-        found += bp.default_grub_findings(files["/etc/default/grub"])  # type: ignore[arg-type]
+        found += bp.default_grub_findings(files["/etc/default/grub"], generator=generator)  # type: ignore[arg-type]
     if files.get("/etc/sysconfig/kernel"):
         found += bp.sysconfig_kernel_findings(files["/etc/sysconfig/kernel"])  # type: ignore[arg-type]
     for path, text in files.items():
@@ -96,7 +99,7 @@ def stored_findings(snap: Snapshot, entry: BootEntry | None) -> list[dict[str, A
         found += bp.kernel_findings(kernels, entry.kernel, {v: sorted(k.modules) for v, k in snap.kernels.items()})
     net = {p: t for p, t in files.items() if t is not None and network.reader(p)}
     found += network.network_findings(net, persistent_net_generator=snap.disks.get("netgen") != "no")
-    return [as_dict(f) for f in found] + kernel_line(snap, entry)
+    return [as_dict(f) for f in found] + kernel_line(snap, entry, generator)
 
 
 def efi_findings(disks: dict[str, Any], distro_id: str) -> list[dict[str, Any]]:

@@ -543,3 +543,17 @@ def test_findings_are_frozen_and_use_the_vocabulary() -> None:
         assert f.kind in bp.KINDS and f.severity in bp.SEVERITIES
         assert f.fix is None or f.fix.action in bp.FIX_ACTIONS
         assert f.line >= 0 and f.where and f.message
+
+
+def test_a_gone_resume_device_blocks_boot_but_under_initramfs_tools():
+    """systemd's initrd waits for the resume device for ever; initramfs-tools gives up after 30 s
+    and boots on (its scripts/local-premount/resume, seen in the lab's real boot)."""
+    line = "root=UUID=3a5b ro resume=/dev/sda2 quiet"
+    for generator, severity in ((None, bp.BLOCKS_BOOT), ("dracut", bp.BLOCKS_BOOT), ("suse-mkinitrd", bp.BLOCKS_BOOT),
+                                ("initramfs-tools", bp.ADVICE)):  # fmt: skip
+        (found,) = bp.kernel_line_findings(line, "/boot/loader/entries/x.conf", 5, generator=generator)
+        assert (found.kind, found.severity) == ("resume-device", severity), generator
+        (grub,) = bp.default_grub_findings(f'GRUB_CMDLINE_LINUX_DEFAULT="{line}"\n', generator=generator)
+        assert grub.severity == severity and grub.line == 1
+    (root, resume) = bp.kernel_line_findings("root=/dev/xvda1 resume=/dev/xvda2", generator="initramfs-tools")
+    assert (root.kind, root.severity, resume.severity) == ("device-name", bp.BLOCKS_BOOT, bp.ADVICE)

@@ -8,6 +8,15 @@ changes nothing and fails the host naming the line; with it, the entry's root= a
 become UUID= (the UUIDs blkid gives, proven with findfs: both STAND-INS, tests/lab/variants.py, as a lab
 host has no block device), and real GRUB then boots it.
 
+Two more blockers, each booted for real before and after:
+- bp-efi-no-fallback: Debian's ESP with EFI/debian/ only (grub-install's default, no --removable).
+  OVMF with empty NVRAM, as an imported image has it, finds nothing to boot. The check says
+  efi-fallback blocks boot; with kvm_fix_efi_fallback the deploy copies Debian's GRUB to
+  EFI/BOOT/BOOTX64.EFI, and the firmware then boots it. (A lab host says it booted by UEFI through a
+  /sys/firmware/efi STAND-IN, tests/lab/hosts.py.)
+- bp-resume-name: resume=/dev/sda2 on the BLS entry. The real boot shows initramfs-tools waiting 30 s
+  for it and booting on, so the row is advice there, not a blocker (systemd's initrd waits for ever).
+
 Hosts: 127.0.50.x, their own inventory.
 """
 
@@ -35,11 +44,18 @@ def make(name: str, n: int, setup, **data: object) -> hosts.HostSpec:
 
 XEN_ROOT = make("xen-root", 1, v.xen_root_name, kvm_fix_device_names=True)
 NO_OPT_IN = make("xen-root-no-opt-in", 2, v.xen_root_name, kvm_drivers_extra=[])
-ALL = [XEN_ROOT, NO_OPT_IN]
+# booted by OVMF with empty NVRAM, as an imported image is: only EFI/BOOT/BOOTX64.EFI can be found
+EFI = dataclasses.replace(make("efi-no-fallback", 3, v.efi_without_fallback, kvm_fix_efi_fallback=True),
+                          loader="uefi", disk="esp")
+RESUME = make("resume-name", 4, v.resume_name)  # no opt-in: the real boot shows what a gone resume= costs
+ALL = [XEN_ROOT, NO_OPT_IN, EFI, RESUME]
+XEN = [XEN_ROOT, NO_OPT_IN]
 
 
 def entry_text(h: hosts.HostSpec) -> str:
-    return hosts.ssh(h, "cat /boot/loader/entries/*.conf /etc/fstab")
+    """What the opt-in fixes may change: BLS entries, fstab, and the ESP's files (with checksums)."""
+    return hosts.ssh(h, "for f in /boot/loader/entries/*.conf /etc/fstab; do [ ! -f $f ] || cat $f; done;"
+                        " [ ! -d /boot/efi ] || (cd /boot/efi && find . -type f -exec cksum {} + | sort -k3)")
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +68,13 @@ def story():
     try:
         inv = hosts.write_inventory(ALL, "boot_path")
         s = {"entries_before": {h.name: entry_text(h) for h in ALL}}
-        boots.append(before := boot.AllAtOnce([XEN_ROOT], log_name="boot-before.log"))
+        boots.append(before := boot.AllAtOnce([XEN_ROOT, EFI, RESUME], log_name="boot-before.log"))
         s["check"], s["rows"] = check_rows(str(inv), hosts.STATE / "reports" / "boot-path-before.json")
         before.written()
         s["deploy"] = pyinfra("-y", "--diff", str(inv), DEPLOY)
         s["entries_after"] = {h.name: entry_text(h) for h in ALL}
         boots.append(after := boot.TwoAtATime())
-        after.start([XEN_ROOT])
+        after.start([XEN_ROOT, EFI])
         s["check_after"], s["rows_after"] = check_rows(str(inv), hosts.STATE / "reports" / "boot-path-after.json")
         s["before"], s["after"] = before.results(), after.results()
         yield s
@@ -80,7 +96,7 @@ def test_the_xen_root_name_fails_the_real_boot_for_that_reason(story):
 
 
 def test_the_check_reports_a_device_name_row_that_blocks_boot(story):
-    for h in ALL:
+    for h in XEN:
         row = story["rows"][h.name]
         assert row["status"] == "drifted", row
         assert not row["kernels"][0]["missing"]  # the drivers are fine: the name is the only problem
@@ -118,3 +134,49 @@ def test_after_the_deploy_real_grub_boots_it_mounts_fstab_and_the_check_says_com
     assert result.ok, result.summary() + "\n" + result.log[-3000:]
     assert result.fstab == "mounted" and f"root=UUID={ROOT_UUID}" in result.cmdline  # /data by UUID, on vdb
     assert story["rows_after"][XEN_ROOT.name]["status"] == "compliant", story["rows_after"][XEN_ROOT.name]
+
+
+def esp_sums(text: str) -> dict[str, str]:
+    """The ESP's files (as entry_text lists them) -> checksum and size."""
+    lines = (ln.split() for ln in text.splitlines())
+    return {f[2]: f"{f[0]} {f[1]}" for f in lines if len(f) == 3 and f[2].startswith("./")}
+
+
+def test_an_esp_without_the_fallback_finds_nothing_to_boot_under_empty_nvram(story):
+    result = story["before"][EFI.name]
+    assert not result.ok and not result.entry, result.summary()  # GRUB never ran
+    assert re.search(r'BdsDxe: failed to load Boot\d+ "UEFI Misc Device"', result.cause), result.log[-3000:]
+
+
+def test_the_check_reports_the_missing_fallback_as_blocking_boot(story):
+    row = story["rows"][EFI.name]
+    assert row["status"] == "drifted" and not row["kernels"][0]["missing"], row
+    (found,) = row["boot_path"]
+    assert (found["kind"], found["severity"], found["where"], found["text"]) == (
+        "efi-fallback", "blocks boot", "/boot/efi", "EFI/BOOT/BOOTX64.EFI"), found
+    assert found["opt_in"] == "kvm_fix_efi_fallback" and found["fixing"] is True
+
+
+def test_with_the_opt_in_debian_s_grub_is_copied_to_the_removable_path_and_nothing_else_changes(story):
+    before, after = esp_sums(story["entries_before"][EFI.name]), esp_sums(story["entries_after"][EFI.name])
+    assert set(before) == {"./EFI/debian/grubx64.efi", "./EFI/debian/grub.cfg"}, before
+    assert after == {**before, "./EFI/BOOT/BOOTX64.EFI": before["./EFI/debian/grubx64.efi"],
+                     "./EFI/BOOT/grub.cfg": before["./EFI/debian/grub.cfg"]}, after  # fmt: skip
+
+
+def test_after_the_copy_the_firmware_boots_it_with_empty_nvram_and_the_check_says_compliant(story):
+    result = story["after"][EFI.name]
+    assert result.ok and result.loader == "GRUB UEFI", result.summary() + "\n" + result.log[-3000:]
+    assert story["rows_after"][EFI.name]["status"] == "compliant", story["rows_after"][EFI.name]
+
+
+def test_a_gone_resume_device_costs_initramfs_tools_30_s_and_is_advice(story):
+    result = story["before"][RESUME.name]
+    assert result.ok and f"resume={v.RESUME_GONE}" in result.cmdline, result.summary()  # the real boot goes on
+    assert "Gave up waiting for suspend/resume device" in result.log, result.log[-3000:]
+    row = story["rows"][RESUME.name]
+    (found,) = rows_of(row, "resume-device")
+    assert found["severity"] == "advice" and "initramfs-tools waits 30 s" in found["message"], found
+    assert found["where"].startswith("/boot/loader/entries/") and found["line"] > 0
+    assert row["status"] == "compliant", row  # advice only: no false alarm, and the row says it
+    assert story["entries_after"][RESUME.name] == story["entries_before"][RESUME.name]

@@ -42,7 +42,6 @@ from tests.lab.variants import DATA_UUID
 TIMEOUT = int(os.environ.get("KVM_LAB_BOOT_TIMEOUT", "480"))
 ESP_ID = "4B5D1E2F"
 GRUB_PC = Path("/usr/lib/grub/i386-pc")  # Debian's grub-pc-bin (GRUB 2.06 on Debian 12)
-GRUB_EFI = Path("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed")  # Debian's signed GRUB (grub-efi-amd64-signed)
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 MiB = 1 << 20
 GPT_ESP, GPT_LINUX = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
@@ -93,6 +92,7 @@ sleep 30
 FAILED = re.compile(
     r"ALERT! .* does not exist|Dropping to a shell|Could not boot|emergency mode|Kernel panic"
     r"|Press any key to continue|KVM-GRUB no bootloader configuration|dracut-initqueue: starting timeout scripts"
+    r'|BdsDxe: failed to load Boot\d+ "UEFI Misc Device"'  # OVMF: nothing to boot on the (virtio) disk
 )
 FAILED_GRACE = 3.0  # seconds of console kept after such a line (the lines that say why), then QEMU is killed
 
@@ -344,7 +344,7 @@ def make_disk(h: HostSpec, tree: Path, image: Path, probe: bool = True) -> Disk:
         esp_size = 64 * MiB
         mkfs_ext4(tree, image, MiB + esp_size, root_size, ROOT_UUID)
         esp = image.with_suffix(".esp")
-        make_esp(esp, esp_size)
+        make_esp(esp, esp_size, tree)
         run(["dd", f"if={esp}", f"of={image}", "bs=1M", f"seek={MiB // MiB}", "conv=notrunc,sparse", "status=none"])
         esp.unlink()
         if h.disk == "esp":
@@ -363,23 +363,13 @@ def make_disk(h: HostSpec, tree: Path, image: Path, probe: bool = True) -> Disk:
     return Disk(image, spec)
 
 
-def make_esp(esp: Path, size: int) -> None:
-    """An EFI system partition as Debian's grub-install makes it: the signed GRUB as the removable
-    path's loader, and EFI/debian/grub.cfg, the stub that only points at the real grub.cfg."""
+def make_esp(esp: Path, size: int, tree: Path) -> None:
+    """The EFI system partition holding what the host has on /boot/efi (its ESP's mount point, e.g.
+    Debian's EFI/debian/ and EFI/BOOT/, tests/lab/variants.py debian_uefi): FAT, written with mtools."""
     run(["mkfs.vfat", "-C", "-i", ESP_ID, "-n", "EFI", str(esp), str(size // 1024)])
-    stub = (
-        f"search.fs_uuid {ROOT_UUID} root hd0,msdos2\n"
-        "set prefix=($root)'/boot/grub'\n"
-        "set debug=linux\nexport debug\n"  # lab addition: GRUB prints the initrd's size
-        "configfile $prefix/grub.cfg\n"
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "grub.cfg").write_text(stub)
-        img = f"{esp}"
-        run(["mmd", "-i", img, "::/EFI", "::/EFI/BOOT", "::/EFI/debian"])
-        run(["mcopy", "-i", img, str(GRUB_EFI), "::/EFI/BOOT/BOOTX64.EFI"])
-        run(["mcopy", "-i", img, str(GRUB_EFI), "::/EFI/debian/grubx64.efi"])
-        run(["mcopy", "-i", img, str(Path(tmp) / "grub.cfg"), "::/EFI/debian/grub.cfg"])
+    content = tree / "boot/efi"
+    if content.is_dir() and not content.is_symlink() and any(content.iterdir()):
+        run(["mcopy", "-s", "-i", str(esp), *(str(p) for p in sorted(content.iterdir())), "::/"])
 
 
 @contextlib.contextmanager

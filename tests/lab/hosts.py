@@ -187,8 +187,12 @@ def start(h: HostSpec, fresh: bool = True, sshd_options: list[str] | None = None
         etc_hosts.write_text(known + f"127.0.1.1 {h.name}\n")
     if fresh and h.setup:
         h.setup(r)
+    # STAND-IN for the firmware's word (marked as such): a host the lab boots through UEFI says so
+    # where Linux does, /sys/firmware/efi, on a small tmpfs over the namespace's /sys/firmware
+    # (this machine booted by BIOS, and its sysfs is every host's).
+    efi = f" mount -t tmpfs -o size=16k,mode=0755 kvm-lab-efi {r}/sys/firmware && mkdir {r}/sys/firmware/efi;"
     inner = (
-        f"hostname {h.name}; mount --bind /dev {r}/dev; mount -t sysfs sys {r}/sys;"
+        f"hostname {h.name}; mount --bind /dev {r}/dev; mount -t sysfs sys {r}/sys;{efi if h.loader == 'uefi' else ''}"
         f" exec chroot {r} /usr/sbin/sshd -D -e -o ListenAddress={h.address}"
         " -o PermitRootLogin=prohibit-password -o UsePAM=no -o UseDNS=no " + " ".join(sshd_options or [])
     )

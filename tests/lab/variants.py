@@ -312,9 +312,35 @@ def debian(root: Path) -> None:
     write(root, "/boot/grub/grub.cfg", grub_cfg(root, cmdline=DEB_CMDLINE))
 
 
-def debian_uefi(root: Path) -> None:
-    """Debian booted through UEFI: root on partition 2 (the ESP is partition 1), named by UUID."""
+# Debian's signed GRUB (grub-efi-amd64-signed, on this machine): the ESP's loader, as grub-install puts it.
+GRUB_EFI = Path("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed")
+# EFI/debian/grub.cfg as Debian's grub-install writes it: a stub that only points at the real grub.cfg.
+ESP_STUB = (
+    f"search.fs_uuid {ROOT_UUID} root hd0,msdos2\n"
+    "set prefix=($root)'/boot/grub'\n"
+    "set debug=linux\nexport debug\n"  # lab addition: GRUB prints the initrd's size
+    "configfile $prefix/grub.cfg\n"
+)
+
+
+def debian_uefi(root: Path, fallback: bool = True) -> None:
+    """Debian booted through UEFI: root on partition 2 (the ESP is partition 1), named by UUID. Its
+    ESP, mounted on /boot/efi (the lab's boot disk is made of what is there, tests/lab/boot.py):
+    EFI/debian/grubx64.efi and the stub grub.cfg, and (fallback) the same GRUB on the removable-media
+    path EFI/BOOT/BOOTX64.EFI, which the firmware boots when its NVRAM holds no entry."""
     write(root, "/boot/grub/grub.cfg", grub_cfg(root, cmdline=UUID_CMDLINE))
+    write(root, "/boot/efi/EFI/debian/grub.cfg", ESP_STUB)
+    loaders = ["EFI/debian/grubx64.efi"] + (["EFI/BOOT/BOOTX64.EFI"] if fallback else [])
+    for loader in loaders:
+        (root / "boot/efi" / loader).parent.mkdir(parents=True, exist_ok=True)
+        (root / "boot/efi" / loader).write_bytes(GRUB_EFI.read_bytes())
+
+
+def efi_without_fallback(root: Path) -> None:
+    """Issue 20: Debian booted through UEFI by its NVRAM entry (grub-install's default, no
+    --removable): the ESP has EFI/debian/ but no EFI/BOOT/BOOTX64.EFI. Imported as an image, the
+    NVRAM does not come along, and the firmware finds nothing to boot."""
+    debian_uefi(root, fallback=False)
 
 
 def builtin(root: Path) -> None:
@@ -613,3 +639,15 @@ def xen_root_name(root: Path) -> None:
     for name, text in (("blkid", BLKID_STANDIN), ("findfs", FINDFS_STANDIN)):
         write(root, f"/usr/local/sbin/{name}", text)
         (root / "usr/local/sbin" / name).chmod(0o755)
+
+
+RESUME_GONE = "/dev/sda2"  # the Xen/VMware host's swap partition; on KVM the disk is /dev/vda
+
+
+def resume_name(root: Path) -> None:
+    """Issue 20: Debian booted through BLS entries whose kernel line names the old swap partition by
+    its device name, resume=/dev/sda2 (hibinit-agent #55), as the host was set up to hibernate."""
+    bls(root, "Debian GNU/Linux")
+    for entry in (root / "boot/loader/entries").glob("*.conf"):
+        text = entry.read_text()
+        entry.write_text(text.replace(f"root=UUID={ROOT_UUID}", f"root=UUID={ROOT_UUID} resume={RESUME_GONE}"))
