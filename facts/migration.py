@@ -98,7 +98,9 @@ def stored_findings(snap: Snapshot, entry: BootEntry | None, generator: str | No
         kernels = [(v, _config_text(k.config) if k.has_config else None) for v, k in snap.kernels.items()]
         found += bp.kernel_findings(kernels, entry.kernel, {v: sorted(k.modules) for v, k in snap.kernels.items()})
     net = {p: t for p, t in files.items() if t is not None and network.reader(p)}
-    found += network.network_findings(net, persistent_net_generator=snap.disks.get("netgen") != "no")
+    names = bp.kernel_args(entry.options).get("net.ifnames") != "0" if entry is not None and entry.options else True
+    found += network.network_findings(net, persistent_net_generator=snap.disks.get("netgen") != "no",
+                                      predictable_names=names)  # fmt: skip
     return [as_dict(f) for f in found] + kernel_line(snap, entry, generator)
 
 

@@ -7,9 +7,13 @@ systemd-networkd .network/.link files. On KVM the NIC is a new device with a new
 cloud gives it an address by DHCP, so (all ``blocks network`` unless said otherwise):
 - nic-rule: a udev rule naming an interface by MAC (70-persistent-net.rules). The new NIC does not
   get that name; where udev's persistent-net generator runs (75-persistent-net-generator.rules), it
-  writes a rule naming the NIC eth1 and eth0's configuration is never used. Without the generator
-  the NIC keeps its kernel name: advice. Rules limited to other kernel names (KERNEL=="wlan*") are
-  not reported.
+  writes a rule naming the NIC eth1 and eth0's configuration is never used. Where predictable names
+  are on (no net.ifnames=0 on the kernel line), a rule naming ethN is what gave the old NIC that
+  name: the new one gets a predictable name (ens3), and ethN's configuration is never used either
+  (the lab's real udev shows it, tests/test_lab_boot_path.py). Its fix, when the file binds one NIC:
+  the MAC match becomes DRIVERS=="virtio_net", so the virtio NIC gets the name. Otherwise the NIC
+  keeps its kernel name: advice. Rules limited to other kernel names (KERNEL=="wlan*") are not
+  reported.
 - nic-mac-binding: configuration that applies only to the old MAC (ifcfg HWADDR=, SUSE
   ifcfg-eth-id-<MAC>, netplan match: macaddress, NetworkManager mac-address=, networkd [Match]
   MACAddress=): the new NIC is left unconfigured.
@@ -159,8 +163,9 @@ def udev_name_for(rules_text: str, mac: str, kernel: str = "eth0") -> str | None
     return name
 
 
-def _udev(text: str, path: str, generator: bool) -> _Read:
+def _udev(text: str, path: str, generator: bool, predictable: bool = False) -> _Read:
     out = []
+    bound = [n for n, _, pairs in _udev_rules(text) if pairs and any(k.endswith("{address}") for k, _, _ in pairs)]
     for n, rule, pairs in _udev_rules(text):
         keys = {(k, op): v for k, op, v in pairs or ()}
         mac = keys.get(("ATTR{address}", "==")) or keys.get(("ATTRS{address}", "=="))
@@ -171,10 +176,17 @@ def _udev(text: str, path: str, generator: bool) -> _Read:
             continue  # a pattern that matches any NIC ("?*") binds nothing
         if kernel is not None and not _glob("eth0", kernel):
             continue  # a rule for other kernel names (wlan*) never touches a virtio NIC
-        why = ("the persistent-net generator will name the new NIC eth1 or later" if generator
-               else "the new NIC keeps its kernel name")  # fmt: skip
-        out.append(Finding("nic-rule", BLOCKS_NETWORK if generator else ADVICE, path, n, rule,
-                           f"names {name} by MAC {mac}: {why}", Fix("move-aside", path)))  # fmt: skip
+        if generator:
+            severity, why, fix = BLOCKS_NETWORK, "the persistent-net generator will name the new NIC eth1 or later", \
+                Fix("move-aside", path)  # fmt: skip
+        elif predictable and re.fullmatch(r"eth\d+", name):
+            severity = BLOCKS_NETWORK
+            why = f"predictable names are on (no net.ifnames=0): the new NIC gets one (e.g. ens3), not {name}"
+            fix = Fix("drop-mac-match", path, n, rule) if len(bound) == 1 else None
+            why += "" if fix else "; several NICs are bound here: name them by hand"
+        else:
+            severity, why, fix = ADVICE, "the new NIC keeps its kernel name", Fix("move-aside", path)
+        out.append(Finding("nic-rule", severity, path, n, rule, f"names {name} by MAC {mac}: {why}", fix))
     return out, []
 
 
@@ -352,17 +364,19 @@ _READERS = {"ifcfg": _ifcfg, "interfaces": _interfaces, "netplan": _netplan, "ke
             "networkd": _networkd}  # fmt: skip
 
 
-def network_findings(files: Mapping[str, str], persistent_net_generator: bool = True) -> list[Finding]:
+def network_findings(files: Mapping[str, str], persistent_net_generator: bool = True,
+                     predictable_names: bool = False) -> list[Finding]:  # fmt: skip
     """What in the network configuration files (path -> text) keeps the server from being reached
     on KVM (see the module's notes), sorted by file and line. persistent_net_generator: the host's
-    udev writes rules for new NICs (/lib/udev/rules.d/75-persistent-net-generator.rules exists).
+    udev writes rules for new NICs (/lib/udev/rules.d/75-persistent-net-generator.rules exists);
+    predictable_names: udev gives NICs predictable names (no net.ifnames=0 on the kernel line).
     """
     findings, addresses = [], []
     for path in sorted(files):
         kind = reader(path)
         if kind is None:
             raise ValueError(f"{path}: not a network configuration file kvm-drivers reads")
-        found, addr = _udev(files[path], path, persistent_net_generator) if kind == "udev" else \
+        found, addr = _udev(files[path], path, persistent_net_generator, predictable_names) if kind == "udev" else \
             _READERS[kind](files[path], path)  # fmt: skip
         findings += found
         addresses += addr

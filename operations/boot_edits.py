@@ -140,8 +140,29 @@ def _line_fix(kind: str, fix: Fix, lines: list[str], n: int) -> tuple[str | None
         return f"{indent}Driver=virtio_net", ""
     if fix.action == "drop-mac-match" and kind == "netplan":
         return _netplan_driver(lines, n)
+    if fix.action == "drop-mac-match" and kind == "udev":
+        return _udev_driver(line)
     why = _comment_problem(kind, lines, n)  # delete-line, and a keyfile's mac-address= match
     return (None, why) if why else (DISABLED + line, "")
+
+
+_UDEV_MAC = re.compile(r'ATTRS?\{address\}\s*==\s*"[0-9A-Fa-f:?*\[\]-]*"')
+_UDEV_ANY_DRIVER = re.compile(r'DRIVERS\s*==\s*"\?\*"')
+
+
+def _udev_driver(line: str) -> tuple[str | None, str]:
+    """A udev rule's MAC match (ATTR{address}=="...") made a match of the virtio NIC: the key becomes
+    DRIVERS=="virtio_net", or is dropped where the rule's DRIVERS=="?*" becomes that (one DRIVERS key).
+    """
+    macs = _UDEV_MAC.findall(line)
+    if len(macs) != 1:
+        return None, "not one ATTR{address}== match in the rule"
+    if re.search(r"\bDRIVERS\s*[!=]=", line) and not _UDEV_ANY_DRIVER.search(line):
+        return None, "the rule already matches a driver: not changed"
+    if _UDEV_ANY_DRIVER.search(line):
+        new = _UDEV_ANY_DRIVER.sub('DRIVERS=="virtio_net"', line, count=1)
+        return re.sub(r",\s*" + re.escape(macs[0]) + r"|" + re.escape(macs[0]) + r"\s*,\s*", "", new, count=1), ""
+    return line.replace(macs[0], 'DRIVERS=="virtio_net"', 1), ""
 
 
 def _comment_problem(kind: str, lines: list[str], n: int) -> str:

@@ -164,13 +164,15 @@ def host_fixes(files: Mapping[str, str | None], findings: Iterable[Mapping[str, 
 
 
 # What a rewritten file changes in the initrds: they carry a copy of it (crypttab, module
-# configuration, SUSE's INITRD_MODULES): every handled initrd is rebuilt after such a fix.
-IN_THE_INITRD = ("crypttab", "modprobe", "sysconfig-kernel")
+# configuration, SUSE's INITRD_MODULES, and udev rules: initramfs-tools' udev hook copies every
+# /etc/udev/rules.d/*.rules, whose NAME= the initrd's udev applies first): every handled initrd is
+# rebuilt after such a fix.
+IN_THE_INITRD = ("crypttab", "modprobe", "sysconfig-kernel", "udev")
 
 
 def needs_rebuild(fixes: FixPlan) -> bool:
-    """Whether fixes change a file the initrds carry a copy of."""
-    return any(fixable(p) in IN_THE_INITRD for p in fixes.texts)
+    """Whether fixes change (or move aside) a file the initrds carry a copy of."""
+    return any(fixable(p) in IN_THE_INITRD for p in [*fixes.texts, *fixes.moves])
 
 
 _ACTIONS = {"device-to-uuid", "replace-line", "delete-line", "drop-mac-match", "move-aside"}
@@ -194,7 +196,7 @@ def _problem(fix: Fix, files: Mapping[str, str | None], regenerate_grub: bool) -
         return "not a file the opt-in fixes may change"
     if fix.action == "move-aside" and kind not in _ASIDE:
         return "moving it aside would not disable it (its reader reads any name there)"
-    if fix.action == "drop-mac-match" and kind not in ("netplan", "networkd", "keyfile"):
+    if fix.action == "drop-mac-match" and kind not in ("netplan", "networkd", "keyfile", "udev"):
         return "no MAC match to drop in this kind of file"
     if fix.action == "device-to-uuid" and kind not in ("fstab", "crypttab", *KERNEL_LINE):
         return "no device names are rewritten in this kind of file"

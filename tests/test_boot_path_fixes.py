@@ -225,6 +225,28 @@ def test_network_files():
     assert [f.kind for f in after if f.kind.startswith("nic-")] == []  # no MAC binding is left
 
 
+def test_a_udev_rule_naming_eth0_by_mac_where_names_are_predictable_matches_the_virtio_nic_instead():
+    """The old NIC was eth0 only through this rule (predictable names on): the new one would be ens3.
+    The fix makes the rule match the virtio NIC; udev's rules then name the KVM NIC eth0 (the lab
+    boots it with real udev: tests/test_lab_boot_path.py)."""
+    files = {RULES: text(FIXTURES / "udev/aws-rhel8-70-persistent-net.rules")}
+    (found,) = net.network_findings(files, persistent_net_generator=False, predictable_names=True)
+    assert (found.kind, found.severity, found.fix.action) == ("nic-rule", bp.BLOCKS_NETWORK, "drop-mac-match")
+    assert "predictable names are on" in found.message
+    plan = fx.plan_fixes(files, [found], {})
+    assert plan.refused == [] and plan.moves == [] and fx.needs_rebuild(plan)  # initramfs-tools copies the rules
+    assert changed_lines(files[RULES], plan.texts[RULES]) == {1: (
+        'SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="0a:17:a5:8c:7a:76", NAME="eth0"\n',
+        'SUBSYSTEM=="net", ACTION=="add", DRIVERS=="virtio_net", NAME="eth0"\n')}  # fmt: skip
+    assert net.udev_name_for(plan.texts[RULES], net.KVM_MACS[0], kernel="eth0") == "eth0"
+    assert net.network_findings({RULES: plan.texts[RULES]}, False, True) == []
+    (kept,) = net.network_findings(files, persistent_net_generator=False, predictable_names=False)  # net.ifnames=0
+    assert (kept.severity, kept.fix.action) == (bp.ADVICE, "move-aside")
+    several = {RULES: text(FIXTURES / "udev/opensuse-70-persistent-net.rules")}
+    found = net.network_findings(several, persistent_net_generator=False, predictable_names=True)
+    assert found and all(f.severity == bp.BLOCKS_NETWORK and f.fix is None and "by hand" in f.message for f in found)
+
+
 def test_efi_fallback_copies_are_planned():
     found = bp.efi_fallback_findings(["EFI/debian/shimx64.efi", "EFI/debian/grubx64.efi", "EFI/debian/grub.cfg"])
     plan = fx.plan_fixes({}, found, {})
@@ -295,6 +317,11 @@ FSTAB = "/dev/xvdb1 /data ext4 defaults 0 2\n"
     (Fix("drop-mac-match", NETWORKD + "eth0.network", 2, "MACAddress=aa:bb:cc:dd:ee:ff"),
      {NETWORKD + "eth0.network": "[Link]\nMACAddress=aa:bb:cc:dd:ee:ff\n"}, {}, "not a MACAddress= of a [Match]"),
     (Fix("drop-mac-match", IFCFG, 1, "HWADDR=x"), {IFCFG: "HWADDR=x\n"}, {}, "no MAC match to drop"),
+    (Fix("drop-mac-match", RULES, 1, 'ATTR{address}=="a", ATTRS{address}=="b", NAME="eth0"'),
+     {RULES: 'ATTR{address}=="a", ATTRS{address}=="b", NAME="eth0"\n'}, {}, "not one ATTR{address}== match"),
+    (Fix("drop-mac-match", RULES, 1, 'DRIVERS=="e1000", ATTR{address}=="0a:17:a5:8c:7a:76", NAME="eth0"'),
+     {RULES: 'DRIVERS=="e1000", ATTR{address}=="0a:17:a5:8c:7a:76", NAME="eth0"\n'}, {},
+     "the rule already matches a driver"),
     (Fix("move-aside", IFCFG), {IFCFG: "HWADDR=x\n"}, {},
      "moving it aside would not disable it (its reader reads any name there)"),
     (Fix("move-aside", NM + "Wired connection 1"), {NM + "Wired connection 1": "x"}, {}, "would not disable it"),

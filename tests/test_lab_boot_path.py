@@ -48,13 +48,15 @@ NO_OPT_IN = make("xen-root-no-opt-in", 2, v.xen_root_name, kvm_drivers_extra=[])
 EFI = dataclasses.replace(make("efi-no-fallback", 3, v.efi_without_fallback, kvm_fix_efi_fallback=True),
                           loader="uefi", disk="esp")
 RESUME = make("resume-name", 4, v.resume_name)  # no opt-in: the real boot shows what a gone resume= costs
-ALL = [XEN_ROOT, NO_OPT_IN, EFI, RESUME]
+NIC = make("nic-rule", 5, v.nic_rule_by_mac, kvm_fix_network=True)  # its boot probe runs the real udev
+ALL = [XEN_ROOT, NO_OPT_IN, EFI, RESUME, NIC]
 XEN = [XEN_ROOT, NO_OPT_IN]
 
 
 def entry_text(h: hosts.HostSpec) -> str:
-    """What the opt-in fixes may change: BLS entries, fstab, and the ESP's files (with checksums)."""
-    return hosts.ssh(h, "for f in /boot/loader/entries/*.conf /etc/fstab; do [ ! -f $f ] || cat $f; done;"
+    """What the opt-in fixes may change: BLS entries, fstab, udev's rules, and the ESP's files (with checksums)."""
+    return hosts.ssh(h, "for f in /boot/loader/entries/*.conf /etc/fstab /etc/udev/rules.d/70-persistent-net.rules;"
+                        " do [ ! -f $f ] || cat $f; done;"
                         " [ ! -d /boot/efi ] || (cd /boot/efi && find . -type f -exec cksum {} + | sort -k3)")
 
 
@@ -68,13 +70,13 @@ def story():
     try:
         inv = hosts.write_inventory(ALL, "boot_path")
         s = {"entries_before": {h.name: entry_text(h) for h in ALL}}
-        boots.append(before := boot.AllAtOnce([XEN_ROOT, EFI, RESUME], log_name="boot-before.log"))
+        boots.append(before := boot.AllAtOnce([XEN_ROOT, EFI, RESUME, NIC], log_name="boot-before.log"))
         s["check"], s["rows"] = check_rows(str(inv), hosts.STATE / "reports" / "boot-path-before.json")
         before.written()
         s["deploy"] = pyinfra("-y", "--diff", str(inv), DEPLOY)
         s["entries_after"] = {h.name: entry_text(h) for h in ALL}
         boots.append(after := boot.TwoAtATime())
-        after.start([XEN_ROOT, EFI])
+        after.start([XEN_ROOT, EFI, NIC])
         s["check_after"], s["rows_after"] = check_rows(str(inv), hosts.STATE / "reports" / "boot-path-after.json")
         s["before"], s["after"] = before.results(), after.results()
         yield s
@@ -180,3 +182,24 @@ def test_a_gone_resume_device_costs_initramfs_tools_30_s_and_is_advice(story):
     assert found["where"].startswith("/boot/loader/entries/") and found["line"] > 0
     assert row["status"] == "compliant", row  # advice only: no false alarm, and the row says it
     assert story["entries_after"][RESUME.name] == story["entries_before"][RESUME.name]
+
+
+def test_a_nic_named_by_its_old_mac_gets_a_predictable_name_from_the_real_udev(story):
+    result = story["before"][NIC.name]
+    assert result.ok, result.summary()
+    ((name, mac),) = result.nics.items()  # one NIC, QEMU's default MAC: not the rule's
+    assert name.startswith("en") and mac == "52:54:00:12:34:56", result.nics  # eth0's configuration is unused
+    (found,) = rows_of(story["rows"][NIC.name], "nic-rule")
+    assert found["severity"] == "blocks network" and "predictable names are on" in found["message"], found
+    assert found["opt_in"] == "kvm_fix_network" and found["fixing"] is True
+    assert story["rows"][NIC.name]["status"] == "drifted"
+
+
+def test_with_the_opt_in_the_rule_matches_the_virtio_nic_and_udev_names_it_as_configured(story):
+    before, after = story["entries_before"][NIC.name], story["entries_after"][NIC.name]
+    assert after == before.replace('DRIVERS=="?*", ATTR{address}=="0a:17:a5:8c:7a:76"', 'DRIVERS=="virtio_net"'), after
+    configured = hosts.ssh(NIC, "cat /etc/network/interfaces")
+    assert "iface eth0 inet dhcp" in configured
+    result = story["after"][NIC.name]
+    assert result.ok and result.nics == {"eth0": "52:54:00:12:34:56"}, result.summary() + f" {result.nics}"
+    assert story["rows_after"][NIC.name]["status"] == "compliant", story["rows_after"][NIC.name]

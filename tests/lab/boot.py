@@ -72,6 +72,16 @@ echo "virtio-drivers: $(ls /sys/bus/virtio/drivers 2>/dev/null | tr '\n' ' ')"
 for d in /sys/bus/virtio/devices/*; do
     [ -e "$d/driver" ] && echo "bound: ${d##*/} $(basename "$(readlink "$d/driver")")"
 done
+# the names udev gives the NICs (issue 20), on hosts whose tree asks for it (tests/lab/variants.py UDEV_MARK)
+if [ -e /etc/kvm-lab/udev ]; then
+    mount -t tmpfs run /run 2>/dev/null
+    /lib/systemd/systemd-udevd --daemon 2>/dev/null
+    udevadm trigger --type=devices --action=add 2>/dev/null
+    udevadm settle --timeout=60 2>/dev/null
+    echo "nics: $(cd /sys/class/net && for n in *; do [ "$n" = lo ] || printf '%s=%s ' "$n" "$(cat "$n/address")"
+                 done)"
+    udevadm control --exit 2>/dev/null
+fi
 # every fstab entry the boot would mount, by the real mount (issue 20: fstab is on the boot path)
 if m=$(mount -a 2>&1); then echo "fstab: mounted"; else echo "fstab: FAILED $(echo $m)"; fi
 echo "done"
@@ -131,6 +141,7 @@ class BootResult:
     root: str = ""  # root device and fs type as the probe saw them ('' if never reached)
     bound: dict[str, str] = field(default_factory=dict)  # virtio device -> driver
     fstab: str = ""  # "mounted", or "FAILED <mount -a's words>" (the probe mounts every fstab entry)
+    nics: dict[str, str] = field(default_factory=dict)  # NIC name -> MAC, as udev left them (UDEV_MARK hosts only)
     log: str = ""
 
     @property
@@ -572,6 +583,8 @@ def parse_result(h: HostSpec, out: str, probe: str, files: dict[str, int], secon
             result.cmdline = value
         elif key == "fstab":
             result.fstab = value
+        elif key == "nics":
+            result.nics = dict(w.split("=", 1) for w in value.split() if "=" in w)
         elif key == "bound":
             dev, _, drv = value.partition(" ")
             result.bound[dev] = drv

@@ -651,3 +651,21 @@ def resume_name(root: Path) -> None:
     for entry in (root / "boot/loader/entries").glob("*.conf"):
         text = entry.read_text()
         entry.write_text(text.replace(f"root=UUID={ROOT_UUID}", f"root=UUID={ROOT_UUID} resume={RESUME_GONE}"))
+
+
+# Lab artifact: a tree holding this file has udev started by the lab's boot probe (tests/lab/boot.py
+# PROBE), which then reports each NIC's name as udev left it. The other hosts boot without udev.
+UDEV_MARK = "/etc/kvm-lab/udev"
+UDEV_RULES = Path(__file__).parents[1] / "fixtures/boot_path/udev/aws-rhel8-70-persistent-net.rules"
+
+
+def nic_rule_by_mac(root: Path) -> None:
+    """Issue 20: a Debian host moved from AWS whose NIC is named eth0 by a udev rule bound to its old
+    MAC (the real 70-persistent-net.rules of tests/fixtures/boot_path/udev, from an AWS RHEL 8
+    host), and configured as eth0 in /etc/network/interfaces; predictable names are on (no
+    net.ifnames=0), so the rule is what named the old NIC eth0."""
+    bls(root, "Debian GNU/Linux")
+    write(root, "/etc/udev/rules.d/70-persistent-net.rules", UDEV_RULES.read_text())
+    write(root, "/etc/network/interfaces", "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\n"
+                                           "auto eth0\niface eth0 inet dhcp\n")
+    write(root, UDEV_MARK, "")
