@@ -300,3 +300,8 @@ def initramfs_tools_setting(text: str | None, key: str = "MODULES") -> str:
         if k == key:
             value = v
     return value
+
+
+def selinux_mode(text: str | None) -> str:
+    """SELINUX= of /etc/selinux/config, lower-cased: enforcing, permissive, disabled ('' when unset)."""
+    return initramfs_tools_setting(text, "SELINUX").lower()

@@ -31,6 +31,7 @@ from kvm_drivers.facts.config_files import (
     parse_dracut,
     parse_initrd_modules,
     parse_modules_file,
+    selinux_mode,
 )
 from kvm_drivers.facts.distro import Distro, kernel_version_tuple, parse_distro
 from kvm_drivers.facts.wire import (
@@ -125,6 +126,7 @@ class HostState:
     running_kernel: str = ""  # live values, sent by the host on every run (not a problem if not installed:
     # what boots next is what is checked; a lab host reports the control machine's kernel)
     image: bool = False  # the answer describes a disk image's tree (gather.sh under KVM_ROOT): no running kernel
+    selinux: str = ""  # SELINUX= of /etc/selinux/config (enforcing, permissive, disabled; '' when unset)
     boot_free_kib: int | None = None
     boot_mount: list[str] = field(default_factory=list)  # mount options of /boot
     module_dirs: list[str] = field(default_factory=list)  # every /lib/modules/* (installed or not)
@@ -305,6 +307,7 @@ def stored_state(snap: Snapshot) -> HostState:
             bl.split_cmdline(default_entry.options if default_entry else ""), sorted(watched))],
         boot_path=migration.stored_findings(snap, default_entry, generator),
         boot_files=migration.boot_files(snap),
+        selinux=selinux_mode(snap.files.get("/etc/selinux/config")),
     )
 
 

@@ -84,7 +84,7 @@ DUMPED = (
     "/etc/sysconfig/kernel", "/etc/sysconfig/bootloader", "/etc/default/grub",
     *GRUB_FILES, *OTHER_LOADERS, "/boot/grub/menu.lst", "/boot/grub/grub.conf", "/boot/grub/default",
     "/etc/dracut.conf.d/*.conf", "/usr/lib/dracut/dracut.conf.d/*.conf",
-    "/boot/loader/entries/*.conf", "/boot/efi/EFI/*/grub.cfg", *BOOT_PATH_FILES,
+    "/boot/loader/entries/*.conf", "/boot/efi/EFI/*/grub.cfg", *BOOT_PATH_FILES, "/etc/selinux/config",
 )  # fmt: skip
 DUMPED_FILES = re.compile("^(?:" + "|".join(re.escape(f).replace(r"\*", NAME) for f in DUMPED) + ")$")
 # The modprobe.d directories, first the one whose files override same-named files of the others

@@ -122,6 +122,10 @@ def kvm_drivers(
             force=not k.missing, last=i == len(rebuild) - 1, run_id=run_id, _timeout=change_s,
         )  # fmt: skip
         done["rebuilt"].append((k.initrd, k.version, meta))
+    changed = len(done) > 1 or done["rebuilt"] or fixes.texts or fixes.moves or fixes.copies
+    if state.image and state.selinux in ("enforcing", "permissive") and changed:
+        ops.request_relabel(name="Have SELinux relabel the image at its first boot (/.autorelabel)")
+        done["relabel"] = True
     if len(done) > 1 or done["rebuilt"]:
         python.call(name="Report what was done", function=log_summary, done=done, declared=state.declared.path)
     left = unfixed(the_plan, fixes)
@@ -191,5 +195,7 @@ def log_summary(done: dict[str, Any], declared: str | None) -> None:
         if _changed(meta):
             lines.append(f"initrd {initrd} (kernel {version}) rebuilt and verified; "
                          f"the last one not built by kvm-drivers is kept as {initrd}.kvm-drivers.bak")  # fmt: skip
+    if done.get("relabel"):
+        lines.append("SELinux: /.autorelabel made, the image's first boot relabels its file system")
     for line in lines or ["nothing needed changing (another run got there first)"]:
         logger.info(f"{host.print_prefix}kvm-drivers: {line}")

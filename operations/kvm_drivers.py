@@ -285,6 +285,17 @@ def disable_modprobe_lines(drivers: list[str], state: HostState | None = None, r
                             QuoteString(run_id), *args)  # fmt: skip
 
 
+@operation()
+def request_relabel():
+    """
+    Have SELinux relabel the file system at the next boot (``/.autorelabel``), as virt-v2v does for a
+    converted guest: what the deploy wrote inside a disk image carries no SELinux label. For images
+    only (its commands run with the image as ``/``); a link there is replaced, not followed.
+    """
+    yield StringCommand("sh", "-c", QuoteString(
+        "[ -f /.autorelabel ] && [ ! -L /.autorelabel ] || { rm -f /.autorelabel && : > /.autorelabel; }"))
+
+
 @operation(is_idempotent=False)
 def fail_host(message: str):
     """

@@ -61,10 +61,20 @@ def esp_in_fstab(root: Path) -> None:
             f.write(f"UUID={images.ESP_UUID} /boot/efi vfat umask=0077 0 1\n")
 
 
+def selinux_enforcing(root: Path) -> None:
+    """/etc/selinux/config as a RHEL installer writes it: the fix must have the image relabelled."""
+    (root / "etc/selinux").mkdir(exist_ok=True)
+    (root / "etc/selinux/config").write_text("SELINUX=enforcing\nSELINUXTYPE=targeted\n")
+
+
+SELINUX = "rocky9-bls"  # the image whose tree has SELinux on
+
+
 def spec(base: str, layout: str, n: int) -> hosts.HostSpec:
     h = dataclasses.replace(hosts.variant(base, f"img-{base}", f"127.0.61.{n}"), disk=layout)
     extra = {"split": boot_in_fstab, "gpt-esp": esp_in_fstab}.get(layout)
-    return dataclasses.replace(h, setup=_both(h.setup, extra)) if extra else h
+    h = dataclasses.replace(h, setup=_both(h.setup, extra)) if extra else h
+    return dataclasses.replace(h, setup=_both(h.setup, selinux_enforcing)) if base == SELINUX else h
 
 
 def _both(first, second):
@@ -194,6 +204,27 @@ def test_image_fails_before_and_boots_through_real_grub_after_the_fix(story, cas
     assert not before.ok, before.summary()
     assert proc.returncode == 0 and row["status"] == "compliant", proc.stdout + proc.stderr
     assert after.ok, after.summary()  # root on /dev/vda*, virtio_blk bound to it, every fstab entry mounted
+
+
+def root_listing(story, name: str, image: Path, tmp: Path) -> str:
+    """ls -l of / in the root file system of a (converted) output image, read with debugfs."""
+    raw = tmp / f"{name}.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(raw)], check=True)
+    made = story["made"][name]
+    spec = made.probe_fs.replace(str(made.image), str(raw), 1)
+    try:
+        return subprocess.run(["debugfs", "-R", "ls -l /", spec], capture_output=True, text=True, check=True).stdout
+    finally:
+        raw.unlink()
+
+
+def test_an_selinux_image_is_relabelled_at_its_first_boot_and_no_other(story, tmp_path):
+    for base, wanted in ((SELINUX, True), ("deb12-itools", False)):
+        name = f"img-{base}"
+        proc, _ = story["fixes"][name]
+        assert ("/.autorelabel made" in proc.stdout + proc.stderr) is wanted
+        assert (" .autorelabel" in root_listing(story, name, story["work"] / f"{name}.kvm.qcow2", tmp_path)) is wanted
+        assert " .autorelabel" not in root_listing(story, name, story["inputs"][name], tmp_path)  # the input as it was
 
 
 def test_images_are_never_written_and_nothing_outlives_a_check_or_fix(story):
