@@ -12,7 +12,8 @@ and, from the live disks section, the UEFI removable-media fallback. Each findin
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from typing import Any
 
 from kvm_drivers.facts import boot_path as bp
@@ -21,6 +22,8 @@ from kvm_drivers.facts.boot_entries import BootEntry
 from kvm_drivers.facts.wire import Snapshot
 
 GRUBENVS = ("/boot/grub2/grubenv", "/boot/grub/grubenv")
+LEGACY_MENU = re.compile(r"/boot/grub/(?:menu\.lst|grub\.conf)")
+DEFAULT_LINE = re.compile(r"(\s*default(?:\s*=\s*|\s+))(\d+)(\s*)")  # GRUB legacy: "default 0", "default=0"
 KERNEL_LINE = re.compile(r"^\s*(?:linux|linux16|linuxefi|kernel|options|kernelopts=)")
 
 
@@ -73,13 +76,33 @@ def kernel_line(snap: Snapshot, entry: BootEntry | None, generator: str | None =
     return out
 
 
+def set_default(snap: Snapshot, entries: Sequence[BootEntry], entry: BootEntry | None, fix: bp.Fix) -> bp.Fix:
+    """The set-default-kernel fix (old kernel, new kernel) as the edit that makes it so: the one
+    ``default N`` line of the GRUB legacy menu the default entry comes from, N the index of the
+    first entry there booting the new kernel. Unchanged (done by hand) elsewhere: GRUB 2 and BLS
+    (grub2-set-default, grubby), a menu without one plain default line.
+    """
+    if entry is None or not LEGACY_MENU.fullmatch(entry.origin):
+        return fix
+    target = next((e for e in entries if e.kernel == fix.new and e.origin == entry.origin and e.path.isdigit()), None)
+    lines = (snap.files.get(entry.origin) or "").splitlines()
+    hits = [(n, line) for n, line in enumerate(lines, 1) if DEFAULT_LINE.fullmatch(line)]
+    if target is None or len(hits) != 1:
+        return fix
+    n, line = hits[0]
+    m = DEFAULT_LINE.fullmatch(line)
+    assert m is not None
+    return bp.Fix("set-default-kernel", entry.origin, n, line, f"{m.group(1)}{target.path}{m.group(3)}")
+
+
 def _config_text(config: dict[str, str]) -> str:
     return "".join(f"CONFIG_{k}={v}\n" for k, v in config.items() if v != "n")
 
 
-def stored_findings(snap: Snapshot, entry: BootEntry | None, generator: str | None = None) -> list[dict[str, Any]]:
+def stored_findings(snap: Snapshot, entry: BootEntry | None, generator: str | None = None,
+                    entries: Sequence[BootEntry] = ()) -> list[dict[str, Any]]:  # fmt: skip
     """Every finding the files and kernels of snap give (not the live ones: efi_findings);
-    generator: the host's initrd generator.
+    generator: the host's initrd generator; entries: the boot menu's (where a default is set).
     """
     files = snap.files
     found: list[bp.Finding] = []
@@ -96,7 +119,8 @@ def stored_findings(snap: Snapshot, entry: BootEntry | None, generator: str | No
             found += bp.modprobe_findings(text, path)
     if entry is not None and entry.kernel in snap.kernels:
         kernels = [(v, _config_text(k.config) if k.has_config else None) for v, k in snap.kernels.items()]
-        found += bp.kernel_findings(kernels, entry.kernel, {v: sorted(k.modules) for v, k in snap.kernels.items()})
+        found += [replace(f, fix=set_default(snap, entries, entry, f.fix)) if f.fix else f for f in bp.kernel_findings(
+            kernels, entry.kernel, {v: sorted(k.modules) for v, k in snap.kernels.items()})]  # fmt: skip
     net = {p: t for p, t in files.items() if t is not None and network.reader(p)}
     names = bp.kernel_args(entry.options).get("net.ifnames") != "0" if entry is not None and entry.options else True
     found += network.network_findings(net, persistent_net_generator=snap.disks.get("netgen") != "no",

@@ -305,7 +305,7 @@ def stored_state(snap: Snapshot) -> HostState:
                     for _, _, why in bl.reasons([b["text"]], [b["driver"]])[:1]],
         cmdline_blocks=[[m, w, why] for m, w, why in bl.cmdline_reasons(
             bl.split_cmdline(default_entry.options if default_entry else ""), sorted(watched))],
-        boot_path=migration.stored_findings(snap, default_entry, generator),
+        boot_path=migration.stored_findings(snap, default_entry, generator, boot.entries if boot else []),
         boot_files=migration.boot_files(snap),
         selinux=selinux_mode(snap.files.get("/etc/selinux/config")),
     )

@@ -44,6 +44,7 @@ def kvm_drivers(
     fix_network: bool = False,
     fix_efi_fallback: bool = False,
     regenerate_grub: bool = False,
+    set_default_kernel: bool = False,
 ) -> None:
     """
     Guarantee the virtio drivers in the initrd of every handled kernel, and declare them so that
@@ -61,6 +62,8 @@ def kvm_drivers(
     + fix_network: move aside NIC rules bound to the old MAC, drop MAC bindings from interface files
     + fix_efi_fallback: copy the distribution's shim/GRUB to the ESP's removable-media path
     + regenerate_grub: regenerate a grub.cfg (grub-mkconfig) where a value only lives there
+    + set_default_kernel: when the default kernel cannot run on KVM, make the best installed one that
+      can the default (GRUB legacy's ``default`` line in menu.lst/grub.conf; elsewhere refused)
 
     A boot-path finding that blocks boot or network and is not fixed (no opt-in, or the fix was
     refused) fails the host at the end, after the driver work, naming it.
@@ -68,7 +71,7 @@ def kvm_drivers(
     settings = Settings.read(
         drivers, extra, kernels, remove_blacklists=remove_blacklists, gather_timeout=gather_timeout,
         change_timeout=change_timeout, fix_device_names=fix_device_names, fix_network=fix_network,
-        fix_efi_fallback=fix_efi_fallback, regenerate_grub=regenerate_grub,
+        fix_efi_fallback=fix_efi_fallback, regenerate_grub=regenerate_grub, set_default_kernel=set_default_kernel,
     )  # fmt: skip
     if settings.errors:  # checked once, before anything is gathered
         ops.fail_host(name="Refuse bad settings", message=f"{'; '.join(settings.errors)} - nothing was changed")

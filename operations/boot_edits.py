@@ -127,7 +127,7 @@ def _line_fix(kind: str, fix: Fix, lines: list[str], n: int) -> tuple[str | None
     if _backslashed(line) or (n > 1 and _backslashed(lines[n - 2])):
         return None, "the line is part of one continued with a backslash: changing it would change its neighbours"
     indent = line[: len(line) - len(line.lstrip())]
-    if fix.action == "replace-line":
+    if fix.action in ("replace-line", "set-default-kernel"):
         if not fix.new or any(c in fix.new for c in "\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
             return None, "the new line is not one line"
         why = _comment_problem(kind, lines, n) if kind in _SHELL else ""

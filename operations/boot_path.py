@@ -175,13 +175,14 @@ def needs_rebuild(fixes: FixPlan) -> bool:
     return any(fixable(p) in IN_THE_INITRD for p in [*fixes.texts, *fixes.moves])
 
 
-_ACTIONS = {"device-to-uuid", "replace-line", "delete-line", "drop-mac-match", "move-aside"}
+_ACTIONS = {"device-to-uuid", "replace-line", "delete-line", "drop-mac-match", "move-aside", "set-default-kernel"}
 
 
 def _problem(fix: Fix, files: Mapping[str, str | None], regenerate_grub: bool) -> str | None:
     """Why fix cannot be applied at all (before its line is looked at); "regenerate" for grub.cfg."""
-    if fix.action == "set-default-kernel":
-        return f"make {fix.new} the default kernel by hand (grubby --set-default, grub2-set-default): not opt-in"
+    if fix.action == "set-default-kernel" and not fix.path:
+        return (f"make {fix.new} the default kernel by hand (grubby --set-default, grub2-set-default): "
+                "kvm_set_default_kernel only edits GRUB legacy's default line (menu.lst, grub.conf)")
     if fix.action not in _ACTIONS:
         return f"{fix.action}: not done by the opt-in fixes (do it by hand)"
     if not fix.path:
@@ -196,6 +197,8 @@ def _problem(fix: Fix, files: Mapping[str, str | None], regenerate_grub: bool) -
         return "not a file the opt-in fixes may change"
     if fix.action == "move-aside" and kind not in _ASIDE:
         return "moving it aside would not disable it (its reader reads any name there)"
+    if fix.action == "set-default-kernel" and kind != "legacy-grub":
+        return "the default kernel is only set in GRUB legacy's menu.lst/grub.conf"
     if fix.action == "drop-mac-match" and kind not in ("netplan", "networkd", "keyfile", "udev"):
         return "no MAC match to drop in this kind of file"
     if fix.action == "device-to-uuid" and kind not in ("fstab", "crypttab", *KERNEL_LINE):

@@ -11,7 +11,8 @@ The settings arrive checked (operations/settings.py): their errors are the host'
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kvm_drivers.facts.state import Blacklist, Declared, HostState, KernelState
@@ -118,6 +119,9 @@ def plan(state: HostState, settings: Settings = Settings()) -> Plan:  # noqa: B0
         warnings.append(f"{TRANSPORT} is wanted too, though kvm_drivers does not list it: the virtio disk and NIC "
                         "are PCI devices on KVM, and are not found without it")  # fmt: skip
     installed = state.kernels
+    new_default = next_default(state, settings)
+    if new_default:  # the opt-in makes another kernel the default: plan for what will boot
+        installed = [replace(k, default=k.version == new_default) for k in installed]
     chosen = installed
     if kernels == "default":
         chosen = [k for k in installed if k.default] or installed[:1]
@@ -198,8 +202,8 @@ def plan(state: HostState, settings: Settings = Settings()) -> Plan:  # noqa: B0
     if to_rebuild and not errors:
         errors += boot_prechecks(state, [k for k in usable if k.version in to_rebuild])
 
-    boot_path = [{**f, "opt_in": settings.opt_in(f["kind"]), "fixing": settings.allows(f["kind"])}
-                 for f in state.boot_path]  # fmt: skip
+    boot_path = [{**f, "opt_in": settings.opt_in(f["kind"]) if fixable(f) else "",
+                  "fixing": settings.allows(f["kind"]) and fixable(f)} for f in state.boot_path]  # fmt: skip
     blocking = [f for f in boot_path if f["severity"] != "advice"]
     warnings += [finding_text(f) for f in boot_path if f["severity"] == "advice"]
     if errors:
@@ -215,6 +219,30 @@ def plan(state: HostState, settings: Settings = Settings()) -> Plan:  # noqa: B0
         kernels=handled, declare=as_module, to_declare=to_declare, to_rebuild=to_rebuild, blacklisted=blacklisted,
         boot_path=boot_path,
     )  # fmt: skip
+
+
+def fixable(f: dict[str, Any]) -> bool:
+    """Whether a finding carries a change its opt-in makes (a default kernel only where a GRUB legacy
+    menu sets it: the fix then names that file).
+    """
+    fix = f.get("fix") or {}
+    return bool(fix) and (fix.get("action") != "set-default-kernel" or bool(fix.get("path")))
+
+
+def next_default(state: HostState, settings: Settings) -> str | None:
+    """The kernel the default boot entry will boot once the allowed set-default-kernel fix is made
+    (its new ``default N`` line names entry N of that menu), or None.
+    """
+    for f in state.boot_path:
+        fix = f.get("fix") or {}
+        if fix.get("action") != "set-default-kernel" or not fix.get("path") or not settings.allows(f["kind"]):
+            continue
+        m = re.fullmatch(r"\s*default(?:\s*=\s*|\s+)(\d+)\s*", str(fix.get("new", "")))
+        entry = next((e for e in state.boot.entries if m and e.get("origin") == fix["path"]
+                      and e.get("path") == m.group(1)), None)  # fmt: skip
+        if entry and entry.get("kernel") in {k.version for k in state.kernels}:
+            return str(entry["kernel"])
+    return None
 
 
 def finding_text(f: dict[str, Any]) -> str:

@@ -34,16 +34,18 @@ KEYS: dict[str, tuple[str, object]] = {
     "gather_timeout": ("kvm_gather_timeout", GATHER_TIMEOUT), "change_timeout": ("kvm_change_timeout", CHANGE_TIMEOUT),
     "fix_device_names": ("kvm_fix_device_names", False), "fix_network": ("kvm_fix_network", False),
     "fix_efi_fallback": ("kvm_fix_efi_fallback", False), "regenerate_grub": ("kvm_regenerate_grub", False),
+    "set_default_kernel": ("kvm_set_default_kernel", False),
 }  # fmt: skip
 
 
 # Which setting allows fixing each kind of boot-path finding (facts/boot_path.py KINDS); the
-# others (a Xen-only default kernel, a static address, an interface renamed) need a person.
+# others (a static address, an interface renamed) need a person.
 OPT_IN = {
     "device-name": "kvm_fix_device_names", "resume-device": "kvm_fix_device_names",
     "grub-no-uuid": "kvm_fix_device_names", "pv-leftover": "kvm_fix_device_names",
     "nic-rule": "kvm_fix_network", "nic-mac-binding": "kvm_fix_network", "nic-mac-set": "kvm_fix_network",
     "efi-fallback": "kvm_fix_efi_fallback",
+    "xen-kernel": "kvm_set_default_kernel", "no-virtio-kernel": "kvm_set_default_kernel",
 }  # fmt: skip
 
 
@@ -91,6 +93,7 @@ class Settings:
     fix_network: bool = False  # drop NIC rules and settings bound to the old MAC
     fix_efi_fallback: bool = False  # copy the distribution's shim/GRUB to EFI/BOOT/BOOTX64.EFI
     regenerate_grub: bool = False  # allowed to regenerate grub.cfg where a value only lives there
+    set_default_kernel: bool = False  # make a kernel that runs on KVM the default (GRUB legacy's default line)
     errors: tuple[str, ...] = ()  # why a given value cannot be used (its default stands in)
 
     @classmethod
@@ -104,7 +107,7 @@ class Settings:
         given = {name: rest.get(name, default) for name, (_, default) in KEYS.items()}
         remove_blacklists, fix_device_names = given["remove_blacklists"], given["fix_device_names"]
         fix_network, fix_efi_fallback = given["fix_network"], given["fix_efi_fallback"]
-        regenerate_grub = given["regenerate_grub"]
+        regenerate_grub, set_default_kernel = given["regenerate_grub"], given["set_default_kernel"]
         gather_timeout, change_timeout = given["gather_timeout"], given["change_timeout"]
         errors: list[str] = []
         lists: dict[str, tuple[str, ...] | None] = {}
@@ -128,7 +131,7 @@ class Settings:
             errors.append(f"kvm_kernels must be 'all', 'default' or a list of kernel versions, got {kernels!r:.80}")
         flags = {"kvm_remove_blacklists": remove_blacklists, "kvm_fix_device_names": fix_device_names,
                  "kvm_fix_network": fix_network, "kvm_fix_efi_fallback": fix_efi_fallback,
-                 "kvm_regenerate_grub": regenerate_grub}  # fmt: skip
+                 "kvm_regenerate_grub": regenerate_grub, "kvm_set_default_kernel": set_default_kernel}  # fmt: skip
         errors += [f"{key} must be True or False, got {value!r:.40}" for key, value in flags.items()
                    if not isinstance(value, bool)]  # fmt: skip
         gather_bad = _seconds_error("kvm_gather_timeout", gather_timeout)
@@ -145,6 +148,7 @@ class Settings:
             fix_network=fix_network is True,
             fix_efi_fallback=fix_efi_fallback is True,
             regenerate_grub=regenerate_grub is True,
+            set_default_kernel=set_default_kernel is True,
             errors=tuple(errors),
         )
 

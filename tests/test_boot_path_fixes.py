@@ -12,6 +12,7 @@ aside.sh, efi_copy.sh, verify_uuid.sh, rollback.sh).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -798,3 +799,32 @@ def test_new_scripts_create_nothing_in_world_writable_places():
         code = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("#"))
         for place in ("/tmp", "/var/lock", "/var/tmp", "/dev/shm"):
             assert place not in code
+
+
+def test_the_default_kernel_is_set_on_grub_legacy_s_default_line_only():
+    """A default kernel that cannot run on KVM: kvm_set_default_kernel edits the one `default N` line of
+    the GRUB legacy menu the default entry comes from (a real RHEL 5 grub.conf, grubby's test suite),
+    N the entry of the kernel that would boot. GRUB 2 and BLS menus: by hand."""
+    from kvm_drivers.facts import migration
+    from kvm_drivers.facts.boot_menus import parse_boot
+
+    path = "/boot/grub/grub.conf"
+    conf = text(REAL / "legacy/grubby-rhel5-grub.conf")
+    boot = parse_boot({path: conf})
+    assert boot is not None and boot.default == 0
+    entry = boot.entries[0]
+    wanted = Fix("set-default-kernel", "", 0, "2.6.18-308.1.1.el5", "2.6.18-238.el5")
+    fix = migration.set_default(SimpleNamespace(files={path: conf}), boot.entries, entry, wanted)
+    assert fix == Fix("set-default-kernel", path, 10, "default=0", "default=1")
+    found = Finding("no-virtio-kernel", bp.BLOCKS_BOOT, "/boot/config-x", 0, "x", "t", fix)
+    plan = fx.plan_fixes({path: conf}, [found], {})
+    assert plan.refused == [] and changed_lines(conf, plan.texts[path]) == {10: ("default=0\n", "default=1\n")}
+    assert not fx.needs_rebuild(plan)
+    twice = conf.replace("timeout=5", "default 0")  # two default lines: which one GRUB takes is not ours to guess
+    assert migration.set_default(SimpleNamespace(files={path: twice}), boot.entries, entry, wanted) == wanted
+    grub2 = dataclasses.replace(entry, origin="/boot/grub2/grub.cfg")
+    assert migration.set_default(SimpleNamespace(files={}), boot.entries, grub2, wanted) == wanted
+    refused = fx.plan_fixes({}, [Finding("xen-kernel", bp.BLOCKS_BOOT, "/boot/config-x", 0, "x", "t", wanted)], {})
+    assert refused.refused == ["/boot/config-x: make 2.6.18-238.el5 the default kernel by hand (grubby --set-default, "
+                               "grub2-set-default): kvm_set_default_kernel only edits GRUB legacy's default line "
+                               "(menu.lst, grub.conf)"]  # fmt: skip

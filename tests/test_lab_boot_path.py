@@ -49,13 +49,18 @@ EFI = dataclasses.replace(make("efi-no-fallback", 3, v.efi_without_fallback, kvm
                           loader="uefi", disk="esp")
 RESUME = make("resume-name", 4, v.resume_name)  # no opt-in: the real boot shows what a gone resume= costs
 NIC = make("nic-rule", 5, v.nic_rule_by_mac, kvm_fix_network=True)  # its boot probe runs the real udev
-ALL = [XEN_ROOT, NO_OPT_IN, EFI, RESUME, NIC]
+# two kernels, the default one without virtio (a stand-in for Xen's kernel-xen): GRUB legacy, SLES 11
+KERNEL = dataclasses.replace(
+    hosts.variant("deb12-2kernels", "bp-kernel-no-virtio", "127.0.50.6", v.default_kernel_without_virtio,
+                  kvm_kernels="default", kvm_set_default_kernel=True), loader="legacy", disk="part")  # fmt: skip
+ALL = [XEN_ROOT, NO_OPT_IN, EFI, RESUME, NIC, KERNEL]
 XEN = [XEN_ROOT, NO_OPT_IN]
 
 
 def entry_text(h: hosts.HostSpec) -> str:
     """What the opt-in fixes may change: BLS entries, fstab, udev's rules, and the ESP's files (with checksums)."""
-    return hosts.ssh(h, "for f in /boot/loader/entries/*.conf /etc/fstab /etc/udev/rules.d/70-persistent-net.rules;"
+    return hosts.ssh(h, "for f in /boot/loader/entries/*.conf /etc/fstab /etc/udev/rules.d/70-persistent-net.rules"
+                        " /boot/grub/menu.lst;"
                         " do [ ! -f $f ] || cat $f; done;"
                         " [ ! -d /boot/efi ] || (cd /boot/efi && find . -type f -exec cksum {} + | sort -k3)")
 
@@ -70,13 +75,13 @@ def story():
     try:
         inv = hosts.write_inventory(ALL, "boot_path")
         s = {"entries_before": {h.name: entry_text(h) for h in ALL}}
-        boots.append(before := boot.AllAtOnce([XEN_ROOT, EFI, RESUME, NIC], log_name="boot-before.log"))
+        boots.append(before := boot.AllAtOnce([XEN_ROOT, EFI, RESUME, NIC, KERNEL], log_name="boot-before.log"))
         s["check"], s["rows"] = check_rows(str(inv), hosts.STATE / "reports" / "boot-path-before.json")
         before.written()
         s["deploy"] = pyinfra("-y", "--diff", str(inv), DEPLOY)
         s["entries_after"] = {h.name: entry_text(h) for h in ALL}
         boots.append(after := boot.TwoAtATime())
-        after.start([XEN_ROOT, EFI, NIC])
+        after.start([XEN_ROOT, EFI, NIC, KERNEL])
         s["check_after"], s["rows_after"] = check_rows(str(inv), hosts.STATE / "reports" / "boot-path-after.json")
         s["before"], s["after"] = before.results(), after.results()
         yield s
@@ -203,3 +208,26 @@ def test_with_the_opt_in_the_rule_matches_the_virtio_nic_and_udev_names_it_as_co
     result = story["after"][NIC.name]
     assert result.ok and result.nics == {"eth0": "52:54:00:12:34:56"}, result.summary() + f" {result.nics}"
     assert story["rows_after"][NIC.name]["status"] == "compliant", story["rows_after"][NIC.name]
+
+
+def test_a_default_kernel_without_virtio_fails_the_real_boot_for_that_reason(story):
+    result = story["before"][KERNEL.name]
+    assert not result.ok and "6.1.0-50" in result.entry, result.summary()
+    assert "ALERT!  /dev/vda1 does not exist" in result.log and not result.bound, result.log[-2000:]
+    row = story["rows"][KERNEL.name]
+    (found,) = rows_of(row, "no-virtio-kernel")
+    assert found["severity"] == "blocks boot" and found["where"] == "/boot/config-6.1.0-50-amd64", found
+    assert "best: 6.1.0-47-amd64" in found["message"]
+    assert found["opt_in"] == "kvm_set_default_kernel" and found["fixing"] is True
+    assert row["status"] == "drifted" and row["default_kernel"] == "6.1.0-50-amd64", row
+
+
+def test_with_the_opt_in_menu_lst_boots_the_kernel_that_runs_on_kvm(story):
+    before, after = story["entries_before"][KERNEL.name], story["entries_after"][KERNEL.name]
+    assert after == before.replace("default=0\n", "default=1\n", 1) != before, after
+    out = re.sub(r"\x1b\[[0-9;]*m", "", story["deploy"].output)
+    assert "- default=0" in out and "+ default=1" in out, out[-3000:]
+    result = story["after"][KERNEL.name]
+    assert result.ok and result.kernel == "6.1.0-47-amd64", result.summary() + "\n" + result.log[-3000:]
+    row = story["rows_after"][KERNEL.name]
+    assert row["status"] == "compliant" and row["default_kernel"] == "6.1.0-47-amd64", row

@@ -236,12 +236,14 @@ def test_images_are_never_written_and_nothing_outlives_a_check_or_fix(story):
 
 def test_a_killed_check_leaves_no_loop_mount_or_export(story):
     name, qcow2 = next((n, p) for n, p in story["inputs"].items() if p.suffix == ".qcow2")
-    proc = subprocess.Popen([sys.executable, "-m", "kvm_drivers", "image", "check", str(qcow2)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    out = story["work"] / "killed-check.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "kvm_drivers", "image", "check", str(qcow2)], cwd=ROOT,
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 60
-    while images.loop_devices() == story["loops"] and time.monotonic() < deadline:
-        time.sleep(0.05)  # killed while its loop devices are in use (it is reading the image)
-    assert images.loop_devices() != story["loops"], "the check never set up a loop device"
+    while images.loop_devices() == story["loops"] and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # killed while its loop devices are in use (it is reading the image)
+    assert images.loop_devices() != story["loops"], f"the check never set up a loop device: {out.read_text()}"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 20  # the kernel tears the namespaces down

@@ -91,3 +91,35 @@ def test_with_kvm_regenerate_grub_the_generated_grub_cfg_is_regenerated_not_refu
                              "or blkid gave none)"]  # /scratch (nofail): no disk holds it now
     assert "/boot/grub/grub.cfg" not in fixes.texts and fixes.olds["/boot/grub/grub.cfg"]
     assert not any("grub.cfg" in x for x in unfixed(the_plan, fixes))  # root= is fixed by this run
+
+
+def test_with_kvm_set_default_kernel_the_plan_is_for_the_kernel_that_will_boot():
+    """The default kernel has no virtio_blk; GRUB legacy's default line is to name the older one: the
+    plan handles that one (kvm_kernels: default), and without the opt-in the host is an error."""
+    from kvm_drivers.facts.state import HostState
+
+    drivers = ["virtio_blk", "virtio_pci"]
+    old = {"version": "4.4.0-new", "default": True, "initrd": "/boot/initrd-4.4.0-new", "in_initrd": [],
+           "kinds": {"virtio_blk": "absent", "virtio_pci": "absent"}}
+    good = {"version": "4.3.0-old", "initrd": "/boot/initrd-4.3.0-old", "in_initrd": [],
+            "kinds": {"virtio_blk": "module", "virtio_pci": "module"},
+            "closures": {"virtio_blk": ["virtio_blk"], "virtio_pci": ["virtio_pci"]}}
+    entries = [{"title": t, "kernel": k, "initrd": "", "path": p, "origin": "/boot/grub/menu.lst"}
+               for t, k, p in (("new", "4.4.0-new", "0"), ("old", "4.3.0-old", "1"))]  # fmt: skip
+    finding = {"kind": "no-virtio-kernel", "severity": "blocks boot", "where": "/boot/config-4.4.0-new", "line": 0,
+               "text": "4.4.0-new", "message": "the default kernel 4.4.0-new has no virtio_blk; best: 4.3.0-old",
+               "fix": {"action": "set-default-kernel", "path": "/boot/grub/menu.lst", "line": 2,
+                       "old": "default 0", "new": "default 1", "copies": []}}  # fmt: skip
+    state = HostState.from_dict({
+        "drivers": drivers, "distro": {"id": "sles", "name": "SLES", "version": "11.4", "family": "suse-legacy"},
+        "generator": "suse-mkinitrd", "kernels": [old, good], "boot_path": [finding], "boot_free_kib": 1 << 20,
+        "boot": {"source": "/boot/grub/menu.lst", "default_kernel": "4.4.0-new", "entries": entries},
+        "declared": {"path": "/etc/sysconfig/kernel", "drivers": []},
+    })  # fmt: skip
+    fixing = plan(state, Settings.read(drivers, None, "default", set_default_kernel=True))
+    assert fixing.errors == [] and fixing.status == "drifted", fixing.errors
+    assert [k.version for k in fixing.kernels] == ["4.3.0-old"] and fixing.to_rebuild == ["4.3.0-old"]
+    assert fixing.boot_path[0]["opt_in"] == "kvm_set_default_kernel" and fixing.boot_path[0]["fixing"] is True
+    by_hand = plan(state, Settings.read(drivers, None, "default"))
+    assert by_hand.status == "error" and any("4.4.0-new, which the default boot entry boots" in e
+                                             for e in by_hand.errors), by_hand.errors  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.lab.bases import BOOT_UUID, CONSOLE, ROOT_UUID, chroot, grub_cfg, kernels
+from tests.lab.bases import BOOT_UUID, CONSOLE, ROOT_UUID, chroot, grub_cfg, kernels, run
 
 # Kernel command lines of the lab's hosts: their own, as their configurations hold them. Every one
 # has a serial console (as cloud images do), so a boot's console shows why it failed.
@@ -669,3 +669,30 @@ def nic_rule_by_mac(root: Path) -> None:
     write(root, "/etc/network/interfaces", "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\n"
                                            "auto eth0\niface eth0 inet dhcp\n")
     write(root, UDEV_MARK, "")
+
+
+def default_kernel_without_virtio(root: Path) -> None:
+    """Issue 20: SLES 11 (menu.lst, INITRD_MODULES, the mkinitrd stand-in) whose default entry boots a
+    kernel that cannot run on KVM, as a Xen host's kernel-xen does, while an older installed kernel
+    can. STAND-IN (marked as such): no Xen PV kernel can be had here, so the newer kernel is made one
+    without virtio: its virtio modules are deleted (depmod run again) and its /boot/config says so.
+    Its real boot has no virtio_blk anywhere. The older kernel has its modules; its initrd lacks them."""
+    sles11_menu(root)
+    new = max(kernels(root), key=lambda k: [int(x) if x.isdigit() else 0 for x in k.replace("-", ".").split(".")])
+    for module in (root / "lib/modules" / new).rglob("*virtio*.ko*"):
+        module.unlink()
+    run(["depmod", "-b", str(root), new])
+    config = root / f"boot/config-{new}"
+    lines = config.read_text().splitlines()
+    config.write_text("".join((f"# {ln.split('=')[0]} is not set" if "VIRTIO" in ln and not ln.startswith("#")
+                               else ln) + "\n" for ln in lines))  # fmt: skip
+
+
+def sles11_menu(root: Path) -> None:
+    """SLES 11 SP4's release file, menu.lst with an entry per kernel (newest first, default 0),
+    INITRD_MODULES and the mkinitrd stand-in."""
+    release(root, "sles11", os_release=False)
+    grub_legacy(root, "SUSE Linux Enterprise Server 11 SP4", "initrd-{k}", "/boot/grub/menu.lst")
+    write(root, "/etc/sysconfig/kernel", SYSCONFIG_KERNEL)
+    write(root, "/sbin/mkinitrd", MKINITRD_STANDIN)
+    (root / "sbin/mkinitrd").chmod(0o755)
