@@ -8,7 +8,7 @@ changes nothing and fails the host naming the line; with it, the entry's root= a
 become UUID= (the UUIDs blkid gives, proven with findfs: both STAND-INS, tests/lab/variants.py, as a lab
 host has no block device), and real GRUB then boots it.
 
-Two more blockers, each booted for real before and after:
+More blockers, each booted for real before and after:
 - bp-efi-no-fallback: Debian's ESP with EFI/debian/ only (grub-install's default, no --removable).
   OVMF with empty NVRAM, as an imported image has it, finds nothing to boot. The check says
   efi-fallback blocks boot; with kvm_fix_efi_fallback the deploy copies Debian's GRUB to
@@ -16,6 +16,10 @@ Two more blockers, each booted for real before and after:
   /sys/firmware/efi STAND-IN, tests/lab/hosts.py.)
 - bp-resume-name: resume=/dev/sda2 on the BLS entry. The real boot shows initramfs-tools waiting 30 s
   for it and booting on, so the row is advice there, not a blocker (systemd's initrd waits for ever).
+- bp-nic-rule: a udev rule naming eth0 by the old MAC, predictable names on; the probe runs the real
+  udev: the NIC is ens3 before, eth0 (as configured) after kvm_fix_network.
+- bp-kernel-no-virtio: SLES 11 menu.lst whose default kernel has no virtio (a STAND-IN for kernel-xen,
+  tests/lab/variants.py); kvm_set_default_kernel makes the other kernel the default, which boots.
 
 Hosts: 127.0.50.x, their own inventory.
 """
