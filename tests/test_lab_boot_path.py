@@ -16,6 +16,11 @@ More blockers, each booted for real before and after:
   /sys/firmware/efi STAND-IN, tests/lab/hosts.py.)
 - bp-resume-name: resume=/dev/sda2 on the BLS entry. The real boot shows initramfs-tools waiting 30 s
   for it and booting on, so the row is advice there, not a blocker (systemd's initrd waits for ever).
+- bp-xen-data: root by UUID, only /dev/xvdb1 /data in fstab: the real boot reaches its root and the
+  real mount fails on /data; kvm_fix_device_names gives it UUID=, and every fstab entry then mounts.
+- bp-resume-systemd: the same resume= where the initrd is dracut's with systemd: it waits for /dev/sda2
+  for ever ("Job dev-sda2.device/start running (... / no limit)"), so the row blocks boot there;
+  kvm_fix_device_names names the swap partition by UUID (blkid and findfs STAND-INS), and it boots.
 - bp-nic-rule: a udev rule naming eth0 by the old MAC, predictable names on; the probe runs the real
   udev: the NIC is ens3 before, eth0 (as configured) after kvm_fix_network.
 - bp-kernel-no-virtio: SLES 11 menu.lst whose default kernel has no virtio (a STAND-IN for kernel-xen,
@@ -57,7 +62,13 @@ NIC = make("nic-rule", 5, v.nic_rule_by_mac, kvm_fix_network=True)  # its boot p
 KERNEL = dataclasses.replace(
     hosts.variant("deb12-2kernels", "bp-kernel-no-virtio", "127.0.50.6", v.default_kernel_without_virtio,
                   kvm_kernels="default", kvm_set_default_kernel=True), loader="legacy", disk="part")  # fmt: skip
-ALL = [XEN_ROOT, NO_OPT_IN, EFI, RESUME, NIC, KERNEL]
+DATA = make("xen-data", 7, v.xen_data_name, kvm_fix_device_names=True)  # root by UUID: only fstab's /data is Xen's
+# resume= where the initrd is systemd's (dracut): /dev/sda2 was its swap, partition 3 of the lab's disk
+RESUME_SYSTEMD = dataclasses.replace(
+    hosts.variant("deb12-dracut", "bp-resume-systemd", "127.0.50.8", v.resume_name_systemd,
+                  kvm_fix_device_names=True), loader="bls", disk="split")  # fmt: skip
+ALL = [XEN_ROOT, NO_OPT_IN, EFI, RESUME, NIC, KERNEL, DATA, RESUME_SYSTEMD]
+BEFORE = [h for h in ALL if h is not NO_OPT_IN]  # booted before the deploy
 XEN = [XEN_ROOT, NO_OPT_IN]
 
 
@@ -79,13 +90,13 @@ def story():
     try:
         inv = hosts.write_inventory(ALL, "boot_path")
         s = {"entries_before": {h.name: entry_text(h) for h in ALL}}
-        boots.append(before := boot.AllAtOnce([XEN_ROOT, EFI, RESUME, NIC, KERNEL], log_name="boot-before.log"))
+        boots.append(before := boot.AllAtOnce(BEFORE, log_name="boot-before.log"))
         s["check"], s["rows"] = check_rows(str(inv), hosts.STATE / "reports" / "boot-path-before.json")
         before.written()
         s["deploy"] = pyinfra("-y", "--diff", str(inv), DEPLOY)
         s["entries_after"] = {h.name: entry_text(h) for h in ALL}
         boots.append(after := boot.TwoAtATime())
-        after.start([XEN_ROOT, EFI, NIC, KERNEL])
+        after.start([h for h in BEFORE if h is not RESUME])  # RESUME booted already: nothing to fix
         s["check_after"], s["rows_after"] = check_rows(str(inv), hosts.STATE / "reports" / "boot-path-after.json")
         s["before"], s["after"] = before.results(), after.results()
         yield s
@@ -236,3 +247,29 @@ def test_with_the_opt_in_menu_lst_boots_the_kernel_that_runs_on_kvm(story):
     assert result.ok and result.kernel == "6.1.0-47-amd64", result.summary() + "\n" + result.log[-3000:]
     row = story["rows_after"][KERNEL.name]
     assert row["status"] == "compliant" and row["default_kernel"] == "6.1.0-47-amd64", row
+
+
+def test_a_xen_named_data_disk_alone_fails_the_boot_s_mounts_and_is_fixed(story):
+    result = story["before"][DATA.name]
+    assert result.root.startswith("/dev/vda2") and result.fstab.startswith("FAILED"), result.summary()
+    assert v.XEN_DATA in result.fstab and not result.ok, result.fstab  # root came up; /data did not
+    (found,) = rows_of(story["rows"][DATA.name], "device-name")
+    assert (found["where"], found["line"], found["severity"]) == ("/etc/fstab", 3, "blocks boot"), found
+    after = story["entries_after"][DATA.name]
+    assert after == story["entries_before"][DATA.name].replace(f"{v.XEN_DATA} /data", f"UUID={v.DATA_UUID} /data")
+    assert story["after"][DATA.name].ok and story["after"][DATA.name].fstab == "mounted", story["after"][DATA.name]
+    assert story["rows_after"][DATA.name]["status"] == "compliant"
+
+
+def test_a_gone_resume_device_stops_a_systemd_initrd_for_ever_and_its_uuid_boots(story):
+    result = story["before"][RESUME_SYSTEMD.name]
+    assert not result.ok and re.search(r"Job dev-sda2\.device/start running \(\d+min.*/ no limit\)", result.cause), \
+        result.summary()  # fmt: skip
+    (found,) = rows_of(story["rows"][RESUME_SYSTEMD.name], "resume-device")
+    assert found["severity"] == "blocks boot" and "systemd: for ever" in found["message"], found
+    assert found["opt_in"] == "kvm_fix_device_names" and found["fixing"] is True
+    before, after = story["entries_before"][RESUME_SYSTEMD.name], story["entries_after"][RESUME_SYSTEMD.name]
+    assert after == before.replace(f"resume={v.RESUME_GONE}", f"resume=UUID={v.SWAP_UUID}") != before, after
+    result = story["after"][RESUME_SYSTEMD.name]
+    assert result.ok and f"resume=UUID={v.SWAP_UUID}" in result.cmdline, result.summary() + result.log[-3000:]
+    assert story["rows_after"][RESUME_SYSTEMD.name]["status"] == "compliant", story["rows_after"][RESUME_SYSTEMD.name]

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tests.lab.bases import BOOT_UUID, CACHE, ROOT_UUID, log, run
 from tests.lab.hosts import STATE, HostSpec, root
-from tests.lab.variants import DATA_UUID
+from tests.lab.variants import DATA_UUID, SWAP_UUID
 
 TIMEOUT = int(os.environ.get("KVM_LAB_BOOT_TIMEOUT", "480"))
 ESP_ID = "4B5D1E2F"
@@ -103,6 +103,7 @@ FAILED = re.compile(
     r"ALERT! .* does not exist|Dropping to a shell|Could not boot|emergency mode|Kernel panic"
     r"|Press any key to continue|KVM-GRUB no bootloader configuration|dracut-initqueue: starting timeout scripts"
     r'|BdsDxe: failed to load Boot\d+ "UEFI Misc Device"'  # OVMF: nothing to boot on the (virtio) disk
+    r"|Job dev-\S+\.device/start running \(\d+min[^/)]*/ no limit\)"  # systemd's initrd waits for ever (resume=)
 )
 FAILED_GRACE = 3.0  # seconds of console kept after such a line (the lines that say why), then QEMU is killed
 
@@ -345,7 +346,16 @@ def make_disk(h: HostSpec, tree: Path, image: Path, probe: bool = True) -> Disk:
         boot_size = 1 << 30
         mkfs_ext4(tree / "boot", image, MiB, boot_size, BOOT_UUID)
         mkfs_ext4(tree, image, MiB + boot_size, root_size, ROOT_UUID)
-        partition(image, [(MiB, boot_size, "83"), (MiB + boot_size, root_size, "83")])
+        parts = [(MiB, boot_size, "83"), (MiB + boot_size, root_size, "83")]
+        if wants_swap(tree):  # partition 3: the swap partition the tree's fstab names (SWAP_UUID)
+            at = MiB + boot_size + root_size
+            swap = image.with_suffix(".swap")
+            run(["truncate", "-s", str(SWAP_SIZE), str(swap)])
+            run(["mkswap", "-q", "-U", SWAP_UUID, str(swap)])
+            run(["dd", f"if={swap}", f"of={image}", "bs=1M", f"seek={at // MiB}", "conv=notrunc,sparse", "status=none"])
+            swap.unlink()
+            parts.append((at, SWAP_SIZE, "82"))
+        partition(image, parts)
         spec = f"{image}?offset={MiB + boot_size}"
     elif h.disk == "part":
         mkfs_ext4(tree, image, MiB, root_size, ROOT_UUID)
@@ -661,6 +671,15 @@ def wants_data_disk(tree: Path) -> bool:
     fstab = tree / "etc/fstab"
     return fstab.is_file() and not fstab.is_symlink() and any(
         len(f := line.split()) > 1 and f[1] == "/data" for line in fstab.read_text().splitlines())
+
+
+SWAP_SIZE = 64 * MiB
+
+
+def wants_swap(tree: Path) -> bool:
+    """Whether the host's fstab names the lab's swap partition (then its split disk has one: make_disk)."""
+    fstab = tree / "etc/fstab"
+    return fstab.is_file() and not fstab.is_symlink() and f"UUID={SWAP_UUID}" in fstab.read_text()
 
 
 def mentions_fallback(tree: Path) -> bool:

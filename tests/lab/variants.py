@@ -602,43 +602,59 @@ def dracut_omit_regex(root: Path) -> None:
 XEN_ROOT = "/dev/xvda2"  # under Xen; on KVM the same partition is /dev/vda2 (the lab's "split" disk)
 XEN_DATA = "/dev/xvdb1"  # under Xen; on KVM the lab's data disk (tests/lab/boot.py wants_data_disk) is /dev/vdb
 DATA_UUID = "5d0c2b7e-9f3a-4c1d-8e6b-0a9f8e7d6c5b"  # the lab's data disk's file system
+SWAP_UUID = "7e1f3a5c-2b4d-4e6f-8a0c-1d3e5f7a9b2c"  # a swap partition the lab's split disk gets (fstab names it)
 
 # STAND-IN for blkid and findfs (marked as such): a lab host is a namespace over an overlay, with no
 # block device at all, so the real programs have nothing to answer from. These answer what they
-# would on the Xen host: the root partition /dev/xvda2 holds the file system whose UUID is ROOT_UUID,
-# /dev/xvdb1 the data disk's, DATA_UUID (the lab's disks carry fixed UUIDs). Anything else: what
-# blkid/findfs say for an unknown device.
-BLKID_STANDIN = f"""#!/bin/sh
-# kvm-drivers lab STAND-IN for blkid (tests/lab/variants.py): the Xen host's root and data disks.
-case "$*" in
-    *-U*{ROOT_UUID}*) echo {XEN_ROOT} ;;
-    *-U*{DATA_UUID}*) echo {XEN_DATA} ;;
-    *-U*) exit 2 ;;
-    *) echo '{XEN_ROOT}: UUID="{ROOT_UUID}" TYPE="ext4"'; echo '{XEN_DATA}: UUID="{DATA_UUID}" TYPE="ext4"' ;;
-esac
-"""
-FINDFS_STANDIN = f"""#!/bin/sh
-# kvm-drivers lab STAND-IN for findfs (tests/lab/variants.py): the Xen host's root and data disks.
-[ "$1" = "UUID={ROOT_UUID}" ] && {{ echo {XEN_ROOT}; exit 0; }}
-[ "$1" = "UUID={DATA_UUID}" ] && {{ echo {XEN_DATA}; exit 0; }}
-echo "findfs: unable to resolve '$1'" >&2; exit 1
-"""
+# would on the old host (blkid_standin's devices: device -> UUID), e.g. the Xen host: the root
+# partition /dev/xvda2 holds the file system whose UUID is ROOT_UUID, /dev/xvdb1 the data disk's,
+# DATA_UUID (the lab's disks carry fixed UUIDs). Anything else: what blkid/findfs say for an unknown
+# device.
+def blkid_standin(devices: dict[str, str]) -> str:
+    """The blkid stand-in's script for these devices (device -> UUID; ext4, swap for a swap UUID)."""
+    by_uuid = "".join(f"    *-U*{u}*) echo {d} ;;\n" for d, u in devices.items())
+    listing = "; ".join(f"echo '{d}: UUID=\"{u}\" TYPE=\"{'swap' if u == SWAP_UUID else 'ext4'}\"'"
+                        for d, u in devices.items())  # fmt: skip
+    return ("#!/bin/sh\n# kvm-drivers lab STAND-IN for blkid (tests/lab/variants.py): the old host's disks.\n"
+            f'case "$*" in\n{by_uuid}    *-U*) exit 2 ;;\n    *) {listing} ;;\nesac\n')
+
+
+def findfs_standin(devices: dict[str, str]) -> str:
+    """The findfs stand-in's script for these devices (device -> UUID)."""
+    lines = "".join(f'[ "$1" = "UUID={u}" ] && {{ echo {d}; exit 0; }}\n' for d, u in devices.items())
+    return ("#!/bin/sh\n# kvm-drivers lab STAND-IN for findfs (tests/lab/variants.py): the old host's disks.\n"
+            f"{lines}echo \"findfs: unable to resolve '$1'\" >&2; exit 1\n")
+
+
+def standins(root: Path, devices: dict[str, str]) -> None:
+    """Install the blkid and findfs stand-ins in /usr/local/sbin (before /sbin on root's PATH)."""
+    for name, text in (("blkid", blkid_standin(devices)), ("findfs", findfs_standin(devices))):
+        write(root, f"/usr/local/sbin/{name}", text)
+        (root / "usr/local/sbin" / name).chmod(0o755)
+
+
+def xen_data_name(root: Path) -> None:
+    """The Xen-named data disk alone: root by UUID, but /dev/xvdb1 /data in fstab (no nofail), with
+    the same blkid and findfs stand-ins: the boot's fstab mounts fail, not its root."""
+    xen_root_name(root)
+    for entry in (root / "boot/loader/entries").glob("*.conf"):
+        entry.write_text(entry.read_text().replace(f"root={XEN_ROOT}", f"root=UUID={ROOT_UUID}"))
+    write(root, "/etc/fstab", f"# /etc/fstab: static file system information.\n"
+                              f"UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n{XEN_DATA} /data ext4 defaults 0 2\n")
 
 
 def xen_root_name(root: Path) -> None:
     """Debian booted through BLS entries (GRUB 2.14's blscfg: the entry file is where root= is
     written, not a generated grub.cfg), root=/dev/xvda2 on its kernel line and in fstab, and a data
     disk /dev/xvdb1 /data in fstab (no nofail), as the Xen host booted; blkid and findfs stand-ins
-    (BLKID_STANDIN)."""
+    (standins)."""
     bls(root, "Debian GNU/Linux")
     for entry in (root / "boot/loader/entries").glob("*.conf"):
         entry.write_text(entry.read_text().replace(f"root=UUID={ROOT_UUID}", f"root={XEN_ROOT}"))
     write(root, "/etc/fstab", f"# /etc/fstab: static file system information.\n"
                               f"{XEN_ROOT} / ext4 errors=remount-ro 0 1\n{XEN_DATA} /data ext4 defaults 0 2\n")
     (root / "data").mkdir(exist_ok=True)
-    for name, text in (("blkid", BLKID_STANDIN), ("findfs", FINDFS_STANDIN)):
-        write(root, f"/usr/local/sbin/{name}", text)
-        (root / "usr/local/sbin" / name).chmod(0o755)
+    standins(root, {XEN_ROOT: ROOT_UUID, XEN_DATA: DATA_UUID})
 
 
 RESUME_GONE = "/dev/sda2"  # the Xen/VMware host's swap partition; on KVM the disk is /dev/vda
@@ -696,3 +712,24 @@ def sles11_menu(root: Path) -> None:
     write(root, "/etc/sysconfig/kernel", SYSCONFIG_KERNEL)
     write(root, "/sbin/mkinitrd", MKINITRD_STANDIN)
     (root / "sbin/mkinitrd").chmod(0o755)
+
+
+VIRTIO_DECLARED = ('# lab: the drivers declared as kvm-drivers declares them\n'
+                   'add_drivers+=" virtio_blk virtio_scsi virtio_net virtio_pci virtio_ring virtio "\n')
+
+
+def resume_name_systemd(root: Path) -> None:
+    """Issue 20: resume=/dev/sda2 on a host whose initrd is dracut's with systemd, whose resume module
+    (the lab's dracut bases leave it out) is put back, and whose drivers are declared: the initrd is
+    built again (real dracut, --no-hostonly) with virtio and the resume module, systemd's
+    hibernate-resume generator among it. /dev/sda2 was its swap partition: fstab names it by UUID,
+    the lab's disk has it (tests/lab/boot.py wants_swap), the blkid and findfs stand-ins know it."""
+    resume_name(root)
+    with open(root / "etc/fstab", "a") as f:
+        f.write(f"UUID={SWAP_UUID} none swap sw 0 0\n")
+    standins(root, {RESUME_GONE: SWAP_UUID})
+    conf = root / "etc/dracut.conf.d/05-lab-xen-image.conf"
+    conf.write_text(conf.read_text().replace(" resume ", " "))
+    write(root, "/etc/dracut.conf.d/90-kvm-drivers.conf", VIRTIO_DECLARED)
+    for k in kernels(root):
+        chroot(root, f"dracut -f --no-hostonly /boot/initramfs-{k}.img {k}")
