@@ -191,8 +191,12 @@ def start(h: HostSpec, fresh: bool = True, sshd_options: list[str] | None = None
     # where Linux does, /sys/firmware/efi, on a small tmpfs over the namespace's /sys/firmware
     # (this machine booted by BIOS, and its sysfs is every host's).
     efi = f" mount -t tmpfs -o size=16k,mode=0755 kvm-lab-efi {r}/sys/firmware && mkdir {r}/sys/firmware/efi;"
+    # A lab host has no block device of its own: an empty /proc/partitions keeps its blkid from probing
+    # this machine's (an image test's loop device, its daemon killed, once hung every blkid that did).
+    parts = f" mount --bind /dev/null {r}/proc/partitions;"
     inner = (
         f"hostname {h.name}; mount --bind /dev {r}/dev; mount -t sysfs sys {r}/sys;{efi if h.loader == 'uefi' else ''}"
+        f"{parts}"
         f" exec chroot {r} /usr/sbin/sshd -D -e -o ListenAddress={h.address}"
         " -o PermitRootLogin=prohibit-password -o UsePAM=no -o UseDNS=no " + " ".join(sshd_options or [])
     )
