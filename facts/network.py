@@ -165,8 +165,9 @@ def udev_name_for(rules_text: str, mac: str, kernel: str = "eth0") -> str | None
 
 def _udev(text: str, path: str, generator: bool, predictable: bool = False) -> _Read:
     out = []
-    bound = [n for n, _, pairs in _udev_rules(text) if pairs and any(k.endswith("{address}") for k, _, _ in pairs)]
-    for n, rule, pairs in _udev_rules(text):
+    rules = _udev_rules(text)
+    bound = [n for n, _, pairs in rules if pairs and any(k.endswith("{address}") for k, _, _ in pairs)]
+    for n, rule, pairs in rules:
         keys = {(k, op): v for k, op, v in pairs or ()}
         mac = keys.get(("ATTR{address}", "==")) or keys.get(("ATTRS{address}", "=="))
         name = keys.get(("NAME", "=")) or keys.get(("NAME", ":="))

@@ -11,10 +11,10 @@ The settings arrive checked (operations/settings.py): their errors are the host'
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kvm_drivers.facts.migration import DEFAULT_LINE
 from kvm_drivers.facts.state import Blacklist, Declared, HostState, KernelState
 from kvm_drivers.operations.settings import TRANSPORT, Settings
 
@@ -237,9 +237,9 @@ def next_default(state: HostState, settings: Settings) -> str | None:
         fix = f.get("fix") or {}
         if fix.get("action") != "set-default-kernel" or not fix.get("path") or not settings.allows(f["kind"]):
             continue
-        m = re.fullmatch(r"\s*default(?:\s*=\s*|\s+)(\d+)\s*", str(fix.get("new", "")))
+        m = DEFAULT_LINE.fullmatch(str(fix.get("new", "")))
         entry = next((e for e in state.boot.entries if m and e.get("origin") == fix["path"]
-                      and e.get("path") == m.group(1)), None)  # fmt: skip
+                      and e.get("path") == m.group(2)), None)  # fmt: skip
         if entry and entry.get("kernel") in {k.version for k in state.kernels}:
             return str(entry["kernel"])
     return None

@@ -299,12 +299,7 @@ def centos6(root: Path) -> None:
 
 def sles11(root: Path) -> None:
     """SLES 11 SP4: SuSE-release only, INITRD_MODULES, menu.lst booting a custom /boot/initrd.vmx."""
-    release(root, "sles11", os_release=False)
-    grub_legacy(root, "SUSE Linux Enterprise Server 11 SP4", "initrd-{k}", "/boot/grub/menu.lst",
-                initrd_file="/boot/initrd.vmx")
-    write(root, "/etc/sysconfig/kernel", SYSCONFIG_KERNEL)
-    write(root, "/sbin/mkinitrd", MKINITRD_STANDIN)
-    (root / "sbin/mkinitrd").chmod(0o755)
+    sles11_menu(root, initrd_file="/boot/initrd.vmx")
 
 
 def debian(root: Path) -> None:
@@ -704,11 +699,11 @@ def default_kernel_without_virtio(root: Path) -> None:
                                else ln) + "\n" for ln in lines))  # fmt: skip
 
 
-def sles11_menu(root: Path) -> None:
-    """SLES 11 SP4's release file, menu.lst with an entry per kernel (newest first, default 0),
-    INITRD_MODULES and the mkinitrd stand-in."""
+def sles11_menu(root: Path, initrd_file: str | None = None) -> None:
+    """SLES 11 SP4's release file, menu.lst with an entry per kernel (newest first, default 0; each
+    booting initrd_file when given), INITRD_MODULES and the mkinitrd stand-in."""
     release(root, "sles11", os_release=False)
-    grub_legacy(root, "SUSE Linux Enterprise Server 11 SP4", "initrd-{k}", "/boot/grub/menu.lst")
+    grub_legacy(root, "SUSE Linux Enterprise Server 11 SP4", "initrd-{k}", "/boot/grub/menu.lst", initrd_file)
     write(root, "/etc/sysconfig/kernel", SYSCONFIG_KERNEL)
     write(root, "/sbin/mkinitrd", MKINITRD_STANDIN)
     (root / "sbin/mkinitrd").chmod(0o755)
