@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.lab.bases import BOOT_UUID, CONSOLE, ROOT_UUID, chroot, grub_cfg, kernels, run
+from tests.lab.bases import BOOT_UUID, CONSOLE, ROOT_UUID, chroot, grub_cfg, kernels
 
 # Kernel command lines of the lab's hosts: their own, as their configurations hold them. Every one
 # has a serial console (as cloud images do), so a boot's console shows why it failed.
@@ -692,7 +692,7 @@ def default_kernel_without_virtio(root: Path) -> None:
     new = max(kernels(root), key=lambda k: [int(x) if x.isdigit() else 0 for x in k.replace("-", ".").split(".")])
     for module in (root / "lib/modules" / new).rglob("*virtio*.ko*"):
         module.unlink()
-    run(["depmod", "-b", str(root), new])
+    chroot(root, f"depmod {new}")  # the tree's own depmod
     config = root / f"boot/config-{new}"
     lines = config.read_text().splitlines()
     config.write_text("".join((f"# {ln.split('=')[0]} is not set" if "VIRTIO" in ln and not ln.startswith("#")
