@@ -411,7 +411,13 @@ def make_btrfs(tree: Path, image: Path, size: int) -> None:
 
 def _make_btrfs(tree: Path, image: Path, size: int) -> None:
     run(["truncate", "-s", str(size), str(image)])
-    run(["mkfs.btrfs", "-q", "-f", "-U", ROOT_UUID, str(image)])
+    # mkfs.btrfs refuses a UUID that any block device here carries, and libblkid probes every device
+    # it finds (/proc/partitions, else /sys/block, and its cache) to know: a loop device of an image
+    # check still being torn down made CI fail here. The image file is not this machine's disk: its
+    # mkfs runs in a mount namespace of its own that shows it no block device.
+    hide = "mount --bind /dev/null /proc/partitions && mount -t tmpfs none /sys"
+    run(["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{hide} && exec mkfs.btrfs -q -f -U "$0" "$1"',
+         ROOT_UUID, str(image)], env={**os.environ, "BLKID_FILE": "/dev/null"})  # fmt: skip
     with tempfile.TemporaryDirectory(dir=image.parent) as mnt:
         run(["mount", "-o", "loop", str(image), mnt])
         try:
