@@ -121,7 +121,16 @@ class Opened:
         """A path whose bytes are the disk: the file itself when raw (and no overlay), else a FUSE export."""
         if self.fmt == "raw" and not self.backing:
             return self.disk
-        raw = self.work / "disk.raw"
+        # The export runs in a mount namespace of its own, which shares only this directory with ours.
+        # Were it in ours, a SIGKILL could leave it the last process there: its exit would then unmount
+        # the image's file systems, whose flush waits on the export it is, for ever (a hung machine:
+        # every sync, every blkid). Apart, it holds none of them: its death aborts the FUSE connection,
+        # and our file systems' teardown fails fast instead.
+        shared = self.work / "export"
+        shared.mkdir(mode=0o700)
+        run(["mount", "--bind", str(shared), str(shared)])
+        run(["mount", "--make-shared", str(shared)])
+        raw = shared / "disk.raw"
         raw.touch(mode=0o600)
         rw = self.writable
         node: dict = {"driver": self.fmt, "node-name": "disk", "read-only": not rw,
@@ -132,7 +141,8 @@ class Opened:
                 node["backing"] = {"driver": self.backing_fmt, "read-only": True,
                                    "file": {"driver": "file", "filename": self.backing, "read-only": True}}  # fmt: skip
         pidfile = self.work / "qsd.pid"
-        run(["qemu-storage-daemon", "--blockdev", json.dumps(node), "--export",
+        run(["unshare", "--mount", "--propagation", "unchanged", "--", "qemu-storage-daemon",
+             "--blockdev", json.dumps(node), "--export",
              f"type=fuse,id=disk,node-name=disk,mountpoint={raw},writable={'on' if rw else 'off'}",
              "--daemonize", "--pidfile", str(pidfile)])  # fmt: skip
         self.qsd = int(pidfile.read_text())
@@ -256,6 +266,7 @@ class Opened:
             self.qsd = 0
             if os.waitstatus_to_exitcode(status) != 0:
                 raise ImageError(f"qemu-storage-daemon failed as it flushed the image ({status})")
+            run(["umount", "--recursive", str(self.work / "export")])
         shutil.rmtree(self.work, ignore_errors=True)
 
 
