@@ -241,9 +241,11 @@ def test_a_killed_check_leaves_no_loop_mount_or_export(story):
         proc = subprocess.Popen([sys.executable, "-m", "kvm_drivers", "image", "check", str(qcow2)], cwd=ROOT,
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 60
-    while images.loop_devices() == story["loops"] and proc.poll() is None and time.monotonic() < deadline:
+    seen = images.loop_devices()  # (asked once per turn: the check may end between two askings)
+    while seen == story["loops"] and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)  # killed while its loop devices are in use (it is reading the image)
-    assert images.loop_devices() != story["loops"], f"the check never set up a loop device: {out.read_text()}"
+        seen = images.loop_devices()
+    assert seen != story["loops"], f"the check never set up a loop device: {out.read_text()}"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 20  # the kernel tears the namespaces down
