@@ -101,10 +101,6 @@ def image_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
 
 
-def qsd_running() -> bool:
-    return subprocess.run(["pgrep", "-f", "^qemu-storage-daemon "], capture_output=True).returncode == 0
-
-
 def fix(disk: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     report = disk.with_suffix(".fix.json")
     proc = subprocess.run([sys.executable, "-m", "kvm_drivers", "image", "fix", str(disk), "--report", str(report),
@@ -230,7 +226,7 @@ def test_an_selinux_image_is_relabelled_at_its_first_boot_and_no_other(story, tm
 def test_images_are_never_written_and_nothing_outlives_a_check_or_fix(story):
     assert {n: sha256(p) for n, p in story["inputs"].items()} == story["sums"]
     assert images.loop_devices() == story["loops"] and images.mounts() == story["mounts"]
-    assert not qsd_running()
+    assert not images.qsd_running()
     assert not [p.name for p in story["work"].iterdir() if ".partial-" in p.name]
 
 
@@ -249,10 +245,10 @@ def test_a_killed_check_leaves_no_loop_mount_or_export(story):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 20  # the kernel tears the namespaces down
-    while (images.loop_devices() != story["loops"] or qsd_running()) and time.monotonic() < deadline:
+    while (images.loop_devices() != story["loops"] or images.qsd_running()) and time.monotonic() < deadline:
         time.sleep(0.1)
     stuck = images.stuck_exports()
-    assert images.loop_devices() == story["loops"] and images.mounts() == story["mounts"] and not qsd_running()
+    assert images.loop_devices() == story["loops"] and images.mounts() == story["mounts"] and not images.qsd_running()
     assert not stuck
     assert sha256(qcow2) == story["sums"][name]
 

@@ -33,11 +33,16 @@ def mounts() -> list[str]:
 FUSE = Path("/sys/fs/fuse/connections")
 
 
+def qsd_running() -> bool:
+    """Whether a qemu-storage-daemon runs on this machine (an image command's export)."""
+    return subprocess.run(["pgrep", "-f", "^qemu-storage-daemon "], capture_output=True).returncode == 0
+
+
 def stuck_exports() -> list[str]:
     """FUSE connections with requests waiting while no qemu-storage-daemon runs: an export that will never
     answer them (they hang every sync and blkid on this machine). Each found is aborted, so that the rest
     of the suite can go on, and returned."""
-    if subprocess.run(["pgrep", "-f", "^qemu-storage-daemon "], capture_output=True).returncode == 0:
+    if qsd_running():
         return []  # a live export may have requests waiting
     if FUSE.is_dir() and not any(FUSE.iterdir()):  # fusectl not mounted here yet
         subprocess.run(["mount", "-t", "fusectl", "fusectl", str(FUSE)], capture_output=True)
