@@ -174,6 +174,7 @@ def test_boot_fails_before_the_deploy(story, h):
     assert "virtio_blk" not in result.bound.values()
     assert result.entry, result.summary()  # GRUB chose an entry and booted it
     assert not result.kernel  # the root file system was never reached: no probe result
+    assert boot.NO_ROOT.search(result.cause), result.summary()  # and its console says so, before any time limit
     assert story.info_before[h.name].status == "drifted"
     assert "virtio_blk" in story.info_before[h.name].kernels[0].missing
 

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from kvm_drivers.image.inplace import BACKUP_DIR
 from tests.conftest import ROOT, check_rows
 from tests.lab import boot, hosts, images
 from tests.lab.bases import BOOT_UUID
@@ -121,10 +123,11 @@ def booted_copy(src: Path, raw: Path, made: boot.Disk, tree: Path) -> boot.Disk:
 
 
 def start_boots(jobs: list[tuple[hosts.HostSpec, boot.Disk, Path]], scratch: Path, log_name: str) -> list:
-    """Boots started at once (the failing ones wait, mostly idle, for their initrd's own time limit)."""
+    """Boots started in the background, each once it holds a busy slot (the failing ones then wait, mostly
+    idle, for their initrd's own time limit)."""
     launched = [boot.on_disk(h, disk, {}, tree, scratch, log_name=log_name) for h, disk, tree in jobs]
     for one in launched:
-        one._start()
+        one.start_soon()
     return launched
 
 
@@ -176,7 +179,7 @@ def story():
         running = []
     finally:
         for one in running:
-            one.proc.kill()
+            one.kill()
         for h in specs:
             hosts.stop(h)
     s["work"] = work
@@ -197,7 +200,7 @@ def test_image_check_gives_the_live_hosts_answer(story, case):
 def test_image_fails_before_and_boots_through_real_grub_after_the_fix(story, case):
     name = f"img-{case[0]}"
     before, (proc, row), after = story["before"][name], story["fixes"][name], story["after"][name]
-    assert not before.ok, before.summary()
+    assert not before.ok and boot.NO_ROOT.search(before.cause), before.summary()  # the root disk never came
     assert proc.returncode == 0 and row["status"] == "compliant", proc.stdout + proc.stderr
     assert after.ok, after.summary()  # root on /dev/vda*, virtio_blk bound to it, every fstab entry mounted
 
@@ -212,6 +215,51 @@ def root_listing(story, name: str, image: Path, tmp: Path) -> str:
         return subprocess.run(["debugfs", "-R", "ls -l /", spec], capture_output=True, text=True, check=True).stdout
     finally:
         raw.unlink()
+
+
+def debugfs(story, name: str, image: Path, tmp: Path, request: str) -> str:
+    """debugfs's answer to request on the root file system of a (converted) image of lab host name."""
+    raw = tmp / f"{name}.debugfs.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(raw)], check=True)
+    made = story["made"][name]
+    try:
+        return subprocess.run(["debugfs", "-R", request, made.probe_fs.replace(str(made.image), str(raw), 1)],
+                              capture_output=True, check=True).stdout.decode(errors="surrogateescape")  # fmt: skip
+    finally:
+        raw.unlink()
+
+
+def test_in_place_changes_the_input_only_once_proven_and_keeps_what_it_changed_inside(story, tmp_path):
+    name = "img-deb12-itools"
+    proc, row = fix(story["inputs"][name], "--in-place")  # a streamOptimized VMDK: qemu cannot rewrite it
+    assert proc.returncode == 4 and "streamOptimized" in row["errors"][0], proc.stderr
+    assert sha256(story["inputs"][name]) == story["sums"][name]
+    disk = tmp_path / "in-place.qcow2"
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(story["inputs"][name]), str(disk)], check=True)
+    first = sha256(disk)
+    holder = subprocess.Popen(["sh", "-c", 'exec sleep 60 3<"$0"', str(disk)])  # a copy under way, say
+    try:
+        time.sleep(0.5)
+        proc, row = fix(disk, "--in-place")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 4 and f"held by process {holder.pid} (sleep)" in row["errors"][0], proc.stderr
+    assert sha256(disk) == first
+    proc, row = fix(disk, "--in-place")
+    assert proc.returncode == 0 and row["status"] == "compliant" and row["host"] == str(disk), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in-place.fix.json", "in-place.qcow2"]  # nothing left
+    saved = debugfs(story, name, disk, tmp_path, f"ls {BACKUP_DIR}").split()
+    assert len(stamps := [x for x in saved if re.fullmatch(r"20\d{6}T\d{6}Z", x)]) == 1, saved
+    base = f"{BACKUP_DIR}/{stamps[0]}"
+    manifest = debugfs(story, name, disk, tmp_path, f"cat {base}/MANIFEST").splitlines()
+    assert "changed /etc/initramfs-tools/modules" in manifest, manifest
+    assert any(m.startswith("changed /boot/initrd.img-") for m in manifest), manifest
+    for changed in [m.split(" ", 1)[1] for m in manifest if m.startswith("changed ")]:
+        kept = debugfs(story, name, disk, tmp_path, f"cat {base}{changed}")
+        assert kept == debugfs(story, name, story["inputs"][name], tmp_path, f"cat {changed}"), changed
+    assert "virtio_blk" not in debugfs(story, name, disk, tmp_path, f"cat {base}/etc/initramfs-tools/modules")
+    assert "virtio_blk" in debugfs(story, name, disk, tmp_path, "cat /etc/initramfs-tools/modules")
 
 
 def test_an_selinux_image_is_relabelled_at_its_first_boot_and_no_other(story, tmp_path):

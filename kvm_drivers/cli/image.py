@@ -5,25 +5,35 @@ devices and mounts, in namespaces of their own that nothing outlives).
 statuses, exit codes and report formats as ``kvm-drivers check``: one row per image, named by its
 path. Nothing inside an image is run, and no image is written.
 
-``kvm-drivers image fix DISK [--output NEW | --flatten]``: the deploy, through pyinfra and the
-``@kvmimage`` connector (kvm_drivers.image.connector), writing a qcow2 overlay backed by DISK (or a
-converted copy), never DISK itself; then the output is checked as above.
+``kvm-drivers image fix DISK [--output NEW | --flatten | --in-place]``: the deploy, through pyinfra and
+the ``@kvmimage`` connector (kvm_drivers.image.connector), writing a qcow2 overlay backed by DISK (or a
+converted copy), never DISK itself; then the output is checked as above. With ``--in-place`` that
+overlay is then written into DISK, each file it changed kept inside the image (kvm_drivers.image.inplace).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import secrets
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from kvm_drivers import report
 from kvm_drivers.cli import output
+from kvm_drivers.image import inplace
 from kvm_drivers.image.check import DEFAULT_TIMEOUT, check_images
 from kvm_drivers.image.connector import default_output
+from kvm_drivers.image.disk import DiskError, open_disk
+from kvm_drivers.image.session import namespace_command, session_env
+from kvm_drivers.report import printable
 
 FIX_TIMEOUT = 3600.0
 ENTRY = Path(__file__).resolve().parent.parent / "deploy_entry.py"  # the deploy, as pyinfra runs a file
@@ -52,6 +62,9 @@ def add_parser(sub: Any) -> None:
     fix.add_argument("--output", metavar="NEW", help="the image to write (default: NAME.kvm.qcow2 beside DISK)")
     fix.add_argument("--flatten", action="store_true",
                      help="write a converted qcow2 copy instead of an overlay backed by DISK")  # fmt: skip
+    fix.add_argument("--in-place", action="store_true",
+                     help="change DISK itself once the fix is proven on an overlay (refused while anything holds "
+                          f"DISK); each file it changes is kept inside the image, in {inplace.BACKUP_DIR}")
     output.add_common(fix, FIX_TIMEOUT, "image")
 
 
@@ -84,6 +97,21 @@ def fix(args: argparse.Namespace, data: dict[str, Any], started: float, previous
         return report.EXIT_USAGE
     disk = os.path.abspath(args.disk)
     new = os.path.abspath(args.output or default_output(disk))
+    if args.in_place:
+        if args.output or args.flatten:
+            print("kvm-drivers image fix: --in-place writes DISK itself: no --output nor --flatten", file=stderr)
+            return report.EXIT_USAGE
+        try:
+            opened = open_disk(disk)
+            fmt = opened.format
+            if why := opened.in_place_problem():
+                raise DiskError(why)
+            if held := inplace.holders(disk):
+                raise DiskError(f"is in use: held by {', '.join(held)[:300]}: stop it, or fix a copy")
+        except (DiskError, OSError) as exc:
+            row = report.host_row(disk, None, f"image {disk}: {exc}: unchanged")
+            return output.finish([row], args, started, report.EXIT_CODES["error"], previous, stdout, stderr, "image")
+        new = os.path.join(os.path.dirname(disk), f".{os.path.basename(disk)}.in-place-{secrets.token_hex(4)}.qcow2")
     if os.path.lexists(new):
         print(f"kvm-drivers image fix: {new} exists: remove it or give another --output", file=stderr)
         return report.EXIT_USAGE
@@ -104,6 +132,56 @@ def fix(args: argparse.Namespace, data: dict[str, Any], started: float, previous
         why = f"timed out after {args.timeout:g} s" if code == -1 else f"pyinfra exit {code}"
         row = report.host_row(new, None, f"the fix of {disk} failed ({why}): {disk} is unchanged, {new} not written")
         return output.finish([row], args, started, report.EXIT_CODES["error"], previous, stdout, stderr, "image")
+    if args.in_place:
+        try:
+            saved = write_in_place(disk, fmt, new, stderr)
+        except (OSError, ValueError) as exc:
+            row = report.host_row(disk, None, f"image {disk}: --in-place: {printable(str(exc))}")
+            return output.finish([row], args, started, report.EXIT_CODES["error"], previous, stdout, stderr, "image")
+        print(f"kvm-drivers image fix: wrote {disk} in place (what it changed is kept in it, {saved}); checking it",
+              file=stderr)  # fmt: skip
+        rows = check_images([disk], data, DEFAULT_TIMEOUT, 1)
+        return output.finish(rows, args, started, report.exit_code(rows), previous, stdout, stderr, "image")
     print(f"kvm-drivers image fix: wrote {new}; checking it", file=stderr)
     rows = check_images([new], data, DEFAULT_TIMEOUT, 1, backing="" if args.flatten else disk)
     return output.finish(rows, args, started, report.exit_code(rows), previous, stdout, stderr, "image")
+
+
+def session(action: str, *args: str, feed: object = None) -> str:
+    """One image session (kvm_drivers.image.session) to its end: its stdout; OSError with its cause."""
+    proc = subprocess.run(namespace_command(action, *args), input=None if feed is None else inplace.dumps(feed),
+                          capture_output=True, text=True, env=session_env())  # fmt: skip
+    if proc.returncode != 0:
+        said = [x for x in proc.stderr.splitlines() if not x.startswith("note: ")][-1:] or [f"exit {proc.returncode}"]
+        raise OSError(f"{action}: {said[0][:300]}")
+    return proc.stdout
+
+
+def write_in_place(disk: str, fmt: str, overlay: str, stderr: TextIO) -> str:
+    """The proven overlay written into disk (kvm_drivers.image.inplace), each file it changed kept in the
+    image first: the backup directory, as the image names it. On failure before the commit, disk is as
+    it was and the overlay is removed; a failed commit keeps the overlay and says how to finish it.
+    """
+    keep = tempfile.mkdtemp(prefix=f".{os.path.basename(disk)}.in-place-", dir=os.path.dirname(disk))
+    try:
+        after = json.loads(session("list", overlay, "qcow2", disk, fmt))
+        before = json.loads(session("list", disk, fmt))
+        what = inplace.changes(before, after)
+        session("copy-out", disk, fmt, keep, feed=[p for p in what["changed"] + what["removed"]
+                                                    if before[p][0] != stat.S_IFDIR])  # fmt: skip
+        saved = session("save", overlay, "qcow2", disk, fmt, keep, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+                        feed=what).strip()  # fmt: skip
+        for key in ("changed", "created", "removed"):
+            print(f"kvm-drivers image fix: {key}: {', '.join('/' + p for p in what[key]) or 'none'}", file=stderr)
+    except BaseException:
+        Path(overlay).unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(keep, ignore_errors=True)
+    try:
+        inplace.commit(overlay)
+    except OSError as exc:
+        raise OSError(f"{exc}; {disk} may be half-written: {overlay} is kept, `qemu-img commit {overlay}` "
+                      "finishes it") from None
+    Path(overlay).unlink()
+    return saved

@@ -1,7 +1,8 @@
 """``@kvmimage/PATH``: a disk image as a pyinfra host, so that the deploy fixes an image as it fixes a
 server (``pyinfra @kvmimage/srv/web1.qcow2 deploys/kvm_drivers.py``; ``kvm-drivers image fix`` runs it).
 
-- The input is never written unless ``kvm_image_in_place`` is set: the deploy writes a qcow2 overlay
+- The input is never written (``kvm_image_in_place`` is refused: ``kvm-drivers image fix --in-place``
+  commits a proven output into it, kvm_drivers.image.inplace): the deploy writes a qcow2 overlay
   backed by it (``kvm_image_output``, default ``NAME.kvm.qcow2`` beside it), or a converted copy with
   ``kvm_image_flatten``. The output is made under a temporary name and takes its own name only when
   a command ran in the image and the host did not fail; otherwise (a check, ``--dry``, an image
@@ -82,7 +83,7 @@ class ImageConnector(BaseConnector):
     data_meta = {
         "kvm_image_output": DataMeta("the image to write (default: NAME.kvm.qcow2 beside the input)"),
         "kvm_image_flatten": DataMeta("write a converted copy instead of an overlay backed by the input", False),
-        "kvm_image_in_place": DataMeta("change the input itself (a backup of each changed file is kept in it)", False),
+        "kvm_image_in_place": DataMeta("refused: `kvm-drivers image fix --in-place` changes an input", False),
     }
 
     def __init__(self, state: Any, host: Any) -> None:
@@ -111,7 +112,8 @@ class ImageConnector(BaseConnector):
         except DiskError as exc:
             raise ConnectError(f"image {path}: {printable(str(exc))}") from None
         if self.data.get("kvm_image_in_place"):
-            raise ConnectError(f"image {path}: kvm_image_in_place is not supported yet: a fix writes an overlay")
+            raise ConnectError(f"image {path}: kvm_image_in_place: use `kvm-drivers image fix --in-place`, which "
+                               "proves the fix on an overlay, keeps what it changes inside the image, then commits")
         self.output = os.path.abspath(self.data.get("kvm_image_output") or default_output(disk.path))
         if os.path.lexists(self.output):
             raise ConnectError(f"image {path}: the output {self.output} exists: remove it or name another")

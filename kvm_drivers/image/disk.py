@@ -30,6 +30,14 @@ class Disk:
     virtual_size: int
     backing: str = ""  # an overlay's backing file (allowed by the caller), and its format
     backing_format: str = ""
+    subformat: str = ""  # a VMDK's create-type
+
+    def in_place_problem(self) -> str:
+        """Why this image cannot be rewritten in place ('' when it can)."""
+        if self.subformat == "streamOptimized":
+            return ("a streamOptimized VMDK can only be written start to end (qemu refuses to rewrite its "
+                    "clusters): fix it into --output, then convert that to streamOptimized")
+        return ""
 
 
 def problems(info: dict, path: str, backing: str = "") -> list[str]:
@@ -99,5 +107,6 @@ def open_disk(path: str, timeout: float = 60, backing: str = "") -> Disk:
     if refused:
         raise DiskError("; ".join(refused))
     base = open_disk(backing, timeout) if backing else None
+    subformat = ((info.get("format-specific") or {}).get("data") or {}).get("create-type", "")
     return Disk(real, info["format"], int(info.get("virtual-size", 0)), base.path if base else "",
-                base.format if base else "")  # fmt: skip
+                base.format if base else "", subformat)  # fmt: skip

@@ -3,6 +3,7 @@
 
     python3 -m kvm_drivers.image.session check DISK FORMAT [--backing BACKING BACKING_FORMAT] DRIVER...
     python3 -m kvm_drivers.image.session serve DISK FORMAT [BACKING BACKING_FORMAT]
+    python3 -m kvm_drivers.image.session list|copy-out|save ...  (image fix --in-place: inplace.py)
 
 check: read-only; prints gather.sh's answer about the image (gather.sh runs here with KVM_ROOT, with
 this machine's programs: nothing inside the image is run). serve: read-write (DISK is the copy or
@@ -33,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kvm_drivers.image import layout
+from kvm_drivers.image import inplace, layout
 from kvm_drivers.image.paths import OutsideRoot, directory_inside, inside
 
 FAILED = 3
@@ -97,6 +98,7 @@ class Opened:
         self.root = str(self.work / "root")
         os.mkdir(self.root)
         self.mounted: list[str] = []
+        self.copies: list[str] = []  # mount points (relative to root) holding a copy (_fat_copy)
         self.qsd = 0
         self.raw = self._export()
         found, problems = self._filesystems()
@@ -172,6 +174,7 @@ class Opened:
         if copy.returncode != 0 and "not found" not in copy.stderr:  # (an empty FAT: nothing matches "*")
             raise ImageError(f"partition {fs.part.number} (vfat) cannot be read: {copy.stderr.strip()[-300:]}")
         run(["mount", "-o", "remount,ro", target])
+        self.copies.append(os.path.relpath(target, self.root))
         note(f"partition {fs.part.number} (vfat): this kernel cannot mount FAT; its files are a read-only copy "
              "(read with mtools): changes to it are refused")  # fmt: skip
 
@@ -318,6 +321,21 @@ def main(argv: list[str] | None = None) -> int:
             backing = args[4:6] if args[3] == "--backing" and len(args) >= 7 else ["", ""]
             image = Opened(args[1], args[2], backing=backing[0], backing_fmt=backing[1])
             sys.stdout.buffer.write(gather(image.root, args[6:] if backing[0] else args[3:]))
+            image.close()
+            return 0
+        if args[:1] == ["list"] and len(args) in (3, 5):  # every path of the tree (inplace.listing), JSON
+            image = Opened(args[1], args[2], backing=(args[3:4] or [""])[0], backing_fmt=(args[4:5] or [""])[0])
+            print(inplace.dumps(inplace.listing(image.root, tuple(image.copies))))
+            image.close()
+            return 0
+        if args[:1] == ["copy-out"] and len(args) == 4:  # stdin: the paths (JSON) to copy to DEST
+            image = Opened(args[1], args[2])
+            inplace.copy_out(image.root, json.loads(sys.stdin.read()), args[3])
+            image.close()
+            return 0
+        if args[:1] == ["save"] and len(args) == 7:  # OVERLAY FMT BACKING FMT SRC STAMP; stdin: the changes
+            image = Opened(args[1], args[2], writable=True, backing=args[3], backing_fmt=args[4])
+            print(inplace.save(image.root, args[5], args[6], json.loads(sys.stdin.read())))
             image.close()
             return 0
         if len(args) in (3, 5) and args[0] == "serve":

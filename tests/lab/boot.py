@@ -105,6 +105,10 @@ FAILED = re.compile(
     r'|BdsDxe: failed to load Boot\d+ "UEFI Misc Device"'  # OVMF: nothing to boot on the (virtio) disk
     r"|Job dev-\S+\.device/start running \(\d+min[^/)]*/ no limit\)"  # systemd's initrd waits for ever (resume=)
 )
+# What a boot shows when its root disk never came (no driver for it in the initrd): initramfs-tools'
+# ALERT!, dracut's timeout scripts or systemd's device timeout.
+NO_ROOT = re.compile(r"ALERT! .* does not exist|dracut-initqueue: starting timeout scripts"
+                     r"|Timed out waiting for device")
 FAILED_GRACE = 3.0  # seconds of console kept after such a line (the lines that say why), then QEMU is killed
 
 # GRUB's menu counting down to the entry it boots (its default, highlighted). The lab presses Enter then:
@@ -471,6 +475,67 @@ LOADERS = {"bios": "GRUB BIOS", "uefi": "GRUB UEFI", "legacy": "legacy_configfil
            "model": "model"}  # fmt: skip
 
 
+# The busy part of a boot: SeaBIOS or OVMF, GRUB, and the kernel's start keep one emulated core
+# fully busy (about 20 s of CPU under TCG); past it, a boot that fails mostly waits for a root disk
+# that never comes. A boot starts only once it holds one of BUSY_SLOTS slots, machine-wide (file
+# locks, so both pytest workers share them), and gives it back when its QEMU goes quiet (under
+# QUIET_SHARE of a core over QUIET_WINDOW seconds), when its console ends, or at BUSY_MAX seconds.
+# Started all at once instead, 25 boots beside the deploy each had some 7 % of a core: their
+# kernels stayed silent for the whole time limit and never reached the failure they were to show.
+BUSY_SLOTS = int(os.environ.get("KVM_LAB_BUSY_SLOTS", "2"))
+BUSY_MAX = 90.0
+QUIET_WINDOW, QUIET_SHARE = 4.0, 0.25
+BUSY_AFTER = 8.0  # seconds of CPU a boot has spent before it may count as quiet (firmware waits too)
+
+
+class BusySlot:
+    """One of BUSY_SLOTS machine-wide slots, held by one QEMU in its busy part (see above)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.lock = threading.Lock()
+
+    def acquire(self, cancelled: threading.Event) -> bool:
+        """Wait for a free slot (False: cancelled meanwhile)."""
+        directory = STATE / "busy-slots"
+        directory.mkdir(parents=True, exist_ok=True)
+        while not cancelled.is_set():
+            for n in range(BUSY_SLOTS):
+                fd = os.open(directory / f"slot{n}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                self.fd = fd
+                return True
+            cancelled.wait(0.5)
+        return False
+
+    def release(self) -> None:
+        with self.lock:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+
+    def hold_while_busy(self, pid: int) -> None:
+        """Give the slot back once process pid is quiet, gone, or BUSY_MAX seconds have passed."""
+        tick = os.sysconf("SC_CLK_TCK")
+        start, samples = time.monotonic(), []
+        while self.fd is not None and time.monotonic() - start < BUSY_MAX:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                break  # gone
+            cpu, now = (int(fields[11]) + int(fields[12])) / tick, time.monotonic()  # utime + stime
+            samples = [(t, c) for t, c in samples if now - t <= QUIET_WINDOW] + [(now, cpu)]
+            t0, c0 = samples[0]
+            if cpu >= BUSY_AFTER and now - t0 >= QUIET_WINDOW - 1 and (cpu - c0) / (now - t0) < QUIET_SHARE:
+                break
+            time.sleep(1.0)
+        self.release()
+
+
 @dataclass
 class Launched:
     """A QEMU boot under way. It runs on a private disk image, so the host may change (e.g. be
@@ -491,9 +556,16 @@ class Launched:
     timed_out: bool = False  # killed at its time limit
     enter: bool = True  # press Enter at GRUB's countdown (COUNTDOWN)
     watchdog: threading.Timer | None = None  # kills it at its time limit, whether anyone waits for it yet or not
+    slot: BusySlot = field(default_factory=BusySlot)  # held while the boot is busy (BUSY_SLOTS)
+    cancelled: threading.Event = field(default_factory=threading.Event)  # kill(): never start
+    starter: threading.Thread | None = None  # start_soon()'s
 
     def _start(self) -> None:
+        """Start QEMU once a busy slot is free (at once with none in use); its time limit runs from then."""
+        if not self.slot.acquire(self.cancelled):
+            return
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self.slot.hold_while_busy, args=(self.proc.pid,), daemon=True).start()
         self.start = time.monotonic()
         self.timed_out = False
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -533,6 +605,7 @@ class Launched:
                     pressed, since = 1, ""
                     self._press_enter()
         self.ended = time.monotonic()
+        self.slot.release()
 
     def _press_enter(self) -> None:
         try:
@@ -542,8 +615,21 @@ class Launched:
         except OSError:  # QEMU already gone
             pass
 
+    def start_soon(self) -> None:
+        """``_start`` in the background (it may wait for a busy slot); ``wait()`` waits for it."""
+        self.starter = threading.Thread(target=self._start, daemon=True)
+        self.starter.start()
+
+    def kill(self) -> None:
+        """End the boot, or keep it from starting (a story that failed half-way)."""
+        self.cancelled.set()
+        if self.proc is not None:
+            self.proc.kill()
+
     def wait(self) -> BootResult:
         """Wait for the boot to end (power-off, failure or time limit) and read the probe's file."""
+        if self.starter is not None:
+            self.starter.join()
         try:
             self.proc.wait(timeout=max(1.0, self.start + self.timeout - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -700,9 +786,9 @@ def boot(h: HostSpec, timeout: int = TIMEOUT) -> BootResult:
 
 
 class TwoAtATime:
-    """Boots run in the background, two at a time (two cores: a booting guest keeps one busy), each
-    of its host as it is when its turn comes; ``start`` adds hosts, ``results()`` waits for them all,
-    ``stop()`` ends them (a story that failed half-way)."""
+    """Boots run in the background, two at a time (two cores: a booting guest keeps one busy; each waits
+    for a busy slot too), each of its host as it is when its turn comes; ``start`` adds hosts,
+    ``results()`` waits for them all, ``stop()`` ends them (a story that failed half-way)."""
 
     def __init__(self, log_name: str = "boot.log") -> None:
         self.pool = ThreadPoolExecutor(max_workers=2)
@@ -729,21 +815,16 @@ class TwoAtATime:
     def stop(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         for launched in self.launched:
-            if launched.proc:
-                launched.proc.kill()
+            launched.kill()
 
 
 class AllAtOnce:
-    """Boots started in the background, all at once, for boots that mostly wait (a failing boot waits
-    for a root disk that never comes). Two threads write the disk images first (on disk, not in RAM;
-    nothing else of the lab's is emulated meanwhile), then every QEMU starts. ``written()`` waits until
-    every image is written: the hosts may change from then on. ``results()`` waits for the boots;
-    ``same`` names, per booted host, the hosts whose result it gives (hosts that boot alike, e.g. the
-    same /boot up to the root disk)."""
-
-    # Seconds between two starts: emulated kernels checking their timer all at once on a busy machine
-    # fail that check more often (EMULATOR_PANIC); GRUB's menu and the kernel's start are the busy part.
-    STAGGER = 3.0
+    """Boots started in the background, for boots that mostly wait (a failing boot waits for a root disk
+    that never comes). Two threads write the disk images first (on disk, not in RAM; nothing else of the
+    lab's is emulated meanwhile), then the QEMUs start in turn, each once it holds a busy slot: its busy
+    part alone, then it waits beside the others. ``written()`` waits until every image is written: the
+    hosts may change from then on. ``results()`` waits for the boots; ``same`` names, per booted host,
+    the hosts whose result it gives (hosts that boot alike, e.g. the same /boot up to the root disk)."""
 
     def __init__(self, specs: list[HostSpec], log_name: str = "boot.log",
                  same: dict[str, list[str]] | None = None) -> None:  # fmt: skip
@@ -752,7 +833,7 @@ class AllAtOnce:
                          for h in specs}  # fmt: skip
         pool.shutdown(wait=False)  # the disks are written meanwhile
         self.same = same or {h.name: [h.name] for h in specs}
-        self.stopped = False
+        self.stopped = threading.Event()
         self.starter = threading.Thread(target=self._start_all, daemon=True)
         self.starter.start()
 
@@ -760,10 +841,8 @@ class AllAtOnce:
         launched = [f.result() for f in self.prepared.values() if not f.cancelled() and not f.exception()]
         if len(launched) == len(self.prepared):
             for one in launched:
-                if self.stopped:
-                    return
+                one.cancelled = self.stopped  # stop() keeps the rest from starting
                 one._start()
-                time.sleep(self.STAGGER)
 
     def written(self) -> None:
         for prepared in self.prepared.values():
@@ -776,11 +855,10 @@ class AllAtOnce:
         return {other: done[name] for name, others in self.same.items() for other in others}
 
     def stop(self) -> None:
-        self.stopped = True
+        self.stopped.set()
         for prepared in self.prepared.values():
             prepared.cancel()
         self.starter.join()
         for prepared in self.prepared.values():
             if prepared.done() and not prepared.cancelled() and not prepared.exception():
-                if (proc := prepared.result().proc) is not None:
-                    proc.kill()
+                prepared.result().kill()

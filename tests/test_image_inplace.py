@@ -1,0 +1,145 @@
+"""``image fix --in-place``'s own steps on directory trees (kvm_drivers.image.inplace): what a fix changed
+is found by listing both trees, the input's copies go into the image and nowhere else, and a file
+held open or a loop device on it refuses the image. The lab story (tests/test_lab_images.py) runs it
+on a real image.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from kvm_drivers.image import inplace
+from kvm_drivers.image.paths import OutsideRoot
+
+
+def tree(root: Path) -> Path:
+    (root / "etc/initramfs-tools").mkdir(parents=True)
+    (root / "etc/initramfs-tools/modules").write_text("ext4\nxen-blkfront\n")
+    (root / "boot").mkdir()
+    (root / "boot/initrd.img-6.1").write_bytes(b"old initrd")
+    (root / "etc/gone.conf").write_text("x")
+    os.symlink("/etc/initramfs-tools/modules", root / "etc/modules-link")
+    (root / "var/lib").mkdir(parents=True)
+    return root
+
+
+def fix_like_a_deploy(root: Path) -> None:
+    time.sleep(0.01)  # a new mtime, as any write gives
+    (root / "etc/initramfs-tools/modules.new").write_text("ext4\nxen-blkfront\nvirtio_blk\n")
+    os.replace(root / "etc/initramfs-tools/modules.new", root / "etc/initramfs-tools/modules")
+    (root / "boot/initrd.img-6.1").write_bytes(b"new initrd with virtio")
+    (root / "etc/dracut.conf.d").mkdir()
+    (root / "etc/dracut.conf.d/kvm-drivers.conf").write_text('add_drivers+=" virtio_blk "\n')
+    (root / "etc/gone.conf").unlink()
+    os.chmod(root / "boot", 0o700)  # a directory's mode counts; its mtime alone does not
+
+
+def test_changes_name_what_the_fix_wrote_created_and_removed_and_nothing_else(tmp_path):
+    root = tree(tmp_path / "img")
+    before = inplace.listing(str(root))
+    fix_like_a_deploy(root)
+    what = inplace.changes(before, inplace.listing(str(root)))
+    assert what == {"changed": ["boot", "boot/initrd.img-6.1", "etc/initramfs-tools/modules"],
+                    "created": ["etc/dracut.conf.d", "etc/dracut.conf.d/kvm-drivers.conf"],
+                    "removed": ["etc/gone.conf"]}  # fmt: skip
+
+
+def test_a_link_is_listed_as_a_link_and_never_followed(tmp_path):
+    root = tree(tmp_path / "img")
+    os.symlink("/", root / "escape")
+    listed = inplace.listing(str(root))
+    assert listed["escape"][0] == stat.S_IFLNK and listed["escape"][-1] == "/"
+    assert not any(p.startswith("escape/") for p in listed)
+
+
+def test_a_change_only_of_ctime_counts_but_not_under_a_copy(tmp_path):
+    root = tree(tmp_path / "img")
+    before = inplace.listing(str(root))
+    time.sleep(0.01)
+    os.chmod(root / "etc/gone.conf", os.stat(root / "etc/gone.conf").st_mode)  # same mode: ctime only (a relabel)
+    assert inplace.changes(before, inplace.listing(str(root)))["changed"] == ["etc/gone.conf"]
+    assert inplace.changes(inplace.listing(str(root), ("etc",)), inplace.listing(str(root), ("etc",)))["changed"] == []
+
+
+def test_the_input_copies_and_a_manifest_land_inside_the_image_whatever_its_links_say(tmp_path):
+    root = tree(tmp_path / "img")
+    victim = tmp_path / "control-machine"
+    victim.mkdir()
+    (root / "var/lib").rmdir()
+    os.symlink(str(victim), root / "var/lib")  # absolute: in the image it means /<victim path>, not ours
+    (root / tmp_path.relative_to("/")).mkdir(parents=True)  # that path, inside the image
+    before = inplace.listing(str(root))
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    inplace.copy_out(str(root), ["etc/initramfs-tools/modules", "boot/initrd.img-6.1", "etc/modules-link"], str(keep))
+    fix_like_a_deploy(root)
+    what = inplace.changes(before, inplace.listing(str(root)))
+    saved = inplace.save(str(root), str(keep), "20261208T000000Z", what)
+    assert saved == f"{inplace.BACKUP_DIR}/20261208T000000Z"
+    assert list(victim.iterdir()) == []  # nothing written on this machine through the image's link
+    base = root / tmp_path.relative_to("/") / "control-machine/kvm-drivers/image-backup/20261208T000000Z"
+    assert (base / "etc/initramfs-tools/modules").read_text() == "ext4\nxen-blkfront\n"
+    assert (base / "boot/initrd.img-6.1").read_bytes() == b"old initrd"
+    assert os.readlink(base / "etc/modules-link") == "/etc/initramfs-tools/modules"
+    manifest = (base / "MANIFEST").read_text().splitlines()
+    assert "changed /etc/initramfs-tools/modules" in manifest and "removed /etc/gone.conf" in manifest
+    assert "created /etc/dracut.conf.d/kvm-drivers.conf" in manifest
+
+
+def test_a_backup_directory_that_is_a_file_in_the_image_is_an_error(tmp_path):
+    root = tree(tmp_path / "img")
+    (root / "var/lib/kvm-drivers").write_text("not a directory")
+    with pytest.raises(OSError, match="not a directory"):
+        inplace.save(str(root), str(tmp_path), "x", {"changed": [], "created": [], "removed": []})
+
+
+def test_a_link_loop_in_the_image_is_an_error_not_a_write(tmp_path):
+    root = tree(tmp_path / "img")
+    (root / "var/lib").rmdir()
+    os.symlink("/var/lib", root / "var/lib")
+    with pytest.raises(OutsideRoot):
+        inplace.save(str(root), str(tmp_path), "x", {"changed": [], "created": [], "removed": []})
+
+
+def test_a_process_holding_the_image_is_named(tmp_path):
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(b"\0" * 4096)
+    assert inplace.holders(str(disk)) == []
+    holder = subprocess.Popen(["sh", "-c", "exec sleep 30 3<\"$0\"", str(disk)])
+    try:
+        for _ in range(50):
+            if inplace.holders(str(disk)):
+                break
+            time.sleep(0.05)
+        assert inplace.holders(str(disk)) == [f"process {holder.pid} (sleep)"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="loop devices need root")
+def test_a_loop_device_on_the_image_is_named(tmp_path):
+    disk = Path(tmp_path / "disk.raw")
+    disk.write_bytes(b"\0" * (1 << 20))
+    loop = subprocess.run(["losetup", "--find", "--show", str(disk)], capture_output=True, text=True)
+    if loop.returncode != 0:
+        pytest.skip(f"no loop device here: {loop.stderr.strip()}")
+    try:
+        assert inplace.holders(str(disk)) == [loop.stdout.strip()]
+    finally:
+        subprocess.run(["losetup", "-d", loop.stdout.strip()], check=True)
+
+
+def test_a_stream_optimized_vmdk_is_refused_in_place_before_anything_is_written():
+    from kvm_drivers.image.disk import Disk
+
+    # qemu-img commit into one stops half-way: "Could not write to allocated cluster for streamOptimized"
+    assert "streamOptimized" in Disk("/x.vmdk", "vmdk", 1, subformat="streamOptimized").in_place_problem()
+    assert Disk("/x.vmdk", "vmdk", 1, subformat="monolithicSparse").in_place_problem() == ""
+    assert Disk("/x.qcow2", "qcow2", 1).in_place_problem() == ""
