@@ -30,7 +30,12 @@ BOOT_UUID = "7d1c2b3a-4f5e-4d6c-9b8a-1f2e3d4c5b6a"
 # no_timer_check"): a serial console, so a boot's console shows why it failed, and no_timer_check, which
 # skips the kernel's check of the 8254 timer through the IO-APIC. Under TCG on busy cores that check
 # took minutes ("..MP-BIOS bug: 8254 timer not connected to IO-APIC", then stalls) or panicked.
-CONSOLE = "console=tty0 console=ttyS0,115200 no_timer_check"
+# And rd.retry=30 (dracut's own option; initramfs-tools ignores it): a dracut initrd whose root device
+# never comes starts its timeout scripts after two thirds of rd.retry of polling (default 180 s). That
+# polling is not idle under emulation (each round starts udevadm and sleep): some 25 % of a core for
+# minutes per failing boot. The polling only counts once udev's queue is empty, so a root device that
+# comes (a virtio disk with its driver in the initrd) is there before it starts.
+CONSOLE = "console=tty0 console=ttyS0,115200 no_timer_check rd.retry=30"
 
 
 def log(message: str) -> None:

@@ -476,16 +476,16 @@ LOADERS = {"bios": "GRUB BIOS", "uefi": "GRUB UEFI", "legacy": "legacy_configfil
 
 
 # The busy part of a boot: SeaBIOS or OVMF, GRUB, and the kernel's start keep one emulated core
-# fully busy (about 20 s of CPU under TCG); past it, a boot that fails mostly waits for a root disk
-# that never comes. A boot starts only once it holds one of BUSY_SLOTS slots, machine-wide (file
-# locks, so both pytest workers share them), and gives it back when its QEMU goes quiet (under
-# QUIET_SHARE of a core over QUIET_WINDOW seconds), when its console ends, or at BUSY_MAX seconds.
-# Started all at once instead, 25 boots beside the deploy each had some 7 % of a core: their
-# kernels stayed silent for the whole time limit and never reached the failure they were to show.
+# fully busy (about 20 s of CPU under TCG). A boot starts only once it holds one of BUSY_SLOTS slots,
+# machine-wide (file locks: both pytest workers share them), and gives it back once its QEMU has spent
+# BUSY_CPU seconds of CPU, is idle (under IDLE_SHARE of a core over IDLE_WINDOW seconds), has ended,
+# or BUSY_MAX seconds have passed. Started all at once instead, 25 boots beside the deploy each had
+# some 7 % of a core: their kernels stayed silent for the whole time limit and never reached the
+# failure they were to show. (A share of a core says little under contention: every guest then gets
+# a small one. CPU spent is the guest's own progress.)
 BUSY_SLOTS = int(os.environ.get("KVM_LAB_BUSY_SLOTS", "2"))
-BUSY_MAX = 90.0
-QUIET_WINDOW, QUIET_SHARE = 4.0, 0.25
-BUSY_AFTER = 8.0  # seconds of CPU a boot has spent before it may count as quiet (firmware waits too)
+BUSY_CPU, BUSY_MAX = 20.0, 180.0
+IDLE_WINDOW, IDLE_SHARE = 4.0, 0.05
 
 
 class BusySlot:
@@ -519,7 +519,7 @@ class BusySlot:
                 self.fd = None
 
     def hold_while_busy(self, pid: int) -> None:
-        """Give the slot back once process pid is quiet, gone, or BUSY_MAX seconds have passed."""
+        """Give the slot back once process pid has spent BUSY_CPU, is idle or gone, or at BUSY_MAX."""
         tick = os.sysconf("SC_CLK_TCK")
         start, samples = time.monotonic(), []
         while self.fd is not None and time.monotonic() - start < BUSY_MAX:
@@ -528,9 +528,10 @@ class BusySlot:
             except (OSError, IndexError):
                 break  # gone
             cpu, now = (int(fields[11]) + int(fields[12])) / tick, time.monotonic()  # utime + stime
-            samples = [(t, c) for t, c in samples if now - t <= QUIET_WINDOW] + [(now, cpu)]
+            samples = [(t, c) for t, c in samples if now - t <= IDLE_WINDOW] + [(now, cpu)]
             t0, c0 = samples[0]
-            if cpu >= BUSY_AFTER and now - t0 >= QUIET_WINDOW - 1 and (cpu - c0) / (now - t0) < QUIET_SHARE:
+            idle = now - t0 >= IDLE_WINDOW - 1 and (cpu - c0) / (now - t0) < IDLE_SHARE
+            if fields[0] == "Z" or cpu >= BUSY_CPU or idle:
                 break
             time.sleep(1.0)
         self.release()
