@@ -478,14 +478,26 @@ LOADERS = {"bios": "GRUB BIOS", "uefi": "GRUB UEFI", "legacy": "legacy_configfil
 # The busy part of a boot: SeaBIOS or OVMF, GRUB, and the kernel's start keep one emulated core
 # fully busy (about 20 s of CPU under TCG). A boot starts only once it holds one of BUSY_SLOTS slots,
 # machine-wide (file locks: both pytest workers share them), and gives it back once its QEMU has spent
-# BUSY_CPU seconds of CPU, is idle (under IDLE_SHARE of a core over IDLE_WINDOW seconds), has ended,
-# or BUSY_MAX seconds have passed. Started all at once instead, 25 boots beside the deploy each had
-# some 7 % of a core: their kernels stayed silent for the whole time limit and never reached the
-# failure they were to show. (A share of a core says little under contention: every guest then gets
-# a small one. CPU spent is the guest's own progress.)
+# BUSY_CPU seconds of CPU, is idle, has ended, or BUSY_MAX seconds have passed. Idle: its threads ran
+# or waited to run (schedstat) under IDLE_SHARE of IDLE_WINDOW seconds; a guest starved of CPU waits
+# to run, and is not idle. Started all at once instead, 25 boots beside the deploy each had some 7 %
+# of a core: their kernels stayed silent for the whole time limit and never reached the failure they
+# were to show.
 BUSY_SLOTS = int(os.environ.get("KVM_LAB_BUSY_SLOTS", "2"))
 BUSY_CPU, BUSY_MAX = 20.0, 180.0
-IDLE_WINDOW, IDLE_SHARE = 4.0, 0.05
+IDLE_WINDOW, IDLE_SHARE = 4.0, 0.1
+
+
+def demand(pid: int) -> tuple[float, float]:
+    """Seconds process pid's threads have run, and have run or waited to run (/proc/PID/task/*/schedstat)."""
+    ran = wanted = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            run_ns, wait_ns = map(int, (task / "schedstat").read_text().split()[:2])
+        except (OSError, ValueError):
+            continue  # a thread that just ended
+        ran, wanted = ran + run_ns, wanted + run_ns + wait_ns
+    return ran / 1e9, wanted / 1e9
 
 
 class BusySlot:
@@ -520,18 +532,18 @@ class BusySlot:
 
     def hold_while_busy(self, pid: int) -> None:
         """Give the slot back once process pid has spent BUSY_CPU, is idle or gone, or at BUSY_MAX."""
-        tick = os.sysconf("SC_CLK_TCK")
         start, samples = time.monotonic(), []
         while self.fd is not None and time.monotonic() - start < BUSY_MAX:
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    break  # ended (not reaped yet)
+                ran, wanted = demand(pid)
             except (OSError, IndexError):
                 break  # gone
-            cpu, now = (int(fields[11]) + int(fields[12])) / tick, time.monotonic()  # utime + stime
-            samples = [(t, c) for t, c in samples if now - t <= IDLE_WINDOW] + [(now, cpu)]
-            t0, c0 = samples[0]
-            idle = now - t0 >= IDLE_WINDOW - 1 and (cpu - c0) / (now - t0) < IDLE_SHARE
-            if fields[0] == "Z" or cpu >= BUSY_CPU or idle:
+            now = time.monotonic()
+            samples = [(t, w) for t, w in samples if now - t <= IDLE_WINDOW] + [(now, wanted)]
+            t0, w0 = samples[0]
+            if ran >= BUSY_CPU or (now - t0 >= IDLE_WINDOW - 1 and (wanted - w0) / (now - t0) < IDLE_SHARE):
                 break
             time.sleep(1.0)
         self.release()
