@@ -720,6 +720,8 @@ def resume_name_systemd(root: Path) -> None:
     hibernate-resume generator among it. /dev/sda2 was its swap partition: fstab names it by UUID,
     the lab's disk has it (tests/lab/boot.py wants_swap), the blkid and findfs stand-ins know it."""
     resume_name(root)
+    for entry in (root / "boot/loader/entries").glob("*.conf"):  # dracut's default rd.retry: its timeout
+        entry.write_text(entry.read_text().replace(" rd.retry=30", ""))  # line must not end the boot first
     with open(root / "etc/fstab", "a") as f:
         f.write(f"UUID={SWAP_UUID} none swap sw 0 0\n")
     standins(root, {RESUME_GONE: SWAP_UUID})
