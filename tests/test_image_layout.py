@@ -77,7 +77,7 @@ def test_boot_and_esp_mounted_parents_first_a_missing_boot_is_an_error_unless_no
 def test_partitions_that_share_bytes_are_named():
     a, b, c = layout.Part(1, MiB, 4 * MiB), layout.Part(2, 5 * MiB, MiB), layout.Part(3, 2 * MiB, MiB)
     assert layout.overlaps([a, b]) == ""
-    assert layout.overlaps([b, a, c]) == "partitions 1 and 3 overlap"
+    assert layout.overlaps([b, a, c]) == "partition 1 and partition 3 overlap"
 
 
 @pytest.mark.parametrize("name, ok", [("@", True), ("@rootfs", True), ("root/@/.snapshots/1/snapshot", True),

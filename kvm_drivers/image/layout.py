@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from kvm_drivers.facts.boot_path import fstab_entries
+from kvm_drivers.image.lvm import mapper_names
 
 # The file systems a root may be on, and those mounted for the check (an ESP is vfat).
 ROOT_TYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
@@ -19,7 +20,6 @@ NEEDED = ("/usr", "/boot", "/boot/efi", "/efi")
 # File systems an image may hold that the check cannot open: said as an error, never skipped.
 UNSUPPORTED = {
     "crypto_LUKS": "an encrypted (LUKS) file system: not supported (open it and check the tree)",
-    "LVM2_member": "an LVM physical volume: LVM inside images is not supported yet",
     "zfs_member": "a ZFS pool member: not supported",
     "linux_raid_member": "an MD RAID member: not supported",
 }
@@ -36,6 +36,12 @@ class Part:
     size: int
     partuuid: str = ""
     partlabel: str = ""
+    lv: str = ""  # "VG/LV": an LVM volume inside partition number (kvm_drivers.image.lvm)
+
+    @property
+    def name(self) -> str:
+        """How messages name it."""
+        return f"LVM volume {self.lv}" if self.lv else f"partition {self.number}"
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ def overlaps(parts: list[Part]) -> str:
     ordered = sorted(parts, key=lambda p: p.offset)
     for a, b in zip(ordered, ordered[1:]):
         if b.offset < a.offset + a.size:
-            return f"partitions {a.number} and {b.number} overlap"
+            return f"{a.name} and {b.name} overlap"
     return ""
 
 
@@ -122,8 +128,10 @@ def find(spec: str, filesystems: list[Fs]) -> tuple[Fs | None, str]:
         if len(hits) == 1:
             return hits[0], ""
         return None, f"{spec}: {'several' if hits else 'no'} file system{'s' if hits else ''} of this image"
+    if lvs := [fs for fs in filesystems if fs.part.lv and spec in mapper_names(*fs.part.lv.split("/", 1))]:
+        return lvs[0], ""
     if m := _KERNEL_NAME.fullmatch(spec):
-        hits = [fs for fs in filesystems if fs.part.number == int(m.group(1))]
+        hits = [fs for fs in filesystems if fs.part.number == int(m.group(1)) and not fs.part.lv]
         if hits:
             return hits[0], f"{spec} taken as partition {m.group(1)} of this image (a kernel name, not an identifier)"
     return None, f"{spec}: not a name the check can tie to this image's file systems"

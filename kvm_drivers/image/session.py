@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kvm_drivers.image import inplace, layout
+from kvm_drivers.image import inplace, layout, lvm
 from kvm_drivers.image.paths import OutsideRoot, directory_inside, inside
 
 FAILED = 3
@@ -105,7 +105,7 @@ class Opened:
         for p in problems:
             note(p)
         fs, sub = self._mount_root(found)
-        note(f"root file system: partition {fs.part.number} ({fs.type}" + (f", subvolume {sub}" if sub else "") + ")")
+        note(f"root file system: {fs.part.name} ({fs.type}" + (f", subvolume {sub}" if sub else "") + ")")
         fstab = Path(inside(self.root, "/etc/fstab")).read_text(errors="replace")
         mounts, notes, errors = layout.extra_mounts(fstab, found, fs)
         for n in notes:
@@ -172,10 +172,10 @@ class Opened:
         self.mounted.append(target)
         copy = run(["mcopy", "-s", "-p", "-n", "-i", f"{self.raw}@@{fs.part.offset}", "::*", target + "/"], check=False)
         if copy.returncode != 0 and "not found" not in copy.stderr:  # (an empty FAT: nothing matches "*")
-            raise ImageError(f"partition {fs.part.number} (vfat) cannot be read: {copy.stderr.strip()[-300:]}")
+            raise ImageError(f"{fs.part.name} (vfat) cannot be read: {copy.stderr.strip()[-300:]}")
         run(["mount", "-o", "remount,ro", target])
         self.copies.append(os.path.relpath(target, self.root))
-        note(f"partition {fs.part.number} (vfat): this kernel cannot mount FAT; its files are a read-only copy "
+        note(f"{fs.part.name} (vfat): this kernel cannot mount FAT; its files are a read-only copy "
              "(read with mtools): changes to it are refused")  # fmt: skip
 
     def _umount(self, target: str) -> None:
@@ -192,16 +192,47 @@ class Opened:
         if crossed := layout.overlaps(parts):  # one file system's blocks would be another's, both mounted
             raise ImageError(f"{crossed}: refused")
         found = []
-        for part in parts:
+        todo = list(parts)
+        while todo:
+            part = todo.pop(0)
             probe = run(["blkid", "-p", "-o", "export", "-O", str(part.offset), "-S", str(part.size), self.raw],
                         check=False)  # fmt: skip
             fields = layout.blkid_fields(probe.stdout)
             kind = fields.get("TYPE", "")
-            if kind in layout.UNSUPPORTED:
-                raise ImageError(f"partition {part.number} is {layout.UNSUPPORTED[kind]}")
-            if kind:
+            if kind == "LVM2_member" and not part.lv:
+                volumes, skipped = self._lvm(part)
+                problems += skipped
+                todo += volumes
+            elif kind in layout.UNSUPPORTED or kind == "LVM2_member":
+                raise ImageError(f"{part.name} is {layout.UNSUPPORTED.get(kind, 'an LVM physical volume')}")
+            elif kind:
                 found.append(layout.Fs(part, kind, fields.get("UUID", ""), fields.get("LABEL", "")))
         return found, problems
+
+    def _lvm(self, part: layout.Part) -> tuple[list[layout.Part], list[str]]:
+        """The LVM volumes of the physical volume on part that are plain runs of its bytes, and what is
+        not read (kvm_drivers.image.lvm: no device-mapper is needed, or used).
+        """
+        with open(self.raw, "rb") as disk:
+            uuid, areas = lvm.label(os.pread(disk.fileno(), lvm.LABEL_BYTES, part.offset))
+            why = "no metadata area"
+            for start, size in areas:
+                if start + size > part.size:
+                    why = "its metadata area is not inside it"
+                    continue
+                try:
+                    area = os.pread(disk.fileno(), min(size, lvm.AREA_MAX), part.offset + start)
+                    text = lvm.metadata_text(area)
+                    volumes, skipped = lvm.volumes(uuid, lvm.parse(text), part.size)
+                    break
+                except lvm.LvmError as exc:
+                    why = str(exc)
+            else:
+                raise ImageError(f"{part.name} is an LVM physical volume that cannot be read: {why}")
+        parts = [layout.Part(part.number, part.offset + v.offset, v.size, lv=f"{v.vg}/{v.lv}") for v in volumes]
+        if crossed := layout.overlaps(parts):
+            raise ImageError(f"{crossed}: refused")
+        return parts, skipped
 
     def _mount_root(self, found: list[layout.Fs]) -> tuple[layout.Fs, str]:
         """Mount the image's "/" at root: the one file system (or btrfs subvolume) that is an OS root."""
@@ -225,7 +256,7 @@ class Opened:
             raise ImageError("no file system of this image is an operating system's root "
                              "(/etc/fstab and a release file)")
         if len(hits) > 1:
-            where = ", ".join(f"partition {fs.part.number}" + (f" subvolume {sub}" if sub else "") for fs, sub in hits)
+            where = ", ".join(fs.part.name + (f" subvolume {sub}" if sub else "") for fs, sub in hits)
             raise ImageError(f"several operating system roots in this image ({where}): not supported")
         fs, sub = hits[0]
         self._mount(fs, self.root, sub)
@@ -240,8 +271,8 @@ class Opened:
         spec = layout.root_spec(Path(inside(self.root, "/etc/fstab")).read_text(errors="replace"))
         named, why = layout.find(spec, found) if spec else (None, "fstab has no / entry")
         if named is not None and named.part != fs.part:
-            raise ImageError(f"fstab's / ({spec}) is partition {named.part.number}, not partition "
-                             f"{fs.part.number} that holds this fstab: refused")  # fmt: skip
+            raise ImageError(f"fstab's / ({spec}) is {named.part.name}, not {fs.part.name} that holds this fstab: "
+                             "refused")  # fmt: skip
         if named is None:
             note(f"fstab's / is not tied to a file system of this image ({why}): the one holding it is taken")
         return fs, sub
