@@ -2,7 +2,10 @@
 (tests/lab/boot.py make_disk, with the tree's own init), in every format and layout the issue names:
 VMDK (whole disk), qcow2 (MBR, /boot its own partition, dracut), VHD (the same, BLS entries), VHDX
 (btrfs, "/" in subvolume @), raw (GPT with an ESP, booted by OVMF with empty NVRAM), and the SLES 11
-layout (GRUB legacy menu.lst booting /boot/linux.vmx and initrd.vmx; mkinitrd, a lab STAND-IN) in qcow2.
+layout (GRUB legacy menu.lst booting /boot/linux.vmx and initrd.vmx; mkinitrd, a lab STAND-IN) in qcow2,
+and VMDK with "/" on LVM (EulerOS's layout: /boot a partition, the rest an LVM physical volume made by
+real lvm2, its volume vgkvm/root read here without device-mapper and assembled at boot by the guest's
+own dracut and LVM).
 
 - ``kvm-drivers image check`` gives the answer ``kvm-drivers check`` gives over SSH for the same tree
   running as a lab host: status, kernel, initrd, missing drivers, declarations.
@@ -35,13 +38,13 @@ import pytest
 from kvm_drivers.image.inplace import BACKUP_DIR
 from tests.conftest import ROOT, check_rows
 from tests.lab import boot, hosts, images
-from tests.lab.bases import BOOT_UUID
+from tests.lab.bases import BOOT_UUID, ROOT_UUID
 
 pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-images")]
 # (lab host, disk layout, format)
 CASES = [("deb12-itools", "whole", "vmdk"), ("centos7", "split", "qcow2"), ("rocky9-bls", "split", "vpc"),
          ("ubuntu2204-btrfs", "btrfs", "vhdx"), ("deb12-itools-b", "gpt-esp", "raw"),
-         ("sles11-vmx", "part", "qcow2")]  # fmt: skip
+         ("sles11-vmx", "part", "qcow2"), ("euleros2", "lvm", "vmdk")]  # fmt: skip
 IDS = [f"{f}-{layout}" for _, layout, f in CASES]
 SAME = ("status", "distro", "family", "version", "generator", "default_kernel", "initrd", "default_missing",
         "not_declared", "setting", "blacklisted")  # fmt: skip
@@ -72,9 +75,20 @@ def selinux_enforcing(root: Path) -> None:
 SELINUX = "rocky9-bls"  # the image whose tree has SELinux on
 
 
+def lvm_root(root: Path) -> None:
+    """"/" in LVM volume vgkvm/root (tests/lab/boot.py make_disk, layout lvm), named by its mapper name in
+    fstab and on the kernel line, as RHEL's installer writes them; /boot its own partition."""
+    mapper = f"/dev/mapper/{boot.LVM_VG}-root"
+    (root / "etc/fstab").write_text(f"{mapper} / ext4 defaults 0 0\nUUID={BOOT_UUID} /boot ext4 defaults 0 2\n")
+    cfg = root / "boot/grub2/grub.cfg"
+    cfg.write_text(cfg.read_text().replace(f"root=UUID={ROOT_UUID}", f"root={mapper} rd.lvm.lv={boot.LVM_VG}/root"))
+
+
 def spec(base: str, layout: str, n: int) -> hosts.HostSpec:
     h = dataclasses.replace(hosts.variant(base, f"img-{base}", f"127.0.61.{n}"), disk=layout)
-    extra = {"split": boot_in_fstab, "gpt-esp": esp_in_fstab}.get(layout)
+    if layout == "lvm":  # lvm2 in the tree, and an initrd that assembles LVM (without virtio)
+        h = dataclasses.replace(h, base="bookworm-dracut-lvm")
+    extra = {"split": boot_in_fstab, "gpt-esp": esp_in_fstab, "lvm": lvm_root}.get(layout)
     h = dataclasses.replace(h, setup=_both(h.setup, extra)) if extra else h
     return dataclasses.replace(h, setup=_both(h.setup, selinux_enforcing)) if base == SELINUX else h
 

@@ -170,6 +170,26 @@ def make_dracut(tree: Path) -> None:
     common_setup(tree)
 
 
+DRACUT_LVM = """# lab: root on LVM, as RHEL installs it: dracut's lvm and dm modules back, device-mapper's driver
+# among the Xen image's drivers (still no virtio)
+omit_dracutmodules=" qemu qemu-net crypt dmraid mdraid nvdimm resume lunmask virtiofs overlay-root "
+add_dracutmodules+=" lvm "
+drivers+=" dm-mod "
+"""
+
+
+def make_dracut_lvm(tree: Path) -> None:
+    """The dracut base with lvm2 and an initrd that assembles LVM (still without virtio): an image's root
+    on an LVM volume boots through it (tests/lab/boot.py make_disk, layout lvm)."""
+    apt_install(tree, "lvm2")
+    (tree / "etc/dracut.conf.d/06-lab-lvm.conf").write_text(DRACUT_LVM)
+    for k in kernels(tree):
+        listing = chroot(tree, f"dracut -f /boot/initrd.img-{k} {k} && lsinitrd /boot/initrd.img-{k}")
+        if "virtio" in listing or "/sbin/lvm" not in listing or "dm-mod.ko" not in listing:
+            raise RuntimeError(f"{tree}: the LVM initrd of {k} lacks lvm or dm-mod, or holds virtio drivers")
+    common_setup(tree)
+
+
 LINUX_SOURCE = Path("/usr/src/linux-source-6.1.tar.xz")  # Debian's linux-source-6.1 package
 # A small kernel as some clouds' images ship it: virtio (and ext4, serial, ACPI) built in, so
 # that it boots from a virtio disk without an initrd. Modules stay enabled: modules.builtin
@@ -289,6 +309,7 @@ RECIPES: dict[str, tuple[str | None, Callable[[Path], None]]] = {
     "trixie-itools": ("trixie", make_itools),
     "bookworm-most": ("bookworm", common_setup),
     "bookworm-dracut": ("bookworm", make_dracut),
+    "bookworm-dracut-lvm": ("bookworm-dracut", make_dracut_lvm),
     "bookworm-2k": ("bookworm", lambda t: add_kernel(t, OLDER_KERNEL)),
     "bookworm-2k-itools": ("bookworm-2k", make_itools),
     "bookworm-2k-dracut": ("bookworm-2k", make_dracut),

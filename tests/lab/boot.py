@@ -65,6 +65,8 @@ mount -t sysfs sys /sys 2>/dev/null
 mount -o remount,rw / 2>/dev/null
 {
 echo "root: $(awk '$2 == "/" {print $1, $3}' /proc/mounts | tail -n 1)"
+r=$(readlink -f "$(awk '$2 == "/" {print $1}' /proc/mounts | tail -n 1)")
+echo "root-under: $(ls "/sys/class/block/${r##*/}/slaves" 2>/dev/null | tr '\n' ' ')"
 echo "kernel: $(uname -r)"
 echo "cmdline: $(cat /proc/cmdline)"
 echo "initrd-freed: $(dmesg 2>/dev/null | sed -n 's/.*Freeing initrd memory: \([0-9]*\)K.*/\1/p' | head -n 1)"
@@ -144,6 +146,7 @@ class BootResult:
     kernel: str = ""  # uname -r, from the probe ('' if root was never reached)
     cmdline: str = ""  # /proc/cmdline, from the probe
     root: str = ""  # root device and fs type as the probe saw them ('' if never reached)
+    under: list[str] = field(default_factory=list)  # the devices under a device-mapper root (LVM: its PVs)
     bound: dict[str, str] = field(default_factory=dict)  # virtio device -> driver
     fstab: str = ""  # "mounted", or "FAILED <mount -a's words>" (the probe mounts every fstab entry)
     nics: dict[str, str] = field(default_factory=dict)  # NIC name -> MAC, as udev left them (UDEV_MARK hosts only)
@@ -158,9 +161,12 @@ class BootResult:
     @property
     def ok(self) -> bool:
         """Root mounted from the virtio disk, virtio_blk bound to it, and every fstab entry mounted
-        (``mount -a``). Without an initrd the kernel itself mounts root=/dev/vda, and calls it /dev/root."""
-        return (self.root.startswith(("/dev/vda", "/dev/root ")) and "virtio_blk" in self.bound.values()
-                and self.fstab == "mounted")  # fmt: skip
+        (``mount -a``). Without an initrd the kernel itself mounts root=/dev/vda, and calls it /dev/root.
+        A root on LVM is a device-mapper device over partitions of the virtio disk."""
+        on_vda = self.root.startswith(("/dev/vda", "/dev/root ")) or (
+            self.root.startswith(("/dev/mapper/", "/dev/dm-")) and bool(self.under)
+            and all(u.startswith("vda") for u in self.under))  # fmt: skip
+        return on_vda and "virtio_blk" in self.bound.values() and self.fstab == "mounted"
 
     @property
     def cause(self) -> str:
@@ -339,7 +345,8 @@ def make_disk(h: HostSpec, tree: Path, image: Path, probe: bool = True) -> Disk:
     whole: one unpartitioned ext4 (/dev/vda). split: MBR, partition 1 /boot (its own ext4, as
     RHEL installs it), partition 2 root. part: MBR, partition 1 root (GRUB legacy's (hd0,0)).
     esp: MBR, partition 1 an EFI system partition, partition 2 root (gpt-esp: the same on GPT). btrfs: one btrfs whose
-    top level holds the tree in subvolume @ (Ubuntu's layout).
+    top level holds the tree in subvolume @ (Ubuntu's layout). lvm: MBR, partition 1 /boot, partition 2 an LVM
+    physical volume whose volume vgkvm/root holds the tree (RHEL's and EulerOS's layout; ``make_lvm``).
     """
     image.unlink(missing_ok=True)
     root_size = 4 << 30
@@ -378,6 +385,14 @@ def make_disk(h: HostSpec, tree: Path, image: Path, probe: bool = True) -> Disk:
             run(["truncate", "-s", str(MiB + esp_size + root_size + MiB), str(image)])
             partition(image, [(MiB, esp_size, GPT_ESP), (MiB + esp_size, root_size, GPT_LINUX)], label="gpt")
         spec = f"{image}?offset={MiB + esp_size}"
+    elif h.disk == "lvm":  # RHEL's layout: partition 1 /boot, partition 2 an LVM PV, "/" in volume vgkvm/root
+        boot_size, pv_size = 1 << 30, root_size + 8 * MiB
+        mkfs_ext4(tree / "boot", image, MiB, boot_size, BOOT_UUID)
+        run(["truncate", "-s", str(MiB + boot_size + pv_size), str(image)])
+        partition(image, [(MiB, boot_size, "83"), (MiB + boot_size, pv_size, "8e")])
+        at = MiB + boot_size + make_lvm(image, MiB + boot_size, pv_size, root_size)
+        mkfs_ext4(tree, image, at, root_size, ROOT_UUID)
+        spec = f"{image}?offset={at}"
     elif h.disk == "btrfs":
         make_btrfs(tree, image, root_size)
         return Disk(image, "")
@@ -386,6 +401,31 @@ def make_disk(h: HostSpec, tree: Path, image: Path, probe: bool = True) -> Disk:
     if probe:
         put_probe(spec, tree)
     return Disk(image, spec)
+
+
+LVM_VG = "vgkvm"
+
+
+def make_lvm(image: Path, offset: int, size: int, lv_size: int) -> int:
+    """An LVM physical volume at offset in image, with volume group LVM_VG and its volume root of lv_size,
+    made by lvm2 itself on a loop device with activation off (this machine has no device-mapper; nothing
+    is activated, nothing of this machine's LVM is looked at). Returns where root starts in the PV, as
+    lvm2 reports it."""
+    loop = run(["losetup", "--find", "--show", "--offset", str(offset), "--sizelimit", str(size), str(image)])
+    dev = loop.stdout.strip()
+    config = (f'devices {{ filter = [ "a|^{dev}$|", "r|.*|" ] use_devicesfile = 0 obtain_device_list_from_udev = 0 }}'
+              " global { activation = 0 } backup { backup = 0 archive = 0 }")  # fmt: skip
+    try:
+        run(["pvcreate", "-q", "--config", config, dev])
+        run(["vgcreate", "-q", "--config", config, LVM_VG, dev])
+        run(["lvcreate", "-q", "--config", config, "-an", "-Zn", "-L", f"{lv_size // MiB}m", "-n", "root", LVM_VG])
+        pe = run(["lvs", "--config", config, "--noheadings", "-o", "seg_pe_ranges", f"{LVM_VG}/root"]).stdout
+        starts = run(["pvs", "--config", config, "--noheadings", "--units", "b", "-o", "pe_start,vg_extent_size",
+                      dev]).stdout.split()  # fmt: skip
+    finally:
+        run(["losetup", "-d", dev])
+    first = int(pe.strip().rsplit(":", 1)[1].split("-")[0])
+    return int(starts[0].rstrip("B")) + first * int(starts[1].rstrip("B"))
 
 
 def make_esp(esp: Path, size: int, tree: Path) -> None:
@@ -692,6 +732,8 @@ def parse_result(h: HostSpec, out: str, probe: str, files: dict[str, int], secon
         value = value.strip()
         if key == "root":
             result.root = value
+        elif key == "root-under":
+            result.under = value.split()
         elif key == "kernel":
             result.kernel = value
         elif key == "cmdline":
