@@ -4,12 +4,13 @@ PYTHON ?= python3
 # The GRUB rescue CDs are made during the build too (grub-mkrescue: grub-common, grub-pc-bin, xorriso, mtools).
 LAB_APT_PACKAGES = debootstrap e2fsprogs zstd xz-utils cpio util-linux build-essential flex bison bc libelf-dev \
 	linux-source-6.1 grub-common grub-pc-bin xorriso mtools
-# Images (issue 21): qemu-img, qemu-storage-daemon (FUSE export), bubblewrap (commands inside an image).
+# Images (issue 21): qemu-img, qemu-storage-daemon (FUSE export), bubblewrap (commands inside an image), lvm2
+# (the lab makes an LVM image with it; the product reads LVM without it).
 APT_PACKAGES = $(LAB_APT_PACKAGES) qemu-system-x86 openssh-client lz4 iproute2 grub-emu \
 	grub-efi-amd64-bin grub-efi-amd64-signed ovmf fdisk dosfstools \
 	btrfs-progs python3-rpm chromium \
 	busybox gawk original-awk \
-	qemu-utils qemu-system-common bubblewrap
+	qemu-utils qemu-system-common bubblewrap lvm2
 
 .PHONY: setup deps lab-deps pydeps lab demo test test-quick lint down
 
