@@ -231,16 +231,17 @@ def root_listing(story, name: str, image: Path, tmp: Path) -> str:
         raw.unlink()
 
 
-def debugfs(story, name: str, image: Path, tmp: Path, request: str) -> str:
-    """debugfs's answer to request on the root file system of a (converted) image of lab host name."""
-    raw = tmp / f"{name}.debugfs.raw"
-    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(raw)], check=True)
+def debugfs(story, name: str, raw: Path, *requests: str) -> list[str]:
+    """debugfs's answers to requests on the root file system of a raw copy of lab host name's image."""
     made = story["made"][name]
-    try:
-        return subprocess.run(["debugfs", "-R", request, made.probe_fs.replace(str(made.image), str(raw), 1)],
-                              capture_output=True, check=True).stdout.decode(errors="surrogateescape")  # fmt: skip
-    finally:
-        raw.unlink()
+    spec = made.probe_fs.replace(str(made.image), str(raw), 1)
+    return [subprocess.run(["debugfs", "-R", r, spec], capture_output=True, check=True).stdout.decode(
+        errors="surrogateescape") for r in requests]  # fmt: skip
+
+
+def as_raw(image: Path, raw: Path) -> Path:
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(raw)], check=True)
+    return raw
 
 
 def test_in_place_changes_the_input_only_once_proven_and_keeps_what_it_changed_inside(story, tmp_path):
@@ -248,7 +249,9 @@ def test_in_place_changes_the_input_only_once_proven_and_keeps_what_it_changed_i
     proc, row = fix(story["inputs"][name], "--in-place")  # a streamOptimized VMDK: qemu cannot rewrite it
     assert proc.returncode == 4 and "streamOptimized" in row["errors"][0], proc.stderr
     assert sha256(story["inputs"][name]) == story["sums"][name]
-    disk = tmp_path / "in-place.qcow2"
+    work = tmp_path / "work"
+    work.mkdir()
+    disk = work / "in-place.qcow2"
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(story["inputs"][name]), str(disk)], check=True)
     first = sha256(disk)
     holder = subprocess.Popen(["sh", "-c", 'exec sleep 60 3<"$0"', str(disk)])  # a copy under way, say
@@ -262,18 +265,19 @@ def test_in_place_changes_the_input_only_once_proven_and_keeps_what_it_changed_i
     assert sha256(disk) == first
     proc, row = fix(disk, "--in-place")
     assert proc.returncode == 0 and row["status"] == "compliant" and row["host"] == str(disk), proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in-place.fix.json", "in-place.qcow2"]  # nothing left
-    saved = debugfs(story, name, disk, tmp_path, f"ls {BACKUP_DIR}").split()
-    assert len(stamps := [x for x in saved if re.fullmatch(r"20\d{6}T\d{6}Z", x)]) == 1, saved
+    assert sorted(p.name for p in work.iterdir()) == ["in-place.fix.json", "in-place.qcow2"]  # nothing left
+    raw, original = as_raw(disk, tmp_path / "fixed.raw"), as_raw(story["inputs"][name], tmp_path / "input.raw")
+    (listed,) = debugfs(story, name, raw, f"ls {BACKUP_DIR}")
+    assert len(stamps := [x for x in listed.split() if re.fullmatch(r"20\d{6}T\d{6}Z", x)]) == 1, listed
     base = f"{BACKUP_DIR}/{stamps[0]}"
-    manifest = debugfs(story, name, disk, tmp_path, f"cat {base}/MANIFEST").splitlines()
-    assert "changed /etc/initramfs-tools/modules" in manifest, manifest
-    assert any(m.startswith("changed /boot/initrd.img-") for m in manifest), manifest
-    for changed in [m.split(" ", 1)[1] for m in manifest if m.startswith("changed ")]:
-        kept = debugfs(story, name, disk, tmp_path, f"cat {base}{changed}")
-        assert kept == debugfs(story, name, story["inputs"][name], tmp_path, f"cat {changed}"), changed
-    assert "virtio_blk" not in debugfs(story, name, disk, tmp_path, f"cat {base}/etc/initramfs-tools/modules")
-    assert "virtio_blk" in debugfs(story, name, disk, tmp_path, "cat /etc/initramfs-tools/modules")
+    (manifest,) = debugfs(story, name, raw, f"cat {base}/MANIFEST")
+    changed = [m.split(" ", 1)[1] for m in manifest.splitlines() if m.startswith("changed ")]
+    assert "/etc/initramfs-tools/modules" in changed, manifest
+    assert any(c.startswith("/boot/initrd.img-") for c in changed), manifest
+    kept = debugfs(story, name, raw, *(f"cat {base}{c}" for c in changed))
+    assert kept == debugfs(story, name, original, *(f"cat {c}" for c in changed))  # the input's own, byte for byte
+    assert "virtio_blk" not in kept[changed.index("/etc/initramfs-tools/modules")]
+    assert "virtio_blk" in debugfs(story, name, raw, "cat /etc/initramfs-tools/modules")[0]
 
 
 def test_an_selinux_image_is_relabelled_at_its_first_boot_and_no_other(story, tmp_path):
