@@ -91,3 +91,34 @@ def test_metadata_that_names_another_physical_volume_or_ends_early_is_an_error()
         lvm.parse('vg { id = "x" physical_volumes { pv0 { id = ')
     with pytest.raises(lvm.LvmError, match="does not parse"):
         lvm.parse("vg { id }")
+
+
+def vg_text(lvs: str, pvs: str = 'pv0 { id = "mine" pe_start = 2048 }') -> str:
+    return f'vg {{ id = "x" extent_size = 8192 physical_volumes {{ {pvs} }} logical_volumes {{ {lvs} }} }}'
+
+
+def linear(name: str, first: int, count: int = 1, kind: str = "striped") -> str:
+    return (f'{name} {{ status = ["READ", "WRITE", "VISIBLE"] segment_count = 1 segment1 {{ start_extent = 0 '
+            f'extent_count = {count} type = "{kind}" stripe_count = 1 stripes = ["pv0", {first}] }} }}')
+
+
+@pytest.mark.parametrize("text, why", [
+    ("a { " * 100_000, "nests too deep"),  # not a RecursionError
+    ('x = "' + '\\"' * 200_000, "unterminated string"),  # linear, not seconds per kilobyte
+    ('vg { extent_size = 8192 physical_volumes = 1 }', "not sections"),
+    (vg_text("").replace("logical_volumes {  }", "logical_volumes = 5"), "not sections"),
+    (vg_text(linear("root", 0) + " " + linear("snap", 1, kind="snapshot")), "snapshots"),
+    (vg_text(" ".join(linear(f"lv{i}", i) for i in range(300))), "more than 256"),
+])  # fmt: skip
+def test_crafted_metadata_is_an_error_that_says_why_and_costs_little(text, why):
+    with pytest.raises(lvm.LvmError, match=why):
+        lvm.volumes("mine", lvm.parse(text), PV_SIZE)
+
+
+def test_odd_values_and_places_are_not_read():
+    lvs = " ".join([linear("neg", -1), linear("past", 100), 'odd { status = 5 }',
+                    'bad { status = ["VISIBLE"] segment1 { type = "striped" stripe_count = 1 start_extent = 0 '
+                    'extent_count = 1 stripes = 7 } }', linear("ok", 2)])  # fmt: skip
+    found, skipped = lvm.volumes("mine", lvm.parse(vg_text(lvs)), PV_SIZE)
+    assert [v.lv for v in found] == ["ok"] and found[0].offset == 2048 * 512 + 2 * 8192 * 512
+    assert len(skipped) == 3 and any("vg/neg" in s for s in skipped) and any("vg/past" in s for s in skipped)

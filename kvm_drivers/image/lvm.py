@@ -22,6 +22,8 @@ MDA_MAGIC = b" LVM2 x[5A%r0N*>"
 METADATA_MAX = 1 << 20  # text metadata larger than this is refused (lvm2's default area is 1 MiB)
 LABEL_BYTES = LABEL_SECTORS * SECTOR
 AREA_MAX = 16 << 20  # the most of a metadata area read (its text is at most METADATA_MAX)
+VOLUMES_MAX = 256  # logical volumes read from one volume group (each is probed, maybe mounted)
+DEPTH_MAX = 16  # sections inside sections (lvm2 writes four levels)
 
 
 class LvmError(Exception):
@@ -83,7 +85,7 @@ def metadata_text(area: bytes) -> str:
     return first.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-_TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\]|\\.)*"|[{}\[\]=,]|[^\s{}\[\]=,"#]+')
+_TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\]|\\.)*"?|[{}\[\]=,]|[^\s{}\[\]=,"#]+')  # '"...' unclosed: one token
 
 
 def parse(text: str) -> dict:
@@ -105,17 +107,21 @@ def parse(text: str) -> dict:
             pos += 1
             return items
         if t.startswith('"'):
+            if not re.fullmatch(r'"(?:[^"\\]|\\.)*"', t):
+                raise LvmError("its metadata has an unterminated string")
             return re.sub(r"\\(.)", r"\1", t[1:-1])
-        return int(t) if re.fullmatch(r"-?\d+", t) else t
+        return int(t) if re.fullmatch(r"-?\d{1,30}", t) else t
 
-    def section() -> dict:
+    def section(depth: int = 0) -> dict:
         nonlocal pos
+        if depth > DEPTH_MAX:
+            raise LvmError("its metadata nests too deep")
         out: dict = {}
         while pos < len(tokens) and tokens[pos] != "}":
             key = tokens[pos]
             if tokens[pos + 1] == "{":
                 pos += 2
-                out[key] = section()
+                out[key] = section(depth + 1)
                 pos += 1  # "}"
             elif tokens[pos + 1] == "=":
                 pos += 2
@@ -137,23 +143,35 @@ def volumes(uuid: str, meta: dict, pv_size: int) -> tuple[list[Volume], list[str
         raise LvmError(f"its metadata describes {len(vgs)} volume groups, not one")
     vg_name, vg = vgs[0]
     extent = vg.get("extent_size")
-    mine = [n for n, pv in vg["physical_volumes"].items()
+    pvs, lvs = vg["physical_volumes"], vg.get("logical_volumes") or {}
+    if not isinstance(pvs, dict) or not isinstance(lvs, dict):
+        raise LvmError(f"volume group {vg_name}: its volumes are not sections")
+    mine = [n for n, pv in pvs.items()
             if isinstance(pv, dict) and str(pv.get("id", "")).replace("-", "") == uuid]  # fmt: skip
     if len(mine) != 1 or not isinstance(extent, int) or extent <= 0:
         raise LvmError(f"volume group {vg_name}: this physical volume is not in its metadata")
-    pv = vg["physical_volumes"][mine[0]]
+    pv = pvs[mine[0]]
     pe_start = pv.get("pe_start")
     if not isinstance(pe_start, int) or pe_start < 0:
         raise LvmError(f"volume group {vg_name}: no pe_start for this physical volume")
     found, skipped = [], []
-    for name, lv in (vg.get("logical_volumes") or {}).items():
-        if not isinstance(lv, dict) or "VISIBLE" not in (lv.get("status") or []):
+    segment_types = {v.get("type") for lv in lvs.values() if isinstance(lv, dict)
+                     for k, v in lv.items() if k.startswith("segment") and isinstance(v, dict)}  # fmt: skip
+    if segment_types & {"snapshot", "thin", "thin-pool", "cache", "cache-pool", "writecache", "vdo"}:
+        raise LvmError(f"volume group {vg_name} has snapshots, thin, cached or VDO volumes: not supported "
+                       "(their volumes must not be written without device-mapper)")  # fmt: skip
+    if len(lvs) > VOLUMES_MAX:
+        raise LvmError(f"volume group {vg_name} has {len(lvs)} logical volumes: more than {VOLUMES_MAX}")
+    for name, lv in lvs.items():
+        status = lv.get("status") if isinstance(lv, dict) else None
+        if not isinstance(status, list) or "VISIBLE" not in status:
             continue
         segments = [v for k, v in lv.items() if re.fullmatch(r"segment\d+", k) and isinstance(v, dict)]
         seg = segments[0] if len(segments) == 1 else {}
-        stripes = seg.get("stripes") or []
+        stripes = seg.get("stripes")
+        stripes = stripes if isinstance(stripes, list) else []
         if not (seg.get("type") == "striped" and seg.get("stripe_count") == 1 and seg.get("start_extent") == 0
-                and len(stripes) == 2 and stripes[0] == mine[0] and isinstance(stripes[1], int)
+                and len(stripes) == 2 and stripes[0] == mine[0] and isinstance(stripes[1], int) and stripes[1] >= 0
                 and isinstance(seg.get("extent_count"), int)):  # fmt: skip
             kind = f"{len(segments)} segments" if len(segments) != 1 else f"a {seg.get('type')} segment" + (
                 " on another physical volume" if stripes[:1] != mine else "")
@@ -161,7 +179,7 @@ def volumes(uuid: str, meta: dict, pv_size: int) -> tuple[list[Volume], list[str
             continue
         offset = (pe_start + stripes[1] * extent) * SECTOR
         size = seg["extent_count"] * extent * SECTOR
-        if offset < 0 or size <= 0 or offset + size > pv_size:
+        if offset < pe_start * SECTOR or size <= 0 or offset + size > pv_size:
             skipped.append(f"LVM volume {vg_name}/{name} is not inside its physical volume: not read")
             continue
         found.append(Volume(vg_name, name, offset, size))

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -213,20 +214,26 @@ class Opened:
         """The LVM volumes of the physical volume on part that are plain runs of its bytes, and what is
         not read (kvm_drivers.image.lvm: no device-mapper is needed, or used).
         """
+        why = "no metadata area"
+        volumes: list[lvm.Volume] = []
+        skipped: list[str] = []
         with open(self.raw, "rb") as disk:
-            uuid, areas = lvm.label(os.pread(disk.fileno(), lvm.LABEL_BYTES, part.offset))
-            why = "no metadata area"
+            try:
+                uuid, areas = lvm.label(os.pread(disk.fileno(), lvm.LABEL_BYTES, part.offset))
+            except (lvm.LvmError, ValueError, struct.error) as exc:
+                raise ImageError(f"{part.name} is an LVM physical volume that cannot be read: {exc}") from None
             for start, size in areas:
                 if start + size > part.size:
                     why = "its metadata area is not inside it"
                     continue
                 try:
                     area = os.pread(disk.fileno(), min(size, lvm.AREA_MAX), part.offset + start)
-                    text = lvm.metadata_text(area)
-                    volumes, skipped = lvm.volumes(uuid, lvm.parse(text), part.size)
+                    volumes, skipped = lvm.volumes(uuid, lvm.parse(lvm.metadata_text(area)), part.size)
                     break
                 except lvm.LvmError as exc:
                     why = str(exc)
+                except Exception as exc:  # noqa: BLE001 - crafted metadata is an error that says so, never a crash
+                    why = f"its metadata is malformed ({type(exc).__name__})"
             else:
                 raise ImageError(f"{part.name} is an LVM physical volume that cannot be read: {why}")
         parts = [layout.Part(part.number, part.offset + v.offset, v.size, lv=f"{v.vg}/{v.lv}") for v in volumes]
