@@ -143,3 +143,41 @@ def test_a_stream_optimized_vmdk_is_refused_in_place_before_anything_is_written(
     assert "streamOptimized" in Disk("/x.vmdk", "vmdk", 1, subformat="streamOptimized").in_place_problem()
     assert Disk("/x.vmdk", "vmdk", 1, subformat="monolithicSparse").in_place_problem() == ""
     assert Disk("/x.qcow2", "qcow2", 1).in_place_problem() == ""
+
+
+def test_kept_links_stay_links_owners_and_set_id_bits_stay_and_odd_names_stay_one_line(tmp_path):
+    root = tree(tmp_path / "img")
+    os.symlink("/etc", root / "etc/ssl-link")  # a directory here too: it must come back as the link it was
+    (root / "etc/su").write_bytes(b"binary")
+    os.chown(root / "etc/su", 1234, 5678)
+    os.chmod(root / "etc/su", 0o4755)
+    odd = "x\nremoved etc-passwd"  # (no "/" can be in a name)
+    (root / "etc" / odd).write_text("")
+    keep = tmp_path / "keep"
+    inplace.copy_out(str(root), ["etc/ssl-link", "etc/su"], str(keep))
+    what = {"changed": ["etc/ssl-link", "etc/su"], "created": [f"etc/{odd}"], "removed": []}
+    base = Path(inplace.inside(str(root), inplace.save(str(root), str(keep), "s", what)))
+    assert os.readlink(base / "etc/ssl-link") == "/etc"
+    st = os.stat(base / "etc/su")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 5678, 0o4755)
+    manifest = (base / "MANIFEST").read_text().splitlines()
+    assert not [m for m in manifest if m.startswith("removed")] and 'created "/etc/x\\nremoved etc-passwd"' in manifest
+
+
+def test_backups_are_refused_where_the_image_mounts_var_of_its_own_or_the_directory_is_planted(tmp_path):
+    root = tree(tmp_path / "img")
+    (root / "etc/fstab").write_text("UUID=1 / ext4 defaults 0 1\nUUID=2 /var xfs defaults 0 2\n")
+    with pytest.raises(OSError, match="fstab mounts /var .* hidden at boot"):
+        inplace.save(str(root), str(tmp_path), "s", {"changed": [], "created": [], "removed": []})
+    (root / "etc/fstab").write_text("UUID=1 / ext4 defaults 0 1\n")
+    (root / "var/lib/kvm-drivers/image-backup/s").mkdir(parents=True)  # made beforehand by the image's own code
+    with pytest.raises(FileExistsError):
+        inplace.save(str(root), str(tmp_path), "s", {"changed": [], "created": [], "removed": []})
+
+
+def test_what_the_copies_cost_is_counted_before_they_are_made(tmp_path):
+    root = tree(tmp_path / "img")
+    with open(root / "boot/initrd.img-6.1", "r+b") as f:
+        f.truncate(1 << 40)  # sparse: 1 TiB said, nothing used
+    before = inplace.listing(str(root))
+    assert inplace.copy_size(before, ["boot/initrd.img-6.1", "etc/modules-link"]) == 1 << 40

@@ -268,7 +268,7 @@ def test_in_place_changes_the_input_only_once_proven_and_keeps_what_it_changed_i
     assert sorted(p.name for p in work.iterdir()) == ["in-place.fix.json", "in-place.qcow2"]  # nothing left
     raw, original = as_raw(disk, tmp_path / "fixed.raw"), as_raw(story["inputs"][name], tmp_path / "input.raw")
     (listed,) = debugfs(story, name, raw, f"ls {BACKUP_DIR}")
-    assert len(stamps := [x for x in listed.split() if re.fullmatch(r"20\d{6}T\d{6}Z", x)]) == 1, listed
+    assert len(stamps := [x for x in listed.split() if re.fullmatch(r"20\d{6}T\d{6}Z-[0-9a-f]{6}", x)]) == 1, listed
     base = f"{BACKUP_DIR}/{stamps[0]}"
     (manifest,) = debugfs(story, name, raw, f"cat {base}/MANIFEST")
     changed = [m.split(" ", 1)[1] for m in manifest.splitlines() if m.startswith("changed ")]

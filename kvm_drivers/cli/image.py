@@ -31,11 +31,12 @@ from kvm_drivers.cli import output
 from kvm_drivers.image import inplace
 from kvm_drivers.image.check import DEFAULT_TIMEOUT, check_images
 from kvm_drivers.image.connector import default_output
-from kvm_drivers.image.disk import DiskError, open_disk
+from kvm_drivers.image.disk import DiskError, open_disk, writer
 from kvm_drivers.image.session import namespace_command, session_env
 from kvm_drivers.report import printable
 
 FIX_TIMEOUT = 3600.0
+SESSION_TIMEOUT = 3600.0  # one session of --in-place (a listing, the copies, the backups)
 ENTRY = Path(__file__).resolve().parent.parent / "deploy_entry.py"  # the deploy, as pyinfra runs a file
 
 
@@ -108,6 +109,10 @@ def fix(args: argparse.Namespace, data: dict[str, Any], started: float, previous
                 raise DiskError(why)
             if held := inplace.holders(disk):
                 raise DiskError(f"is in use: held by {', '.join(held)[:300]}: stop it, or fix a copy")
+            if os.path.lexists(over := default_output(disk)):
+                raise DiskError(f"{over} may be an overlay over it (image fix's default output): changing it "
+                                "in place would corrupt that overlay; remove it first")  # fmt: skip
+            seen = inplace.unchanged_key(disk)
         except (DiskError, OSError) as exc:
             row = report.host_row(disk, None, f"image {disk}: {exc}: unchanged")
             return output.finish([row], args, started, report.EXIT_CODES["error"], previous, stdout, stderr, "image")
@@ -134,7 +139,7 @@ def fix(args: argparse.Namespace, data: dict[str, Any], started: float, previous
         return output.finish([row], args, started, report.EXIT_CODES["error"], previous, stdout, stderr, "image")
     if args.in_place:
         try:
-            saved = write_in_place(disk, fmt, new, stderr)
+            saved = write_in_place(disk, fmt, new, seen, stderr)
         except (OSError, ValueError) as exc:
             row = report.host_row(disk, None, f"image {disk}: --in-place: {printable(str(exc))}")
             return output.finish([row], args, started, report.EXIT_CODES["error"], previous, stdout, stderr, "image")
@@ -149,15 +154,18 @@ def fix(args: argparse.Namespace, data: dict[str, Any], started: float, previous
 
 def session(action: str, *args: str, feed: object = None) -> str:
     """One image session (kvm_drivers.image.session) to its end: its stdout; OSError with its cause."""
-    proc = subprocess.run(namespace_command(action, *args), input=None if feed is None else inplace.dumps(feed),
-                          capture_output=True, text=True, env=session_env())  # fmt: skip
+    try:
+        proc = subprocess.run(namespace_command(action, *args), input=None if feed is None else inplace.dumps(feed),
+                              capture_output=True, text=True, env=session_env(), timeout=SESSION_TIMEOUT)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise OSError(f"{action}: not done within {SESSION_TIMEOUT:g} s") from None
     if proc.returncode != 0:
         said = [x for x in proc.stderr.splitlines() if not x.startswith("note: ")][-1:] or [f"exit {proc.returncode}"]
         raise OSError(f"{action}: {said[0][:300]}")
     return proc.stdout
 
 
-def write_in_place(disk: str, fmt: str, overlay: str, stderr: TextIO) -> str:
+def write_in_place(disk: str, fmt: str, overlay: str, seen: tuple, stderr: TextIO) -> str:
     """The proven overlay written into disk (kvm_drivers.image.inplace), each file it changed kept in the
     image first: the backup directory, as the image names it. On failure before the commit, disk is as
     it was and the overlay is removed; a failed commit keeps the overlay and says how to finish it.
@@ -167,12 +175,22 @@ def write_in_place(disk: str, fmt: str, overlay: str, stderr: TextIO) -> str:
         after = json.loads(session("list", overlay, "qcow2", disk, fmt))
         before = json.loads(session("list", disk, fmt))
         what = inplace.changes(before, after)
-        session("copy-out", disk, fmt, keep, feed=[p for p in what["changed"] + what["removed"]
-                                                    if before[p][0] != stat.S_IFDIR])  # fmt: skip
-        saved = session("save", overlay, "qcow2", disk, fmt, keep, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
-                        feed=what).strip()  # fmt: skip
+        copies = [p for p in what["changed"] + what["removed"] if before[p][0] != stat.S_IFDIR]
+        free = shutil.disk_usage(keep).free
+        if (need := inplace.copy_size(before, copies)) > free - (64 << 20):
+            raise OSError(f"the input's copies of what the fix changed need {need} bytes, and {free} are free "
+                          f"beside {disk}: not done")  # fmt: skip
+        session("copy-out", disk, fmt, keep, feed=copies)
+        stamp = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
+        saved = session("save", overlay, "qcow2", disk, fmt, keep, stamp, feed=what).strip()
         for key in ("changed", "created", "removed"):
-            print(f"kvm-drivers image fix: {key}: {', '.join('/' + p for p in what[key]) or 'none'}", file=stderr)
+            named = ", ".join(printable("/" + p) for p in what[key][:50]) + (" ..." if len(what[key]) > 50 else "")
+            print(f"kvm-drivers image fix: {key}: {named or 'none'}", file=stderr)
+        deadline = time.monotonic() + 20  # (the loop devices of the sessions that read it go as their namespaces do)
+        while inplace.holders(disk) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if inplace.holders(disk) or writer(disk) or inplace.unchanged_key(disk) != seen:
+            raise OSError(f"{disk} changed or was taken by another process while it was being fixed: not written")
     except BaseException:
         Path(overlay).unlink(missing_ok=True)
         raise

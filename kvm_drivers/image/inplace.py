@@ -20,6 +20,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+from kvm_drivers.facts.boot_path import fstab_entries
 from kvm_drivers.image.paths import inside
 
 BACKUP_DIR = "/var/lib/kvm-drivers/image-backup"  # in the image; one directory per in-place fix
@@ -53,6 +54,12 @@ def holders(path: str) -> list[str]:
     return found
 
 
+def unchanged_key(path: str) -> tuple:
+    """What says the file at path is still the one it was: device, inode, size, mtime, ctime."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def listing(root: str, copies: tuple[str, ...] = ()) -> dict[str, Entry]:
     """Every path of the tree at root, relative, never following a link. Under copies (mount points
     that hold a copy made for this session, whose times of change are the copy's) no ctime is kept.
@@ -63,6 +70,8 @@ def listing(root: str, copies: tuple[str, ...] = ()) -> dict[str, Entry]:
         rel = todo.pop()
         with os.scandir(os.path.join(root, rel) if rel else root) as it:
             for e in it:
+                if "/" in e.name or "\0" in e.name:  # no file system of Linux 5.4+ lets one in; said if one did
+                    raise OSError(f"a directory entry of the image is named {e.name!r:.80}: refused")
                 path = f"{rel}/{e.name}" if rel else e.name
                 st = e.stat(follow_symlinks=False)
                 kind = stat.S_IFMT(st.st_mode)
@@ -100,47 +109,93 @@ def copy_out(root: str, paths: list[str], dest: str) -> None:
             with os.fdopen(fd, "rb") as f, open(dst, "xb") as g:
                 while chunk := f.read(1 << 20):
                     g.write(chunk)
-            os.chmod(dst, stat.S_IMODE(st.st_mode))
-            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        else:
+            continue  # a FIFO, socket or device node: named in the MANIFEST, not kept
+        keep_attrs(dst, st)
+
+
+def keep_attrs(path: str, st: os.stat_result) -> None:
+    """Give path (a copy, never followed) the owner, mode (set-id bits too) and times of st."""
+    os.lchown(path, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def copy_size(before: dict[str, Entry], paths: list[str]) -> int:
+    """The bytes copy_out will write for paths (their sizes as listed: a sparse file counts whole)."""
+    return sum(before[p][4] for p in paths if before[p][0] == stat.S_IFREG)
+
+
+def line(key: str, path: str) -> str:
+    """A MANIFEST line: the path as it is when printable, else quoted with escapes (a name holding a
+    newline must not write a line of its own).
+    """
+    name = "/" + path
+    return f"{key} {name if name.isprintable() and name.strip() == name else json.dumps(name)}\n"
+
+
+def hidden_by(fstab: str) -> str:
+    """The fstab mount point that would hide BACKUP_DIR at boot ('' when none): sessions mount only
+    what the check needs, so a /var of its own is not where the backups would be written.
+    """
+    for _, target, _, _ in fstab_entries(fstab):
+        if target != "/" and (BACKUP_DIR + "/").startswith(target.rstrip("/") + "/"):
+            return target
+    return ""
 
 
 def save(root: str, src: str, stamp: str, what: dict[str, list[str]]) -> str:
     """Put the copies in src (copy_out's) and a MANIFEST into the image at root under BACKUP_DIR/stamp,
     every path resolved inside the image. Returns that directory, as the image names it.
     """
+    path = inside(root, "/etc/fstab")  # (no link left in it; a FIFO there is not read)
+    fstab = Path(path).read_text(errors="replace") if os.path.isfile(path) else ""
+    if hiding := hidden_by(fstab):
+        raise OSError(f"fstab mounts {hiding} from a file system of its own: the backups under {BACKUP_DIR} "
+                      "would be hidden at boot: not done")  # fmt: skip
     target = f"{BACKUP_DIR}/{stamp}"
     made = ""
     for part in target.strip("/").split("/"):
         made += "/" + part
         real = inside(root, made)
-        if not os.path.lexists(real):
+        if made == target:
+            os.mkdir(real, 0o700)  # its own: one that exists already (planted) is an error
+        elif not os.path.lexists(real):
             os.mkdir(real, 0o700)
         elif not stat.S_ISDIR(os.lstat(real).st_mode):
             raise OSError(f"{made} in the image is not a directory")
     base = inside(root, target)
-    files = os.path.join(src, "files")
-    for dirpath, dirs, names in os.walk(files):
-        rel = os.path.relpath(dirpath, files)
-        here = base if rel == "." else os.path.join(base, rel)
-        for d in dirs:
-            os.mkdir(os.path.join(here, d), 0o700)
-        for name in names:
-            s, d = os.path.join(dirpath, name), os.path.join(here, name)
-            if os.path.islink(s):
+    _put(os.path.join(src, "files"), base)
+    with open(os.path.join(base, "MANIFEST"), "x", encoding="utf-8", errors="surrogateescape") as f:
+        f.write("# kvm-drivers image fix --in-place: what it changed in this image; the files it changed or\n"
+                "# removed are kept here as they were, under their own paths (not FIFOs, sockets, devices)\n")
+        for key in ("changed", "created", "removed"):
+            f.writelines(line(key, p) for p in what[key])
+    return target
+
+
+def _put(src: str, dest: str) -> None:
+    """Copy the tree at src (copy_out's, on this machine) into dest, a new directory of the image (links
+    copied as links, never followed; every name created afresh).
+    """
+    if not os.path.isdir(src):
+        return
+    with os.scandir(src) as it:
+        for e in it:
+            s, d = e.path, os.path.join(dest, e.name)
+            st = e.stat(follow_symlinks=False)
+            if e.is_symlink():
                 os.symlink(os.readlink(s), d)
+            elif e.is_dir(follow_symlinks=False):
+                os.mkdir(d, 0o700)
+                _put(s, d)
             else:
                 fd = os.open(d, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
                 with open(s, "rb") as f, os.fdopen(fd, "wb") as g:
                     while chunk := f.read(1 << 20):
                         g.write(chunk)
-                os.chmod(d, stat.S_IMODE(os.stat(s).st_mode))
-                os.utime(d, ns=(os.stat(s).st_atime_ns, os.stat(s).st_mtime_ns))
-    with open(os.path.join(base, "MANIFEST"), "x") as f:
-        f.write("# kvm-drivers image fix --in-place: what it changed in this image; the files it changed or\n"
-                "# removed are kept here as they were, under their own paths\n")
-        for key in ("changed", "created", "removed"):
-            f.writelines(f"{key} /{p}\n" for p in what[key])
-    return target
+            keep_attrs(d, st)
 
 
 def commit(overlay: str) -> None:
