@@ -1,7 +1,7 @@
 """Issue 21 on the lab: disk images made from lab hosts' trees as the lab's boot disks are
 (tests/lab/boot.py make_disk, with the tree's own init), in every format and layout the issue names:
-VMDK (whole disk), qcow2 (MBR, /boot its own partition, dracut), VHD (the same, BLS entries), VHDX
-(btrfs, "/" in subvolume @), raw (GPT with an ESP, booted by OVMF with empty NVRAM), and the SLES 11
+VMDK (whole disk), qcow2 (MBR, /boot its own partition, dracut), VHDX (the same, BLS entries), VHD
+(btrfs, "/" in subvolume @, as the issue names it), raw (GPT with an ESP, booted by OVMF with empty NVRAM), and the SLES 11
 layout (GRUB legacy menu.lst booting /boot/linux.vmx and initrd.vmx; mkinitrd, a lab STAND-IN) in qcow2,
 and VMDK with "/" on LVM (EulerOS's layout: /boot a partition, the rest an LVM physical volume made by
 real lvm2, its volume vgkvm/root read here without device-mapper and assembled at boot by the guest's
@@ -42,8 +42,8 @@ from tests.lab.bases import BOOT_UUID, ROOT_UUID
 
 pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-images")]
 # (lab host, disk layout, format)
-CASES = [("deb12-itools", "whole", "vmdk"), ("centos7", "split", "qcow2"), ("rocky9-bls", "split", "vpc"),
-         ("ubuntu2204-btrfs", "btrfs", "vhdx"), ("deb12-itools-b", "gpt-esp", "raw"),
+CASES = [("deb12-itools", "whole", "vmdk"), ("centos7", "split", "qcow2"), ("rocky9-bls", "split", "vhdx"),
+         ("ubuntu2204-btrfs", "btrfs", "vpc"), ("deb12-itools-b", "gpt-esp", "raw"),
          ("sles11-vmx", "part", "qcow2"), ("euleros2", "lvm", "vmdk")]  # fmt: skip
 IDS = [f"{f}-{layout}" for _, layout, f in CASES]
 SAME = ("status", "distro", "family", "version", "generator", "default_kernel", "initrd", "default_missing",
