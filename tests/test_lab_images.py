@@ -1,8 +1,8 @@
 """Issue 21 on the lab: disk images made from lab hosts' trees as the lab's boot disks are
 (tests/lab/boot.py make_disk, with the tree's own init), in every format and layout the issue names:
 VMDK (whole disk), qcow2 (MBR, /boot its own partition, dracut), VHDX (the same, BLS entries), VHD
-(btrfs, "/" in subvolume @, as the issue names it), raw (GPT with an ESP, booted by OVMF with empty NVRAM), and the SLES 11
-layout (GRUB legacy menu.lst booting /boot/linux.vmx and initrd.vmx; mkinitrd, a lab STAND-IN) in qcow2,
+(btrfs, "/" in subvolume @), raw (GPT with an ESP, booted by OVMF with empty NVRAM), the SLES 11 layout
+(GRUB legacy menu.lst booting /boot/linux.vmx and initrd.vmx; mkinitrd, a lab STAND-IN) in qcow2,
 and VMDK with "/" on LVM (EulerOS's layout: /boot a partition, the rest an LVM physical volume made by
 real lvm2, its volume vgkvm/root read here without device-mapper and assembled at boot by the guest's
 own dracut and LVM).
