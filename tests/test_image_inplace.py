@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -181,3 +182,32 @@ def test_what_the_copies_cost_is_counted_before_they_are_made(tmp_path):
         f.truncate(1 << 40)  # sparse: 1 TiB said, nothing used
     before = inplace.listing(str(root))
     assert inplace.copy_size(before, ["boot/initrd.img-6.1", "etc/modules-link"]) == 1 << 40
+
+
+def image_fix(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in a process of its own (importing pyinfra here would patch this process's I/O: gevent)."""
+    return subprocess.run([sys.executable, "-m", "kvm_drivers", "image", "fix", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).parent.parent, timeout=120)  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="image commands need root")
+def test_in_place_with_an_output_or_a_copy_is_a_usage_error_and_touches_nothing(tmp_path):
+    disk = tmp_path / "disk.qcow2"
+    disk.write_bytes(b"not even an image")
+    for extra in (["--output", str(tmp_path / "new.qcow2")], ["--flatten"]):
+        proc = image_fix(str(disk), "--in-place", *extra)
+        assert proc.returncode == 1 and "--in-place writes DISK itself" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.qcow2"]
+    assert disk.read_bytes() == b"not even an image"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="image commands need root")
+def test_in_place_beside_an_overlay_over_the_input_is_refused(tmp_path):
+    disk = tmp_path / "disk.raw"
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    (tmp_path / "disk.kvm.qcow2").write_bytes(b"an overlay image fix wrote earlier")
+    report = tmp_path / "r.json"
+    proc = image_fix(str(disk), "--in-place", "--report", str(report))
+    assert proc.returncode == 4 and "may be an overlay over it" in report.read_text(), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.kvm.qcow2", "disk.raw", "r.json"]

@@ -251,8 +251,9 @@ def progress_printer(stream: TextIO) -> Callable[[int, int], None] | None:
     return show
 
 
-def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """The check command; returns the exit code."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr  # the streams of now, not of import time
     started = time.time()
     usage, previous = output.read_arguments(args, stderr)
     if usage:

@@ -69,8 +69,9 @@ def add_parser(sub: Any) -> None:
     output.add_common(fix, FIX_TIMEOUT, "image")
 
 
-def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """The image check; returns the exit code."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr  # the streams of now, not of import time
     started = time.time()
     usage, previous = output.read_arguments(args, stderr)
     if usage:
