@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -46,8 +47,8 @@ def holders(path: str) -> list[str]:
             continue
     for loop in Path("/sys/block").glob("loop*"):
         try:
-            backing = (loop / "loop/backing_file").read_text().strip()
-            if os.stat(backing).st_ino == st.st_ino and os.stat(backing).st_dev == st.st_dev:
+            backing = os.stat((loop / "loop/backing_file").read_text().strip())
+            if (backing.st_dev, backing.st_ino) == (st.st_dev, st.st_ino):
                 found.append(f"/dev/{loop.name}")
         except OSError:
             continue
@@ -107,8 +108,7 @@ def copy_out(root: str, paths: list[str], dest: str) -> None:
         elif stat.S_ISREG(st.st_mode):
             fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             with os.fdopen(fd, "rb") as f, open(dst, "xb") as g:
-                while chunk := f.read(1 << 20):
-                    g.write(chunk)
+                shutil.copyfileobj(f, g, 1 << 20)
         else:
             continue  # a FIFO, socket or device node: named in the MANIFEST, not kept
         keep_attrs(dst, st)
@@ -193,8 +193,7 @@ def _put(src: str, dest: str) -> None:
             else:
                 fd = os.open(d, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
                 with open(s, "rb") as f, os.fdopen(fd, "wb") as g:
-                    while chunk := f.read(1 << 20):
-                        g.write(chunk)
+                    shutil.copyfileobj(f, g, 1 << 20)
             keep_attrs(d, st)
 
 
